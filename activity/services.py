@@ -1,0 +1,83 @@
+"""The event log: every state change in the product is recorded here first."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection, transaction
+
+from activity.models import Event
+
+# Key of the PostgreSQL advisory lock that serializes transactions writing events.
+# Ids are handed out at insert; holding this lock from the first event insert to
+# commit makes id order equal commit order, so "replay everything after id N"
+# can never skip an event that committed late.
+EVENT_LOG_LOCK = 0x5011_0100
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event a service decided on, before it is written."""
+
+    stream: str
+    type: str
+    message: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def record_events(events: Iterable[NewEvent], *, now: dt.datetime) -> list[Event]:
+    """Write events in one transaction; they reach the streams when it commits.
+
+    Call this last in a transaction: on PostgreSQL it takes the event-log lock, and a
+    transaction holding it must not wait for row locks afterwards.
+    """
+    events = list(events)
+    if not events:
+        return []
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [EVENT_LOG_LOCK])
+        rows = []
+        for new in events:
+            row = Event(
+                stream=new.stream,
+                type=new.type,
+                message=new.message,
+                payload=new.payload,
+                timestamp=now,
+            )
+            # save(), not bulk_create(): post_save is what announces the event.
+            row.save(force_insert=True)
+            rows.append(row)
+    return rows
+
+
+def events_after(stream: str, after_id: int, *, limit: int = 500) -> list[Event]:
+    """Return the stream's committed events after after_id, oldest first."""
+    return list(
+        Event.objects.filter(stream=stream, id__gt=after_id).order_by("id")[:limit]
+    )
+
+
+def last_event_id(stream: str) -> int:
+    """Return the id of the stream's newest committed event, or 0."""
+    newest = Event.objects.filter(stream=stream).order_by("-id").values("id").first()
+    return newest["id"] if newest else 0
+
+
+def prune_events(*, now: dt.datetime, max_age: float, max_count: int) -> int:
+    """Delete events older than max_age seconds or beyond the newest max_count."""
+    deleted, _ = Event.objects.filter(
+        timestamp__lt=now - dt.timedelta(seconds=max_age)
+    ).delete()
+    boundary = (
+        Event.objects.order_by("-id").values_list("id", flat=True)[max_count:][:1]
+    ).first()
+    if boundary is not None:
+        more, _ = Event.objects.filter(id__lte=boundary).delete()
+        deleted += more
+    return deleted

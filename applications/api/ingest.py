@@ -1,0 +1,39 @@
+"""POST /api/applications/heartbeat on the lean lane (see sollol_site.ingest)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from applications import services
+from applications.api.serializers import AppReport, parse_report
+from sollol_site import jsonio
+from sollol_site.ingest import get_writer, lean_post
+
+
+def _write_heartbeats(
+    reports: Sequence[AppReport], now: dt.datetime
+) -> list[services.HeartbeatResult]:
+    results = services.record_heartbeats(reports, now=now)
+    return [results[report.app_id] for report in reports]
+
+
+async def _heartbeat(body: bytes) -> tuple[int, dict[str, Any]]:
+    report = parse_report(jsonio.loads(body), registering=False)
+    result = await get_writer("heartbeats", _write_heartbeats).submit(report)
+    if result is services.HeartbeatResult.NOT_FOUND:
+        return 404, {
+            "error": f"no application with app_id {report.app_id}; register first",
+            "app_id": report.app_id,
+        }
+    return 200, {
+        "status": "ok",
+        "app_id": report.app_id,
+        "registered": result is services.HeartbeatResult.REGISTERED,
+    }
+
+
+heartbeat = lean_post(_heartbeat)
+
+routes = {"/api/applications/heartbeat": heartbeat}

@@ -1,0 +1,97 @@
+"""The one shape of an application, in and out: REST, the lean lane and events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from applications.models import Application
+from sollol_site.jsonio import PayloadError, check_document, check_text
+
+APP_ID_PATTERN = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+METADATA_MAX_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class AppReport:
+    """What an application says about itself in a register or heartbeat."""
+
+    app_id: str
+    name: str | None = None
+    router_type: str | None = None
+    version: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def application_data(app: Application, now: dt.datetime) -> dict[str, Any]:
+    """Return the application as the API and the event stream show it."""
+    return {
+        "app_id": app.app_id,
+        "name": app.name,
+        "router_type": app.router_type,
+        "version": app.version,
+        "status": app.get_status(now),
+        "start_time": app.start_time.timestamp(),
+        "last_heartbeat": app.last_heartbeat.timestamp(),
+        "uptime_seconds": round(app.uptime_seconds(now), 3),
+        "last_seen_seconds": round(app.last_seen_seconds(now), 3),
+        "metadata": app.metadata,
+    }
+
+
+def parse_app_id(value: Any) -> str:
+    if not isinstance(value, str):
+        raise PayloadError("app_id must be a string")
+    if not APP_ID_PATTERN.fullmatch(value):
+        raise PayloadError(
+            "app_id must be 1 to 128 characters from A-Z a-z 0-9 . _ ~ -"
+        )
+    return value
+
+
+def _optional_text(data: dict, field: str, max_length: int) -> str | None:
+    value = data.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(f"{field} must be a string")
+    value = check_text(value.strip(), field)
+    if len(value) > max_length:
+        raise PayloadError(f"{field} must be at most {max_length} characters")
+    return value
+
+
+def parse_report(data: Any, *, registering: bool) -> AppReport:
+    """Validate a register (registering=True) or heartbeat body into an AppReport.
+
+    A register may omit app_id (the server makes one) and must have a name; a
+    heartbeat must have app_id and may carry the other fields.
+    """
+    if not isinstance(data, dict):
+        raise PayloadError("request body must be a JSON object")
+    if data.get("app_id") is None:
+        if not registering:
+            raise PayloadError("app_id is required")
+        app_id = str(uuid.uuid4())
+    else:
+        app_id = parse_app_id(data["app_id"])
+    name = _optional_text(data, "name", Application._meta.get_field("name").max_length)
+    if registering and not name:
+        raise PayloadError("name is required")
+    if name == "":
+        raise PayloadError("name must not be empty")
+    metadata = data.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise PayloadError("metadata must be a JSON object")
+        check_document(metadata, "metadata", max_depth=METADATA_MAX_DEPTH)
+    return AppReport(
+        app_id=app_id,
+        name=name,
+        router_type=_optional_text(data, "router_type", 100),
+        version=_optional_text(data, "version", 64),
+        metadata=metadata,
+    )

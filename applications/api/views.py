@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from django.db.models import Count, Q
+from django.utils import timezone
+from rest_framework import status
+from rest_framework.exceptions import NotFound, ParseError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from applications import services
+from applications.api.serializers import (
+    application_data,
+    parse_app_id,
+    parse_report,
+)
+from applications.choices import AppStatus
+from applications.models import Application
+from sollol_site.jsonio import PayloadError
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def _int_param(request, name: str, default: int, maximum: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ParseError(f"{name} must be a whole number") from None
+    if value < 0 or (maximum is not None and value > maximum):
+        raise ParseError(f"{name} must be between 0 and {maximum or 'any'}")
+    return value
+
+
+class ApplicationListView(APIView):
+    def get(self, request):
+        now = timezone.now()
+        limit = _int_param(request, "limit", DEFAULT_PAGE, MAX_PAGE)
+        offset = _int_param(request, "offset", 0)
+        wanted = request.query_params.get("status")
+        apps = Application.objects.all()
+        if wanted == AppStatus.ACTIVE:
+            apps = apps.filter(stale_after__gt=now)
+        elif wanted == AppStatus.STALE:
+            apps = apps.filter(stale_after__lte=now)
+        elif wanted:
+            raise ParseError("status must be active or stale")
+        router_type = request.query_params.get("router_type")
+        if router_type:
+            apps = apps.filter(router_type=router_type)
+        counts = apps.aggregate(
+            total=Count("pk"), active=Count("pk", filter=Q(stale_after__gt=now))
+        )
+        page = apps.order_by("name", "app_id")[offset : offset + limit]
+        return Response(
+            {
+                "applications": [application_data(app, now) for app in page],
+                "total": counts["total"],
+                "active": counts["active"],
+                "stale": counts["total"] - counts["active"],
+                "limit": limit,
+                "offset": offset,
+            }
+        )
+
+
+class ApplicationDetailView(APIView):
+    def get(self, request, app_id: str):
+        app = Application.objects.filter(pk=app_id).first()
+        if app is None:
+            raise NotFound(f"no application with app_id {app_id}")
+        return Response(application_data(app, timezone.now()))
+
+
+class RegisterView(APIView):
+    def post(self, request):
+        try:
+            report = parse_report(request.data, registering=True)
+        except PayloadError as exc:
+            raise ParseError(str(exc)) from None
+        app, created = services.register_application(report, now=timezone.now())
+        return Response(
+            {"status": "ok", "app_id": app.app_id, "created": created},
+            status=status.HTTP_200_OK,
+        )
+
+
+class UnregisterView(APIView):
+    """Unregister by path (/<app_id>/unregister) or by body ({"app_id": ...})."""
+
+    def post(self, request, app_id: str | None = None):
+        if app_id is None:
+            body = request.data
+            if not isinstance(body, dict) or "app_id" not in body:
+                raise ParseError('the body must be {"app_id": "..."}')
+            try:
+                app_id = parse_app_id(body["app_id"])
+            except PayloadError as exc:
+                raise ParseError(str(exc)) from None
+        if services.unregister_application(app_id, now=timezone.now()) is None:
+            raise NotFound(f"no application with app_id {app_id}")
+        return Response({"status": "ok", "app_id": app_id})

@@ -1,0 +1,6 @@
+from activity.choices import Stream
+from activity.consumers import EventStreamConsumer
+
+
+class ApplicationsConsumer(EventStreamConsumer):
+    stream = Stream.APPLICATIONS

@@ -1,0 +1,350 @@
+"""Every change to the application registry, and the events it produces."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from activity.choices import Stream
+from activity.services import NewEvent, record_events
+from applications.api.serializers import AppReport, application_data
+from applications.choices import AppStatus
+from applications.models import Application, SweepMark
+
+logger = logging.getLogger(__name__)
+
+SWEEP_BATCH = 1000
+
+
+class HeartbeatResult(enum.Enum):
+    OK = "ok"
+    REGISTERED = "registered"  # unknown app_id with a name: the dashboard forgot it
+    NOT_FOUND = "not_found"  # unknown app_id and nothing to register it with
+
+
+def _stale_after(now: dt.datetime) -> dt.datetime:
+    return now + dt.timedelta(seconds=settings.SOLLOL_APP_STALE_AFTER)
+
+
+def _remove_after(now: dt.datetime) -> dt.datetime:
+    return now + dt.timedelta(seconds=settings.SOLLOL_APP_REMOVE_AFTER)
+
+
+def _event(
+    type: str, app: Application, now: dt.datetime, message: str, **extra
+) -> NewEvent:
+    return NewEvent(
+        stream=Stream.APPLICATIONS,
+        type=type,
+        message=message,
+        payload={**application_data(app, now), **extra},
+    )
+
+
+def _touch(app: Application, now: dt.datetime) -> None:
+    app.status = AppStatus.ACTIVE
+    app.last_heartbeat = now
+    app.stale_after = _stale_after(now)
+    app.remove_after = _remove_after(now)
+
+
+def _apply(app: Application, report: AppReport, *, merge_metadata: bool) -> list[str]:
+    """Copy what the report says onto app; return the names of fields that changed."""
+    changed = []
+    for field in ("name", "router_type", "version"):
+        value = getattr(report, field)
+        if value is not None and value != getattr(app, field):
+            setattr(app, field, value)
+            changed.append(field)
+    if report.metadata is not None:
+        metadata = (
+            {**app.metadata, **report.metadata} if merge_metadata else report.metadata
+        )
+        if metadata != app.metadata:
+            app.metadata = metadata
+            changed.append("metadata")
+    return changed
+
+
+def _new_application(report: AppReport, now: dt.datetime) -> Application:
+    app = Application(
+        app_id=report.app_id,
+        name=report.name or "",
+        router_type=report.router_type or "",
+        version=report.version or "",
+        metadata=report.metadata or {},
+        start_time=now,
+    )
+    _touch(app, now)
+    return app
+
+
+def _registered_event(app: Application, now: dt.datetime, **extra) -> NewEvent:
+    router = f" ({app.router_type})" if app.router_type else ""
+    return _event(
+        "app_registered",
+        app,
+        now,
+        f"📱 Application started: {app.name}{router}",
+        **extra,
+    )
+
+
+def _change_events(
+    app: Application, now: dt.datetime, *, recovered: bool, changed: list[str]
+) -> list[NewEvent]:
+    events = []
+    if recovered:
+        events.append(
+            _event("app_recovered", app, now, f"✅ Application recovered: {app.name}")
+        )
+    if changed:
+        events.append(
+            _event(
+                "app_updated",
+                app,
+                now,
+                f"📝 Application updated: {app.name} ({', '.join(changed)})",
+                changed=changed,
+            )
+        )
+    return events
+
+
+def register_application(
+    report: AppReport, *, now: dt.datetime
+) -> tuple[Application, bool]:
+    """Register an application, or update it if its app_id is known.
+
+    Return the application and whether it was created.
+    """
+    with transaction.atomic():
+        app = Application.objects.select_for_update().filter(pk=report.app_id).first()
+        if app is None:
+            app = _new_application(report, now)
+            try:
+                with transaction.atomic():
+                    app.save(force_insert=True)
+            except IntegrityError:
+                # Registered by a concurrent request a moment ago: update it instead.
+                app = Application.objects.select_for_update().get(pk=report.app_id)
+            else:
+                record_events([_registered_event(app, now)], now=now)
+                return app, True
+        recovered = app.status == AppStatus.STALE
+        changed = _apply(app, report, merge_metadata=False)
+        _touch(app, now)
+        app.save()
+        record_events(
+            _change_events(app, now, recovered=recovered, changed=changed), now=now
+        )
+    return app, False
+
+
+def coalesce_reports(reports: Iterable[AppReport]) -> dict[str, AppReport]:
+    """Fold reports that arrived together into one per app, later ones winning."""
+    folded: dict[str, AppReport] = {}
+    for report in reports:
+        earlier = folded.get(report.app_id)
+        if earlier is None:
+            folded[report.app_id] = report
+            continue
+        metadata = earlier.metadata
+        if report.metadata is not None:
+            metadata = {**(earlier.metadata or {}), **report.metadata}
+        folded[report.app_id] = AppReport(
+            app_id=report.app_id,
+            name=report.name if report.name is not None else earlier.name,
+            router_type=report.router_type
+            if report.router_type is not None
+            else earlier.router_type,
+            version=report.version if report.version is not None else earlier.version,
+            metadata=metadata,
+        )
+    return folded
+
+
+def record_heartbeats(
+    reports: Iterable[AppReport], *, now: dt.datetime
+) -> dict[str, HeartbeatResult]:
+    """Record heartbeats that arrived together, in one transaction.
+
+    Metadata merges into what is stored; a stale app recovers; an unknown app_id
+    with a name is registered again (the dashboard may have restarted).
+    """
+    folded = coalesce_reports(reports)
+    results: dict[str, HeartbeatResult] = {}
+    events: list[NewEvent] = []
+    with transaction.atomic():
+        known = {
+            app.app_id: app
+            for app in Application.objects.select_for_update()
+            .filter(pk__in=list(folded))
+            .order_by("pk")
+        }
+        quiet: list[str] = []
+        for app_id, report in folded.items():
+            app = known.get(app_id)
+            if app is None:
+                if not report.name:
+                    results[app_id] = HeartbeatResult.NOT_FOUND
+                    continue
+                app, created = _register_from_heartbeat(report, now)
+                if created:
+                    events.append(_registered_event(app, now, reregistered=True))
+                results[app_id] = HeartbeatResult.REGISTERED
+                continue
+            results[app_id] = HeartbeatResult.OK
+            recovered = app.status == AppStatus.STALE
+            changed = _apply(app, report, merge_metadata=True)
+            if not recovered and not changed:
+                quiet.append(app_id)
+                continue
+            _touch(app, now)
+            app.save()
+            events.extend(
+                _change_events(app, now, recovered=recovered, changed=changed)
+            )
+        if quiet:
+            # Most heartbeats change nothing but the clock: one UPDATE for all.
+            Application.objects.filter(pk__in=quiet).update(
+                last_heartbeat=now,
+                stale_after=_stale_after(now),
+                remove_after=_remove_after(now),
+            )
+        record_events(events, now=now)
+    return results
+
+
+def _register_from_heartbeat(
+    report: AppReport, now: dt.datetime
+) -> tuple[Application, bool]:
+    app = _new_application(report, now)
+    try:
+        with transaction.atomic():
+            app.save(force_insert=True)
+    except IntegrityError:
+        app = Application.objects.select_for_update().get(pk=report.app_id)
+        _apply(app, report, merge_metadata=True)
+        _touch(app, now)
+        app.save()
+        return app, False
+    return app, True
+
+
+def unregister_application(app_id: str, *, now: dt.datetime) -> Application | None:
+    """Remove an application that says it is stopping; return it, or None if unknown."""
+    with transaction.atomic():
+        app = Application.objects.select_for_update().filter(pk=app_id).first()
+        if app is None:
+            return None
+        event = _event(
+            "app_unregistered", app, now, f"👋 Application stopped: {app.name}"
+        )
+        app.delete()
+        record_events([event], now=now)
+    return app
+
+
+def sweep_applications(*, now: dt.datetime) -> dict[str, int]:
+    """Run the lifecycle on schedule: self-preservation, stale, removal."""
+    return {
+        "preserved": preserve_after_outage(now=now),
+        "stale": mark_stale(now=now),
+        "removed": remove_expired(now=now),
+    }
+
+
+def preserve_after_outage(*, now: dt.datetime) -> int:
+    """Give every app a full stale timeout again if the sweep itself was not running.
+
+    An outage of the dashboard is not an outage of the apps: without this, the
+    first sweep after a restart would call every app stale at once.
+    """
+    stale_after = dt.timedelta(seconds=settings.SOLLOL_APP_STALE_AFTER)
+    with transaction.atomic():
+        mark, created = SweepMark.objects.select_for_update().get_or_create(
+            name="applications", defaults={"last_run": now}
+        )
+        outage = created or now - mark.last_run > stale_after
+        mark.last_run = now
+        mark.save(update_fields=["last_run"])
+        if not outage:
+            return 0
+        active = Application.objects.filter(
+            status=AppStatus.ACTIVE, stale_after__lt=_stale_after(now)
+        ).update(stale_after=_stale_after(now))
+        Application.objects.filter(remove_after__lt=_remove_after(now)).update(
+            remove_after=_remove_after(now)
+        )
+    if active:
+        logger.warning(
+            "The application sweep had not run since %s: %d applications get a "
+            "full %ss before they can be marked stale",
+            "ever" if created else mark.last_run.isoformat(),
+            active,
+            settings.SOLLOL_APP_STALE_AFTER,
+        )
+    return active
+
+
+def mark_stale(*, now: dt.datetime) -> int:
+    """Mark active apps past their stale deadline as stale; return how many."""
+    with transaction.atomic():
+        due = list(
+            Application.objects.select_for_update(skip_locked=True)
+            .filter(status=AppStatus.ACTIVE, stale_after__lte=now)
+            .order_by("pk")[:SWEEP_BATCH]
+        )
+        if not due:
+            return 0
+        Application.objects.filter(pk__in=[app.pk for app in due]).update(
+            status=AppStatus.STALE
+        )
+        events = []
+        for app in due:
+            app.status = AppStatus.STALE
+            seen = round(app.last_seen_seconds(now))
+            message = (
+                f"⚠️  Application not responding: {app.name} (last seen {seen}s ago)"
+            )
+            events.append(
+                _event(
+                    "app_stale",
+                    app,
+                    now,
+                    message,
+                )
+            )
+        record_events(events, now=now)
+    return len(due)
+
+
+def remove_expired(*, now: dt.datetime) -> int:
+    """Delete apps past their removal deadline; return how many."""
+    with transaction.atomic():
+        due = list(
+            Application.objects.select_for_update(skip_locked=True)
+            .filter(remove_after__lte=now)
+            .order_by("pk")[:SWEEP_BATCH]
+        )
+        if not due:
+            return 0
+        events = [
+            _event(
+                "app_removed",
+                app,
+                now,
+                f"🗑️ Application removed: {app.name} "
+                f"(no heartbeat for {round(app.last_seen_seconds(now))}s)",
+            )
+            for app in due
+        ]
+        Application.objects.filter(pk__in=[app.pk for app in due]).delete()
+        record_events(events, now=now)
+    return len(due)

@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from celery import shared_task
+from django.utils import timezone
+
+from applications import services
+
+
+@shared_task(name="applications.tasks.sweep_applications")
+def sweep_applications() -> dict[str, int]:
+    return services.sweep_applications(now=timezone.now())

@@ -1,0 +1,59 @@
+"""The one ASGI application: lean ingest routes, Django, and the WebSocket streams."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sollol_site.settings")
+django_application = get_asgi_application()
+
+# Imported after Django is set up: these import models.
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import OriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from applications.api.ingest import routes as application_ingest_routes  # noqa: E402
+from applications.routing import websocket_urlpatterns as application_streams  # noqa: E402
+from sollol_site import ingest, realtime  # noqa: E402
+
+
+class BrowserOriginValidator(OriginValidator):
+    """Refuse cross-site browser sockets; let scripts without an Origin connect."""
+
+    def valid_origin(self, parsed_origin) -> bool:
+        if parsed_origin is None:
+            return True
+        return self.validate_origin(parsed_origin)
+
+
+class Lifespan:
+    """Start-up and shutdown hooks of the whole process."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                realtime.attach_running_loop()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                ingest.stop_writers()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+application = ProtocolTypeRouter(
+    {
+        "http": ingest.LeanRouter(
+            {**application_ingest_routes},
+            fallback=ASGIStaticFilesHandler(django_application),
+        ),
+        "websocket": BrowserOriginValidator(
+            URLRouter([*application_streams]),
+            settings.ALLOWED_HOSTS,
+        ),
+        "lifespan": Lifespan(),
+    }
+)

@@ -1,0 +1,38 @@
+"""Write protection by bearer token, shared by the REST lane and the lean lane."""
+
+from __future__ import annotations
+
+import hmac
+
+from django.conf import settings
+from rest_framework import exceptions
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+
+
+def check_bearer(authorization: str | None) -> tuple[int, str] | None:
+    """Return (status, error) when a write must be refused, None when it may pass."""
+    tokens = settings.SOLLOL_API_TOKENS
+    if not tokens:
+        return None
+    if not authorization:
+        return 401, "this dashboard needs Authorization: Bearer <token> for writes"
+    scheme, _, offered = authorization.partition(" ")
+    offered = offered.strip().encode()
+    # Compare against every token, always, so timing tells nothing about which.
+    matches = [hmac.compare_digest(offered, token.encode()) for token in tokens]
+    if scheme.lower() != "bearer" or not any(matches):
+        return 403, "the bearer token is not valid"
+    return None
+
+
+class WriteTokenRequired(BasePermission):
+    def has_permission(self, request, view) -> bool:
+        if request.method in SAFE_METHODS:
+            return True
+        refusal = check_bearer(request.headers.get("Authorization"))
+        if refusal is None:
+            return True
+        status, message = refusal
+        if status == 401:
+            raise exceptions.NotAuthenticated(message)
+        raise exceptions.PermissionDenied(message)

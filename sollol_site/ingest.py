@@ -1,0 +1,281 @@
+"""The lean lane: hot ingest endpoints served before Django, with group commit.
+
+A handler here parses and validates in the event loop, then hands the item to a
+BatchWriter: one thread with one database connection that writes everything that
+arrived together in one transaction and answers each request only after that
+transaction committed. Under load, batches grow by themselves; alone, a request
+waits for nothing but its own commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import queue
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+)
+from django.http.request import validate_host
+from django.utils import timezone
+
+from sollol_site import jsonio
+from sollol_site.api import too_large_message
+from sollol_site.auth import check_bearer
+
+logger = logging.getLogger(__name__)
+
+Flush = Callable[[Sequence[Any], dt.datetime], Sequence[Any]]
+Handler = Callable[[dict, Callable, Callable], Awaitable[None]]
+
+MAX_BATCH = 2000
+_STOP = object()
+
+
+class WriterUnavailable(Exception):
+    """The batch could not be written (the database is down or refused it)."""
+
+
+class BatchWriter:
+    """Write items that arrive together in one transaction, in one thread."""
+
+    def __init__(self, name: str, flush: Flush) -> None:
+        self.name = name
+        self.flush = flush
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, name=f"writer-{name}", daemon=True
+        )
+        self._thread.start()
+
+    async def submit(self, item: Any) -> Any:
+        """Queue item; return its result once the transaction holding it committed."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((item, loop, future))
+        return await future
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then end the thread and close its connection."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                first = self._queue.get()
+                if first is _STOP:
+                    return
+                batch = [first]
+                stopping = False
+                while len(batch) < MAX_BATCH:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is _STOP:
+                        stopping = True
+                        break
+                    batch.append(more)
+                self._write(batch)
+                if stopping:
+                    return
+        finally:
+            connection.close()
+
+    def _write(self, batch: list) -> None:
+        items = [item for item, _, _ in batch]
+        try:
+            outcomes = [(True, result) for result in self.flush(items, timezone.now())]
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("%s writer: database unavailable: %s", self.name, exc)
+            # Drop the broken connection; the next batch opens a new one.
+            close_old_connections()
+            connection.close()
+            outcomes = [(False, WriterUnavailable(str(exc)))] * len(batch)
+        except Exception as exc:
+            logger.exception("%s writer: batch of %d failed", self.name, len(batch))
+            outcomes = [(False, WriterUnavailable(str(exc)))] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for (_, loop, future), outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((future, outcome))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:
+                pass  # that loop has closed; nobody is waiting any more
+
+
+def _settle(settled: list) -> None:
+    for future, (ok, value) in settled:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+_writers: dict[str, BatchWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def get_writer(name: str, flush: Flush) -> BatchWriter:
+    """Return the process's writer of that name, starting it on first use."""
+    writer = _writers.get(name)
+    if writer is None:
+        with _writers_lock:
+            writer = _writers.get(name)
+            if writer is None:
+                writer = _writers[name] = BatchWriter(name, flush)
+    return writer
+
+
+def stop_writers() -> None:
+    """Drain and stop every writer (server shutdown, end of a test)."""
+    with _writers_lock:
+        writers = list(_writers.values())
+        _writers.clear()
+    for writer in writers:
+        writer.stop()
+
+
+# --- minimal HTTP for lean handlers -------------------------------------------
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, headers: Sequence = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = list(headers)
+
+
+async def send_json(
+    send: Callable, status: int, body: Any, headers: Sequence = ()
+) -> None:
+    payload = jsonio.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def read_body(scope: dict, receive: Callable) -> bytes:
+    """Return the request body, or raise HttpError 413 past the configured limit."""
+    limit = settings.SOLLOL_MAX_BODY_BYTES
+    declared = header(scope, b"content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise HttpError(413, too_large_message())
+        except ValueError:
+            raise HttpError(400, "Content-Length is not a number") from None
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HttpError(400, "client disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, too_large_message())
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def check_write(scope: dict) -> None:
+    """Refuse a write from a foreign Host or without a valid token, as Django would."""
+    host = header(scope, b"host") or (scope.get("server") or ("",))[0] or ""
+    if host.rsplit(":", 1)[-1].isdigit():
+        host = host.rsplit(":", 1)[0]
+    if not validate_host(host, settings.ALLOWED_HOSTS):
+        raise HttpError(400, f"host {host!r} is not allowed")
+    refusal = check_bearer(header(scope, b"authorization"))
+    if refusal is not None:
+        status, message = refusal
+        raise HttpError(status, message)
+
+
+def lean_post(handler: Callable[[bytes], Awaitable[tuple[int, Any]]]) -> Handler:
+    """Wrap handler(body) -> (status, json) into an ASGI app for one POST endpoint."""
+
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        try:
+            if scope["method"] != "POST":
+                raise HttpError(405, "use POST", [(b"allow", b"POST")])
+            check_write(scope)
+            status, body = await handler(await read_body(scope, receive))
+        except HttpError as exc:
+            await send_json(send, exc.status, {"error": exc.message}, exc.headers)
+        except jsonio.PayloadError as exc:
+            await send_json(send, 400, {"error": str(exc)})
+        except WriterUnavailable:
+            await send_json(
+                send, 503, {"error": "the database is unavailable; try again shortly"}
+            )
+        else:
+            await send_json(send, status, body)
+
+    return app
+
+
+class LeanRouter:
+    """Serve the lean routes by exact path; pass everything else on to Django."""
+
+    def __init__(self, routes: dict[str, Handler], fallback) -> None:
+        self.routes = {path.rstrip("/"): app for path, app in routes.items()}
+        self.fallback = fallback
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        handler = self.routes.get(scope["path"].rstrip("/"))
+        if handler is not None:
+            await handler(scope, receive, send)
+            return
+        await self._to_django(scope, receive, send)
+
+    async def _to_django(self, scope: dict, receive: Callable, send: Callable) -> None:
+        # Django's ASGI handler spools any body to disk before it looks at a limit;
+        # refuse oversized bodies here, before a byte is stored.
+        if scope["method"] in {"GET", "HEAD", "OPTIONS"}:
+            await self.fallback(scope, receive, send)
+            return
+        try:
+            body = await read_body(scope, receive)
+        except HttpError as exc:
+            await send_json(send, exc.status, {"error": exc.message})
+            return
+        delivered = False
+
+        async def replay() -> dict:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.fallback(scope, replay, send)

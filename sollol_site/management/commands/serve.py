@@ -1,0 +1,96 @@
+"""`manage.py serve`: the embedded dashboard, one process, on uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import ipaddress
+import signal
+
+import uvicorn
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from sollol_site.scheduler import Scheduler
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Command(BaseCommand):
+    help = "Run the dashboard embedded: web server and periodic jobs in one process."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--host", default=settings.SOLLOL_HOST)
+        parser.add_argument("--port", type=int, default=settings.SOLLOL_PORT)
+        parser.add_argument(
+            "--no-migrate", action="store_true", help="do not apply migrations first"
+        )
+        parser.add_argument(
+            "--no-scheduler",
+            action="store_true",
+            help="do not run the periodic jobs here (Celery beat runs them)",
+        )
+
+    def handle(self, *args, host: str, port: int, **options) -> None:
+        if not options["no_migrate"]:
+            call_command("migrate", interactive=False, verbosity=0)
+        if host not in settings.ALLOWED_HOSTS and "*" not in settings.ALLOWED_HOSTS:
+            settings.ALLOWED_HOSTS.append(host)
+        if not _is_loopback(host) and not settings.SOLLOL_API_TOKENS:
+            self.stderr.write(
+                self.style.WARNING(
+                    f"WARNING: serving on {host} with no SOLLOL_API_TOKEN: anyone who "
+                    "can reach this port can register, change and remove applications."
+                )
+            )
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(self._serve(host, port, not options["no_scheduler"]))
+
+    async def _serve(self, host: str, port: int, run_scheduler: bool) -> None:
+        # uvicorn re-raises the signal that stopped it once it has shut down; with
+        # these handlers that re-raise is a no-op, so we can stop our jobs cleanly.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
+        config = uvicorn.Config(
+            "sollol_site.asgi:application",
+            host=host,
+            port=port,
+            loop="none",
+            http="httptools",
+            ws="websockets-sansio",
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+        server = uvicorn.Server(config)
+        scheduler = Scheduler(settings.CELERY_BEAT_SCHEDULE) if run_scheduler else None
+        if scheduler:
+            scheduler.start()
+        # Objects alive after start-up live for good; keep them out of GC passes.
+        gc.collect()
+        gc.freeze()
+        self.stdout.write(f"SOLLOL dashboard on http://{host}:{port}/", ending="\n")
+        self.stdout.flush()
+        try:
+            await server.serve()
+        finally:
+            if scheduler:
+                await scheduler.stop()
+        self.stdout.write("SOLLOL dashboard stopped.")
+
+
+def _loop_factory():
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import JsonResponse
+
+from sollol_site.api import too_large_message
+
+logger = logging.getLogger(__name__)
+
+
+class JsonErrorMiddleware:
+    """Turn failures under /api/ into JSON errors instead of HTML pages."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not request.path.startswith("/api/"):
+            return None
+        if isinstance(exception, RequestDataTooBig):
+            return JsonResponse({"error": too_large_message()}, status=413)
+        if isinstance(exception, (OperationalError, InterfaceError)):
+            logger.warning("database unavailable: %s", exception)
+            return JsonResponse(
+                {"error": "the database is unavailable; try again shortly"}, status=503
+            )
+        if isinstance(exception, DatabaseError):
+            logger.exception("database error on %s", request.path)
+        return None

@@ -1,0 +1,72 @@
+"""The one place that talks to the channel layer.
+
+Committed events are *announced* to their stream's group; consumers then read the
+events themselves from the log, in id order. The log is the source of truth, so a
+lost announcement delays an event but never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+# The server's event loop. Code running in other threads (the batch writer, views
+# run by sync_to_async) hands its sends to this loop rather than making its own:
+# the in-memory channel layer belongs to one loop.
+_server_loop: asyncio.AbstractEventLoop | None = None
+
+
+def attach_running_loop() -> None:
+    """Remember the running loop as the one that serves consumers."""
+    global _server_loop
+    _server_loop = asyncio.get_running_loop()
+
+
+def group_name(stream: str) -> str:
+    return f"events.{stream}"
+
+
+async def subscribe(stream: str, channel_name: str) -> None:
+    await get_channel_layer().group_add(group_name(stream), channel_name)
+
+
+async def unsubscribe(stream: str, channel_name: str) -> None:
+    await get_channel_layer().group_discard(group_name(stream), channel_name)
+
+
+def announce(stream: str, event_id: int) -> None:
+    """Tell the stream's subscribers that events up to event_id are committed."""
+    _send(group_name(stream), {"type": "events.available", "id": event_id})
+
+
+def _send(group: str, message: dict[str, Any]) -> None:
+    async def send() -> None:
+        await get_channel_layer().group_send(group, message)
+
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is not None:
+        running.create_task(send()).add_done_callback(_log_failure)
+    elif _server_loop is not None and _server_loop.is_running():
+        asyncio.run_coroutine_threadsafe(send(), _server_loop).add_done_callback(
+            _log_failure
+        )
+    else:
+        # A Celery worker or a management command: no server loop here.
+        try:
+            async_to_sync(send)()
+        except Exception:
+            logger.exception("could not announce to %s", group)
+
+
+def _log_failure(future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("could not announce an event", exc_info=future.exception())

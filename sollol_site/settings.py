@@ -1,0 +1,229 @@
+"""Settings for the SOLLOL dashboard: embedded defaults, production through the env.
+
+Every knob an operator may turn is an environment variable (DESIGN.md §5). Without any
+of them the dashboard runs in one process on SQLite with an in-memory channel layer.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("SOLLOL_DATA_DIR", BASE_DIR / "data"))
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = env_str(name)
+    if not value:
+        return default
+    if value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
+
+
+def env_float(name: str, default: float) -> float:
+    value = env_str(name)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+
+
+def env_int(name: str, default: int) -> int:
+    return int(env_float(name, default))
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def _secret_key() -> str:
+    key = env_str("SOLLOL_SECRET_KEY")
+    if key:
+        return key
+    # Embedded mode: one random key per data directory, kept across restarts so
+    # sessions of the admin survive a restart.
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("SOLLOL_DEBUG", False)
+
+SOLLOL_HOST = env_str("SOLLOL_HOST", "127.0.0.1")
+SOLLOL_PORT = env_int("SOLLOL_PORT", 8080)
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+ALLOWED_HOSTS = env_list("SOLLOL_ALLOWED_HOSTS") or (
+    ["*"] if SOLLOL_HOST in {"0.0.0.0", "::"} else [*LOOPBACK_HOSTS, SOLLOL_HOST]
+)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "sollol_site",
+    "activity",
+    "applications",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "sollol_site.middleware.JsonErrorMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "sollol_site.urls"
+ASGI_APPLICATION = "sollol_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _databases() -> dict:
+    url = env_str("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'sollol.sqlite3'}"
+    database = dj_database_url.parse(url)
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        Path(database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+        database["OPTIONS"] = {
+            # IMMEDIATE takes the write lock at BEGIN: no deadlocked lock upgrades,
+            # and event ids are handed out in commit order.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+        database["TEST"] = {"NAME": str(DATA_DIR / "test_sollol.sqlite3")}
+    elif database["ENGINE"] == "django.db.backends.postgresql":
+        # Under ASGI CONN_MAX_AGE gives no reuse; psycopg's pool does (PERF-NOTES.md).
+        database["CONN_MAX_AGE"] = 0
+        database["OPTIONS"] = {
+            "pool": {"min_size": 1, "max_size": env_int("SOLLOL_DB_POOL_SIZE", 20)}
+        }
+    return {"default": database}
+
+
+DATABASES = _databases()
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+REDIS_URL = env_str("REDIS_URL")
+CHANNEL_PREFIX = env_str("SOLLOL_CHANNEL_PREFIX", "sollol")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": CHANNEL_PREFIX,
+                "capacity": 1000,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["sollol_site.auth.WriteTokenRequired"],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "sollol_site.api.json_exception_handler",
+}
+
+# Bodies larger than this are refused with 413 on every lane.
+SOLLOL_MAX_BODY_BYTES = env_int("SOLLOL_MAX_BODY_BYTES", 256 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = SOLLOL_MAX_BODY_BYTES
+
+# Writes need "Authorization: Bearer <token>" when any token is set; several tokens
+# (comma-separated) allow rotation.
+SOLLOL_API_TOKENS = env_list("SOLLOL_API_TOKEN")
+
+SOLLOL_APP_STALE_AFTER = env_float("SOLLOL_APP_STALE_AFTER", 30.0)
+SOLLOL_APP_REMOVE_AFTER = env_float("SOLLOL_APP_REMOVE_AFTER", 60.0)
+SOLLOL_APP_SWEEP_INTERVAL = env_float("SOLLOL_APP_SWEEP_INTERVAL", 1.0)
+if SOLLOL_APP_REMOVE_AFTER <= SOLLOL_APP_STALE_AFTER:
+    raise ImproperlyConfigured(
+        "SOLLOL_APP_REMOVE_AFTER must be longer than SOLLOL_APP_STALE_AFTER"
+    )
+
+SOLLOL_EVENT_RETENTION_AGE = env_float("SOLLOL_EVENT_RETENTION_AGE", 7 * 24 * 3600.0)
+SOLLOL_EVENT_RETENTION_COUNT = env_int("SOLLOL_EVENT_RETENTION_COUNT", 100_000)
+SOLLOL_EVENT_PRUNE_INTERVAL = env_float("SOLLOL_EVENT_PRUNE_INTERVAL", 60.0)
+
+# Periodic work, defined once: Celery beat runs it in production, the embedded
+# scheduler inside `manage.py serve` runs the same tasks on the same schedule.
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "sweep-applications": {
+        "task": "applications.tasks.sweep_applications",
+        "schedule": SOLLOL_APP_SWEEP_INTERVAL,
+        "options": {"expires": SOLLOL_APP_SWEEP_INTERVAL},
+    },
+    "prune-events": {
+        "task": "activity.tasks.prune_events",
+        "schedule": SOLLOL_EVENT_PRUNE_INTERVAL,
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("SOLLOL_LOG_LEVEL", "INFO")},
+}

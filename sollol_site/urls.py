@@ -1,0 +1,29 @@
+from django.contrib import admin
+from django.http import JsonResponse
+from django.urls import include, path
+
+from sollol_site import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("admin/", admin.site.urls),
+    path("api/applications", include("applications.api.urls")),
+    path("api/applications/", include("applications.api.urls")),
+]
+
+
+def _api_or_page(page_handler):
+    def handler(request, exception=None):
+        if request.path.startswith("/api/"):
+            status = 404 if page_handler is views.page_not_found else 500
+            message = "no such endpoint" if status == 404 else "internal error"
+            return JsonResponse({"error": message}, status=status)
+        if exception is None:
+            return page_handler(request)
+        return page_handler(request, exception)
+
+    return handler
+
+
+handler404 = _api_or_page(views.page_not_found)
+handler500 = _api_or_page(views.server_error)

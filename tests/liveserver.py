@@ -1,0 +1,123 @@
+"""Run the dashboard as a real server process for live tests.
+
+Each LiveServer gets its own database: a fresh SQLite file, or, when the suite runs
+against PostgreSQL (DATABASE_URL), a database it creates and later drops itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import dj_database_url
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class LiveDatabase:
+    """A database made for one live server and removed after it."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.admin_url = os.environ.get("DATABASE_URL", "")
+        if self.admin_url.startswith("postgres"):
+            import psycopg
+
+            self.name = f"sollol_live_{uuid.uuid4().hex[:12]}"
+            with psycopg.connect(self._admin_dsn(), autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{self.name}"')
+            parsed = dj_database_url.parse(self.admin_url)
+            self.url = (
+                f"postgres://{parsed['USER'] or 'postgres'}@{parsed['HOST'] or '127.0.0.1'}"
+                f":{parsed['PORT'] or 5432}/{self.name}"
+            )
+        else:
+            self.name = None
+            self.url = f"sqlite:///{tmp_path / 'live.sqlite3'}"
+
+    def _admin_dsn(self) -> str:
+        parsed = dj_database_url.parse(self.admin_url)
+        return (
+            f"host={parsed['HOST'] or '127.0.0.1'} port={parsed['PORT'] or 5432} "
+            f"user={parsed['USER'] or 'postgres'} dbname=postgres"
+        )
+
+    def drop(self) -> None:
+        if self.name is None:
+            return
+        import psycopg
+
+        with psycopg.connect(self._admin_dsn(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+class LiveServer:
+    """`manage.py serve` in a child process, restartable on the same port and data."""
+
+    def __init__(self, tmp_path: Path, **env: str) -> None:
+        self.tmp_path = tmp_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.database = LiveDatabase(tmp_path)
+        self.env = {
+            **os.environ,
+            "SOLLOL_DATA_DIR": str(tmp_path / "data"),
+            "DATABASE_URL": self.database.url,
+            "SOLLOL_CHANNEL_PREFIX": f"live{uuid.uuid4().hex[:8]}",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        self.process: subprocess.Popen | None = None
+        self.log_path = tmp_path / "server.log"
+
+    def start(self, timeout: float = 20.0) -> float:
+        """Start the server; return the seconds until it first answered 200."""
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", str(self.port)],
+            cwd=REPO,
+            env=self.env,
+            stdout=self.log_path.open("a"),
+            stderr=subprocess.STDOUT,
+        )
+        while time.monotonic() - started < timeout:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/", timeout=0.5).status_code == 200:
+                    return time.monotonic() - started
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server did not answer within {timeout}s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        """Stop the server process we started (by its PID); return its exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def close(self) -> None:
+        self.stop()
+        self.database.drop()
