@@ -28,14 +28,17 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         realtime.attach_running_loop()
         since = self._since()
-        await self.accept()
         if since is None:
+            await self.accept()
             await self._reject("since must be a non-negative integer event id")
             return
         await realtime.subscribe(self.stream, self.channel_name)
         if since < 0:
+            # Live only: everything committed after the handshake, so the watermark
+            # is read before the client learns it is connected.
             since = await database_sync_to_async(services.last_event_id)(self.stream)
         self.last_sent = since
+        await self.accept()
         await self._send_new_events()
 
     async def disconnect(self, code: int) -> None:

@@ -25,6 +25,12 @@ def check_bearer(authorization: str | None) -> tuple[int, str] | None:
     return None
 
 
+class TokenMissing(exceptions.APIException):
+    # Not NotAuthenticated: DRF turns that into 403 when no authenticator is set.
+    status_code = 401
+    default_code = "not_authenticated"
+
+
 class WriteTokenRequired(BasePermission):
     def has_permission(self, request, view) -> bool:
         if request.method in SAFE_METHODS:
@@ -34,5 +40,5 @@ class WriteTokenRequired(BasePermission):
             return True
         status, message = refusal
         if status == 401:
-            raise exceptions.NotAuthenticated(message)
+            raise TokenMissing(message)
         raise exceptions.PermissionDenied(message)

@@ -28,8 +28,8 @@ from django.http.request import validate_host
 from django.utils import timezone
 
 from sollol_site import jsonio
-from sollol_site.api import too_large_message
 from sollol_site.auth import check_bearer
+from sollol_site.parsers import too_large_message
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +218,8 @@ def check_write(scope: dict) -> None:
     refusal = check_bearer(header(scope, b"authorization"))
     if refusal is not None:
         status, message = refusal
-        raise HttpError(status, message)
+        challenge = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+        raise HttpError(status, message, challenge)
 
 
 def lean_post(handler: Callable[[bytes], Awaitable[tuple[int, Any]]]) -> Handler:

@@ -6,7 +6,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import JsonResponse
 
-from sollol_site.api import too_large_message
+from sollol_site.parsers import too_large_message
 
 logger = logging.getLogger(__name__)
 

@@ -39,10 +39,9 @@ class LiveDatabase:
             with psycopg.connect(self._admin_dsn(), autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{self.name}"')
             parsed = dj_database_url.parse(self.admin_url)
-            self.url = (
-                f"postgres://{parsed['USER'] or 'postgres'}@{parsed['HOST'] or '127.0.0.1'}"
-                f":{parsed['PORT'] or 5432}/{self.name}"
-            )
+            user = parsed["USER"] or "postgres"
+            address = f"{parsed['HOST'] or '127.0.0.1'}:{parsed['PORT'] or 5432}"
+            self.url = f"postgres://{user}@{address}/{self.name}"
         else:
             self.name = None
             self.url = f"sqlite:///{tmp_path / 'live.sqlite3'}"

@@ -1,0 +1,135 @@
+"""/ws/applications through the real ASGI app: live events and ?since= replay."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db import connection
+from django.utils import timezone
+
+from activity.models import Event
+from applications import services
+from applications.tests.factories import register
+from sollol_site.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = [(b"origin", b"http://127.0.0.1:8080")]
+
+
+async def connect(path="/ws/applications", headers=ORIGIN) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, path, headers=list(headers))
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    return communicator
+
+
+async def receive_all(communicator, count: int) -> list[dict]:
+    return [await communicator.receive_json_from(timeout=5) for _ in range(count)]
+
+
+@database_sync_to_async
+def register_now(app_id: str, **fields):
+    return register(app_id, now=timezone.now(), **fields)
+
+
+@database_sync_to_async
+def stream_ids() -> list[int]:
+    return list(
+        Event.objects.filter(stream="applications")
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
+
+async def test_it_pushes_application_events_as_they_happen():
+    ws = await connect()
+    await register_now(
+        "app-1", name="<script>x</script>", router_type="RayAdvancedRouter"
+    )
+    event = await ws.receive_json_from(timeout=5)
+    assert event["type"] == "app_registered"
+    assert event["app_id"] == "app-1"
+    assert event["name"] == "<script>x</script>"  # data, escaped only where shown
+    assert event["router_type"] == "RayAdvancedRouter"
+    assert isinstance(event["id"], int) and isinstance(event["timestamp"], float)
+    assert event["message"].startswith("📱 Application started")
+    await database_sync_to_async(services.unregister_application)(
+        "app-1", now=timezone.now()
+    )
+    assert (await ws.receive_json_from(timeout=5))["type"] == "app_unregistered"
+    await ws.disconnect()
+
+
+async def test_it_starts_live_without_replaying_history():
+    await register_now("old")
+    ws = await connect()
+    await register_now("new")
+    assert (await ws.receive_json_from(timeout=5))["app_id"] == "new"
+    assert await ws.receive_nothing(timeout=0.2)
+    await ws.disconnect()
+
+
+async def test_it_replays_what_a_client_missed_then_goes_live():
+    for i in range(5):
+        await register_now(f"app-{i}")
+    ids = await stream_ids()
+    ws = await connect(f"/ws/applications?since={ids[1]}")
+    replayed = await receive_all(ws, 3)
+    assert [e["id"] for e in replayed] == ids[2:]
+    await register_now("app-5")
+    assert (await ws.receive_json_from(timeout=5))["app_id"] == "app-5"
+    assert await ws.receive_nothing(timeout=0.2)
+    await ws.disconnect()
+
+
+async def test_it_loses_and_repeats_nothing_when_events_arrive_during_replay():
+    for i in range(600):  # more than one replay batch
+        await register_now(f"before-{i:03}")
+    stop = threading.Event()
+
+    def produce():
+        try:
+            i = 0
+            while not stop.is_set() and i < 300:
+                register(f"during-{i:03}", now=timezone.now())
+                i += 1
+        finally:
+            connection.close()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    ws = await connect("/ws/applications?since=0")
+    await asyncio.to_thread(producer.join)
+    expected = await stream_ids()
+    received = await receive_all(ws, len(expected))
+    assert [e["id"] for e in received] == expected
+    assert await ws.receive_nothing(timeout=0.3)
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize("since", ["abc", "-1", "1.5"])
+async def test_it_refuses_a_malformed_since(since):
+    ws = await connect(f"/ws/applications?since={since}")
+    error = await ws.receive_json_from(timeout=5)
+    assert error["type"] == "error" and "since" in error["message"]
+    assert (await ws.receive_output(timeout=5))["code"] == 4400
+
+
+async def test_it_refuses_a_browser_socket_from_another_site():
+    communicator = WebsocketCommunicator(
+        application, "/ws/applications", headers=[(b"origin", b"http://evil.example")]
+    )
+    connected, _ = await communicator.connect(timeout=5)
+    assert not connected
+
+
+async def test_it_lets_scripts_without_an_origin_connect():
+    ws = await connect(headers=[])
+    await register_now("app-1")
+    assert (await ws.receive_json_from(timeout=5))["type"] == "app_registered"
+    await ws.disconnect()

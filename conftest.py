@@ -1,0 +1,47 @@
+"""Suite-wide fixtures: every test leaves no writer thread or connection behind."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(available: bool, reason: str) -> None:
+    """Skip a test whose outside service or binary is missing; in CI, fail instead."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: a missing service is a failure)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _stop_writers():
+    yield
+    from sollol_site import ingest
+
+    ingest.stop_writers()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Let the test database be dropped even if a worker thread kept a session open.
+
+    Threads of async tests (sync_to_async's executor) hold pooled connections that
+    the test runner cannot close; on PostgreSQL they would keep our own test
+    database from being dropped.
+    """
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+        connection.close()

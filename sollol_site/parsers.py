@@ -1,0 +1,36 @@
+"""The one JSON parser of the REST lane (kept apart: DRF imports it at start-up)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import exceptions, status
+from rest_framework.parsers import BaseParser
+
+from sollol_site import jsonio
+
+
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "request body is too large"
+    default_code = "too_large"
+
+
+def too_large_message() -> str:
+    return f"request body is larger than {settings.SOLLOL_MAX_BODY_BYTES} bytes"
+
+
+class StrictJSONParser(BaseParser):
+    """JSON that can be stored anywhere: no NaN, no absurd nesting, bounded size."""
+
+    # Every body of this API is JSON, whatever Content-Type a client forgot to set.
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.SOLLOL_MAX_BODY_BYTES
+        body = stream.read(limit + 1) if stream is not None else b""
+        if len(body) > limit:
+            raise RequestTooLarge(too_large_message())
+        try:
+            return jsonio.loads(body)
+        except jsonio.PayloadError as exc:
+            raise exceptions.ParseError(str(exc)) from None
