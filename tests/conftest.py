@@ -10,8 +10,8 @@ def live_server_factory(tmp_path):
     """Make LiveServer instances (not started); stop them and drop their data after."""
     servers: list[LiveServer] = []
 
-    def make(**env: str) -> LiveServer:
-        server = LiveServer(tmp_path / f"server{len(servers)}", **env)
+    def make(kind: str = "serve", **env: str) -> LiveServer:
+        server = LiveServer(tmp_path / f"server{len(servers)}", kind, **env)
         server.tmp_path.mkdir(parents=True, exist_ok=True)
         servers.append(server)
         return server

@@ -65,8 +65,9 @@ class LiveDatabase:
 class LiveServer:
     """`manage.py serve` in a child process, restartable on the same port and data."""
 
-    def __init__(self, tmp_path: Path, **env: str) -> None:
+    def __init__(self, tmp_path: Path, kind: str = "serve", **env: str) -> None:
         self.tmp_path = tmp_path
+        self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.database = LiveDatabase(tmp_path)
@@ -83,9 +84,23 @@ class LiveServer:
 
     def start(self, timeout: float = 20.0) -> float:
         """Start the server; return the seconds until it first answered 200."""
+        if self.kind == "daphne":
+            # daphne serves; migrating is a deployment step of its own.
+            subprocess.run(
+                [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+                cwd=REPO,
+                env=self.env,
+                check=True,
+            )
+            command = [
+                *(sys.executable, "-m", "daphne", "-b", "127.0.0.1"),
+                *("-p", str(self.port), "sollol_site.asgi:application"),
+            ]
+        else:
+            command = [sys.executable, "manage.py", "serve", "--port", str(self.port)]
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(self.port)],
+            command,
             cwd=REPO,
             env=self.env,
             stdout=self.log_path.open("a"),

@@ -1,0 +1,175 @@
+"""The dashboard as its users run it: a real server process, driven over HTTP and WS."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+from websockets.sync.client import connect
+
+pytestmark = pytest.mark.live
+
+
+def register(server, app_id: str, **fields) -> requests.Response:
+    body = {
+        "app_id": app_id,
+        "name": fields.pop("name", f"App {app_id}"),
+        "router_type": "HybridRouter",
+        "version": "1.0.0",
+        "metadata": {"env": "test"},
+        **fields,
+    }
+    return requests.post(
+        f"{server.url}/api/applications/register", json=body, timeout=5
+    )
+
+
+def stream(server, since: int | None = None):
+    query = f"?since={since}" if since is not None else ""
+    return connect(
+        f"ws://127.0.0.1:{server.port}/ws/applications{query}", open_timeout=5
+    )
+
+
+def next_event(ws, timeout: float = 10.0) -> dict:
+    return json.loads(ws.recv(timeout=timeout))
+
+
+def listed(server) -> dict[str, dict]:
+    page = requests.get(f"{server.url}/api/applications?limit=1000", timeout=5).json()
+    return {app["app_id"]: app for app in page["applications"]}
+
+
+def test_it_serves_and_stops_cleanly_on_sigterm(live_server_factory):
+    server = live_server_factory()
+    server.start()
+    assert register(server, "a1").status_code == 200
+    assert requests.get(server.url + "/", timeout=5).status_code == 200
+    assert server.stop(signal.SIGTERM) == 0
+    assert "stopped" in server.log()
+    assert "Traceback" not in server.log()
+
+
+def test_it_stops_cleanly_on_ctrl_c(live_server_factory):
+    server = live_server_factory()
+    server.start()
+    assert server.stop(signal.SIGINT) == 0
+    assert "Traceback" not in server.log()
+
+
+def test_it_marks_apps_stale_and_removes_them_within_a_second_of_the_deadlines(
+    live_server_factory,
+):
+    server = live_server_factory(
+        SOLLOL_APP_STALE_AFTER="2", SOLLOL_APP_REMOVE_AFTER="4"
+    )
+    server.start()
+    with stream(server) as ws:
+        assert register(server, "quiet").status_code == 200
+        last_heartbeat = time.monotonic()
+        assert next_event(ws)["type"] == "app_registered"
+        stale = next_event(ws)
+        stale_at = time.monotonic() - last_heartbeat
+        removed = next_event(ws)
+        removed_at = time.monotonic() - last_heartbeat
+    assert stale["type"] == "app_stale" and stale["app_id"] == "quiet"
+    assert "not responding" in stale["message"]
+    assert removed["type"] == "app_removed"
+    # The sweep runs every second: each event is due at its deadline, never before,
+    # and at most a sweep interval (plus scheduling noise) after it.
+    assert 2.0 <= stale_at < 3.5, stale_at
+    assert 4.0 <= removed_at < 5.5, removed_at
+    assert "quiet" not in listed(server)
+
+
+def test_it_keeps_apps_through_its_own_outage(live_server_factory):
+    server = live_server_factory(
+        SOLLOL_APP_STALE_AFTER="2", SOLLOL_APP_REMOVE_AFTER="4"
+    )
+    server.start()
+    assert register(server, "survivor").status_code == 200
+    server.stop()
+    time.sleep(5)  # longer than the removal timeout, with no sweep running
+    server.start()
+    restarted = time.monotonic()
+    with stream(server) as ws:
+        app = listed(server)["survivor"]
+        assert app["status"] == "active"
+        # A full stale timeout after the restart, and only then, it goes stale.
+        event = next_event(ws)
+        assert event["type"] == "app_stale"
+        assert time.monotonic() - restarted >= 1.9
+
+
+def test_it_replays_missed_events_after_a_restart(live_server_factory):
+    server = live_server_factory()
+    server.start()
+    register(server, "first")
+    with stream(server, since=0) as ws:
+        seen = next_event(ws)
+    server.stop()
+    server.start()
+    register(server, "second")
+    requests.post(f"{server.url}/api/applications/first/unregister", timeout=5)
+    with stream(server, since=seen["id"]) as ws:
+        missed = [next_event(ws), next_event(ws)]
+    assert [(e["type"], e["app_id"]) for e in missed] == [
+        ("app_registered", "second"),
+        ("app_unregistered", "first"),
+    ]
+
+
+def test_it_answers_concurrent_registrations_and_listings_without_errors(
+    live_dashboard,
+):
+    statuses: list[int] = []
+    lock = threading.Lock()
+    app_ids = [f"c-{uuid.uuid4().hex[:8]}-{i}" for i in range(16)]
+
+    def client(app_id: str) -> None:
+        session = requests.Session()
+        mine = []
+        for round in range(15):
+            mine.append(
+                register(live_dashboard, app_id, name=f"{app_id} {round}").status_code
+            )
+            beat = session.post(
+                f"{live_dashboard.url}/api/applications/heartbeat",
+                json={"app_id": app_id, "metadata": {"round": round}},
+                timeout=10,
+            )
+            mine.append(beat.status_code)
+            page = session.get(f"{live_dashboard.url}/api/applications", timeout=10)
+            mine.append(page.status_code)
+        with lock:
+            statuses.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(a,)) for a in app_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(statuses) == 16 * 15 * 3
+    assert set(statuses) == {200}
+    apps = listed(live_dashboard)
+    assert all(apps[a]["metadata"]["round"] == 14 for a in app_ids)
+
+
+def test_it_works_on_daphne_too(live_server_factory):
+    server = live_server_factory("daphne")
+    server.start()
+    with stream(server) as ws:
+        assert register(server, "on-daphne").status_code == 200
+        beat = requests.post(
+            f"{server.url}/api/applications/heartbeat",
+            json={"app_id": "on-daphne", "metadata": {"x": 1}},
+            timeout=5,
+        )
+        assert beat.status_code == 200
+        assert next_event(ws)["type"] == "app_registered"
+        assert next_event(ws)["type"] == "app_updated"
