@@ -70,8 +70,8 @@ def test_it_marks_apps_stale_and_removes_them_within_a_second_of_the_deadlines(
     )
     server.start()
     with stream(server) as ws:
+        last_heartbeat = time.monotonic()  # no later than the server's own clock
         assert register(server, "quiet").status_code == 200
-        last_heartbeat = time.monotonic()
         assert next_event(ws)["type"] == "app_registered"
         stale = next_event(ws)
         stale_at = time.monotonic() - last_heartbeat
@@ -95,15 +95,15 @@ def test_it_keeps_apps_through_its_own_outage(live_server_factory):
     assert register(server, "survivor").status_code == 200
     server.stop()
     time.sleep(5)  # longer than the removal timeout, with no sweep running
-    server.start()
     restarted = time.monotonic()
+    server.start()
     with stream(server) as ws:
         app = listed(server)["survivor"]
         assert app["status"] == "active"
         # A full stale timeout after the restart, and only then, it goes stale.
         event = next_event(ws)
         assert event["type"] == "app_stale"
-        assert time.monotonic() - restarted >= 1.9
+        assert time.monotonic() - restarted >= 2.0
 
 
 def test_it_replays_missed_events_after_a_restart(live_server_factory):
