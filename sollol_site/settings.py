@@ -70,6 +70,7 @@ DEBUG = env_bool("SOLLOL_DEBUG", False)
 SOLLOL_HOST = env_str("SOLLOL_HOST", "127.0.0.1")
 SOLLOL_PORT = env_int("SOLLOL_PORT", 8080)
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+ALLOWED_HOSTS_FROM_ENV = bool(env_list("SOLLOL_ALLOWED_HOSTS"))
 ALLOWED_HOSTS = env_list("SOLLOL_ALLOWED_HOSTS") or (
     ["*"] if SOLLOL_HOST in {"0.0.0.0", "::"} else [*LOOPBACK_HOSTS, SOLLOL_HOST]
 )

@@ -24,6 +24,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts_for(bind_host: str) -> list[str]:
+    """Return the Host names to accept when serving on bind_host."""
+    if settings.ALLOWED_HOSTS_FROM_ENV:
+        return settings.ALLOWED_HOSTS
+    if bind_host in {"0.0.0.0", "::"}:
+        # Serving every interface means answering to any name it is reached by.
+        return ["*"]
+    return list(dict.fromkeys([*settings.ALLOWED_HOSTS, bind_host]))
+
+
 class Command(BaseCommand):
     help = "Run the dashboard embedded: web server and periodic jobs in one process."
 
@@ -42,8 +52,7 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, **options) -> None:
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
-        if host not in settings.ALLOWED_HOSTS and "*" not in settings.ALLOWED_HOSTS:
-            settings.ALLOWED_HOSTS.append(host)
+        settings.ALLOWED_HOSTS = allowed_hosts_for(host)
         if not _is_loopback(host) and not settings.SOLLOL_API_TOKENS:
             self.stderr.write(
                 self.style.WARNING(
