@@ -1,0 +1,335 @@
+"""Report an application to the SOLLOL dashboard from a background thread.
+
+The host application must never wait for, or crash because of, the dashboard: the
+constructor only starts a daemon thread, and every request, retry and error happens
+there. The thread registers (retrying with backoff until the dashboard answers),
+then sends a heartbeat with all five fields every `heartbeat_interval` seconds, so
+a dashboard that restarted or forgot the app learns it again from the heartbeat.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+
+logger = logging.getLogger(__name__)
+
+FIRST_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 30.0
+
+
+class DashboardClient:
+    """Keep one application registered with the SOLLOL dashboard while it runs."""
+
+    def __init__(
+        self,
+        app_name: str,
+        router_type: str = "unknown",
+        version: str = "0.0.0",
+        dashboard_url: str = "http://localhost:8080",
+        metadata: Mapping[str, Any] | None = None,
+        heartbeat_interval: float = 10.0,
+        app_id: str | None = None,
+        api_token: str | None = None,
+        auto_register: bool = True,
+        timeout: float = 2.0,
+    ) -> None:
+        if heartbeat_interval <= 0:
+            raise ValueError("heartbeat_interval must be a positive number of seconds")
+        self.app_id = app_id or str(uuid.uuid4())
+        self.app_name = app_name
+        self.router_type = router_type
+        self.version = version
+        self.dashboard_url = dashboard_url.rstrip("/")
+        self.heartbeat_interval = heartbeat_interval
+        self.timeout = timeout
+        if api_token is None:
+            api_token = os.environ.get("SOLLOL_API_TOKEN") or None
+        self._headers = {"Content-Type": "application/json"}
+        if api_token:
+            self._headers["Authorization"] = f"Bearer {api_token}"
+
+        # Guards _metadata, _unsent_keys, _thread and _closed.
+        self._lock = threading.Lock()
+        self._metadata: dict[str, Any] = dict(metadata or {})
+        self._unsent_keys: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+        self._registered = threading.Event()
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        # Touched only by the background thread.
+        self._must_register = True
+        self._next_full_heartbeat = 0.0
+        self._failing = False
+        self._session = requests.Session()
+
+        if auto_register:
+            self.start()
+
+    # --- public API, safe from any thread -------------------------------------
+
+    @property
+    def registered(self) -> bool:
+        """Return whether the dashboard has acknowledged this application."""
+        return self._registered.is_set()
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Return a copy of the metadata as this client knows it."""
+        with self._lock:
+            return dict(self._metadata)
+
+    def start(self) -> None:
+        """Start the background thread (done by the constructor unless told not to)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this DashboardClient was closed; make a new one")
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._run, name=f"sollol-client-{self.app_id}", daemon=True
+            )
+            self._thread.start()
+            atexit.register(self.close)
+
+    def wait_registered(self, timeout: float | None = None) -> bool:
+        """Wait until the dashboard acknowledged the app; return whether it did."""
+        return self._registered.wait(timeout)
+
+    def update_metadata(self, changes: Mapping[str, Any]) -> None:
+        """Merge changes into the metadata and have them sent to the dashboard now."""
+        if not changes:
+            return
+        with self._lock:
+            self._metadata.update(changes)
+            self._unsent_keys.update(changes)
+        self._wake.set()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the background thread, unregistering the app first if it registered.
+
+        Wait at most `timeout` seconds; calling it again does nothing.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        atexit.unregister(self.close)
+        self._stopping.set()
+        self._wake.set()
+        if thread is None:
+            return
+        thread.join(timeout)
+        if thread.is_alive():
+            logger.info(
+                "Gave up waiting for the dashboard after %.1fs; %s was not "
+                "unregistered and will be marked stale by the dashboard",
+                timeout,
+                self.app_name,
+            )
+
+    def __enter__(self) -> DashboardClient:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- background thread ----------------------------------------------------
+
+    def _run(self) -> None:
+        retry_delay = FIRST_RETRY_DELAY
+        while not self._stopping.is_set():
+            # Clear before looking for work, so a wake-up that comes in between is
+            # not lost.
+            self._wake.clear()
+            try:
+                sent = self._send_due_report()
+            except Exception:
+                # A bug here must not end the thread: the app would vanish silently.
+                logger.exception("Unexpected error while reporting to the dashboard")
+                sent = False
+            if sent is None:
+                self._wake.wait(max(0.0, self._next_full_heartbeat - time.monotonic()))
+            elif sent:
+                retry_delay = FIRST_RETRY_DELAY
+            else:
+                delay = retry_delay
+                if self.registered:
+                    # The dashboard knows us; a heartbeat is due every interval anyway.
+                    delay = min(delay, self.heartbeat_interval)
+                # Jitter spreads out many apps that lost the same dashboard at once.
+                self._stopping.wait(random.uniform(delay / 2, delay))
+                retry_delay = min(retry_delay * 2, MAX_RETRY_DELAY)
+        try:
+            self._unregister()
+        except Exception:
+            logger.exception("Unexpected error while unregistering from the dashboard")
+        finally:
+            self._session.close()
+
+    def _send_due_report(self) -> bool | None:
+        """Send what is due; return whether it went through, or None if nothing was."""
+        if self._must_register:
+            return self._post_report("/api/applications/register", full=True)
+        if time.monotonic() >= self._next_full_heartbeat:
+            return self._post_report("/api/applications/heartbeat", full=True)
+        with self._lock:
+            changed = bool(self._unsent_keys)
+        if changed:
+            return self._post_report("/api/applications/heartbeat", full=False)
+        return None
+
+    def _post_report(self, path: str, *, full: bool) -> bool:
+        """POST a register or heartbeat; return whether the dashboard accepted it.
+
+        With full=False, the metadata holds only the keys changed since the last
+        report (the dashboard merges heartbeat metadata into what it has).
+        """
+        heartbeat = path.endswith("/heartbeat")
+        with self._lock:
+            sending, self._unsent_keys = self._unsent_keys, set()
+            try:
+                body = self._encode_report(sending, full=full)
+            except ValueError as exc:
+                self._unsent_keys |= sending
+                self._report_failure(f"the metadata cannot be sent as JSON: {exc}")
+                return False
+        try:
+            response = self._post(path, body)
+        except requests.RequestException as exc:
+            response = None
+            self._report_failure(f"cannot reach it ({type(exc).__name__})")
+        accepted = response is not None and (
+            response.status_code == 200 or (heartbeat and response.status_code == 404)
+        )
+        if not accepted:
+            with self._lock:
+                self._unsent_keys |= sending
+            if response is not None:
+                self._report_failure(
+                    f"{path} answered {response.status_code}: {_error(response)}"
+                )
+            return False
+        self._report_success()
+        if response.status_code == 404:
+            # The dashboard forgot the app and could not register it from this
+            # heartbeat: register again at once, with all the metadata.
+            logger.info("The dashboard no longer knows %s; registering again", self)
+            self._registered.clear()
+            self._must_register = True
+            return True
+        if full:
+            self._next_full_heartbeat = time.monotonic() + self.heartbeat_interval
+        if heartbeat and _json(response).get("registered"):
+            logger.info("The dashboard had forgotten %s; registered it again", self)
+            if not full:
+                # Registered from a heartbeat that carried only the changed keys:
+                # send everything now so no metadata is missing there.
+                self._next_full_heartbeat = 0.0
+        if self._must_register:
+            logger.info(
+                "Registered %s with the dashboard at %s", self, self.dashboard_url
+            )
+            self._must_register = False
+        self._registered.set()
+        return True
+
+    def _encode_report(self, keys: set[str], *, full: bool) -> str:
+        """Return the JSON body of a register or heartbeat; call with the lock held.
+
+        Serializing under the lock keeps the caller's thread from changing the
+        metadata halfway through.
+        """
+        metadata = (
+            self._metadata if full else {key: self._metadata[key] for key in keys}
+        )
+        return json.dumps(
+            {
+                "app_id": self.app_id,
+                "name": self.app_name,
+                "router_type": self.router_type,
+                "version": self.version,
+                "metadata": metadata,
+            },
+            default=str,  # a datetime or a Path in the metadata must not stop reports
+            allow_nan=False,  # the dashboard only accepts strict JSON
+        )
+
+    def _unregister(self) -> None:
+        if not self.registered:
+            return
+        try:
+            response = self._post(f"/api/applications/{self.app_id}/unregister", None)
+        except requests.RequestException as exc:
+            logger.info(
+                "Could not unregister %s (%s); the dashboard will mark it stale",
+                self,
+                type(exc).__name__,
+            )
+            return
+        if response.status_code in (200, 404):
+            self._registered.clear()
+            logger.debug("Unregistered %s from the dashboard", self)
+        else:
+            logger.info(
+                "The dashboard refused to unregister %s: %s %s",
+                self,
+                response.status_code,
+                _error(response),
+            )
+
+    def _post(self, path: str, body: str | None) -> requests.Response:
+        return self._session.post(
+            self.dashboard_url + path,
+            data=body,
+            headers=self._headers,
+            timeout=self.timeout,
+        )
+
+    def _report_failure(self, reason: str) -> None:
+        # One warning per outage: a dashboard that is down for an hour must not
+        # fill the host application's log.
+        if self._failing:
+            logger.debug("Dashboard still unavailable: %s", reason)
+            return
+        self._failing = True
+        logger.warning(
+            "SOLLOL dashboard at %s: %s; %s keeps retrying in the background",
+            self.dashboard_url,
+            reason,
+            self,
+        )
+
+    def _report_success(self) -> None:
+        if self._failing:
+            self._failing = False
+            logger.info("SOLLOL dashboard at %s answers again", self.dashboard_url)
+
+    def __str__(self) -> str:
+        return f"{self.app_name} ({self.app_id})"
+
+
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _error(response: requests.Response) -> str:
+    return str(_json(response).get("error") or response.reason or "")
