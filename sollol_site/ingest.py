@@ -21,7 +21,6 @@ from django.conf import settings
 from django.db import (
     InterfaceError,
     OperationalError,
-    close_old_connections,
     connection,
 )
 from django.http.request import validate_host
@@ -92,18 +91,7 @@ class BatchWriter:
             connection.close()
 
     def _write(self, batch: list) -> None:
-        items = [item for item, _, _ in batch]
-        try:
-            outcomes = [(True, result) for result in self.flush(items, timezone.now())]
-        except (OperationalError, InterfaceError) as exc:
-            logger.warning("%s writer: database unavailable: %s", self.name, exc)
-            # Drop the broken connection; the next batch opens a new one.
-            close_old_connections()
-            connection.close()
-            outcomes = [(False, WriterUnavailable(str(exc)))] * len(batch)
-        except Exception as exc:
-            logger.exception("%s writer: batch of %d failed", self.name, len(batch))
-            outcomes = [(False, WriterUnavailable(str(exc)))] * len(batch)
+        outcomes = self._flush([item for item, _, _ in batch])
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for (_, loop, future), outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((future, outcome))
@@ -112,6 +100,22 @@ class BatchWriter:
                 loop.call_soon_threadsafe(_settle, settled)
             except RuntimeError:
                 pass  # that loop has closed; nobody is waiting any more
+
+    def _flush(self, items: list) -> list[tuple[bool, Any]]:
+        """Write items in one transaction; return (ok, result or exception) for each."""
+        try:
+            return [(True, result) for result in self.flush(items, timezone.now())]
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("%s writer: database unavailable: %s", self.name, exc)
+            # Drop the broken connection; the next batch opens a new one.
+            connection.close()
+            return [(False, WriterUnavailable(str(exc)))] * len(items)
+        except Exception as exc:
+            if len(items) > 1:
+                # One bad item must not fail the others that arrived with it.
+                return [outcome for item in items for outcome in self._flush([item])]
+            logger.exception("%s writer: could not write %r", self.name, items[0])
+            return [(False, exc)]
 
 
 def _settle(settled: list) -> None:
@@ -239,6 +243,9 @@ def lean_post(handler: Callable[[bytes], Awaitable[tuple[int, Any]]]) -> Handler
             await send_json(
                 send, 503, {"error": "the database is unavailable; try again shortly"}
             )
+        except Exception:
+            logger.exception("%s %s failed", scope["method"], scope["path"])
+            await send_json(send, 500, {"error": "internal error"})
         else:
             await send_json(send, status, body)
 
