@@ -1,0 +1,1 @@
+"""Benchmark harness for the dashboard: run `python bench/run.py` (see RESULTS.md)."""
