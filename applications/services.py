@@ -116,6 +116,20 @@ def _change_events(
     return events
 
 
+def _insert_or_lock(report: AppReport, now: dt.datetime) -> tuple[Application, bool]:
+    """Insert the reported app; if a concurrent request just did, lock and return it.
+
+    Return the application and whether this call created it.
+    """
+    app = _new_application(report, now)
+    try:
+        with transaction.atomic():
+            app.save(force_insert=True)
+    except IntegrityError:
+        return Application.objects.select_for_update().get(pk=report.app_id), False
+    return app, True
+
+
 def register_application(
     report: AppReport, *, now: dt.datetime
 ) -> tuple[Application, bool]:
@@ -126,14 +140,8 @@ def register_application(
     with transaction.atomic():
         app = Application.objects.select_for_update().filter(pk=report.app_id).first()
         if app is None:
-            app = _new_application(report, now)
-            try:
-                with transaction.atomic():
-                    app.save(force_insert=True)
-            except IntegrityError:
-                # Registered by a concurrent request a moment ago: update it instead.
-                app = Application.objects.select_for_update().get(pk=report.app_id)
-            else:
+            app, created = _insert_or_lock(report, now)
+            if created:
                 record_events([_registered_event(app, now)], now=now)
                 return app, True
         recovered = app.status == AppStatus.STALE
@@ -194,9 +202,13 @@ def record_heartbeats(
                 if not report.name:
                     results[app_id] = HeartbeatResult.NOT_FOUND
                     continue
-                app, created = _register_from_heartbeat(report, now)
+                app, created = _insert_or_lock(report, now)
                 if created:
                     events.append(_registered_event(app, now, reregistered=True))
+                else:  # registered a moment ago by a concurrent request
+                    _apply(app, report, merge_metadata=True)
+                    _touch(app, now)
+                    app.save()
                 results[app_id] = HeartbeatResult.REGISTERED
                 continue
             results[app_id] = HeartbeatResult.OK
@@ -219,22 +231,6 @@ def record_heartbeats(
             )
         record_events(events, now=now)
     return results
-
-
-def _register_from_heartbeat(
-    report: AppReport, now: dt.datetime
-) -> tuple[Application, bool]:
-    app = _new_application(report, now)
-    try:
-        with transaction.atomic():
-            app.save(force_insert=True)
-    except IntegrityError:
-        app = Application.objects.select_for_update().get(pk=report.app_id)
-        _apply(app, report, merge_metadata=True)
-        _touch(app, now)
-        app.save()
-        return app, False
-    return app, True
 
 
 def unregister_application(app_id: str, *, now: dt.datetime) -> Application | None:
