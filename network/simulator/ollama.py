@@ -1,0 +1,1842 @@
+"""Simulated Ollama nodes on loopback: the far side for tests, demos and benchmarks.
+
+There is no real Ollama here, so everything that probes nodes talks to these instead.
+They answer the way Ollama (Go, gin, net/http) answers, byte for byte where a client
+could notice: the JSON field names, order and types of ``api/types.go``
+(``ListModelResponse``, ``ProcessModelResponse``, ``ModelDetails``), Go's
+``time.Time`` format (RFC 3339, nanoseconds with trailing zeros trimmed, the node's
+UTC offset), gin's plain-text 404 and 405 (with ``Allow``), HEAD on the routes Ollama
+registers for HEAD, and the 403 Ollama's host check gives to foreign ``Host`` names.
+
+Pieces:
+
+- ``SimulatedNode``: one node on one (host, port), with models on disk and in memory
+  and faults to inject (slow, HTTP errors, hang, die, revive). Its control methods are
+  thread-safe: called from another thread they run on the node's loop.
+- ``Fleet``: N nodes on consecutive loopback addresses (or ports) with a varied,
+  deterministic set of models, plus an optional JSON control server for other
+  processes (``GET /nodes``, ``POST /nodes/<i>/die`` …).
+- ``running_fleet``: a context manager that runs a fleet on a background thread for
+  synchronous code.
+
+The HTTP server is a small asyncio ``Protocol`` (HTTP/1.1, keep-alive, pipelining,
+Content-Length and chunked bodies, ``Connection: close``): one process keeps 1,000
+idle nodes at no CPU cost, because nothing runs until a request arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import random
+import re
+import resource
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+from network.simulator.loops import on_loop
+
+DEFAULT_VERSION = "0.12.3"
+DEFAULT_PORT = 11434
+DEFAULT_KEEP_ALIVE = 300.0  # Ollama's default keep_alive: 5m
+CONTEXT_LENGTH_SINCE = (0, 10, 0)  # /api/ps gained context_length in v0.10.0
+FOREVER_NS = 2**63 - 1  # a negative keep_alive is math.MaxInt64 nanoseconds in Go
+BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
+GIB = 1024**3
+MIB = 1024**2
+
+_NS = 1_000_000_000
+_MAX_HEAD = 64 * 1024
+_MAX_BODY = 16 * MIB
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What Ollama knows about one model from its manifest and GGUF config."""
+
+    name: str  # as /api/tags shows it: always with a tag
+    family: str
+    families: tuple[str, ...] | None
+    parameter_size: str
+    quantization_level: str
+    size: int  # bytes on disk
+    context_length: int = 4096  # what a default load allocates (num_ctx)
+    kv_bytes_per_token: int = 128 * 1024
+    embedding: bool = False
+    embedding_length: int = 0
+
+    @property
+    def digest(self) -> str:
+        """Return a stable sha256 hex digest, as Ollama lists it (no prefix)."""
+        return hashlib.sha256(f"sollol-sim/{self.name}".encode()).hexdigest()
+
+    def details(self) -> dict[str, Any]:
+        """Return ``ModelDetails`` in the field order of api/types.go."""
+        return {
+            "parent_model": "",
+            "format": "gguf",
+            "family": self.family,
+            "families": list(self.families) if self.families is not None else None,
+            "parameter_size": self.parameter_size,
+            "quantization_level": self.quantization_level,
+        }
+
+    def memory_size(self, context_length: int) -> int:
+        """Return the bytes a loaded runner takes: weights, KV cache, graph."""
+        graph = max(128 * MIB, self.size // 20)
+        return self.size + context_length * self.kv_bytes_per_token + graph
+
+
+def _spec(
+    name: str,
+    family: str,
+    parameter_size: str,
+    quantization: str,
+    size: int,
+    *,
+    families: tuple[str, ...] | None = None,
+    context_length: int = 4096,
+    kv_kib: int = 128,
+    embedding_length: int = 0,
+) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        family=family,
+        families=families if families is not None else (family,),
+        parameter_size=parameter_size,
+        quantization_level=quantization,
+        size=size,
+        context_length=context_length,
+        kv_bytes_per_token=kv_kib * 1024,
+        embedding=embedding_length > 0,
+        embedding_length=embedding_length,
+    )
+
+
+# Sizes and details as `ollama list` shows these library models (digests are ours).
+CATALOG: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        _spec("llama3.2:3b", "llama", "3.2B", "Q4_K_M", 2_019_393_189, kv_kib=112),
+        _spec("llama3.2:1b", "llama", "1.2B", "Q8_0", 1_321_098_329, kv_kib=32),
+        _spec("llama3.1:8b", "llama", "8.0B", "Q4_K_M", 4_920_753_328),
+        _spec("llama3.3:70b", "llama", "70.6B", "Q4_K_M", 42_520_413_916, kv_kib=320),
+        _spec("qwen2.5:7b", "qwen2", "7.6B", "Q4_K_M", 4_683_087_332, kv_kib=56),
+        _spec("qwen2.5:14b", "qwen2", "14.8B", "Q4_K_M", 8_988_124_069, kv_kib=192),
+        _spec("qwen2.5-coder:7b", "qwen2", "7.6B", "Q4_K_M", 4_683_087_519, kv_kib=56),
+        _spec("qwen3:8b", "qwen3", "8.2B", "Q4_K_M", 5_225_376_047, kv_kib=144),
+        _spec("mistral:7b", "llama", "7.2B", "Q4_K_M", 4_372_824_384),
+        _spec("gemma2:9b", "gemma2", "9.2B", "Q4_0", 5_443_152_417, kv_kib=336),
+        _spec("gemma3:4b", "gemma3", "4.3B", "Q4_K_M", 3_338_801_804, kv_kib=136),
+        _spec("phi3:3.8b", "phi3", "3.8B", "Q4_0", 2_176_178_913, kv_kib=384),
+        _spec("deepseek-r1:7b", "qwen2", "7.6B", "Q4_K_M", 4_683_075_271, kv_kib=56),
+        _spec(
+            "llava:7b",
+            "llama",
+            "7B",
+            "Q4_0",
+            4_733_363_377,
+            families=("llama", "clip"),
+            kv_kib=512,
+        ),
+        _spec("codellama:13b", "llama", "13B", "Q4_0", 7_365_960_935, kv_kib=800),
+        _spec(
+            "nomic-embed-text:latest",
+            "nomic-bert",
+            "137M",
+            "F16",
+            274_302_450,
+            context_length=2048,
+            kv_kib=0,
+            embedding_length=768,
+        ),
+        _spec(
+            "mxbai-embed-large:latest",
+            "bert",
+            "334M",
+            "F16",
+            669_615_493,
+            context_length=512,
+            kv_kib=0,
+            embedding_length=1024,
+        ),
+        _spec(
+            "all-minilm:latest",
+            "bert",
+            "23M",
+            "F16",
+            45_960_996,
+            context_length=256,
+            kv_kib=0,
+            embedding_length=384,
+        ),
+    )
+}
+CHAT_MODELS = tuple(name for name, spec in CATALOG.items() if not spec.embedding)
+EMBEDDING_MODELS = tuple(name for name, spec in CATALOG.items() if spec.embedding)
+
+
+def normalize_model_name(name: str) -> str:
+    """Return the name as Ollama displays it: library prefix dropped, tag added."""
+    name = name.strip()
+    for prefix in ("registry.ollama.ai/library/", "library/"):
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+    if ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    return name
+
+
+def model_spec(name: str) -> ModelSpec:
+    """Return the catalog entry for ``name``, or a plausible one made up from it."""
+    name = normalize_model_name(name)
+    if name in CATALOG:
+        return CATALOG[name]
+    seed = int(hashlib.sha256(name.encode()).hexdigest()[:12], 16)
+    billions = (1, 2, 3, 4, 7, 8, 13, 14)[seed % 8]
+    family = re.split(r"[^a-z]", name.lower(), maxsplit=1)[0] or "llama"
+    return _spec(
+        name,
+        family,
+        f"{billions}B",
+        "Q4_K_M",
+        billions * 600_000_000 + seed % 100_000_000,
+    )
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """Return ``"0.12.3"`` as ``(0, 12, 3)``; anything unparsable sorts as newest."""
+    parts = re.findall(r"\d+", version.split("-", 1)[0])
+    return tuple(int(p) for p in parts[:3]) if parts else (999,)
+
+
+# ------------------------------------------------------------------ Go-isms: time
+
+
+def go_time(ns: int, utc_offset_minutes: int = 0) -> str:
+    """Format Unix nanoseconds the way Go's ``time.Time`` marshals to JSON.
+
+    RFC 3339 with nanoseconds, trailing zeros trimmed (none at all on a whole
+    second), and ``Z`` or ``±hh:mm`` for the offset.
+    """
+    seconds, nanos = divmod(ns, _NS)
+    zone = timezone(timedelta(minutes=utc_offset_minutes))
+    text = datetime.fromtimestamp(seconds, zone).strftime("%Y-%m-%dT%H:%M:%S")
+    if nanos:
+        text += "." + f"{nanos:09d}".rstrip("0")
+    if utc_offset_minutes == 0:
+        return text + "Z"
+    sign = "+" if utc_offset_minutes > 0 else "-"
+    hours, minutes = divmod(abs(utc_offset_minutes), 60)
+    return f"{text}{sign}{hours:02d}:{minutes:02d}"
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "μs": 1_000,
+    "ms": 1_000_000,
+    "s": _NS,
+    "m": 60 * _NS,
+    "h": 3600 * _NS,
+}
+
+
+def keep_alive_ns(value: Any, default_seconds: float = DEFAULT_KEEP_ALIVE) -> int:
+    """Return a ``keep_alive`` as nanoseconds, the way Ollama's ``Duration`` reads it.
+
+    A number is seconds, a string a Go duration ("5m", "1h30m"); anything negative
+    means "keep loaded forever". ``None`` gives the default.
+    """
+    if value is None:
+        return int(default_seconds * _NS) if default_seconds >= 0 else FOREVER_NS
+    if isinstance(value, bool):
+        raise ValueError(f"keep_alive must be a number or a duration, not {value!r}")
+    if isinstance(value, int | float):
+        if value != value:  # NaN
+            raise ValueError("keep_alive is not a number")
+        if value < 0 or value == float("inf"):
+            return FOREVER_NS
+        return int(value * _NS)
+    if not isinstance(value, str):
+        raise ValueError(f"keep_alive must be a number or a duration, not {value!r}")
+    text = value.strip()
+    with contextlib.suppress(ValueError):  # a bare number, as OLLAMA_KEEP_ALIVE allows
+        return keep_alive_ns(float(text))
+    sign = -1 if text.startswith("-") else 1
+    body = text.lstrip("+-")
+    if not body or _DURATION.sub("", body):
+        raise ValueError(f"time: invalid duration {value!r}")
+    total = sum(float(n) * _UNIT_NS[unit] for n, unit in _DURATION.findall(body))
+    return FOREVER_NS if sign < 0 else int(total)
+
+
+# ----------------------------------------------------------------- HTTP plumbing
+
+
+@dataclass(slots=True)
+class Request:
+    """One parsed HTTP request."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names; the last one of a name wins
+    body: bytes
+    http10: bool
+    keep_alive: bool
+
+    def json(self) -> Any:
+        """Return the body as JSON; raise EOFError if empty, ValueError if not JSON."""
+        if not self.body.strip():
+            raise EOFError
+        return json.loads(self.body)
+
+
+@dataclass(slots=True)
+class Response:
+    """One HTTP response, encoded the way Go's net/http writes it."""
+
+    status: int
+    body: bytes = b""
+    content_type: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    chunks: list[bytes] | None = None  # a streamed body: Transfer-Encoding: chunked
+    close: bool = False
+
+
+class _Hang:
+    """The answer that never comes."""
+
+
+HANG = _Hang()
+
+
+@dataclass(slots=True)
+class _Later:
+    seconds: float
+
+
+_JSON = "application/json; charset=utf-8"
+_TEXT = "text/plain; charset=utf-8"
+_NDJSON = "application/x-ndjson"
+
+_STATUSES = {s.value for s in HTTPStatus}
+_date_cache: list[Any] = [0, b""]
+
+
+def _http_date() -> bytes:
+    now = int(time.time())
+    if now != _date_cache[0]:  # one strftime a second, however many requests
+        _date_cache[0] = now
+        _date_cache[1] = formatdate(now, usegmt=True).encode()
+    return _date_cache[1]
+
+
+def json_response(status: int, payload: Any, **kwargs: Any) -> Response:
+    """Return ``payload`` as Go's encoding/json writes it: compact, HTML-escaped."""
+    return Response(status, _go_json(payload), _JSON, **kwargs)
+
+
+def _go_json(payload: Any) -> bytes:
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    if "<" in text or ">" in text or "&" in text:
+        text = text.replace("<", "\\u003c").replace(">", "\\u003e")
+        text = text.replace("&", "\\u0026")
+    return text.encode()
+
+
+def _encode(response: Response, request: Request | None) -> bytes:
+    """Return the bytes of ``response``; headers in the order net/http writes them."""
+    http10 = request is not None and request.http10
+    status = response.status
+    reason = (
+        HTTPStatus(status).phrase if status in _STATUSES else f"status code {status}"
+    )
+    lines = [f"HTTP/1.{0 if http10 else 1} {status} {reason}".encode()]
+    handler_headers = list(response.headers)
+    if response.content_type is not None:
+        handler_headers.append(("Content-Type", response.content_type))
+    lines += [f"{name}: {value}".encode() for name, value in sorted(handler_headers)]
+    body = response.body
+    chunked = response.chunks is not None and not http10
+    if response.chunks is not None and http10:
+        body = b"".join(response.chunks)  # HTTP/1.0 has no chunking: end with close
+        response.close = True
+    if response.close and not http10:
+        lines.append(b"Connection: close")
+    elif http10 and not response.close:
+        lines.append(b"Connection: keep-alive")
+    if chunked:
+        lines.append(b"Transfer-Encoding: chunked")
+    lines.append(b"Date: " + _http_date())
+    if not chunked and not (http10 and response.chunks is not None):
+        lines.append(b"Content-Length: " + str(len(body)).encode())
+    head = b"\r\n".join(lines) + b"\r\n\r\n"
+    if request is not None and request.method == "HEAD":
+        return head
+    if chunked:
+        assert response.chunks is not None
+        parts = [b"%x\r\n%s\r\n" % (len(c), c) for c in response.chunks if c]
+        return head + b"".join(parts) + b"0\r\n\r\n"
+    return head + body
+
+
+def _early_error(status: str, detail: str = "") -> bytes:
+    """Return net/http's reply to a request it could not parse (then it closes)."""
+    text = status + (f": {detail}" if detail else "")
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Connection: close\r\n\r\n{text}"
+    ).encode()
+
+
+class _BadRequest(Exception):
+    def __init__(self, raw: bytes) -> None:
+        super().__init__(raw)
+        self.raw = raw
+
+
+class _Site:
+    """What a connection serves: a simulated node or the control surface."""
+
+    def connection_opened(self, connection: _HttpProtocol) -> None:
+        """Note an accepted connection."""
+
+    def connection_closed(self, connection: _HttpProtocol) -> None:
+        """Forget a closed connection."""
+
+    def dispatch(self, request: Request) -> Response | _Hang | _Later:
+        """Return the answer now, never, or after a delay."""
+        return self.respond(request)
+
+    def respond(self, request: Request) -> Response | _Hang:
+        """Return the response to ``request``."""
+        raise NotImplementedError
+
+
+class _HttpProtocol(asyncio.Protocol):
+    """One HTTP/1.1 connection: parse, answer in order, keep alive or close."""
+
+    __slots__ = (
+        "site",
+        "generation",
+        "transport",
+        "buffer",
+        "head",
+        "busy",
+        "timer",
+        "closed",
+        "peer_done",
+    )
+
+    def __init__(self, site: _Site, generation: int = 0) -> None:
+        self.site = site
+        self.generation = generation  # which life of the node accepted it
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.head: Request | None = None  # parsed head whose body is still arriving
+        self.busy = False  # an answer is pending (delayed or hung): queue the rest
+        self.timer: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.peer_done = False  # the client shut down its sending side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports quack like asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.site.connection_opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.site.connection_closed(self)
+
+    def eof_received(self) -> bool:
+        # A client may half-close after its last request: answer it (or, hung,
+        # keep not answering it), then close.
+        self.peer_done = True
+        return self.busy
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > _MAX_BODY + _MAX_HEAD:
+            self.abort()
+            return
+        if not self.busy:
+            self._process()
+
+    def abort(self) -> None:
+        """Drop the connection without a word, as a crashed server's kernel does."""
+        self.closed = True
+        if self.transport is None:
+            return
+        # abort() closes the socket on the next loop turn; shut it down now so the
+        # client sees the drop at once, like a process that died.
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None and sock.fileno() >= 0:
+            # Through a duplicate: uvloop's socket stand-in refuses shutdown().
+            with contextlib.suppress(OSError):
+                twin = socket.fromfd(sock.fileno(), sock.family, sock.type)
+                try:
+                    twin.shutdown(socket.SHUT_RDWR)
+                finally:
+                    twin.close()
+        self.transport.abort()
+
+    def _process(self) -> None:
+        while not self.busy and not self.closed:
+            try:
+                request = self._parse()
+            except _BadRequest as bad:
+                self._write_raw(bad.raw)
+                return
+            if request is None:
+                return
+            outcome = self.site.dispatch(request)
+            if isinstance(outcome, _Hang):
+                self.busy = True
+                return
+            if isinstance(outcome, _Later):
+                self.busy = True
+                loop = asyncio.get_running_loop()
+                self.timer = loop.call_later(
+                    outcome.seconds, self._answer_late, request
+                )
+                return
+            self._send(outcome, request)
+
+    def _answer_late(self, request: Request) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        outcome = self.site.respond(request)
+        if isinstance(outcome, _Hang):
+            return
+        self.busy = False
+        self._send(outcome, request)
+        self._process()
+        if self.peer_done and not self.busy and not self.closed:
+            self.closed = True
+            assert self.transport is not None
+            self.transport.close()
+
+    def _send(self, response: Response, request: Request) -> None:
+        if not request.keep_alive:
+            response.close = True
+        assert self.transport is not None
+        self.transport.write(_encode(response, request))
+        if response.close:
+            self.closed = True
+            self.transport.close()
+
+    def _write_raw(self, raw: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(raw)
+        self.closed = True
+        self.transport.close()
+
+    def _parse(self) -> Request | None:
+        """Take one complete request off the buffer, or return None for more."""
+        buffer = self.buffer
+        if self.head is None:
+            # RFC 9112 §2.2: ignore empty lines before the request line.
+            while buffer[:2] == b"\r\n":
+                del buffer[:2]
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > _MAX_HEAD:
+                    raise _BadRequest(
+                        _early_error("431 Request Header Fields Too Large")
+                    )
+                return None
+            head = _parse_head(bytes(buffer[:end]))
+            del buffer[: end + 4]
+            self.head = head
+            if (
+                head.headers.get("expect", "").lower() == "100-continue"
+                and self._body_missing(head)
+                and self.transport is not None
+            ):
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        head = self.head
+        body = self._take_body(head)
+        if body is None:
+            return None
+        self.head = None
+        head.body = body
+        return head
+
+    def _body_missing(self, head: Request) -> bool:
+        length = head.headers.get("content-length")
+        return bool(length and length.isdigit() and int(length) > len(self.buffer))
+
+    def _take_body(self, head: Request) -> bytes | None:
+        buffer = self.buffer
+        if "chunked" in head.headers.get("transfer-encoding", "").lower():
+            parsed = _parse_chunked(buffer)
+            if parsed is None:
+                return None
+            body, used = parsed
+            del buffer[:used]
+            return body
+        length_text = head.headers.get("content-length", "0").strip() or "0"
+        if not length_text.isdigit():
+            raise _BadRequest(_early_error("400 Bad Request", "bad Content-Length"))
+        length = int(length_text)
+        if length > _MAX_BODY:
+            raise _BadRequest(_early_error("413 Request Entity Too Large"))
+        if len(buffer) < length:
+            return None
+        body = bytes(buffer[:length])
+        del buffer[:length]
+        return body
+
+
+def _parse_head(raw: bytes) -> Request:
+    lines = raw.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0].isalpha():
+        raise _BadRequest(_early_error("400 Bad Request", "malformed request line"))
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise _BadRequest(_early_error("505 HTTP Version Not Supported"))
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            raise _BadRequest(_early_error("400 Bad Request", "malformed header"))
+        headers[name.lower()] = value.strip()
+    http10 = version == "HTTP/1.0"
+    if not http10 and "host" not in headers:
+        raise _BadRequest(
+            _early_error("400 Bad Request", "missing required Host header")
+        )
+    if target.startswith(("http://", "https://")):
+        split = urlsplit(target)
+        path, query = split.path or "/", split.query
+    else:
+        path, _, query = target.partition("?")
+    if "%" in path:
+        path = unquote(path)
+    connection = headers.get("connection", "").lower()
+    if http10:
+        keep_alive = "keep-alive" in connection
+    else:
+        keep_alive = "close" not in connection
+    return Request(method, path, query, headers, b"", http10, keep_alive)
+
+
+def _parse_chunked(buffer: bytearray) -> tuple[bytes, int] | None:
+    """Return (body, bytes used) of a complete chunked body, or None for more."""
+    position = 0
+    body = bytearray()
+    while True:
+        line_end = buffer.find(b"\r\n", position)
+        if line_end < 0:
+            return None
+        size_text = bytes(buffer[position:line_end]).split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise _BadRequest(_early_error("400 Bad Request", "bad chunk")) from None
+        position = line_end + 2
+        if size == 0:
+            # Trailers (usually none) end with an empty line.
+            end = buffer.find(b"\r\n", position)
+            while end >= 0 and end != position:
+                position = end + 2
+                end = buffer.find(b"\r\n", position)
+            if end < 0:
+                return None
+            return bytes(body), end + 2
+        if len(buffer) < position + size + 2:
+            return None
+        body += buffer[position : position + size]
+        position += size + 2
+        if len(body) > _MAX_BODY:
+            raise _BadRequest(_early_error("413 Request Entity Too Large"))
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind and listen now, so connections queue before the loop serves them."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(256)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _Listener:
+    """A listening socket whose accepts the loop hands to ``_HttpProtocol``.
+
+    Opening and closing are synchronous (no ``create_server`` task in flight), so
+    ``die()`` is refused-at-once and ``die(); revive()`` in one breath just works.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        host: str,
+        port: int,
+        factory: Callable[[], asyncio.Protocol],
+    ) -> None:
+        self.loop = loop
+        self.factory = factory
+        self.sock = _listen(host, port)
+        self.port: int = self.sock.getsockname()[1]
+        self._adopting: set[asyncio.Task[Any]] = set()
+        loop.add_reader(self.sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(128):  # drain the backlog, then give others a turn
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # EMFILE and friends: leave the rest in the backlog
+                return
+            conn.setblocking(False)
+            task = self.loop.create_task(self._adopt(conn))
+            self._adopting.add(task)
+            task.add_done_callback(self._adopting.discard)
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(self.factory, conn)
+        except BaseException:
+            conn.close()
+            raise
+
+    def close(self) -> None:
+        """Stop listening: connecting is refused from now on."""
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+
+def _require_loopback(host: str) -> None:
+    if not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"simulated nodes listen on loopback only, not {host}")
+
+
+# ------------------------------------------------------------------- Ollama routes
+
+# Method trees in the order Ollama's GenerateRoutes first registers each method;
+# gin lists Allow in this order.
+_METHOD_ORDER = ("HEAD", "GET", "POST", "DELETE")
+_ROUTES: dict[str, tuple[str, ...]] = {
+    "/": ("HEAD", "GET"),
+    "/api/version": ("HEAD", "GET"),
+    "/api/pull": ("POST",),
+    "/api/push": ("POST",),
+    "/api/tags": ("HEAD", "GET"),
+    "/api/show": ("POST",),
+    "/api/delete": ("DELETE",),
+    "/api/me": ("POST",),
+    "/api/signout": ("POST",),
+    "/api/create": ("POST",),
+    "/api/copy": ("POST",),
+    "/api/ps": ("GET",),
+    "/api/generate": ("POST",),
+    "/api/chat": ("POST",),
+    "/api/embed": ("POST",),
+    "/api/embeddings": ("POST",),
+    "/v1/chat/completions": ("POST",),
+    "/v1/completions": ("POST",),
+    "/v1/embeddings": ("POST",),
+    "/v1/models": ("GET",),
+}
+_PARAM_ROUTES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("/api/blobs/", ("HEAD", "POST")),
+    ("/api/user/keys/", ("DELETE",)),
+    ("/v1/models/", ("GET",)),
+)
+
+
+def _methods_for(path: str) -> tuple[str, ...]:
+    methods = _ROUTES.get(path)
+    if methods is not None:
+        return methods
+    for prefix, param_methods in _PARAM_ROUTES:
+        rest = path[len(prefix) :]
+        if path.startswith(prefix) and rest and "/" not in rest:
+            return param_methods
+    return ()
+
+
+_HOSTNAME = socket.gethostname().lower()
+
+
+def _host_allowed(host_header: str) -> bool:
+    """Return whether Ollama's allowedHostsMiddleware lets this Host through.
+
+    Ollama listening on loopback answers 403 to a Host that is neither a local or
+    private IP nor localhost, the machine's name, or a .localhost/.local/.internal
+    name: its defence against DNS rebinding.
+    """
+    host = host_header.strip()
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    with contextlib.suppress(ValueError):
+        address = ipaddress.ip_address(host)
+        return address.is_loopback or address.is_private or address.is_unspecified
+    host = host.lower()
+    if host in ("", "localhost", _HOSTNAME):
+        return True
+    return host.endswith((".localhost", ".local", ".internal"))
+
+
+@dataclass
+class _Loaded:
+    spec: ModelSpec
+    size: int
+    size_vram: int
+    context_length: int
+    keep_alive_ns: int
+    expires_ns: int
+
+
+class SimulatedNode(_Site):
+    """One simulated Ollama server: models on disk and in memory, and faults."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.2",
+        port: int = DEFAULT_PORT,
+        *,
+        version: str = DEFAULT_VERSION,
+        models: Iterable[str] = ("llama3.2:3b", "nomic-embed-text"),
+        vram_total: int | None = 24 * GIB,
+        utc_offset_minutes: int = 0,
+        default_keep_alive: float = DEFAULT_KEEP_ALIVE,
+        index: int | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        _require_loopback(host)
+        self.host = host
+        self.port = port
+        self.version = version
+        self.vram_total = vram_total  # None: a GPU with room for anything; 0: CPU
+        self.utc_offset_minutes = utc_offset_minutes
+        self.default_keep_alive = default_keep_alive
+        self.index = index
+        self.clock = clock
+        now = clock()
+        # Pulled over the past weeks, newest last, so /api/tags has an order to keep.
+        self._disk: dict[str, tuple[ModelSpec, int]] = {}
+        names = [normalize_model_name(m) for m in models]
+        for age, name in enumerate(reversed(names)):
+            jitter = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) % _NS
+            modified = now - (age * 86_400 + 3_600) * _NS - jitter
+            self._disk[name] = (model_spec(name), modified)
+        self._loaded: dict[str, _Loaded] = {}
+        self.delay = 0.0
+        self.error_status: int | None = None
+        self.error_message: str | None = None
+        self.error_root = False
+        self.hanging = False
+        self.alive = False
+        self.requests: Counter[str] = Counter()  # by path, counted on arrival
+        self.processed: Counter[str] = Counter()  # finished requests, by model
+        self.connections_accepted = 0
+        self._connections: set[_HttpProtocol] = set()
+        self._listener: _Listener | None = None
+        self._generation = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._tags_cache: bytes | None = None
+        self._ps_cache: tuple[bytes, int] | None = None  # body, valid until (ns)
+
+    def __repr__(self) -> str:
+        state = "up" if self.alive else "down"
+        return f"<SimulatedNode {self.url} {state}>"
+
+    @property
+    def url(self) -> str:
+        """Return the base URL clients use, e.g. ``http://127.0.0.2:11434``."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def address(self) -> str:
+        """Return ``host:port``, as activity events name a node."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def requests_total(self) -> int:
+        """Return how many requests arrived, over all paths."""
+        return sum(self.requests.values())
+
+    @property
+    def open_connections(self) -> int:
+        """Return how many client connections are open now."""
+        return len(self._connections)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Start listening (on the running loop, which then owns the node)."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._listen()
+
+    async def stop(self) -> None:
+        """Stop listening and drop every connection."""
+        self.die()
+        await asyncio.sleep(0)  # let the transports close
+
+    def _listen(self) -> None:
+        assert self._loop is not None
+        self._generation += 1
+        generation = self._generation
+
+        def serve() -> _HttpProtocol:
+            return _HttpProtocol(self, generation)
+
+        self._listener = _Listener(self._loop, self.host, self.port, serve)
+        self.port = self._listener.port  # port 0 asked for any free port
+        self.alive = True
+
+    # ------------------------------------------------------------ control API
+
+    @on_loop
+    def die(self) -> None:
+        """Crash: stop listening and drop open connections (then: refused)."""
+        self.alive = False
+        self._generation += 1  # connections still being adopted are dropped too
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for connection in list(self._connections):
+            connection.abort()
+        self._connections.clear()
+
+    @on_loop
+    def revive(self) -> None:
+        """Listen again on the same address; faults set before are kept."""
+        if self.alive:
+            return
+        if self._loop is None:
+            raise RuntimeError("start() the node before reviving it")
+        self._listen()
+
+    @on_loop
+    def hang(self, on: bool = True) -> None:
+        """Accept connections and read requests but never answer (``on=False``: stop).
+
+        Requests already hanging stay unanswered, as on a wedged server.
+        """
+        self.hanging = on
+
+    @on_loop
+    def set_delay(self, seconds: float) -> None:
+        """Answer every request ``seconds`` late (0: at once)."""
+        if seconds < 0:
+            raise ValueError("a delay cannot be negative")
+        self.delay = float(seconds)
+
+    @on_loop
+    def set_error(
+        self, status: int | None, *, message: str | None = None, root: bool = False
+    ) -> None:
+        """Answer every API path with HTTP ``status`` and Ollama's ``{"error"}`` body.
+
+        503 says "server busy…" as Ollama's scheduler does. ``/`` keeps answering
+        "Ollama is running" unless ``root``. ``None`` clears the error.
+        """
+        if status is not None and not 400 <= status <= 599:
+            raise ValueError(f"an error status is 4xx or 5xx, not {status}")
+        self.error_status = status
+        self.error_message = message
+        self.error_root = root
+
+    @on_loop
+    def heal(self) -> None:
+        """Clear every fault: no delay, no error, no hang, listening."""
+        self.delay = 0.0
+        self.error_status = None
+        self.error_message = None
+        self.error_root = False
+        self.hanging = False
+        if not self.alive and self._loop is not None:
+            self._listen()
+
+    @on_loop
+    def reset_counters(self) -> None:
+        """Zero the request, model and connection counters."""
+        self.requests.clear()
+        self.processed.clear()
+        self.connections_accepted = 0
+
+    @on_loop
+    def pull(self, model: str) -> dict[str, Any]:
+        """Put ``model`` on disk (modified now); return its /api/tags entry."""
+        spec = model_spec(model)
+        self._disk[spec.name] = (spec, self.clock())
+        self._tags_cache = None
+        return self._tags_entry(spec, self._disk[spec.name][1])
+
+    @on_loop
+    def delete(self, model: str) -> bool:
+        """Remove ``model`` from disk (and memory); return whether it was there."""
+        name = normalize_model_name(model)
+        self._unload(name)
+        found = self._disk.pop(name, None) is not None
+        self._tags_cache = None
+        return found
+
+    @on_loop
+    def load(
+        self,
+        model: str,
+        size_vram: int | None = None,
+        keep_alive: float | str | None = None,
+        *,
+        context_length: int | None = None,
+        expires_in: float | None = None,
+    ) -> dict[str, Any] | None:
+        """Load ``model`` into memory (pulling it first if it is not on disk).
+
+        ``size_vram`` defaults to what fits in the node's free VRAM; ``keep_alive``
+        (seconds or a Go duration, negative: forever, 0: unload) sets
+        ``expires_at``; ``expires_in`` overrides the first expiry only, to
+        simulate a model last used a while ago. Return its /api/ps entry.
+        """
+        spec = model_spec(model)
+        if spec.name not in self._disk:
+            self.pull(spec.name)
+        keep_ns = keep_alive_ns(keep_alive, self.default_keep_alive)
+        if keep_ns == 0:
+            self._unload(spec.name)
+            return None
+        loaded = self._load(spec, keep_ns, size_vram, context_length)
+        if expires_in is not None:
+            loaded.expires_ns = self.clock() + int(expires_in * _NS)
+        return self._ps_entry(loaded)
+
+    @on_loop
+    def unload(self, model: str) -> bool:
+        """Evict ``model`` from memory; return whether it was loaded."""
+        return self._unload(normalize_model_name(model))
+
+    @on_loop
+    def process(
+        self, model: str, keep_alive: float | str | None = None
+    ) -> dict[str, Any] | None:
+        """Finish one request on ``model``: load it if needed, restart its keep-alive.
+
+        Ollama resets a runner's expiry when a request on it finishes, to the
+        request's keep_alive or, without one, the one it was loaded with.
+        """
+        spec = model_spec(model)
+        if spec.name not in self._disk:
+            raise KeyError(f"model '{spec.name}' not found")
+        loaded = self._loaded_model(spec.name)
+        if keep_alive is None and loaded is not None:
+            keep_ns = loaded.keep_alive_ns
+        else:
+            keep_ns = keep_alive_ns(keep_alive, self.default_keep_alive)
+        self.processed[spec.name] += 1
+        if keep_ns == 0:
+            self._unload(spec.name)
+            return None
+        loaded = self._load(spec, keep_ns, None, None)
+        return self._ps_entry(loaded)
+
+    @on_loop
+    def loaded_models(self) -> list[str]:
+        """Return the names /api/ps lists now."""
+        return [entry["name"] for entry in self._ps_entries()]
+
+    @on_loop
+    def disk_models(self) -> list[str]:
+        """Return the names /api/tags lists now."""
+        return [entry["name"] for entry in self._tags_entries()]
+
+    @on_loop
+    def snapshot(self) -> dict[str, Any]:
+        """Return the node's state and counters as JSON-able data."""
+        return {
+            "index": self.index,
+            "url": self.url,
+            "address": self.address,
+            "alive": self.alive,
+            "hanging": self.hanging,
+            "delay": self.delay,
+            "error": self.error_status,
+            "version": self.version,
+            "vram_total": self.vram_total,
+            "models": self.disk_models(),
+            "loaded": [
+                {
+                    key: entry.get(key)
+                    for key in ("name", "size", "size_vram", "expires_at")
+                }
+                for entry in self._ps_entries()
+            ],
+            "requests": dict(self.requests),
+            "requests_total": self.requests_total,
+            "processed": dict(self.processed),
+            "open_connections": self.open_connections,
+            "connections_accepted": self.connections_accepted,
+        }
+
+    # ------------------------------------------------------------- model state
+
+    def _loaded_model(self, name: str) -> _Loaded | None:
+        loaded = self._loaded.get(name)
+        if loaded is not None and loaded.expires_ns <= self.clock():
+            self._unload(name)  # Ollama's scheduler unloads it when it expires
+            return None
+        return loaded
+
+    def _load(
+        self,
+        spec: ModelSpec,
+        keep_ns: int,
+        size_vram: int | None,
+        context_length: int | None,
+    ) -> _Loaded:
+        now = self.clock()
+        loaded = self._loaded_model(spec.name)
+        expires = now + keep_ns
+        if loaded is not None and size_vram is None and context_length is None:
+            loaded.keep_alive_ns = keep_ns
+            loaded.expires_ns = expires
+        else:
+            context = context_length or spec.context_length
+            size = spec.memory_size(context)
+            if size_vram is None:
+                size_vram = self._vram_for(spec.name, size)
+            if not 0 <= size_vram <= size:
+                raise ValueError(f"size_vram must be between 0 and size ({size})")
+            loaded = _Loaded(spec, size, size_vram, context, keep_ns, expires)
+            self._loaded[spec.name] = loaded
+        self._ps_cache = None
+        return loaded
+
+    def _vram_for(self, name: str, size: int) -> int:
+        if self.vram_total is None:
+            return size
+        used = sum(m.size_vram for n, m in self._loaded.items() if n != name)
+        return max(0, min(size, self.vram_total - used))
+
+    def _unload(self, name: str) -> bool:
+        self._ps_cache = None
+        return self._loaded.pop(name, None) is not None
+
+    def _tags_entry(self, spec: ModelSpec, modified_ns: int) -> dict[str, Any]:
+        return {
+            "name": spec.name,
+            "model": spec.name,
+            "modified_at": go_time(modified_ns, self.utc_offset_minutes),
+            "size": spec.size,
+            "digest": spec.digest,
+            "details": spec.details(),
+        }
+
+    def _tags_entries(self) -> list[dict[str, Any]]:
+        # Most recently modified first, compared by whole seconds as Ollama does.
+        ordered = sorted(self._disk.values(), key=lambda item: -(item[1] // _NS))
+        return [self._tags_entry(spec, modified) for spec, modified in ordered]
+
+    def _ps_entry(self, loaded: _Loaded) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "name": loaded.spec.name,
+            "model": loaded.spec.name,
+            "size": loaded.size,
+            "digest": loaded.spec.digest,
+            "details": loaded.spec.details(),
+            "expires_at": go_time(loaded.expires_ns, self.utc_offset_minutes),
+            "size_vram": loaded.size_vram,
+        }
+        if version_tuple(self.version) >= CONTEXT_LENGTH_SINCE:
+            entry["context_length"] = loaded.context_length
+        return entry
+
+    def _ps_entries(self) -> list[dict[str, Any]]:
+        for name in list(self._loaded):
+            self._loaded_model(name)  # drop the expired
+        # Longest time remaining first, compared by whole seconds as Ollama does.
+        ordered = sorted(self._loaded.values(), key=lambda m: -(m.expires_ns // _NS))
+        return [self._ps_entry(loaded) for loaded in ordered]
+
+    # ---------------------------------------------------------------- serving
+
+    def connection_opened(self, connection: _HttpProtocol) -> None:
+        """Count and remember an accepted connection."""
+        if connection.generation != self._generation:  # accepted before dying
+            connection.abort()
+            return
+        self.connections_accepted += 1
+        self._connections.add(connection)
+
+    def connection_closed(self, connection: _HttpProtocol) -> None:
+        """Forget a closed connection."""
+        self._connections.discard(connection)
+
+    def dispatch(self, request: Request) -> Response | _Hang | _Later:
+        """Count the request, then answer it now, late or never."""
+        self.requests[request.path] += 1
+        if self.hanging:
+            return HANG
+        if self.delay > 0:
+            return _Later(self.delay)
+        return self.respond(request)
+
+    def respond(self, request: Request) -> Response | _Hang:
+        """Route ``request`` the way gin routes Ollama's, and answer it."""
+        if self.hanging:
+            return HANG
+        if not _host_allowed(request.headers.get("host", "")):
+            return Response(403)
+        path, method = request.path, request.method
+        methods = _methods_for(path)
+        if method not in methods:
+            return self._unrouted(path, method)
+        if self.error_status is not None and (path != "/" or self.error_root):
+            return self._error_response()
+        handler = _HANDLERS.get(path)
+        if handler is None:
+            return json_response(
+                501, {"error": f"{method} {path} is not simulated by SOLLOL"}
+            )
+        try:
+            return handler(self, request)
+        except EOFError:
+            return json_response(400, {"error": "missing request body"})
+        except ValueError as exc:  # a body that is not JSON, or not the right JSON
+            return json_response(400, {"error": str(exc)})
+
+    def _unrouted(self, path: str, method: str) -> Response:
+        if path != "/":
+            # gin's RedirectTrailingSlash: /api/tags/ -> /api/tags.
+            other = path[:-1] if path.endswith("/") else path + "/"
+            if method in _methods_for(other):
+                status = 301 if method == "GET" else 307
+                body = b""
+                content_type = None
+                if method == "GET":  # http.Redirect writes a tiny page for GET
+                    body = f'<a href="{other}">Moved Permanently</a>.\n\n'.encode()
+                    content_type = "text/html; charset=utf-8"
+                return Response(status, body, content_type, (("Location", other),))
+        allowed = [m for m in _METHOD_ORDER if m in _methods_for(path)]
+        if allowed:
+            return Response(
+                405,
+                b"405 method not allowed",
+                "text/plain",
+                (("Allow", ", ".join(allowed)),),
+            )
+        return Response(404, b"404 page not found", "text/plain")
+
+    def _error_response(self) -> Response:
+        status = self.error_status
+        assert status is not None
+        if self.error_message is not None:
+            message = self.error_message
+        elif status == 503:
+            message = BUSY_MESSAGE
+        else:
+            message = HTTPStatus(status).phrase.lower() if status in _STATUSES else ""
+        return json_response(status, {"error": message})
+
+    def _root(self, request: Request) -> Response:
+        return Response(200, b"Ollama is running", _TEXT)
+
+    def _version(self, request: Request) -> Response:
+        return json_response(200, {"version": self.version})
+
+    def _tags(self, request: Request) -> Response:
+        if self._tags_cache is None:
+            self._tags_cache = _go_json({"models": self._tags_entries()})
+        return Response(200, self._tags_cache, _JSON)
+
+    def _ps(self, request: Request) -> Response:
+        now = self.clock()
+        cached = self._ps_cache
+        if cached is None or cached[1] <= now:
+            entries = self._ps_entries()
+            soonest = min((m.expires_ns for m in self._loaded.values()), default=0)
+            cached = (_go_json({"models": entries}), soonest or FOREVER_NS)
+            self._ps_cache = cached
+        return Response(200, cached[0], _JSON)
+
+    def _openai_models(self, request: Request) -> Response:
+        data = [
+            {
+                "id": spec.name,
+                "object": "model",
+                "created": modified // _NS,
+                "owned_by": "library",
+            }
+            for spec, modified in sorted(self._disk.values(), key=lambda i: -i[1])
+        ]
+        return json_response(200, {"object": "list", "data": data})
+
+    def _request_model(self, request: Request) -> tuple[dict[str, Any], ModelSpec]:
+        payload = request.json()
+        if not isinstance(payload, dict):
+            raise ValueError("json: cannot unmarshal into Go value of type api.Request")
+        name = payload.get("model") or payload.get("name") or ""
+        if not isinstance(name, str) or not name:
+            raise ValueError("model is required")
+        return payload, model_spec(name)
+
+    def _not_found(self, spec: ModelSpec) -> Response:
+        return json_response(404, {"error": f"model '{spec.name}' not found"})
+
+    def _pull(self, request: Request) -> Response:
+        payload, spec = self._request_model(request)
+        self.pull(spec.name)
+        if payload.get("stream") is False:
+            return json_response(200, {"status": "success"})
+        steps: list[dict[str, Any]] = [
+            {"status": "pulling manifest"},
+            {
+                "status": f"pulling {spec.digest[:12]}",
+                "digest": f"sha256:{spec.digest}",
+                "total": spec.size,
+                "completed": spec.size,
+            },
+            {"status": "verifying sha256 digest"},
+            {"status": "writing manifest"},
+            {"status": "success"},
+        ]
+        return Response(200, content_type=_NDJSON, chunks=_ndjson(steps))
+
+    def _delete(self, request: Request) -> Response:
+        _, spec = self._request_model(request)
+        if not self.delete(spec.name):
+            return self._not_found(spec)
+        return Response(200)
+
+    def _show(self, request: Request) -> Response:
+        _, spec = self._request_model(request)
+        if spec.name not in self._disk:
+            return self._not_found(spec)
+        modified = self._disk[spec.name][1]
+        parameters = int(float(spec.parameter_size[:-1]) * _unit(spec.parameter_size))
+        return json_response(
+            200,
+            {
+                "modelfile": f'# Modelfile generated by "ollama show"\n'
+                f"FROM {spec.name}\n",
+                "parameters": f"num_ctx                        {spec.context_length}",
+                "template": "{{ .Prompt }}",
+                "details": spec.details(),
+                "model_info": {
+                    "general.architecture": spec.family,
+                    "general.parameter_count": parameters,
+                    f"{spec.family}.context_length": max(spec.context_length, 8192),
+                },
+                "capabilities": ["embedding"] if spec.embedding else ["completion"],
+                "modified_at": go_time(modified, self.utc_offset_minutes),
+            },
+        )
+
+    def _generate(self, request: Request) -> Response:
+        return self._infer(request, chat=False)
+
+    def _chat(self, request: Request) -> Response:
+        return self._infer(request, chat=True)
+
+    def _infer(self, request: Request, *, chat: bool) -> Response:
+        payload, spec = self._request_model(request)
+        if spec.name not in self._disk:
+            return self._not_found(spec)
+        keep_alive = payload.get("keep_alive")
+        keep_ns = keep_alive_ns(keep_alive, self.default_keep_alive)
+        was_loaded = self._loaded_model(spec.name) is not None
+        created = go_time(self.clock(), self.utc_offset_minutes)
+
+        def answer(text: str, done: bool, **extra: Any) -> dict[str, Any]:
+            reason = extra.pop("done_reason", None)
+            reply: dict[str, Any] = {"model": spec.name, "created_at": created}
+            if chat:  # ChatResponse: message, done_reason, done
+                reply["message"] = {"role": "assistant", "content": text}
+                if reason:
+                    reply["done_reason"] = reason
+                reply["done"] = done
+            else:  # GenerateResponse: response, done, done_reason
+                reply["response"] = text
+                reply["done"] = done
+                if reason:
+                    reply["done_reason"] = reason
+            return reply | extra
+
+        prompt = payload.get("messages") if chat else payload.get("prompt")
+        if not prompt:  # load or unload only, as `ollama run` and `ollama stop` do
+            if keep_ns == 0:
+                self._unload(spec.name)
+                return json_response(200, answer("", True, done_reason="unload"))
+            self._load(spec, keep_ns, None, None)
+            return json_response(200, answer("", True))
+        self.process(spec.name, keep_alive=keep_alive)
+        words = f"Simulated reply from {self.address} by {spec.name}.".split()
+        load_ns = 2_000_000 if was_loaded else 1_500_000_000
+        metrics = {
+            "total_duration": 250_000_000 + load_ns,
+            "load_duration": load_ns,
+            "prompt_eval_count": 26,
+            "prompt_eval_duration": 40_000_000,
+            "eval_count": len(words),
+            "eval_duration": 200_000_000,
+        }
+        context = {} if chat else {"context": [1, 2, 3]}
+        if payload.get("stream") is False:
+            final = answer(" ".join(words), True, done_reason="stop", **context)
+            return json_response(200, final | metrics)
+        pieces = [answer(word + " ", False) for word in words]
+        final = answer("", True, done_reason="stop", **context) | metrics
+        return Response(200, content_type=_NDJSON, chunks=_ndjson([*pieces, final]))
+
+    def _embed(self, request: Request) -> Response:
+        payload, spec = self._request_model(request)
+        if spec.name not in self._disk:
+            return self._not_found(spec)
+        inputs = payload.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        self.process(spec.name, keep_alive=payload.get("keep_alive"))
+        dims = spec.embedding_length or 768
+        vectors = [_embedding(text, dims) for text in texts]
+        return json_response(
+            200,
+            {
+                "model": spec.name,
+                "embeddings": vectors,
+                "total_duration": 14_143_917,
+                "load_duration": 1_019_500,
+                "prompt_eval_count": sum(len(str(t).split()) for t in texts),
+            },
+        )
+
+
+def _ndjson(items: Iterable[Any]) -> list[bytes]:
+    return [_go_json(item) + b"\n" for item in items]
+
+
+def _unit(parameter_size: str) -> int:
+    return {"M": 10**6, "B": 10**9, "K": 10**3}.get(parameter_size[-1:], 1)
+
+
+def _embedding(text: str, dims: int) -> list[float]:
+    generator = random.Random(hashlib.sha256(str(text).encode()).digest())
+    return [round(generator.uniform(-0.1, 0.1), 7) for _ in range(dims)]
+
+
+_HANDLERS: dict[str, Callable[[SimulatedNode, Request], Response]] = {
+    "/": SimulatedNode._root,
+    "/api/version": SimulatedNode._version,
+    "/api/tags": SimulatedNode._tags,
+    "/api/ps": SimulatedNode._ps,
+    "/api/pull": SimulatedNode._pull,
+    "/api/delete": SimulatedNode._delete,
+    "/api/show": SimulatedNode._show,
+    "/api/generate": SimulatedNode._generate,
+    "/api/chat": SimulatedNode._chat,
+    "/api/embed": SimulatedNode._embed,
+    "/v1/models": SimulatedNode._openai_models,
+}
+
+
+# ------------------------------------------------------------------------ fleet
+
+_GPU_PROFILES: tuple[tuple[int, int], ...] = (  # (VRAM bytes, weight); 0: CPU only
+    (0, 2),
+    (8 * GIB, 3),
+    (12 * GIB, 3),
+    (16 * GIB, 3),
+    (24 * GIB, 4),
+    (48 * GIB, 1),
+)
+_UTC_OFFSETS = (0, 0, 0, 60, 120, -300, -420, 330, 540)  # minutes; most run UTC
+
+
+def _fd_headroom(needed: int) -> None:
+    """Raise the soft open-files limit so 1,000 listening sockets fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+class Fleet:
+    """N simulated nodes on consecutive loopback addresses or ports.
+
+    ``layout="hosts"`` (default) puts node i on ``base + i`` at ``port``, like a
+    LAN of Ollama machines; ``layout="ports"`` puts every node on ``base`` at
+    ``port + i``. ``port=0`` gives each node a free port of its own, so parallel
+    test runs never collide. Each node gets a deterministic (by ``seed`` and
+    index), varied set of models; about half have one or two loaded.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        base: str = "127.0.0.2",
+        port: int = DEFAULT_PORT,
+        layout: str = "hosts",
+        seed: int = 0,
+        versions: Sequence[str] = (DEFAULT_VERSION,),
+        control_host: str = "127.0.0.1",
+        control_port: int | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if n < 0:
+            raise ValueError("a fleet has zero or more nodes")
+        if layout not in ("hosts", "ports"):
+            raise ValueError("layout is 'hosts' or 'ports'")
+        first = ipaddress.ip_address(base)
+        self.nodes: list[SimulatedNode] = []
+        for index in range(n):
+            if layout == "hosts":
+                host, node_port = str(first + index), port
+            else:
+                host, node_port = base, (port + index if port else 0)
+            _require_loopback(host)
+            self.nodes.append(
+                self._make_node(index, host, node_port, seed, versions, clock)
+            )
+        _require_loopback(control_host)
+        self.control_host = control_host
+        self.control_port = control_port
+        self._control: _Listener | None = None
+        self._control_site: _ControlSite | None = None
+        # Simulated RPC backends (network.simulator.rpc) the control server
+        # shows and drives; whoever starts them stops them.
+        self.rpc_servers: list[Any] = []
+
+    @staticmethod
+    def _make_node(
+        index: int,
+        host: str,
+        port: int,
+        seed: int,
+        versions: Sequence[str],
+        clock: Callable[[], int],
+    ) -> SimulatedNode:
+        chooser = random.Random(f"{seed}:{index}")
+        vram = chooser.choices(
+            [v for v, _ in _GPU_PROFILES], [w for _, w in _GPU_PROFILES]
+        )[0]
+        fits = [
+            name
+            for name in CHAT_MODELS
+            if CATALOG[name].size < max(vram, 16 * GIB) * 0.9
+        ]
+        models = chooser.sample(fits, k=chooser.randint(2, 5))
+        if chooser.random() < 0.7:
+            models.append(chooser.choice(EMBEDDING_MODELS))
+        node = SimulatedNode(
+            host,
+            port,
+            version=versions[index % len(versions)],
+            models=models,
+            vram_total=vram,
+            utc_offset_minutes=chooser.choice(_UTC_OFFSETS),
+            index=index,
+            clock=clock,
+        )
+        loaded = chooser.choices([0, 1, 2], [5, 4, 1])[0]
+        for name in chooser.sample(models, k=loaded):
+            node.load(name, expires_in=chooser.uniform(60, DEFAULT_KEEP_ALIVE))
+        return node
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __getitem__(self, index: int) -> SimulatedNode:
+        return self.nodes[index]
+
+    @property
+    def urls(self) -> list[str]:
+        """Return every node's base URL, in node order."""
+        return [node.url for node in self.nodes]
+
+    @property
+    def control_url(self) -> str | None:
+        """Return the control server's URL once it listens, else None."""
+        if self._control is None:
+            return None
+        return f"http://{self.control_host}:{self.control_port}"
+
+    def node(self, key: int | str) -> SimulatedNode:
+        """Return a node by index, URL or ``host:port``."""
+        if isinstance(key, int):
+            return self.nodes[key]
+        for node in self.nodes:
+            if key in (node.url, node.address, node.url + "/"):
+                return node
+        raise KeyError(key)
+
+    async def start(self) -> None:
+        """Start every node (and the control server, if a port was given)."""
+        _fd_headroom(2 * len(self.nodes) + 512)
+        try:
+            for node in self.nodes:
+                await node.start()
+            if self.control_port is not None:
+                site = _ControlSite(self)
+                self._control_site = site
+                self._control = _Listener(
+                    asyncio.get_running_loop(),
+                    self.control_host,
+                    self.control_port,
+                    lambda: _HttpProtocol(site),
+                )
+                self.control_port = self._control.port
+        except BaseException:
+            await self.stop()  # an address in use: leave nothing half-started
+            raise
+
+    async def stop(self) -> None:
+        """Stop the control server and every node."""
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._control_site is not None:
+            for connection in list(self._control_site.connections):
+                connection.abort()
+        for node in self.nodes:
+            node.die()
+        await asyncio.sleep(0)
+
+    async def __aenter__(self) -> Fleet:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+# ------------------------------------------------------------- control surface
+
+_NODE_ACTION = re.compile(r"^/nodes/(\d+|all)/([a-z_]+)$")
+_RPC_ACTION = re.compile(r"^/rpc/(\d+|all)/([a-z_]+)$")
+_RPC_ACTIONS = ("die", "revive", "attach", "detach")
+
+
+class _ControlSite(_Site):
+    """JSON control of a fleet for other processes (demos, benchmarks, live tests).
+
+    ``GET /health``, ``GET /nodes``, ``GET /nodes/<i>``, and ``POST
+    /nodes/<i|all>/<action>`` with a JSON body where the action takes one: ``die``,
+    ``revive``, ``hang`` ``{"on"}``, ``unhang``, ``slow`` ``{"seconds"}``,
+    ``error`` ``{"status", "message", "root"}``, ``heal``, ``reset_counters``,
+    ``load`` ``{"model", "size_vram", "keep_alive", "context_length"}``,
+    ``unload``/``process``/``pull``/``delete`` ``{"model"}``. RPC backends, when
+    the fleet has any: ``GET /rpc`` and ``POST /rpc/<i|all>/<action>`` with
+    ``die``, ``revive``, ``attach`` (busy with another client), ``detach``.
+    """
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.connections: set[_HttpProtocol] = set()
+
+    def connection_opened(self, connection: _HttpProtocol) -> None:
+        """Remember a connection, to drop it at stop."""
+        self.connections.add(connection)
+
+    def connection_closed(self, connection: _HttpProtocol) -> None:
+        """Forget a closed connection."""
+        self.connections.discard(connection)
+
+    def respond(self, request: Request) -> Response:
+        """Answer one control request."""
+        try:
+            return self._respond(request)
+        except (KeyError, IndexError) as exc:
+            return json_response(404, {"error": f"not found: {exc}"})
+        except (ValueError, TypeError, EOFError) as exc:
+            return json_response(400, {"error": str(exc) or type(exc).__name__})
+
+    def _respond(self, request: Request) -> Response:
+        path, method = request.path.rstrip("/") or "/", request.method
+        nodes = self.fleet.nodes
+        if path in ("/", "/health") and method in ("GET", "HEAD"):
+            alive = sum(node.alive for node in nodes)
+            return json_response(200, {"ok": True, "nodes": len(nodes), "alive": alive})
+        if path == "/nodes" and method in ("GET", "HEAD"):
+            return json_response(200, {"nodes": [n.snapshot() for n in nodes]})
+        match = re.fullmatch(r"/nodes/(\d+)", path)
+        if match and method in ("GET", "HEAD"):
+            return json_response(200, nodes[int(match[1])].snapshot())
+        if path == "/rpc" and method in ("GET", "HEAD"):
+            servers = self.fleet.rpc_servers
+            return json_response(200, {"rpc": [_rpc_state(s) for s in servers]})
+        if _RPC_ACTION.match(path):
+            return self._rpc_action(request, path)
+        match = _NODE_ACTION.match(path)
+        if match is None:
+            return json_response(404, {"error": f"no such control path {path}"})
+        if method != "POST":
+            return json_response(
+                405, {"error": "use POST"}, headers=(("Allow", "POST"),)
+            )
+        target, action = match[1], match[2]
+        args = request.json() if request.body.strip() else {}
+        if not isinstance(args, dict):
+            raise ValueError("the body is a JSON object")
+        chosen = nodes if target == "all" else [nodes[int(target)]]
+        results = [self._act(node, action, args) for node in chosen]
+        if target == "all":
+            return json_response(200, {"nodes": results})
+        return json_response(200, results[0])
+
+    def _rpc_action(self, request: Request, path: str) -> Response:
+        if request.method != "POST":
+            return json_response(
+                405, {"error": "use POST"}, headers=(("Allow", "POST"),)
+            )
+        match = _RPC_ACTION.match(path)
+        assert match is not None
+        target, action = match[1], match[2]
+        if action not in _RPC_ACTIONS:
+            raise ValueError(f"unknown action {action!r}; one of {_RPC_ACTIONS}")
+        servers = self.fleet.rpc_servers
+        chosen = servers if target == "all" else [servers[int(target)]]
+        for server in chosen:
+            getattr(server, action)()
+        states = [_rpc_state(server) for server in chosen]
+        if target == "all":
+            return json_response(200, {"rpc": states})
+        return json_response(200, states[0])
+
+    @staticmethod
+    def _act(node: SimulatedNode, action: str, args: dict[str, Any]) -> dict[str, Any]:
+        model = args.get("model")
+        if action in ("load", "unload", "process", "pull", "delete"):
+            if not isinstance(model, str) or not model:
+                raise ValueError(f'{action} needs {{"model": "name"}}')
+        result: Any = None
+        if action == "die":
+            node.die()
+        elif action == "revive":
+            node.revive()
+        elif action == "hang":
+            node.hang(bool(args.get("on", True)))
+        elif action == "unhang":
+            node.hang(False)
+        elif action == "slow":
+            node.set_delay(float(args.get("seconds", 0)))
+        elif action == "error":
+            status = args.get("status", 503)
+            node.set_error(
+                None if status is None else int(status),
+                message=args.get("message"),
+                root=bool(args.get("root", False)),
+            )
+        elif action == "heal":
+            node.heal()
+        elif action == "reset_counters":
+            node.reset_counters()
+        elif action == "load":
+            result = node.load(
+                model,  # type: ignore[arg-type]
+                size_vram=args.get("size_vram"),
+                keep_alive=args.get("keep_alive"),
+                context_length=args.get("context_length"),
+            )
+        elif action == "unload":
+            result = node.unload(model)  # type: ignore[arg-type]
+        elif action == "process":
+            result = node.process(model, args.get("keep_alive"))  # type: ignore[arg-type]
+        elif action == "pull":
+            result = node.pull(model)  # type: ignore[arg-type]
+        elif action == "delete":
+            result = node.delete(model)  # type: ignore[arg-type]
+        else:
+            raise ValueError(f"unknown action {action!r}")
+        return {"node": node.snapshot(), "result": result}
+
+
+def _rpc_state(server: Any) -> dict[str, Any]:
+    return {
+        "address": getattr(server, "address", None),
+        "protocol": getattr(server, "protocol", None),
+        "alive": getattr(server, "alive", None),
+        "attached": getattr(server, "attached", None),
+        "devices": [list(device) for device in getattr(server, "devices", [])],
+        "connections_accepted": getattr(server, "connections_accepted", None),
+    }
+
+
+# ----------------------------------------------------------- threads and loops
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """Return a uvloop loop when uvloop is installed (cheaper at 1,000 nodes)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+@contextlib.contextmanager
+def running_fleet(n: int = 3, **options: Any) -> Iterator[Fleet]:
+    """Run a ``Fleet`` on a background thread's loop for synchronous code.
+
+    The node control methods (``die``, ``load``, …) are thread-safe: from this
+    thread they are run on the fleet's loop and return once done.
+    """
+    fleet = Fleet(n, **options)
+    loop = new_event_loop()
+    thread = threading.Thread(
+        target=loop.run_forever, name="sollol-simulated-fleet", daemon=True
+    )
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(fleet.start(), loop).result(timeout=120)
+        yield fleet
+    finally:
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(fleet.stop(), loop).result(timeout=60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        if not thread.is_alive():
+            loop.close()
+
+
+__all__ = [
+    "BUSY_MESSAGE",
+    "CATALOG",
+    "DEFAULT_VERSION",
+    "Fleet",
+    "ModelSpec",
+    "Request",
+    "Response",
+    "SimulatedNode",
+    "go_time",
+    "keep_alive_ns",
+    "model_spec",
+    "new_event_loop",
+    "normalize_model_name",
+    "running_fleet",
+]
