@@ -15,6 +15,7 @@ from activity.services import NewEvent, record_events
 from applications.api.serializers import AppReport, application_data
 from applications.choices import AppStatus
 from applications.models import Application, SweepMark
+from applications.signals import application_reported
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,10 @@ def _new_application(report: AppReport, now: dt.datetime) -> Application:
     return app
 
 
+def _reported(app: Application, now: dt.datetime) -> None:
+    application_reported.send(Application, metadata=app.metadata, now=now)
+
+
 def _registered_event(app: Application, now: dt.datetime, **extra) -> NewEvent:
     router = f" ({app.router_type})" if app.router_type else ""
     return _event(
@@ -143,6 +148,7 @@ def register_application(
             app, created = _insert_or_lock(report, now)
             if created:
                 record_events([_registered_event(app, now)], now=now)
+                _reported(app, now)
                 return app, True
         recovered = app.status == AppStatus.STALE
         changed = _apply(app, report, merge_metadata=False)
@@ -151,6 +157,8 @@ def register_application(
         record_events(
             _change_events(app, now, recovered=recovered, changed=changed), now=now
         )
+        if "metadata" in changed:
+            _reported(app, now)
     return app, False
 
 
@@ -196,6 +204,7 @@ def record_heartbeats(
             .order_by("pk")
         }
         quiet: list[str] = []
+        reported: list[Application] = []
         for app_id, report in folded.items():
             app = known.get(app_id)
             if app is None:
@@ -209,6 +218,7 @@ def record_heartbeats(
                     _apply(app, report, merge_metadata=True)
                     _touch(app, now)
                     app.save()
+                reported.append(app)
                 results[app_id] = HeartbeatResult.REGISTERED
                 continue
             results[app_id] = HeartbeatResult.OK
@@ -222,6 +232,8 @@ def record_heartbeats(
             events.extend(
                 _change_events(app, now, recovered=recovered, changed=changed)
             )
+            if "metadata" in changed:
+                reported.append(app)
         if quiet:
             # Most heartbeats change nothing but the clock: one UPDATE for all.
             Application.objects.filter(pk__in=quiet).update(
@@ -230,6 +242,8 @@ def record_heartbeats(
                 remove_after=_remove_after(now),
             )
         record_events(events, now=now)
+        for app in reported:
+            _reported(app, now)
     return results
 
 

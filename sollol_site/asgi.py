@@ -17,6 +17,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from applications.api.ingest import routes as application_ingest_routes  # noqa: E402
 from applications.routing import websocket_urlpatterns as application_streams  # noqa: E402
+from network.routing import websocket_urlpatterns as network_streams  # noqa: E402
 from sollol_site import ingest, realtime  # noqa: E402
 
 
@@ -51,7 +52,7 @@ application = ProtocolTypeRouter(
             fallback=ASGIStaticFilesHandler(django_application),
         ),
         "websocket": BrowserOriginValidator(
-            URLRouter([*application_streams]),
+            URLRouter([*application_streams, *network_streams]),
             settings.ALLOWED_HOSTS,
         ),
         "lifespan": Lifespan(),

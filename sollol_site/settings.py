@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "sollol_site",
     "activity",
     "applications",
+    "network",
 ]
 
 MIDDLEWARE = [
@@ -228,3 +229,31 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("SOLLOL_LOG_LEVEL", "INFO")},
 }
+
+# Network: where nodes and backends come from, and how they are probed.
+SOLLOL_OLLAMA_NODES = env_list("SOLLOL_OLLAMA_NODES")
+SOLLOL_RPC_BACKENDS = env_list("SOLLOL_RPC_BACKENDS")
+SOLLOL_DISCOVER_LOCALHOST = env_bool("SOLLOL_DISCOVER_LOCALHOST", True)
+SOLLOL_DISCOVERY_CIDRS = env_list("SOLLOL_DISCOVERY_CIDRS")
+SOLLOL_DISCOVERY_RESCAN_INTERVAL = env_float("SOLLOL_DISCOVERY_RESCAN_INTERVAL", 300.0)
+SOLLOL_PROBE_INTERVAL = env_float("SOLLOL_PROBE_INTERVAL", 5.0)
+SOLLOL_PROBE_TIMEOUT = env_float("SOLLOL_PROBE_TIMEOUT", 2.0)
+# A node answering slower than this is degraded (default: half the timeout).
+SOLLOL_PROBE_SLOW_AFTER = env_float("SOLLOL_PROBE_SLOW_AFTER", SOLLOL_PROBE_TIMEOUT / 2)
+SOLLOL_PROBE_OFFLINE_AFTER = env_int("SOLLOL_PROBE_OFFLINE_AFTER", 3)
+SOLLOL_PROBE_RECOVER_AFTER = env_int("SOLLOL_PROBE_RECOVER_AFTER", 2)
+SOLLOL_PROBE_TAGS_INTERVAL = env_float("SOLLOL_PROBE_TAGS_INTERVAL", 60.0)
+SOLLOL_PROBE_CONCURRENCY = env_int("SOLLOL_PROBE_CONCURRENCY", 256)
+SOLLOL_RPC_SESSION_INTERVAL = env_float("SOLLOL_RPC_SESSION_INTERVAL", 30.0)
+SOLLOL_NODE_HISTORY = env_int("SOLLOL_NODE_HISTORY", 50)
+
+CELERY_BEAT_SCHEDULE["probe-network"] = {
+    "task": "network.tasks.probe_network",
+    "schedule": SOLLOL_PROBE_INTERVAL,
+    "options": {"expires": SOLLOL_PROBE_INTERVAL},
+}
+if SOLLOL_DISCOVERY_CIDRS:
+    CELERY_BEAT_SCHEDULE["scan-subnets"] = {
+        "task": "network.tasks.scan_subnets",
+        "schedule": SOLLOL_DISCOVERY_RESCAN_INTERVAL,
+    }

@@ -9,6 +9,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/applications", include("applications.api.urls")),
     path("api/applications/", include("applications.api.urls")),
+    path("api/network/", include("network.api.urls")),
 ]
 
 

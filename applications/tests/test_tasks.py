@@ -40,4 +40,5 @@ def test_it_schedules_every_periodic_job_for_the_embedded_scheduler_too():
     assert {task.name for _, task, _ in scheduler.entries} == {
         "applications.tasks.sweep_applications",
         "activity.tasks.prune_events",
+        "network.tasks.probe_network",
     }

@@ -1,0 +1,68 @@
+"""Parse and normalize the addresses of nodes and backends, from any source."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+from sollol_site.jsonio import PayloadError
+
+OLLAMA_PORT = 11434
+RPC_PORT = 50052
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+
+
+def _host(value: str) -> str:
+    host = value.strip().lower()
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        if not _HOSTNAME.fullmatch(host):
+            raise PayloadError(f"{value!r} is not a host name or IP address") from None
+        return host
+    return f"[{address.compressed}]" if address.version == 6 else address.compressed
+
+
+def _split(value: str, default_scheme: str) -> tuple[str, str, int | None]:
+    if not isinstance(value, str) or not value.strip():
+        raise PayloadError("an address must be a non-empty string")
+    text = value.strip()
+    if "://" not in text:
+        text = f"{default_scheme}://{text}"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise PayloadError(f"{value!r} is not a valid address: {exc}") from None
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise PayloadError(
+            f"{value!r} must not carry credentials, a query or a fragment"
+        )
+    if parts.path not in ("", "/"):
+        raise PayloadError(f"{value!r} must not have a path")
+    if not parts.hostname:
+        raise PayloadError(f"{value!r} has no host")
+    if port == 0:
+        raise PayloadError(f"{value!r} has port 0")
+    return parts.scheme.lower(), _host(parts.hostname), port
+
+
+def node_url(value: str) -> tuple[str, str, int]:
+    """Return (url, host, port) of an Ollama node given as a URL or host[:port]."""
+    scheme, host, port = _split(value, "http")
+    if scheme not in ("http", "https"):
+        raise PayloadError(f"{value!r}: a node is reached over http or https")
+    port = port or OLLAMA_PORT
+    return f"{scheme}://{host}:{port}", host.strip("[]"), port
+
+
+def backend_address(value: str) -> tuple[str, str, int]:
+    """Return (address, host, port) of an RPC backend given as host[:port]."""
+    scheme, host, port = _split(value, "tcp")
+    if scheme not in ("tcp", "rpc"):
+        raise PayloadError(f"{value!r}: an RPC backend is host:port")
+    port = port or RPC_PORT
+    return f"{host}:{port}", host.strip("[]"), port

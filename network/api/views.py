@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from django.utils import timezone
+from rest_framework.exceptions import NotFound, ParseError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from network import health, services
+from network.models import OllamaNode, RpcBackend
+from sollol_site.jsonio import PayloadError
+
+
+def _address(request, field: str) -> str:
+    body = request.data
+    if not isinstance(body, dict) or not isinstance(body.get(field), str):
+        raise ParseError(f'the body must be {{"{field}": "..."}}')
+    return body[field]
+
+
+class NodeListView(APIView):
+    def get(self, request):
+        nodes = [services.node_data(node) for node in OllamaNode.objects.all()]
+        return Response({"nodes": nodes, "total": len(nodes)})
+
+    def post(self, request):
+        try:
+            node, created = services.add_node(
+                _address(request, "url"), now=timezone.now()
+            )
+        except PayloadError as exc:
+            raise ParseError(str(exc)) from None
+        return Response(
+            {"status": "ok", "created": created, "node": services.node_data(node)},
+            status=201 if created else 200,
+        )
+
+
+class NodeDetailView(APIView):
+    def get(self, request, node_id: int):
+        node = OllamaNode.objects.filter(pk=node_id).first()
+        if node is None:
+            raise NotFound(f"no node with id {node_id}")
+        return Response(
+            {**services.node_data(node), "history": services.node_history(node)}
+        )
+
+    def delete(self, request, node_id: int):
+        if services.remove_node(node_id, now=timezone.now()) is None:
+            raise NotFound(f"no node with id {node_id}")
+        return Response({"status": "ok", "id": node_id})
+
+
+class BackendListView(APIView):
+    def get(self, request):
+        backends = [services.backend_data(b) for b in RpcBackend.objects.all()]
+        return Response({"backends": backends, "total": len(backends)})
+
+    def post(self, request):
+        try:
+            backend, created = services.add_backend(
+                _address(request, "address"), now=timezone.now()
+            )
+        except PayloadError as exc:
+            raise ParseError(str(exc)) from None
+        return Response(
+            {
+                "status": "ok",
+                "created": created,
+                "backend": services.backend_data(backend),
+            },
+            status=201 if created else 200,
+        )
+
+
+class BackendDetailView(APIView):
+    def get(self, request, backend_id: int):
+        backend = RpcBackend.objects.filter(pk=backend_id).first()
+        if backend is None:
+            raise NotFound(f"no RPC backend with id {backend_id}")
+        return Response(services.backend_data(backend))
+
+    def delete(self, request, backend_id: int):
+        if services.remove_backend(backend_id, now=timezone.now()) is None:
+            raise NotFound(f"no RPC backend with id {backend_id}")
+        return Response({"status": "ok", "id": backend_id})
+
+
+class HealthView(APIView):
+    def get(self, request):
+        return Response(health.network_health(now=timezone.now()))

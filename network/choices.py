@@ -1,0 +1,27 @@
+from django.db import models
+
+
+class NodeStatus(models.TextChoices):
+    UNKNOWN = "unknown", "Unknown"  # found, not probed yet
+    HEALTHY = "healthy", "Healthy"
+    DEGRADED = "degraded", "Degraded"  # answers, but slowly or with errors
+    UNHEALTHY = "unhealthy", "Unhealthy"  # failed the last probe
+    OFFLINE = "offline", "Offline"  # failed several probes in a row
+
+
+class BackendStatus(models.TextChoices):
+    UNKNOWN = "unknown", "Unknown"
+    ONLINE = "online", "Online"
+    BUSY = "busy", "Busy"  # accepts, but serves another client
+    OFFLINE = "offline", "Offline"
+    INCOMPATIBLE = "incompatible", "Incompatible"  # speaks something else
+
+
+class Source(models.TextChoices):
+    """How the dashboard learned of a node or backend."""
+
+    CONFIG = "config", "Configuration"
+    LOCALHOST = "localhost", "Localhost"
+    APPLICATION = "application", "Reported by an application"
+    API = "api", "Added through the API"
+    SCAN = "scan", "Subnet scan"

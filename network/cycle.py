@@ -1,0 +1,116 @@
+"""One probe cycle: every node and backend probed concurrently, results stored as
+they arrive, so a node that hangs delays nobody's status but its own."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connections
+from django.utils import timezone
+
+from network import services
+from network.models import OllamaNode, RpcBackend
+from network.probes import node_client, probe_node
+from network.rpc import probe_backend
+
+FLUSH_EVERY = 0.05  # seconds: results that arrive together are written together
+
+
+@dataclass
+class CycleReport:
+    nodes: int = 0
+    backends: int = 0
+    changes: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "nodes": self.nodes,
+            "backends": self.backends,
+            "changes": self.changes,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def run_cycle(*, now: dt.datetime) -> CycleReport:
+    """Probe everything once; return what was done. Call from a thread, not a loop."""
+    tags_due = now - dt.timedelta(seconds=settings.SOLLOL_PROBE_TAGS_INTERVAL)
+    nodes = [
+        (
+            node.id,
+            node.url,
+            node.tags_checked_at is None or node.tags_checked_at <= tags_due,
+        )
+        for node in OllamaNode.objects.only("id", "url", "tags_checked_at")
+    ]
+    backends = [
+        (backend.id, backend.host, backend.port, services.needs_session(backend, now))
+        for backend in RpcBackend.objects.only(
+            "id", "host", "port", "status", "session_at"
+        )
+    ]
+    started = time.perf_counter()
+    # One thread writes, in order; its connection is closed when the cycle ends.
+    with ThreadPoolExecutor(1, thread_name_prefix="probe-writer") as writer:
+        try:
+            changes = asyncio.run(_probe_all(nodes, backends, writer))
+        finally:
+            # close_all looks up the connections of the thread it runs in.
+            writer.submit(connections.close_all).result()
+    return CycleReport(
+        nodes=len(nodes),
+        backends=len(backends),
+        changes=changes,
+        seconds=time.perf_counter() - started,
+    )
+
+
+async def _probe_all(nodes, backends, writer: ThreadPoolExecutor) -> int:
+    loop = asyncio.get_running_loop()
+    timeout = settings.SOLLOL_PROBE_TIMEOUT
+    limit = asyncio.Semaphore(settings.SOLLOL_PROBE_CONCURRENCY)
+    node_results: list = []
+    backend_results: list = []
+    changes = 0
+
+    async def flush() -> None:
+        nonlocal node_results, backend_results, changes
+        batch_nodes, node_results = node_results, []
+        batch_backends, backend_results = backend_results, []
+        if batch_nodes:
+            changes += await loop.run_in_executor(
+                writer, _record, services.record_node_probes, batch_nodes
+            )
+        if batch_backends:
+            changes += await loop.run_in_executor(
+                writer, _record, services.record_backend_probes, batch_backends
+            )
+
+    async def probe_one_node(client, node_id: int, url: str, with_tags: bool) -> None:
+        async with limit:
+            probe = await probe_node(client, url, timeout=timeout, with_tags=with_tags)
+        node_results.append((node_id, probe))
+
+    async def probe_one_backend(backend_id: int, host: str, port: int, session: bool):
+        async with limit:
+            probe = await probe_backend(host, port, timeout=timeout, deep=session)
+        backend_results.append((backend_id, probe, session))
+
+    async with node_client(settings.SOLLOL_PROBE_CONCURRENCY) as client:
+        tasks = [
+            asyncio.create_task(probe_one_node(client, *node)) for node in nodes
+        ] + [asyncio.create_task(probe_one_backend(*backend)) for backend in backends]
+        pending = set(tasks)
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=FLUSH_EVERY)
+            await flush()
+    return changes
+
+
+def _record(record, results) -> int:
+    return record(results, now=timezone.now())

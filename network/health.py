@@ -1,0 +1,78 @@
+"""The fleet's overall health, in one answer with its reason in words."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db.models import Count, Q
+
+from applications.models import Application
+from network.choices import BackendStatus, NodeStatus
+from network.models import OllamaNode, RpcBackend
+
+
+def network_health(*, now: dt.datetime) -> dict[str, Any]:
+    """Return healthy / degraded / critical / unknown, with counts and reasons.
+
+    critical: nodes are known and none is usable (healthy or degraded);
+    degraded: some node or backend is not healthy/online; unknown: nothing is
+    known or nothing has been probed yet.
+    """
+    nodes = OllamaNode.objects.aggregate(
+        total=Count("id"),
+        healthy=Count("id", filter=Q(status=NodeStatus.HEALTHY)),
+        degraded=Count("id", filter=Q(status=NodeStatus.DEGRADED)),
+        down=Count(
+            "id", filter=Q(status__in=[NodeStatus.UNHEALTHY, NodeStatus.OFFLINE])
+        ),
+        unknown=Count("id", filter=Q(status=NodeStatus.UNKNOWN)),
+    )
+    backends = RpcBackend.objects.aggregate(
+        total=Count("id"),
+        online=Count("id", filter=Q(status=BackendStatus.ONLINE)),
+        busy=Count("id", filter=Q(status=BackendStatus.BUSY)),
+        offline=Count("id", filter=Q(status=BackendStatus.OFFLINE)),
+        incompatible=Count("id", filter=Q(status=BackendStatus.INCOMPATIBLE)),
+    )
+    reasons = []
+    if nodes["down"]:
+        reasons.append(f"{nodes['down']} of {nodes['total']} nodes are down")
+    if nodes["degraded"]:
+        reasons.append(f"{nodes['degraded']} nodes are degraded")
+    if backends["offline"]:
+        reasons.append(
+            f"{backends['offline']} of {backends['total']} RPC backends are offline"
+        )
+    if backends["incompatible"]:
+        reasons.append(
+            f"{backends['incompatible']} RPC backends speak another protocol"
+        )
+    probed = nodes["total"] - nodes["unknown"]
+    if nodes["total"] and not nodes["healthy"] and not nodes["degraded"] and probed:
+        status = "critical"
+        reasons.insert(0, "no node is usable")
+    elif not probed and not (backends["total"] and backends["online"]):
+        status = "unknown"
+        reasons.append(
+            "no node has been probed yet" if nodes["total"] else "no nodes known"
+        )
+    elif reasons:
+        status = "degraded"
+    else:
+        status = "healthy"
+    return {
+        "timestamp": now.timestamp(),
+        "status": status,
+        "reason": "; ".join(reasons),
+        "reasons": reasons,
+        "nodes_total": nodes["total"],
+        "nodes_healthy": nodes["healthy"],
+        "nodes_degraded": nodes["degraded"],
+        "nodes_down": nodes["down"],
+        "backends_total": backends["total"],
+        "backends_online": backends["online"],
+        "backends_busy": backends["busy"],
+        "backends_offline": backends["offline"],
+        "applications_active": Application.objects.filter(stale_after__gt=now).count(),
+    }

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from django.db import models
+
+from network.choices import BackendStatus, NodeStatus, Source
+
+
+class OllamaNode(models.Model):
+    """An Ollama server the dashboard probes over its HTTP API."""
+
+    url = models.CharField(max_length=300, unique=True)  # http://host:port
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField()
+    source = models.CharField(max_length=16, choices=Source.choices)
+    status = models.CharField(
+        max_length=16, choices=NodeStatus.choices, default=NodeStatus.UNKNOWN
+    )
+    version = models.CharField(max_length=64, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    latency_avg_ms = models.FloatField(null=True, blank=True)
+    disk_models = models.JSONField(default=list, blank=True)  # from /api/tags
+    loaded_models = models.JSONField(default=list, blank=True)  # in memory, /api/ps
+    vram_used_bytes = models.BigIntegerField(default=0)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    consecutive_successes = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    last_probe = models.DateTimeField(null=True, blank=True)
+    tags_checked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["url"]
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def address(self) -> str:
+        """Return host:port, as activity events name nodes."""
+        return f"{self.host}:{self.port}"
+
+
+class NodeStatusChange(models.Model):
+    """One transition of a node's status, for its recent history."""
+
+    node = models.ForeignKey(
+        OllamaNode, on_delete=models.CASCADE, related_name="status_changes"
+    )
+    old_status = models.CharField(max_length=16, choices=NodeStatus.choices)
+    new_status = models.CharField(max_length=16, choices=NodeStatus.choices)
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["node", "-at"], name="node_status_change_at")]
+
+    def __str__(self) -> str:
+        return f"{self.node}: {self.old_status} → {self.new_status}"
+
+
+class RpcBackend(models.Model):
+    """A llama.cpp ggml-rpc-server the dashboard probes over its binary protocol."""
+
+    address = models.CharField(max_length=300, unique=True)  # host:port
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField()
+    source = models.CharField(max_length=16, choices=Source.choices)
+    status = models.CharField(
+        max_length=16, choices=BackendStatus.choices, default=BackendStatus.UNKNOWN
+    )
+    protocol = models.CharField(max_length=32, blank=True)
+    devices = models.JSONField(default=list, blank=True)  # [{index, free, total}]
+    latency_ms = models.FloatField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    last_probe = models.DateTimeField(null=True, blank=True)
+    # The protocol session is opened sparingly (the server serves one client at a
+    # time); between sessions a TCP connect tells whether it is alive.
+    session_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["address"]
+
+    def __str__(self) -> str:
+        return self.address

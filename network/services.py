@@ -1,0 +1,538 @@
+"""Every change to the known fleet of nodes and backends, and the events it makes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count
+
+from activity.choices import Stream
+from activity.services import NewEvent, record_events
+from network import addresses
+from network.choices import BackendStatus, NodeStatus, Source
+from network.models import NodeStatusChange, OllamaNode, RpcBackend
+from network.probes import NodeProbe
+from sollol_site.jsonio import PayloadError
+
+if TYPE_CHECKING:
+    from network.rpc import RpcProbe
+
+logger = logging.getLogger(__name__)
+
+LOCALHOST_NODE = "http://127.0.0.1:11434"
+LOCALHOST_BACKEND = "127.0.0.1:50052"
+LATENCY_SMOOTHING = 0.2  # weight of the newest sample in the moving average
+
+
+# --- nodes ---------------------------------------------------------------------
+
+
+def node_data(node: OllamaNode) -> dict[str, Any]:
+    """Return the node as the API shows it."""
+    return {
+        "id": node.id,
+        "url": node.url,
+        "address": node.address,
+        "status": node.status,
+        "source": node.source,
+        "version": node.version,
+        "latency_ms": _round(node.latency_ms),
+        "latency_avg_ms": _round(node.latency_avg_ms),
+        "models": node.disk_models,
+        "loaded_models": node.loaded_models,
+        "vram_used_bytes": node.vram_used_bytes,
+        "consecutive_failures": node.consecutive_failures,
+        "last_error": node.last_error,
+        "last_seen": _timestamp(node.last_seen),
+        "last_probe": _timestamp(node.last_probe),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _timestamp(value: dt.datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _node_event(type: str, node: OllamaNode, message: str, **extra) -> NewEvent:
+    payload = {"node": node.url, "node_id": node.id, "status": node.status, **extra}
+    return NewEvent(Stream.NODES, type, message, payload)
+
+
+def _parse_all(
+    values: Iterable[str], parse: Callable[[str], tuple[str, str, int]], source: str
+) -> dict[str, tuple[str, int]]:
+    """Return {address: (host, port)} of the values that parse; log the others.
+
+    One bad entry from an app or the environment must not hide the good ones.
+    """
+    parsed: dict[str, tuple[str, int]] = {}
+    for value in values:
+        try:
+            address, host, port = parse(value)
+        except PayloadError as exc:
+            logger.warning("ignoring an address from %s: %s", source, exc)
+            continue
+        parsed[address] = (host, port)
+    return parsed
+
+
+def ensure_nodes(
+    values: Iterable[str], *, source: str, now: dt.datetime
+) -> list[OllamaNode]:
+    """Make sure the nodes exist; return the ones that were new."""
+    wanted = _parse_all(values, addresses.node_url, source)
+    if not wanted:
+        return []
+    with transaction.atomic():
+        known = set(
+            OllamaNode.objects.filter(url__in=list(wanted)).values_list(
+                "url", flat=True
+            )
+        )
+        new = [
+            OllamaNode(url=url, host=host, port=port, source=source, created_at=now)
+            for url, (host, port) in wanted.items()
+            if url not in known
+        ]
+        OllamaNode.objects.bulk_create(new, ignore_conflicts=True)
+        # ignore_conflicts leaves pks unset: read back the rows this call created.
+        created = list(
+            OllamaNode.objects.filter(
+                url__in=[n.url for n in new], created_at=now, source=source
+            )
+        )
+        record_events(
+            [
+                _node_event(
+                    "node_discovered",
+                    node,
+                    f"✅ New node discovered: {node.url}",
+                    source=node.source,
+                )
+                for node in created
+            ],
+            now=now,
+        )
+    return created
+
+
+def add_node(value: str, *, now: dt.datetime) -> tuple[OllamaNode, bool]:
+    """Add a node by hand (API); return it and whether it was new."""
+    url, _, _ = addresses.node_url(value)
+    created = ensure_nodes([url], source=Source.API, now=now)
+    return (created[0], True) if created else (OllamaNode.objects.get(url=url), False)
+
+
+def remove_node(node_id: int, *, now: dt.datetime) -> OllamaNode | None:
+    """Forget a node; return it, or None if there was none with that id."""
+    with transaction.atomic():
+        node = OllamaNode.objects.select_for_update().filter(pk=node_id).first()
+        if node is None:
+            return None
+        event = _node_event("node_removed", node, f"🗑️ Node removed: {node.url}")
+        node.delete()
+        record_events([event], now=now)
+    return node
+
+
+def next_node_status(node: OllamaNode, probe: NodeProbe) -> tuple[str, str]:
+    """Return the status a probe moves the node to, and why, in words.
+
+    Failing is noticed at once (one failed probe: unhealthy); recovering from
+    degraded takes SOLLOL_PROBE_RECOVER_AFTER good probes in a row, so a node on
+    the edge of the slow threshold does not flap.
+    """
+    if not probe.answered:
+        if node.consecutive_failures >= settings.SOLLOL_PROBE_OFFLINE_AFTER:
+            return NodeStatus.OFFLINE, (
+                f"{node.consecutive_failures} probes failed in a row: {probe.error}"
+            )
+        return NodeStatus.UNHEALTHY, probe.error
+    if not probe.ok:
+        return NodeStatus.DEGRADED, probe.error
+    slow_ms = settings.SOLLOL_PROBE_SLOW_AFTER * 1000
+    if probe.latency_ms is not None and probe.latency_ms > slow_ms:
+        return NodeStatus.DEGRADED, f"slow: answered in {probe.latency_ms:.0f} ms"
+    if (
+        node.status == NodeStatus.DEGRADED
+        and node.consecutive_successes < settings.SOLLOL_PROBE_RECOVER_AFTER
+    ):
+        return NodeStatus.DEGRADED, "recovering"
+    return NodeStatus.HEALTHY, ""
+
+
+NODE_PROBE_FIELDS = [
+    "status",
+    "version",
+    "latency_ms",
+    "latency_avg_ms",
+    "disk_models",
+    "loaded_models",
+    "vram_used_bytes",
+    "consecutive_failures",
+    "consecutive_successes",
+    "last_error",
+    "last_seen",
+    "last_probe",
+    "tags_checked_at",
+]
+
+
+def _apply_node_probe(node: OllamaNode, probe: NodeProbe, now: dt.datetime) -> None:
+    node.last_probe = now
+    if probe.answered:
+        node.last_seen = now
+        node.consecutive_failures = 0
+    else:
+        node.consecutive_failures += 1
+    clean = probe.ok and (
+        probe.latency_ms is None
+        or probe.latency_ms <= settings.SOLLOL_PROBE_SLOW_AFTER * 1000
+    )
+    node.consecutive_successes = node.consecutive_successes + 1 if clean else 0
+    node.last_error = probe.error
+    if probe.version:
+        node.version = probe.version
+    if probe.latency_ms is not None:
+        node.latency_ms = probe.latency_ms
+        node.latency_avg_ms = (
+            probe.latency_ms
+            if node.latency_avg_ms is None
+            else (1 - LATENCY_SMOOTHING) * node.latency_avg_ms
+            + LATENCY_SMOOTHING * probe.latency_ms
+        )
+    if probe.loaded_models is not None:
+        node.loaded_models = probe.loaded_models
+        node.vram_used_bytes = sum(
+            m.get("size_vram", 0) for m in probe.loaded_models if m.get("size_vram")
+        )
+    if probe.disk_models is not None:
+        node.disk_models = probe.disk_models
+        node.tags_checked_at = now
+
+
+def record_node_probes(
+    results: Sequence[tuple[int, NodeProbe]], *, now: dt.datetime
+) -> int:
+    """Store what a batch of probes found; return how many nodes changed status."""
+    if not results:
+        return 0
+    events: list[NewEvent] = []
+    history: list[NodeStatusChange] = []
+    with transaction.atomic():
+        nodes = OllamaNode.objects.select_for_update().in_bulk(
+            sorted({node_id for node_id, _ in results})
+        )
+        for node_id, probe in results:
+            node = nodes.get(node_id)
+            if node is None:
+                continue  # removed while it was being probed
+            old_status = node.status
+            _apply_node_probe(node, probe, now)
+            node.status, reason = next_node_status(node, probe)
+            if node.status != old_status:
+                history.append(
+                    NodeStatusChange(
+                        node=node,
+                        old_status=old_status,
+                        new_status=node.status,
+                        reason=reason,
+                        at=now,
+                    )
+                )
+                events.append(
+                    _node_event(
+                        "status_change",
+                        node,
+                        f"Node {node.url}: {old_status} → {node.status}",
+                        old_status=old_status,
+                        new_status=node.status,
+                        reason=reason,
+                        latency_ms=_round(node.latency_ms),
+                    )
+                )
+        OllamaNode.objects.bulk_update(
+            nodes.values(), NODE_PROBE_FIELDS, batch_size=500
+        )
+        NodeStatusChange.objects.bulk_create(history)
+        record_events(events, now=now)
+    return len(events)
+
+
+def node_history(node: OllamaNode) -> list[dict[str, Any]]:
+    limit = settings.SOLLOL_NODE_HISTORY
+    return [
+        {
+            "at": change.at.timestamp(),
+            "old_status": change.old_status,
+            "new_status": change.new_status,
+            "reason": change.reason,
+        }
+        for change in node.status_changes.all()[:limit]
+    ]
+
+
+def prune_node_history(*, keep: int) -> int:
+    """Delete status changes beyond the newest `keep` of each node."""
+    deleted = 0
+    crowded = (
+        NodeStatusChange.objects.values("node_id")
+        .annotate(count=Count("id"))
+        .filter(count__gt=keep)
+    )
+    for row in crowded:
+        boundary = (
+            NodeStatusChange.objects.filter(node_id=row["node_id"])
+            .values_list("id", flat=True)[keep:][:1]
+            .first()
+        )
+        if boundary is not None:
+            deleted += NodeStatusChange.objects.filter(
+                node_id=row["node_id"], id__lte=boundary
+            ).delete()[0]
+    return deleted
+
+
+# --- RPC backends ---------------------------------------------------------------
+
+
+def backend_data(backend: RpcBackend) -> dict[str, Any]:
+    """Return the backend as the API shows it."""
+    return {
+        "id": backend.id,
+        "address": backend.address,
+        "host": backend.host,
+        "port": backend.port,
+        "status": backend.status,
+        "source": backend.source,
+        "protocol": backend.protocol,
+        "device_count": len(backend.devices),
+        "devices": backend.devices,
+        "latency_ms": _round(backend.latency_ms),
+        "consecutive_failures": backend.consecutive_failures,
+        "last_error": backend.last_error,
+        "last_seen": _timestamp(backend.last_seen),
+        "last_probe": _timestamp(backend.last_probe),
+    }
+
+
+def _backend_event(type: str, backend: RpcBackend, message: str, **extra) -> NewEvent:
+    payload = {
+        "backend": backend.address,
+        "backend_id": backend.id,
+        "status": backend.status,
+        **extra,
+    }
+    return NewEvent(Stream.BACKENDS, type, message, payload)
+
+
+def ensure_backends(
+    values: Iterable[str], *, source: str, now: dt.datetime
+) -> list[RpcBackend]:
+    """Make sure the backends exist; return the ones that were new."""
+    wanted = _parse_all(values, addresses.backend_address, source)
+    if not wanted:
+        return []
+    with transaction.atomic():
+        known = set(
+            RpcBackend.objects.filter(address__in=list(wanted)).values_list(
+                "address", flat=True
+            )
+        )
+        RpcBackend.objects.bulk_create(
+            [
+                RpcBackend(
+                    address=address, host=host, port=port, source=source, created_at=now
+                )
+                for address, (host, port) in wanted.items()
+                if address not in known
+            ],
+            ignore_conflicts=True,
+        )
+        return list(
+            RpcBackend.objects.filter(
+                address__in=[a for a in wanted if a not in known], created_at=now
+            )
+        )
+
+
+def add_backend(value: str, *, now: dt.datetime) -> tuple[RpcBackend, bool]:
+    """Add a backend by hand (API); return it and whether it was new."""
+    address, _, _ = addresses.backend_address(value)
+    created = ensure_backends([address], source=Source.API, now=now)
+    if created:
+        return created[0], True
+    return RpcBackend.objects.get(address=address), False
+
+
+def remove_backend(backend_id: int, *, now: dt.datetime) -> RpcBackend | None:
+    """Forget a backend; return it, or None if there was none with that id."""
+    with transaction.atomic():
+        backend = RpcBackend.objects.select_for_update().filter(pk=backend_id).first()
+        if backend is None:
+            return None
+        event = _backend_event(
+            "backend_disconnected",
+            backend,
+            f"🗑️ RPC backend removed: {backend.address}",
+            removed=True,
+        )
+        backend.delete()
+        record_events([event], now=now)
+    return backend
+
+
+BACKEND_PROBE_FIELDS = [
+    "status",
+    "protocol",
+    "devices",
+    "latency_ms",
+    "consecutive_failures",
+    "last_error",
+    "last_seen",
+    "last_probe",
+    "session_at",
+]
+
+
+def _backend_transition(
+    backend: RpcBackend, old_status: str, session: bool
+) -> NewEvent | None:
+    new_status = backend.status
+    if new_status == old_status:
+        return None
+    if new_status == BackendStatus.ONLINE and old_status != BackendStatus.BUSY:
+        devices = len(backend.devices)
+        return _backend_event(
+            "backend_connected",
+            backend,
+            f"🔗 RPC backend connected: {backend.address} "
+            f"(protocol {backend.protocol or '?'}, {devices} device(s))",
+            old_status=old_status,
+            new_status=new_status,
+        )
+    if new_status == BackendStatus.OFFLINE and old_status != BackendStatus.UNKNOWN:
+        return _backend_event(
+            "backend_disconnected",
+            backend,
+            f"🔌 RPC backend disconnected: {backend.address}",
+            old_status=old_status,
+            new_status=new_status,
+            reason=backend.last_error,
+        )
+    return _backend_event(
+        "status_change",
+        backend,
+        f"RPC backend {backend.address}: {old_status} → {new_status}",
+        old_status=old_status,
+        new_status=new_status,
+        reason=backend.last_error,
+    )
+
+
+def record_backend_probes(
+    results: Sequence[tuple[int, RpcProbe, bool]], *, now: dt.datetime
+) -> int:
+    """Store what a batch of backend probes found (id, probe, was a session).
+
+    A probe that was only a TCP connect says alive or not; it keeps what the last
+    protocol session learned (busy stays busy, devices stay as they were).
+    """
+    if not results:
+        return 0
+    events: list[NewEvent] = []
+    with transaction.atomic():
+        backends = RpcBackend.objects.select_for_update().in_bulk(
+            sorted({backend_id for backend_id, _, _ in results})
+        )
+        for backend_id, probe, session in results:
+            backend = backends.get(backend_id)
+            if backend is None:
+                continue
+            old_status = backend.status
+            backend.last_probe = now
+            backend.last_error = probe.error or ""
+            if probe.latency_ms is not None:
+                backend.latency_ms = probe.latency_ms
+            if (
+                probe.status == BackendStatus.OFFLINE
+                and probe.connect_timed_out
+                and old_status == BackendStatus.BUSY
+            ):
+                # A busy server queues two connections and then drops SYNs: a
+                # connect that times out is what busy looks like from here; a dead
+                # server refuses at once.
+                pass
+            elif probe.status == BackendStatus.OFFLINE:
+                backend.consecutive_failures += 1
+                backend.status = BackendStatus.OFFLINE
+            else:
+                backend.consecutive_failures = 0
+                backend.last_seen = now
+                if session:
+                    backend.session_at = now
+                    backend.status = probe.status
+                    if probe.status == BackendStatus.ONLINE:
+                        backend.protocol = probe.protocol or ""
+                        backend.devices = [
+                            {"index": d.index, "free": d.free, "total": d.total}
+                            for d in probe.devices
+                        ]
+                elif backend.status in (BackendStatus.OFFLINE, BackendStatus.UNKNOWN):
+                    # Alive again, but what it is now takes a session to tell.
+                    backend.session_at = None
+            event = _backend_transition(backend, old_status, session)
+            if event is not None:
+                events.append(event)
+        RpcBackend.objects.bulk_update(backends.values(), BACKEND_PROBE_FIELDS)
+        record_events(events, now=now)
+    return len(events)
+
+
+def needs_session(backend: RpcBackend, now: dt.datetime) -> bool:
+    """Return whether the next probe of backend should open a protocol session."""
+    if backend.session_at is None or backend.status in (
+        BackendStatus.UNKNOWN,
+        BackendStatus.OFFLINE,  # costs no more than a connect, and tells what is back
+    ):
+        return True
+    interval = dt.timedelta(seconds=settings.SOLLOL_RPC_SESSION_INTERVAL)
+    return now - backend.session_at >= interval
+
+
+# --- sources ----------------------------------------------------------------------
+
+
+def sync_configured(*, now: dt.datetime) -> None:
+    """Add the nodes and backends the operator configured (and localhost)."""
+    ensure_nodes(settings.SOLLOL_OLLAMA_NODES, source=Source.CONFIG, now=now)
+    ensure_backends(settings.SOLLOL_RPC_BACKENDS, source=Source.CONFIG, now=now)
+    if settings.SOLLOL_DISCOVER_LOCALHOST:
+        ensure_nodes([LOCALHOST_NODE], source=Source.LOCALHOST, now=now)
+        ensure_backends([LOCALHOST_BACKEND], source=Source.LOCALHOST, now=now)
+
+
+def _addresses(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)][:1000]
+    return []
+
+
+def ensure_reported(metadata: dict[str, Any], *, now: dt.datetime) -> None:
+    """Add the nodes and backends an application reports in its metadata."""
+    nodes = _addresses(metadata.get("nodes")) + _addresses(metadata.get("ollama_nodes"))
+    backends = _addresses(metadata.get("rpc_backends"))
+    if nodes:
+        ensure_nodes(nodes, source=Source.APPLICATION, now=now)
+    if backends:
+        ensure_backends(backends, source=Source.APPLICATION, now=now)

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from activity.models import Event
+from network import services
+from network.choices import Source
+from network.models import OllamaNode, RpcBackend
+from network.probes import NodeProbe
+
+pytestmark = pytest.mark.django_db
+
+
+def post(client, path, body, **headers):
+    return client.post(
+        path, json.dumps(body), content_type="application/json", **headers
+    )
+
+
+def test_it_lists_nodes_with_what_an_operator_needs(client):
+    [node] = services.ensure_nodes(
+        ["127.0.0.2"], source=Source.CONFIG, now=timezone.now()
+    )
+    loaded = [{"name": "llama3.2:3b", "size": 3, "size_vram": 2}]
+    services.record_node_probes(
+        [
+            (
+                node.id,
+                NodeProbe(
+                    ok=True,
+                    answered=True,
+                    latency_ms=5.0,
+                    version="0.12.3",
+                    loaded_models=loaded,
+                    disk_models=[{"name": "llama3.2:3b"}],
+                ),
+            )
+        ],
+        now=timezone.now(),
+    )
+    body = client.get("/api/network/nodes").json()
+    assert body["total"] == 1
+    [listed] = body["nodes"]
+    for field in (
+        "id",
+        "url",
+        "status",
+        "latency_ms",
+        "version",
+        "models",
+        "loaded_models",
+        "vram_used_bytes",
+        "last_seen",
+        "source",
+        "consecutive_failures",
+    ):
+        assert field in listed
+    assert listed["status"] == "healthy"
+    assert listed["vram_used_bytes"] == 2
+    detail = client.get(f"/api/network/nodes/{node.id}").json()
+    assert detail["history"][0]["new_status"] == "healthy"
+
+
+def test_it_adds_and_removes_nodes_through_the_api(client):
+    created = post(client, "/api/network/nodes", {"url": "127.0.0.2:11434"})
+    assert created.status_code == 201
+    node_id = created.json()["node"]["id"]
+    again = post(client, "/api/network/nodes", {"url": "http://127.0.0.2:11434"})
+    assert again.status_code == 200 and again.json()["created"] is False
+    assert OllamaNode.objects.get().source == "api"
+    assert client.delete(f"/api/network/nodes/{node_id}").status_code == 200
+    assert not OllamaNode.objects.exists()
+    assert [e.type for e in Event.objects.filter(stream="nodes")] == [
+        "node_discovered",
+        "node_removed",
+    ]
+    assert client.delete(f"/api/network/nodes/{node_id}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"url": 5}, {"url": "http://x/y"}, [1], {"url": ""}]
+)
+def test_it_refuses_a_malformed_node_with_a_json_400(client, body):
+    response = post(client, "/api/network/nodes", body)
+    assert response.status_code == 400 and response.json()["error"]
+
+
+def test_it_adds_and_removes_backends_through_the_api(client):
+    created = post(client, "/api/network/backends", {"address": "127.0.0.2"})
+    assert created.status_code == 201
+    assert created.json()["backend"]["address"] == "127.0.0.2:50052"
+    listed = client.get("/api/network/backends").json()
+    assert listed["total"] == 1 and listed["backends"][0]["status"] == "unknown"
+    backend_id = listed["backends"][0]["id"]
+    assert client.delete(f"/api/network/backends/{backend_id}").status_code == 200
+    assert not RpcBackend.objects.exists()
+
+
+@override_settings(SOLLOL_API_TOKENS=["t"])
+def test_it_protects_fleet_changes_with_the_token(client):
+    assert post(client, "/api/network/nodes", {"url": "127.0.0.2"}).status_code == 401
+    ok = post(
+        client,
+        "/api/network/nodes",
+        {"url": "127.0.0.2"},
+        HTTP_AUTHORIZATION="Bearer t",
+    )
+    assert ok.status_code == 201
+    assert (
+        client.delete(f"/api/network/nodes/{ok.json()['node']['id']}").status_code
+        == 401
+    )
+    assert client.get("/api/network/nodes").status_code == 200
+
+
+def test_it_reports_health_with_reasons(client):
+    now = timezone.now()
+    assert client.get("/api/network/health").json()["status"] == "unknown"
+    a, b = services.ensure_nodes(["127.0.0.2", "127.0.0.3"], source="config", now=now)
+    up = NodeProbe(
+        ok=True, answered=True, latency_ms=5.0, version="1", loaded_models=[]
+    )
+    down = NodeProbe(ok=False, answered=False, error="refused")
+    services.record_node_probes([(a.id, up), (b.id, up)], now=now)
+    health = client.get("/api/network/health").json()
+    assert health["status"] == "healthy" and health["reason"] == ""
+    assert (health["nodes_total"], health["nodes_healthy"]) == (2, 2)
+    services.record_node_probes([(b.id, down)], now=now + dt.timedelta(seconds=1))
+    health = client.get("/api/network/health").json()
+    assert health["status"] == "degraded"
+    assert health["reason"] == "1 of 2 nodes are down"
+    services.record_node_probes([(a.id, down)], now=now + dt.timedelta(seconds=2))
+    health = client.get("/api/network/health").json()
+    assert health["status"] == "critical"
+    assert health["reason"].startswith("no node is usable")
+    for field in (
+        "timestamp",
+        "backends_total",
+        "backends_online",
+        "applications_active",
+    ):
+        assert field in health

@@ -1,0 +1,83 @@
+"""A whole probe cycle against a simulated fleet, written to the real database."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from activity.models import Event
+from network import services
+from network.choices import Source
+from network.cycle import run_cycle
+from network.models import OllamaNode, RpcBackend
+from network.simulator.ollama import running_fleet
+from network.simulator.rpc import running_rpc_server
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def fleet():
+    with running_fleet(3, base="127.0.0.2", port=0, seed=3) as fleet:
+        services.ensure_nodes(fleet.urls, source=Source.CONFIG, now=timezone.now())
+        yield fleet
+
+
+def statuses() -> dict[str, str]:
+    return dict(OllamaNode.objects.values_list("url", "status"))
+
+
+@override_settings(SOLLOL_PROBE_TIMEOUT=0.6, SOLLOL_PROBE_SLOW_AFTER=0.3)
+def test_it_probes_every_node_and_records_what_changed(fleet):
+    report = run_cycle(now=timezone.now())
+    assert report.nodes == 3 and report.changes == 3
+    assert set(statuses().values()) == {"healthy"}
+    node = OllamaNode.objects.get(url=fleet.urls[0])
+    assert node.version and node.disk_models and node.latency_ms is not None
+    fleet.nodes[0].die()
+    fleet.nodes[1].set_error(503)
+    report = run_cycle(now=timezone.now())
+    assert report.changes == 2
+    assert statuses() == {
+        fleet.urls[0]: "unhealthy",
+        fleet.urls[1]: "degraded",
+        fleet.urls[2]: "healthy",
+    }
+    assert run_cycle(now=timezone.now()).changes == 0  # quiet: no events
+
+
+@override_settings(SOLLOL_PROBE_TIMEOUT=0.8)
+def test_it_records_fast_nodes_without_waiting_for_a_hanging_one(fleet):
+    fleet.nodes[2].hang()
+    report = run_cycle(now=timezone.now())
+    assert report.seconds >= 0.8
+    written = {
+        e.payload["node"]: e.timestamp
+        for e in Event.objects.filter(stream="nodes", type="status_change")
+    }
+    hung = written[fleet.urls[2]]
+    for url in fleet.urls[:2]:
+        assert (hung - written[url]).total_seconds() > 0.5
+
+
+@override_settings(SOLLOL_PROBE_TIMEOUT=0.5)
+def test_it_probes_rpc_backends_in_the_same_cycle():
+    with running_rpc_server(
+        "127.0.0.2", 0, protocol="3.0.0", devices=[(6_000, 8_000)]
+    ) as server:
+        services.ensure_backends(
+            [f"127.0.0.2:{server.port}"], source=Source.CONFIG, now=timezone.now()
+        )
+        run_cycle(now=timezone.now())
+        backend = RpcBackend.objects.get()
+        assert (backend.status, backend.protocol) == ("online", "3.0.0")
+        assert backend.devices == [{"index": 0, "free": 6_000, "total": 8_000}]
+        server.die()
+        run_cycle(now=timezone.now())
+        backend.refresh_from_db()
+        assert backend.status == "offline"
+    assert [e.type for e in Event.objects.filter(stream="backends")] == [
+        "backend_connected",
+        "backend_disconnected",
+    ]

@@ -1,0 +1,105 @@
+"""Probing real (simulated) Ollama nodes over HTTP, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from network.probes import node_client, probe_node
+from network.simulator.ollama import running_fleet
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    with running_fleet(3, base="127.0.0.2", port=0, seed=7) as fleet:
+        yield fleet
+
+
+@pytest.fixture(autouse=True)
+def _healed(fleet):
+    yield
+    for node in fleet.nodes:
+        node.heal()
+
+
+async def probe(url, *, timeout=1.0, with_tags=True):
+    async with node_client(8) as client:
+        return await probe_node(client, url, timeout=timeout, with_tags=with_tags)
+
+
+async def test_it_reads_version_loaded_models_and_models_on_disk(fleet):
+    node = fleet.nodes[0]
+    node.load("llama3.2:3b", size_vram=2_000_000_000)
+    result = await probe(node.url)
+    assert result.ok and result.answered
+    assert result.version == node.snapshot()["version"]
+    [loaded] = [m for m in result.loaded_models if m["name"] == "llama3.2:3b"]
+    assert loaded["size_vram"] == 2_000_000_000
+    assert loaded["size"] >= loaded["size_vram"]
+    assert loaded["expires_at"].startswith("20")
+    assert loaded["details"]["family"] == "llama"
+    assert "llama3.2:3b" in {m["name"] for m in result.disk_models}
+    assert result.latency_ms < 1000
+
+
+async def test_it_reads_tags_only_when_asked(fleet):
+    result = await probe(fleet.nodes[1].url, with_tags=False)
+    assert result.ok and result.disk_models is None
+
+
+async def test_it_reports_a_dead_node_at_once(fleet):
+    node = fleet.nodes[1]
+    node.die()
+    started = time.monotonic()
+    result = await probe(node.url, timeout=2.0)
+    assert not result.answered and "refused" in result.error
+    assert time.monotonic() - started < 0.5
+    node.revive()
+    assert (await probe(node.url)).ok
+
+
+async def test_it_gives_a_hanging_node_one_timeout(fleet):
+    node = fleet.nodes[2]
+    node.hang()
+    started = time.monotonic()
+    result = await probe(node.url, timeout=0.5)
+    assert not result.answered and "no answer within 0.5s" in result.error
+    assert time.monotonic() - started < 0.9
+
+
+async def test_it_reports_a_busy_node_as_answering_with_an_error(fleet):
+    node = fleet.nodes[0]
+    node.set_error(503)
+    result = await probe(node.url)
+    assert result.answered and not result.ok
+    assert "503" in result.error
+
+
+async def test_it_measures_a_slow_node(fleet):
+    node = fleet.nodes[0]
+    node.set_delay(0.3)
+    result = await probe(node.url)
+    assert result.ok and result.latency_ms >= 300
+
+
+async def test_it_refuses_something_that_is_not_ollama():
+    async def not_ollama(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"status": "ok"}'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(not_ollama, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await probe(f"http://127.0.0.1:{port}")
+    finally:
+        server.close()
+    assert result.answered and not result.ok
+    assert "like Ollama" in result.error

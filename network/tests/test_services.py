@@ -1,0 +1,251 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.test import override_settings
+
+from activity.models import Event
+from network import services
+from network.choices import NodeStatus, Source
+from network.models import OllamaNode
+from network.probes import NodeProbe
+
+pytestmark = pytest.mark.django_db
+
+T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+OK = NodeProbe(
+    ok=True,
+    answered=True,
+    latency_ms=12.0,
+    version="0.12.3",
+    loaded_models=[],
+    disk_models=None,
+)
+DOWN = NodeProbe(ok=False, answered=False, error="connection refused or unreachable")
+BUSY = NodeProbe(
+    ok=False, answered=True, latency_ms=3.0, error="/api/version answered HTTP 503"
+)
+SLOW = NodeProbe(
+    ok=True, answered=True, latency_ms=1500.0, version="0.12.3", loaded_models=[]
+)
+
+
+def node_events(type=None):
+    rows = Event.objects.filter(stream="nodes").order_by("id")
+    return list(rows.filter(type=type) if type else rows)
+
+
+def make_node(url="127.0.0.2") -> OllamaNode:
+    [node] = services.ensure_nodes([url], source=Source.CONFIG, now=T0)
+    return node
+
+
+def probe(node, result, at=T0):
+    services.record_node_probes([(node.id, result)], now=at)
+    node.refresh_from_db()
+    return node.status
+
+
+def test_it_announces_a_node_once_however_often_it_is_found():
+    services.ensure_nodes(
+        ["127.0.0.2", "http://127.0.0.2:11434/"], source="config", now=T0
+    )
+    services.ensure_nodes(["127.0.0.2:11434"], source="application", now=T0)
+    assert OllamaNode.objects.count() == 1
+    [event] = node_events()
+    message = event.as_message()
+    assert message["type"] == "node_discovered"
+    assert message["node"] == "http://127.0.0.2:11434"
+    assert message["message"] == "✅ New node discovered: http://127.0.0.2:11434"
+    assert OllamaNode.objects.get().source == "config"
+
+
+def test_it_skips_bad_addresses_but_keeps_the_good_ones():
+    created = services.ensure_nodes(
+        ["not a host!", "127.0.0.4"], source="config", now=T0
+    )
+    assert [n.url for n in created] == ["http://127.0.0.4:11434"]
+
+
+def test_it_records_what_a_healthy_probe_found():
+    node = make_node()
+    loaded = [
+        {"name": "llama3.2:3b", "size": 3_000_000_000, "size_vram": 2_500_000_000}
+    ]
+    result = NodeProbe(
+        ok=True,
+        answered=True,
+        latency_ms=8.0,
+        version="0.12.3",
+        loaded_models=loaded,
+        disk_models=[{"name": "llama3.2:3b"}],
+    )
+    assert probe(node, result) == NodeStatus.HEALTHY
+    assert node.version == "0.12.3"
+    assert node.vram_used_bytes == 2_500_000_000
+    assert node.disk_models == [{"name": "llama3.2:3b"}]
+    assert node.last_seen == T0
+    [change] = node_events("status_change")
+    assert change.payload["old_status"] == "unknown"
+    assert change.payload["new_status"] == "healthy"
+    assert change.message == "Node http://127.0.0.2:11434: unknown → healthy"
+
+
+@override_settings(SOLLOL_PROBE_OFFLINE_AFTER=3)
+def test_it_calls_a_node_unhealthy_at_once_and_offline_after_repeated_failures():
+    node = make_node()
+    probe(node, OK)
+    statuses = [probe(node, DOWN, T0 + dt.timedelta(seconds=i)) for i in range(1, 6)]
+    assert statuses == ["unhealthy", "unhealthy", "offline", "offline", "offline"]
+    transitions = [
+        (e.payload["old_status"], e.payload["new_status"])
+        for e in node_events("status_change")
+    ]
+    assert transitions == [
+        ("unknown", "healthy"),
+        ("healthy", "unhealthy"),
+        ("unhealthy", "offline"),
+    ]
+    assert node.consecutive_failures == 5
+    assert node.last_seen == T0  # the last time it answered
+
+
+def test_it_calls_a_node_that_answers_with_errors_or_slowly_degraded():
+    node = make_node()
+    assert probe(node, BUSY) == NodeStatus.DEGRADED
+    assert "503" in node.last_error
+    other = make_node("127.0.0.3")
+    assert probe(other, SLOW) == NodeStatus.DEGRADED
+    assert "slow" in other.status_changes.first().reason
+
+
+@override_settings(SOLLOL_PROBE_RECOVER_AFTER=2)
+def test_it_needs_two_good_probes_to_leave_degraded():
+    node = make_node()
+    probe(node, BUSY)
+    assert probe(node, OK) == NodeStatus.DEGRADED
+    assert probe(node, OK) == NodeStatus.HEALTHY
+    # … but a node that was down is back the moment it answers well.
+    probe(node, DOWN)
+    assert probe(node, OK) == NodeStatus.HEALTHY
+
+
+def test_it_keeps_the_recent_status_history_of_a_node():
+    node = make_node()
+    for i, result in enumerate([OK, DOWN, OK, BUSY]):
+        probe(node, result, T0 + dt.timedelta(seconds=i))
+    history = services.node_history(node)
+    assert [(h["old_status"], h["new_status"]) for h in history] == [
+        ("healthy", "degraded"),
+        ("unhealthy", "healthy"),
+        ("healthy", "unhealthy"),
+        ("unknown", "healthy"),
+    ]
+
+
+def test_it_ignores_results_for_a_node_removed_meanwhile():
+    node = make_node()
+    services.remove_node(node.id, now=T0)
+    assert services.record_node_probes([(node.id, DOWN)], now=T0) == 0
+    assert node_events()[-1].type == "node_removed"
+
+
+def test_it_watches_the_nodes_and_backends_applications_report(
+    django_capture_on_commit_callbacks,
+):
+    from applications.api.serializers import AppReport
+    from applications.services import register_application
+    from network.models import RpcBackend
+
+    with django_capture_on_commit_callbacks(execute=True):
+        register_application(
+            AppReport(
+                app_id="router",
+                name="Router",
+                metadata={
+                    "nodes": ["http://127.0.0.5:11434"],
+                    "ollama_nodes": "127.0.0.6",
+                    "rpc_backends": ["127.0.0.7:50052", 42],
+                },
+            ),
+            now=T0,
+        )
+    assert set(OllamaNode.objects.values_list("url", "source")) == {
+        ("http://127.0.0.5:11434", "application"),
+        ("http://127.0.0.6:11434", "application"),
+    }
+    assert list(RpcBackend.objects.values_list("address", flat=True)) == [
+        "127.0.0.7:50052"
+    ]
+
+
+@override_settings(
+    SOLLOL_OLLAMA_NODES=["127.0.0.8", "127.0.0.9:11500"],
+    SOLLOL_RPC_BACKENDS=["127.0.0.8"],
+    SOLLOL_DISCOVER_LOCALHOST=True,
+)
+def test_it_watches_configured_nodes_and_localhost():
+    from network.models import RpcBackend
+
+    services.sync_configured(now=T0)
+    services.sync_configured(now=T0)
+    assert dict(OllamaNode.objects.values_list("url", "source")) == {
+        "http://127.0.0.8:11434": "config",
+        "http://127.0.0.9:11500": "config",
+        "http://127.0.0.1:11434": "localhost",
+    }
+    assert set(RpcBackend.objects.values_list("address", flat=True)) == {
+        "127.0.0.8:50052",
+        "127.0.0.1:50052",
+    }
+
+
+def make_backend(address="127.0.0.2:50052"):
+    from network.models import RpcBackend
+
+    services.ensure_backends([address], source=Source.CONFIG, now=T0)
+    return RpcBackend.objects.get(address=address)
+
+
+def backend_probe(backend, result, session=True, at=T0):
+    services.record_backend_probes([(backend.id, result, session)], now=at)
+    backend.refresh_from_db()
+    return backend.status
+
+
+def test_it_follows_a_backend_through_its_life():
+    from network.rpc import RpcDevice, RpcProbe
+
+    backend = make_backend()
+    online = RpcProbe(
+        "online",
+        latency_ms=0.4,
+        protocol="3.0.0",
+        devices=(RpcDevice(0, 1000, 4000), RpcDevice(1, 10, 20)),
+    )
+    assert backend_probe(backend, online) == "online"
+    assert backend.protocol == "3.0.0"
+    assert backend.devices == [
+        {"index": 0, "free": 1000, "total": 4000},
+        {"index": 1, "free": 10, "total": 20},
+    ]
+    assert backend_probe(backend, RpcProbe("busy", latency_ms=0.3)) == "busy"
+    # A busy server's full queue makes connects time out: still busy, not offline.
+    queued = RpcProbe("offline", error="timed out", connect_timed_out=True)
+    assert backend_probe(backend, queued, session=False) == "busy"
+    refused = RpcProbe("offline", error="connection refused")
+    assert backend_probe(backend, refused, session=False) == "offline"
+    # Alive again: a TCP connect says so, the next session says what it is.
+    assert (
+        backend_probe(backend, RpcProbe("online", latency_ms=0.2), session=False)
+        == "offline"
+    )
+    assert backend_probe(backend, online) == "online"
+    types = [e.type for e in Event.objects.filter(stream="backends").order_by("id")]
+    assert types == [
+        "backend_connected",
+        "status_change",
+        "backend_disconnected",
+        "backend_connected",
+    ]
