@@ -62,12 +62,14 @@ def run_cycle(*, now: dt.datetime) -> CycleReport:
         finally:
             # close_all looks up the connections of the thread it runs in.
             writer.submit(connections.close_all).result()
-    return CycleReport(
+    report = CycleReport(
         nodes=len(nodes),
         backends=len(backends),
         changes=changes,
         seconds=time.perf_counter() - started,
     )
+    services.record_cycle(report.as_dict(), started_at=now)
+    return report
 
 
 async def _probe_all(nodes, backends, writer: ThreadPoolExecutor) -> int:

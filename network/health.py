@@ -9,7 +9,7 @@ from django.db.models import Count, Q
 
 from applications.models import Application
 from network.choices import BackendStatus, NodeStatus
-from network.models import OllamaNode, RpcBackend
+from network.models import OllamaNode, ProbeCycle, RpcBackend
 
 
 def network_health(*, now: dt.datetime) -> dict[str, Any]:
@@ -75,4 +75,18 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         "backends_busy": backends["busy"],
         "backends_offline": backends["offline"],
         "applications_active": Application.objects.filter(stale_after__gt=now).count(),
+        "probe_cycle": _last_cycle(),
+    }
+
+
+def _last_cycle() -> dict[str, Any] | None:
+    cycle = ProbeCycle.objects.filter(name="network").first()
+    if cycle is None:
+        return None
+    return {
+        "started_at": cycle.started_at.timestamp(),
+        "seconds": cycle.seconds,
+        "nodes": cycle.nodes,
+        "backends": cycle.backends,
+        "changes": cycle.changes,
     }

@@ -87,3 +87,17 @@ class RpcBackend(models.Model):
 
     def __str__(self) -> str:
         return self.address
+
+
+class ProbeCycle(models.Model):
+    """The last probe cycle, so operators can see whether probing keeps up."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+    started_at = models.DateTimeField()
+    seconds = models.FloatField()
+    nodes = models.PositiveIntegerField()
+    backends = models.PositiveIntegerField()
+    changes = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.nodes} nodes in {self.seconds:.2f}s"

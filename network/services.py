@@ -15,7 +15,7 @@ from activity.choices import Stream
 from activity.services import NewEvent, record_events
 from network import addresses
 from network.choices import BackendStatus, NodeStatus, Source
-from network.models import NodeStatusChange, OllamaNode, RpcBackend
+from network.models import NodeStatusChange, OllamaNode, ProbeCycle, RpcBackend
 from network.probes import NodeProbe
 from sollol_site.jsonio import PayloadError
 
@@ -536,3 +536,26 @@ def ensure_reported(metadata: dict[str, Any], *, now: dt.datetime) -> None:
         ensure_nodes(nodes, source=Source.APPLICATION, now=now)
     if backends:
         ensure_backends(backends, source=Source.APPLICATION, now=now)
+
+
+def record_cycle(report: dict[str, Any], *, started_at: dt.datetime) -> None:
+    """Remember the last probe cycle; warn when probing cannot keep its interval."""
+    ProbeCycle.objects.update_or_create(
+        name="network",
+        defaults={
+            "started_at": started_at,
+            "seconds": report["seconds"],
+            "nodes": report["nodes"],
+            "backends": report["backends"],
+            "changes": report["changes"],
+        },
+    )
+    if report["seconds"] > settings.SOLLOL_PROBE_INTERVAL:
+        logger.warning(
+            "probing %d nodes and %d backends took %.1fs, longer than the %.1fs "
+            "interval",
+            report["nodes"],
+            report["backends"],
+            report["seconds"],
+            settings.SOLLOL_PROBE_INTERVAL,
+        )
