@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from network import cycle, discovery, services
@@ -16,3 +17,8 @@ def probe_network() -> dict:
 @shared_task(name="network.tasks.scan_subnets")
 def scan_subnets() -> dict:
     return discovery.scan_configured(now=timezone.now())
+
+
+@shared_task(name="network.tasks.prune_node_history")
+def prune_node_history() -> int:
+    return services.prune_node_history(keep=settings.SOLLOL_NODE_HISTORY)

@@ -252,6 +252,10 @@ CELERY_BEAT_SCHEDULE["probe-network"] = {
     "schedule": SOLLOL_PROBE_INTERVAL,
     "options": {"expires": SOLLOL_PROBE_INTERVAL},
 }
+CELERY_BEAT_SCHEDULE["prune-node-history"] = {
+    "task": "network.tasks.prune_node_history",
+    "schedule": SOLLOL_EVENT_PRUNE_INTERVAL,
+}
 if SOLLOL_DISCOVERY_CIDRS:
     CELERY_BEAT_SCHEDULE["scan-subnets"] = {
         "task": "network.tasks.scan_subnets",

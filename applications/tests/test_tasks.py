@@ -41,4 +41,5 @@ def test_it_schedules_every_periodic_job_for_the_embedded_scheduler_too():
         "applications.tasks.sweep_applications",
         "activity.tasks.prune_events",
         "network.tasks.probe_network",
+        "network.tasks.prune_node_history",
     }

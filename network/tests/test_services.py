@@ -249,3 +249,16 @@ def test_it_follows_a_backend_through_its_life():
         "backend_disconnected",
         "backend_connected",
     ]
+
+
+def test_it_keeps_only_the_newest_history_of_each_node():
+    node, other = (make_node("127.0.0.2"), make_node("127.0.0.3"))
+    for i in range(6):
+        probe(node, DOWN if i % 2 else OK, T0 + dt.timedelta(seconds=i))
+    probe(other, OK)
+    assert services.prune_node_history(keep=2) == 4
+    assert [h["new_status"] for h in services.node_history(node)] == [
+        "unhealthy",
+        "healthy",
+    ]
+    assert len(services.node_history(other)) == 1

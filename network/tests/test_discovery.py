@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from network.discovery import scan, scan_hosts
+from network.simulator.ollama import running_fleet
+
+
+def test_it_scans_only_what_the_operator_listed_and_nothing_too_large(caplog):
+    hosts = scan_hosts(["127.0.0.0/30", "127.0.0.8/32", "127.0.0.0/16", "nonsense"])
+    assert hosts == ["127.0.0.1", "127.0.0.2", "127.0.0.8"]
+    assert "more than the 1024 scanned per entry" in caplog.text
+    assert "'nonsense' is not a network" in caplog.text
+
+
+def test_it_finds_what_listens_without_sending_it_anything():
+    with running_fleet(2, base="127.0.0.2", port=0) as fleet:
+        port = fleet.nodes[0].port
+        other = fleet.nodes[1].port
+        found = asyncio.run(
+            scan(["127.0.0.2", "127.0.0.3", "127.0.0.9"], [port, other])
+        )
+        assert found == {port: ["127.0.0.2"], other: ["127.0.0.3"]}
+        assert sum(fleet.nodes[0].snapshot()["requests"].values()) == 0
+
+
+@pytest.mark.django_db
+def test_it_scans_nothing_unless_asked(settings):
+    from django.utils import timezone
+
+    from network.discovery import scan_configured
+
+    settings.SOLLOL_DISCOVERY_CIDRS = []
+    assert scan_configured(now=timezone.now()) == {
+        "scanned": 0,
+        "nodes": 0,
+        "backends": 0,
+    }
