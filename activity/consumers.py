@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from activity import services
+from activity.choices import Stream
 from sollol_site import realtime
 
 REPLAY_BATCH = 500
@@ -78,3 +79,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
     async def _reject(self, reason: str) -> None:
         await self.send(text_data=json.dumps({"type": "error", "message": reason}))
         await self.close(code=4400)
+
+
+class ModelActivityConsumer(EventStreamConsumer):
+    stream = Stream.OLLAMA_ACTIVITY

@@ -3,7 +3,9 @@
 It answers what the benchmark sends the dashboard, doing only what any server must:
 POST /api/applications/heartbeat reads the body, parses the JSON and answers
 {"status": "ok"}; GET /api/applications answers a static page of 100 applications
-the size of the dashboard's; GET / answers 200 (the readiness probe).
+the size of the dashboard's; GET /api/network/nodes answers the bytes of the file
+named by $BENCH_NODES_BODY (a node list the dashboard served, saved by
+bench/network.py), 404 without it; GET / answers 200 (the readiness probe).
 
     .venv/bin/uvicorn --loop uvloop --http httptools --no-access-log \
         --log-level warning bench.bare_asgi:app
@@ -13,7 +15,9 @@ the size of the dashboard's; GET / answers 200 (the readiness probe).
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 OK_BODY = json.dumps({"status": "ok"}).encode()
 READY_BODY = b"ready\n"
@@ -51,6 +55,8 @@ def _page(size: int = 100) -> bytes:
 
 
 PAGE_BODY = _page()
+_NODES_FILE = os.environ.get("BENCH_NODES_BODY", "")
+NODES_BODY = Path(_NODES_FILE).read_bytes() if _NODES_FILE else None
 
 
 async def _respond(send, status: int, body: bytes, content_type: bytes) -> None:
@@ -104,6 +110,8 @@ async def app(scope, receive, send) -> None:
         await _respond(send, 200, OK_BODY, b"application/json")
     elif method == "GET" and path == "/api/applications":
         await _respond(send, 200, PAGE_BODY, b"application/json")
+    elif method == "GET" and path == "/api/network/nodes" and NODES_BODY is not None:
+        await _respond(send, 200, NODES_BODY, b"application/json")
     elif method == "GET" and path == "/":
         await _respond(send, 200, READY_BODY, b"text/plain")
     else:

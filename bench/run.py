@@ -147,9 +147,12 @@ def children_cpu_seconds() -> float:
 class Server:
     """A server process this harness started, known and stopped by its PID."""
 
-    def __init__(self, kind: Kind, data_dir: Path) -> None:
+    def __init__(
+        self, kind: Kind, data_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.kind = kind
         self.data_dir = data_dir
+        self.env = env or {}  # settings on top of server_env (bench/network.py)
         self.port = free_port()
         self.log_path = data_dir / f"{kind.name}-{self.port}.log"
         self.process: subprocess.Popen | None = None
@@ -171,7 +174,7 @@ class Server:
         self.process = subprocess.Popen(
             self.kind.argv(self.port),
             cwd=REPO,
-            env=server_env(self.data_dir),
+            env={**server_env(self.data_dir), **self.env},
             stdout=self.log_path.open("ab"),
             stderr=subprocess.STDOUT,
         )
@@ -241,9 +244,9 @@ class Workspace:
         self.keep = keep
         self.count = 0
 
-    def server(self, kind: str) -> Server:
+    def server(self, kind: str, env: dict[str, str] | None = None) -> Server:
         self.count += 1
-        return Server(KINDS[kind], self.root / f"{self.count:03d}-{kind}")
+        return Server(KINDS[kind], self.root / f"{self.count:03d}-{kind}", env)
 
     def close(self) -> None:
         if self.keep:

@@ -45,6 +45,8 @@ def node_data(node: OllamaNode) -> dict[str, Any]:
         "latency_avg_ms": _round(node.latency_avg_ms),
         "models": node.disk_models,
         "loaded_models": node.loaded_models,
+        # A node that does not answer unloads nothing: what it held is unknown.
+        "loaded_models_known": node.status in (NodeStatus.HEALTHY, NodeStatus.DEGRADED),
         "vram_used_bytes": node.vram_used_bytes,
         "consecutive_failures": node.consecutive_failures,
         "last_error": node.last_error,
@@ -219,10 +221,66 @@ def _apply_node_probe(node: OllamaNode, probe: NodeProbe, now: dt.datetime) -> N
         node.tags_checked_at = now
 
 
+def _model_key(model: dict[str, Any]) -> str:
+    return model.get("name") or model.get("model") or "?"
+
+
+def model_activity(
+    node: OllamaNode, before: list[dict[str, Any]], after: list[dict[str, Any]]
+) -> list[NewEvent]:
+    """Return what the models in memory did between two /api/ps snapshots.
+
+    A model that appears was loaded, one that disappears was unloaded, and one
+    whose expires_at moved forward was used: Ollama resets the keep-alive timer
+    when a request finishes.
+    """
+    old = {_model_key(m): m for m in before}
+    new = {_model_key(m): m for m in after}
+    events = []
+    for name, model in new.items():
+        if name not in old:
+            events.append(_activity_event("model_loaded", node, model))
+        elif str(model.get("expires_at", "")) > str(old[name].get("expires_at", "")):
+            events.append(_activity_event("model_processing", node, model))
+    events.extend(
+        _activity_event("model_unloaded", node, model)
+        for name, model in old.items()
+        if name not in new
+    )
+    return events
+
+
+def _activity_event(type: str, node: OllamaNode, model: dict[str, Any]) -> NewEvent:
+    size_vram = model.get("size_vram") or 0
+    vram_gb = round(size_vram / 2**30, 2)
+    name = _model_key(model)
+    messages = {
+        "model_loaded": f"✅ Model loaded on {node.address}: {name}",
+        "model_unloaded": f"💤 Model unloaded on {node.address}: {name}",
+        "model_processing": (
+            f"🔄 Processing on {node.address}: {name} (VRAM: {vram_gb:.2f}GB)"
+        ),
+    }
+    return NewEvent(
+        Stream.OLLAMA_ACTIVITY,
+        type,
+        messages[type],
+        {
+            "node": node.address,
+            "node_url": node.url,
+            "node_id": node.id,
+            "model": name,
+            "vram_gb": vram_gb,
+            "size_vram": size_vram,
+            "size": model.get("size") or 0,
+        },
+    )
+
+
 def record_node_probes(
     results: Sequence[tuple[int, NodeProbe]], *, now: dt.datetime
 ) -> int:
-    """Store what a batch of probes found; return how many nodes changed status."""
+    """Store what a batch of probes found; return how many events it made."""
     if not results:
         return 0
     events: list[NewEvent] = []
@@ -236,6 +294,12 @@ def record_node_probes(
             if node is None:
                 continue  # removed while it was being probed
             old_status = node.status
+            # The first look at a node is its baseline: what it already holds was
+            # not loaded just now.
+            if probe.loaded_models is not None and node.last_seen is not None:
+                events.extend(
+                    model_activity(node, node.loaded_models, probe.loaded_models)
+                )
             _apply_node_probe(node, probe, now)
             node.status, reason = next_node_status(node, probe)
             if node.status != old_status:

@@ -15,6 +15,7 @@ from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from activity.routing import websocket_urlpatterns as activity_streams  # noqa: E402
 from applications.api.ingest import routes as application_ingest_routes  # noqa: E402
 from applications.routing import websocket_urlpatterns as application_streams  # noqa: E402
 from network.routing import websocket_urlpatterns as network_streams  # noqa: E402
@@ -52,7 +53,7 @@ application = ProtocolTypeRouter(
             fallback=ASGIStaticFilesHandler(django_application),
         ),
         "websocket": BrowserOriginValidator(
-            URLRouter([*application_streams, *network_streams]),
+            URLRouter([*application_streams, *network_streams, *activity_streams]),
             settings.ALLOWED_HOSTS,
         ),
         "lifespan": Lifespan(),

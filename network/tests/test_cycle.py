@@ -89,3 +89,30 @@ def test_it_shows_operators_how_long_the_last_cycle_took(fleet, client):
     cycle = client.get("/api/network/health").json()["probe_cycle"]
     assert cycle["nodes"] == 3 and cycle["backends"] == 0
     assert 0 < cycle["seconds"] < 0.6
+
+
+@override_settings(SOLLOL_PROBE_TIMEOUT=0.6)
+def test_it_tells_what_the_models_in_memory_did(fleet):
+    node = fleet.nodes[0]
+    for name in [m["name"] for m in node.snapshot()["loaded"]]:
+        node.unload(name)
+    run_cycle(now=timezone.now())  # the baseline: no activity yet
+    node.load("llama3.2:3b", size_vram=2_576_980_378)
+    run_cycle(now=timezone.now())
+    node.process("llama3.2:3b")
+    run_cycle(now=timezone.now())
+    fleet.nodes[1].die()  # a node that stops answering unloads nothing
+    node.unload("llama3.2:3b")
+    run_cycle(now=timezone.now())
+    activity = [e.as_message() for e in Event.objects.filter(stream="ollama_activity")]
+    address = node.url.removeprefix("http://")
+    assert [(e["type"], e["node"], e["model"]) for e in activity] == [
+        ("model_loaded", address, "llama3.2:3b"),
+        ("model_processing", address, "llama3.2:3b"),
+        ("model_unloaded", address, "llama3.2:3b"),
+    ]
+    assert activity[0]["message"] == f"✅ Model loaded on {address}: llama3.2:3b"
+    assert activity[1]["vram_gb"] == 2.4
+    assert activity[1]["message"] == (
+        f"🔄 Processing on {address}: llama3.2:3b (VRAM: 2.40GB)"
+    )
