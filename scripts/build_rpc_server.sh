@@ -46,8 +46,12 @@ source_dir="$(echo "$work_dir"/llama_cpp_python-*/vendor/llama.cpp)"
 # LLAMA_BUILD_COMMON) adds tools/rpc when GGML_RPC is on, and building the single
 # target skips the rest. GGML_NATIVE=OFF keeps the binary portable between machines of
 # one kind; OpenSSL and OpenMP are turned off so no extra dev packages are needed.
+generator=()
+if command -v ninja >/dev/null; then
+    generator=(-G Ninja)
+fi
 echo "Configuring in $work_dir/build..." >&2
-cmake -S "$source_dir" -B "$work_dir/build" -G Ninja \
+cmake -S "$source_dir" -B "$work_dir/build" "${generator[@]}" \
     -DCMAKE_BUILD_TYPE=Release \
     -DBUILD_SHARED_LIBS=OFF \
     -DGGML_RPC=ON \
