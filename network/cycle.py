@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from network import services
 from network.models import OllamaNode, RpcBackend
-from network.probes import node_client, probe_node
+from network.probes import probe_node
 from network.rpc import probe_backend
 
 FLUSH_EVERY = 0.05  # seconds: results that arrive together are written together
@@ -93,9 +93,9 @@ async def _probe_all(nodes, backends, writer: ThreadPoolExecutor) -> int:
                 writer, _record, services.record_backend_probes, batch_backends
             )
 
-    async def probe_one_node(client, node_id: int, url: str, with_tags: bool) -> None:
+    async def probe_one_node(node_id: int, url: str, with_tags: bool) -> None:
         async with limit:
-            probe = await probe_node(client, url, timeout=timeout, with_tags=with_tags)
+            probe = await probe_node(url, timeout=timeout, with_tags=with_tags)
         node_results.append((node_id, probe))
 
     async def probe_one_backend(backend_id: int, host: str, port: int, session: bool):
@@ -103,14 +103,13 @@ async def _probe_all(nodes, backends, writer: ThreadPoolExecutor) -> int:
             probe = await probe_backend(host, port, timeout=timeout, deep=session)
         backend_results.append((backend_id, probe, session))
 
-    async with node_client(settings.SOLLOL_PROBE_CONCURRENCY) as client:
-        tasks = [
-            asyncio.create_task(probe_one_node(client, *node)) for node in nodes
-        ] + [asyncio.create_task(probe_one_backend(*backend)) for backend in backends]
-        pending = set(tasks)
-        while pending:
-            _, pending = await asyncio.wait(pending, timeout=FLUSH_EVERY)
-            await flush()
+    tasks = [asyncio.create_task(probe_one_node(*node)) for node in nodes] + [
+        asyncio.create_task(probe_one_backend(*backend)) for backend in backends
+    ]
+    pending = set(tasks)
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=FLUSH_EVERY)
+        await flush()
     return changes
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class NodeProbe:
 LOADED_FIELDS = ("name", "model", "size", "size_vram", "digest", "expires_at")
 DISK_FIELDS = ("name", "model", "size", "digest", "modified_at")
 DETAIL_FIELDS = ("family", "parameter_size", "quantization_level", "format")
+MAX_BODY = 4 * 1024 * 1024  # a node with hundreds of models on disk stays well under
 
 
 def _model(entry: Any, fields: tuple[str, ...]) -> dict[str, Any] | None:
@@ -50,89 +52,158 @@ def _model(entry: Any, fields: tuple[str, ...]) -> dict[str, Any] | None:
     return model
 
 
-def _models(response: httpx.Response, fields: tuple[str, ...]) -> list[dict[str, Any]]:
-    body = response.json()
-    entries = body.get("models") if isinstance(body, dict) else None
+class _HttpError(Exception):
+    """The node's reply is not HTTP/1.1 as this client reads it."""
+
+
+class NodeConnection:
+    """One keep-alive HTTP/1.1 connection to a node, for the GETs of one probe.
+
+    A general HTTP client keeps a pool across hosts; with a thousand nodes its
+    per-request bookkeeping cost more than the probing itself (bench/RESULTS.md).
+    A probe needs three GETs to one host, so it needs one connection and no pool.
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        host_header: str,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.host_header = host_header
+
+    @classmethod
+    async def open(cls, url: str) -> NodeConnection:
+        parts = urlsplit(url)
+        context = ssl.create_default_context() if parts.scheme == "https" else None
+        reader, writer = await asyncio.open_connection(
+            parts.hostname, parts.port, ssl=context, limit=MAX_BODY
+        )
+        return cls(reader, writer, parts.netloc)
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        """Return the status and body of GET path."""
+        self.writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
+            f"User-Agent: sollol-dashboard\r\nAccept: application/json\r\n\r\n".encode()
+        )
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = status_line.partition(" ")
+        if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
+            raise _HttpError(f"not an HTTP reply: {status_line[:60]!r}")
+        headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = await self._chunked()
+        else:
+            length = int(headers.get("content-length", "0"))
+            if length > MAX_BODY:
+                raise _HttpError(f"a reply of {length} bytes is too large")
+            body = await self.reader.readexactly(length)
+        return int(rest[:3]), body
+
+    async def _chunked(self) -> bytes:
+        body = bytearray()
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await self.reader.readuntil(b"\r\n")  # no trailers from Ollama
+                return bytes(body)
+            body += await self.reader.readexactly(size)
+            if len(body) > MAX_BODY:
+                raise _HttpError("a chunked reply is too large")
+            await self.reader.readexactly(2)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _json(body: bytes) -> Any:
+    return json.loads(body)
+
+
+def _models(body: bytes, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    parsed = _json(body)
+    entries = parsed.get("models") if isinstance(parsed, dict) else None
     if not isinstance(entries, list):
         raise ValueError("the reply has no models list")
     return [m for m in (_model(e, fields) for e in entries) if m is not None]
 
 
-async def probe_node(
-    client: httpx.AsyncClient, url: str, *, timeout: float, with_tags: bool
-) -> NodeProbe:
+async def probe_node(url: str, *, timeout: float, with_tags: bool) -> NodeProbe:
     """Probe one node: /api/version, /api/ps and, when asked, /api/tags.
 
     The whole probe shares one deadline, so a node that hangs costs one timeout.
     """
     started = time.perf_counter()
+    connection = None
     try:
         async with asyncio.timeout(timeout):
-            version = await client.get(f"{url}/api/version")
+            connection = await NodeConnection.open(url)
+            status, body = await connection.get("/api/version")
             latency_ms = (time.perf_counter() - started) * 1000
-            if version.status_code != 200:
+            if status != 200:
                 return NodeProbe(
                     ok=False,
                     answered=True,
                     latency_ms=latency_ms,
-                    error=f"/api/version answered HTTP {version.status_code}",
+                    error=f"/api/version answered HTTP {status}",
                 )
-            body = version.json()
-            if not isinstance(body, dict) or not isinstance(body.get("version"), str):
+            version = _json(body)
+            if not isinstance(version, dict) or not isinstance(
+                version.get("version"), str
+            ):
                 return NodeProbe(
                     ok=False,
                     answered=True,
                     latency_ms=latency_ms,
                     error="/api/version did not answer like Ollama",
                 )
-            ps = await client.get(f"{url}/api/ps")
-            if ps.status_code != 200:
+            status, body = await connection.get("/api/ps")
+            if status != 200:
                 return NodeProbe(
                     ok=False,
                     answered=True,
                     latency_ms=latency_ms,
-                    version=body["version"],
-                    error=f"/api/ps answered HTTP {ps.status_code}",
+                    version=version["version"],
+                    error=f"/api/ps answered HTTP {status}",
                 )
-            loaded = _models(ps, LOADED_FIELDS)
+            loaded = _models(body, LOADED_FIELDS)
             disk = None
             if with_tags:
-                tags = await client.get(f"{url}/api/tags")
-                if tags.status_code == 200:
-                    disk = _models(tags, DISK_FIELDS)
+                status, body = await connection.get("/api/tags")
+                if status == 200:
+                    disk = _models(body, DISK_FIELDS)
     except TimeoutError:
         return NodeProbe(ok=False, answered=False, error=f"no answer within {timeout}s")
-    except httpx.HTTPError as exc:
+    except ConnectionRefusedError:
+        return NodeProbe(ok=False, answered=False, error="connection refused")
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
         return NodeProbe(ok=False, answered=False, error=_describe(exc))
-    except ValueError as exc:  # JSON that is not what Ollama sends
+    except (ValueError, _HttpError) as exc:  # JSON or HTTP that Ollama does not send
         return NodeProbe(
             ok=False, answered=True, error=f"unexpected reply: {exc}"[:300]
         )
+    finally:
+        if connection is not None:
+            connection.close()
     return NodeProbe(
         ok=True,
         answered=True,
         latency_ms=latency_ms,
-        version=body["version"],
+        version=version["version"],
         loaded_models=loaded,
         disk_models=disk,
     )
 
 
-def _describe(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.ConnectError):
-        return "connection refused or unreachable"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return "the node closed the connection mid-reply"
     return f"{type(exc).__name__}: {exc}"[:300]
-
-
-def node_client(concurrency: int) -> httpx.AsyncClient:
-    """Return an HTTP client for probing: no proxies, no redirects, bounded pool."""
-    return httpx.AsyncClient(
-        trust_env=False,  # an operator's HTTP_PROXY must not route LAN probes away
-        follow_redirects=False,
-        limits=httpx.Limits(
-            max_connections=concurrency, max_keepalive_connections=concurrency
-        ),
-        headers={"User-Agent": "sollol-dashboard"},
-    )

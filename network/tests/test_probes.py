@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from network.probes import node_client, probe_node
+from network.probes import probe_node
 from network.simulator.ollama import running_fleet
 
 
@@ -25,8 +25,7 @@ def _healed(fleet):
 
 
 async def probe(url, *, timeout=1.0, with_tags=True):
-    async with node_client(8) as client:
-        return await probe_node(client, url, timeout=timeout, with_tags=with_tags)
+    return await probe_node(url, timeout=timeout, with_tags=with_tags)
 
 
 async def test_it_reads_version_loaded_models_and_models_on_disk(fleet):
@@ -103,3 +102,48 @@ async def test_it_refuses_something_that_is_not_ollama():
         server.close()
     assert result.answered and not result.ok
     assert "like Ollama" in result.error
+
+
+async def serve_raw(reply: bytes):
+    """Start a server that answers every request on a connection with reply."""
+
+    async def answer(reader, writer):
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_it_reads_chunked_replies_as_go_sends_large_ones():
+    body = b'{"version":"0.12.3","models":[]}'
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:10], body[10:])
+    )
+    server, url = await serve_raw(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+    )
+    async with server:
+        result = await probe(url)
+    assert result.ok and result.version == "0.12.3" and result.loaded_models == []
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}",
+    ],
+)
+async def test_it_tells_a_garbled_reply_from_a_dead_node(reply):
+    server, url = await serve_raw(reply)
+    async with server:
+        result = await probe(url, timeout=0.5)
+    assert not result.ok
+    assert result.error
