@@ -17,6 +17,7 @@ from network import addresses
 from network.choices import BackendStatus, NodeStatus, Source
 from network.models import NodeStatusChange, OllamaNode, ProbeCycle, RpcBackend
 from network.probes import NodeProbe
+from sollol_site.db import save_fields
 from sollol_site.jsonio import PayloadError
 
 if TYPE_CHECKING:
@@ -323,9 +324,7 @@ def record_node_probes(
                         latency_ms=_round(node.latency_ms),
                     )
                 )
-        OllamaNode.objects.bulk_update(
-            nodes.values(), NODE_PROBE_FIELDS, batch_size=500
-        )
+        save_fields(list(nodes.values()), NODE_PROBE_FIELDS)
         NodeStatusChange.objects.bulk_create(history)
         record_events(events, now=now)
     return len(events)
@@ -556,7 +555,7 @@ def record_backend_probes(
             event = _backend_transition(backend, old_status, session)
             if event is not None:
                 events.append(event)
-        RpcBackend.objects.bulk_update(backends.values(), BACKEND_PROBE_FIELDS)
+        save_fields(list(backends.values()), BACKEND_PROBE_FIELDS)
         record_events(events, now=now)
     return len(events)
 

@@ -1,0 +1,37 @@
+"""Database helpers the ORM does not offer cheaply."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.db import connection, models
+
+
+def save_fields(objects: Sequence[models.Model], field_names: Sequence[str]) -> None:
+    """Write these fields of many rows with one prepared UPDATE run for each row.
+
+    QuerySet.bulk_update builds a CASE expression per field and row; for the
+    1,000 nodes of a probe cycle that took most of the dashboard's CPU
+    (bench/RESULTS.md). executemany sends the same statement with each row's
+    values, adapted by the fields themselves as save() would.
+    """
+    if not objects:
+        return
+    meta = objects[0]._meta
+    fields = [meta.get_field(name) for name in field_names]
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {assignments} "
+        f"WHERE {quote(meta.pk.column)} = %s"
+    )
+    rows = [
+        [
+            field.get_db_prep_save(getattr(obj, field.attname), connection)
+            for field in fields
+        ]
+        + [obj.pk]
+        for obj in objects
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
