@@ -6,7 +6,7 @@ import asyncio
 import json
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,7 +22,6 @@ class NodeProbe:
     loaded_models: list[dict[str, Any]] | None = None  # None: not read this time
     disk_models: list[dict[str, Any]] | None = None
     error: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 LOADED_FIELDS = ("name", "model", "size", "size_vram", "digest", "expires_at")

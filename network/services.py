@@ -466,9 +466,7 @@ BACKEND_PROBE_FIELDS = [
 ]
 
 
-def _backend_transition(
-    backend: RpcBackend, old_status: str, session: bool
-) -> NewEvent | None:
+def _backend_transition(backend: RpcBackend, old_status: str) -> NewEvent | None:
     new_status = backend.status
     if new_status == old_status:
         return None
@@ -552,7 +550,7 @@ def record_backend_probes(
                 elif backend.status in (BackendStatus.OFFLINE, BackendStatus.UNKNOWN):
                     # Alive again, but what it is now takes a session to tell.
                     backend.session_at = None
-            event = _backend_transition(backend, old_status, session)
+            event = _backend_transition(backend, old_status)
             if event is not None:
                 events.append(event)
         save_fields(list(backends.values()), BACKEND_PROBE_FIELDS)
