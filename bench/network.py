@@ -340,21 +340,11 @@ PROBE_PARTS = [
 ]
 LISTING_PARTS = [
     ("`NodeListView.get` (all)", "NodeListView.get (", ""),
-    ("… ORM: iterating the queryset", "ModelIterable.__iter__ (", ""),
-    (
-        "… … `JSONField.from_db_value` (models lists decoded)",
-        "JSONField.from_db_value (",
-        "",
-    ),
-    ("… … `Model.from_db` (instances)", "Model.from_db (", ""),
+    ("… `node_list_json` (rows to JSON text)", "node_list_json (", ""),
+    ("… … ORM: iterating the rows", "ValuesListIterable.__iter__ (", ""),
     ("… … datetime converters", "DatabaseOperations.convert_datetimefield_value (", ""),
-    ("… `node_data` (dict per node)", "node_data (", ""),
-    ("DRF `JSONRenderer.render` (json.dumps of the list)", "JSONRenderer.render (", ""),
-    (
-        "request plumbing: neither the view nor the renderer",
-        "!NodeListView.get (,JSONRenderer.render (",
-        "",
-    ),
+    ("… … `json.dumps` of each node's summary", "_dumps (", ""),
+    ("request plumbing: outside the view", "!NodeListView.get (", ""),
 ]
 IDLE_LEAVES = ("_worker (concurrent/futures/thread.py:81)", "Runner.run (asyncio/")
 

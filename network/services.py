@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, QuerySet, TextField
+from django.db.models.functions import Cast
 
 from activity.choices import Stream
 from activity.services import NewEvent, record_events
@@ -33,26 +35,74 @@ LATENCY_SMOOTHING = 0.2  # weight of the newest sample in the moving average
 # --- nodes ---------------------------------------------------------------------
 
 
+_NODE_COLUMNS = (
+    "id",
+    "url",
+    "host",
+    "port",
+    "status",
+    "source",
+    "version",
+    "latency_ms",
+    "latency_avg_ms",
+    "vram_used_bytes",
+    "consecutive_failures",
+    "last_error",
+    "last_seen",
+    "last_probe",
+)
+
+
 def node_data(node: OllamaNode) -> dict[str, Any]:
     """Return the node as the API shows it."""
     return {
-        "id": node.id,
-        "url": node.url,
-        "address": node.address,
-        "status": node.status,
-        "source": node.source,
-        "version": node.version,
-        "latency_ms": _round(node.latency_ms),
-        "latency_avg_ms": _round(node.latency_avg_ms),
+        **_node_summary({column: getattr(node, column) for column in _NODE_COLUMNS}),
         "models": node.disk_models,
         "loaded_models": node.loaded_models,
+    }
+
+
+def node_list_json(nodes: QuerySet[OllamaNode]) -> str:
+    """Return ``{"nodes": [...], "total": n}`` as JSON text, as node_data shows each.
+
+    The models lists are the bulk of the list (1.7 MB for 1,000 nodes), and they are
+    stored as JSON already: their text is copied from the database into the answer
+    instead of being decoded into objects and encoded again (five times faster at
+    1,000 nodes, see bench/RESULTS.md g).
+    """
+    rows = nodes.annotate(
+        models_json=Cast("disk_models", TextField()),
+        loaded_json=Cast("loaded_models", TextField()),
+    ).values_list(*_NODE_COLUMNS, "models_json", "loaded_json")
+    parts = []
+    for row in rows:
+        summary = _dumps(_node_summary(dict(zip(_NODE_COLUMNS, row, strict=False))))
+        parts.append(f'{summary[:-1]},"models":{row[-2]},"loaded_models":{row[-1]}}}')
+    return f'{{"nodes":[{",".join(parts)}],"total":{len(parts)}}}'
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _node_summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "url": row["url"],
+        "address": f"{row['host']}:{row['port']}",
+        "status": row["status"],
+        "source": row["source"],
+        "version": row["version"],
+        "latency_ms": _round(row["latency_ms"]),
+        "latency_avg_ms": _round(row["latency_avg_ms"]),
         # A node that does not answer unloads nothing: what it held is unknown.
-        "loaded_models_known": node.status in (NodeStatus.HEALTHY, NodeStatus.DEGRADED),
-        "vram_used_bytes": node.vram_used_bytes,
-        "consecutive_failures": node.consecutive_failures,
-        "last_error": node.last_error,
-        "last_seen": _timestamp(node.last_seen),
-        "last_probe": _timestamp(node.last_probe),
+        "loaded_models_known": row["status"]
+        in (NodeStatus.HEALTHY, NodeStatus.DEGRADED),
+        "vram_used_bytes": row["vram_used_bytes"],
+        "consecutive_failures": row["consecutive_failures"],
+        "last_error": row["last_error"],
+        "last_seen": _timestamp(row["last_seen"]),
+        "last_probe": _timestamp(row["last_probe"]),
     }
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.http import HttpResponse
 from django.utils import timezone
 from rest_framework.exceptions import NotFound, ParseError
 from rest_framework.response import Response
@@ -19,8 +20,10 @@ def _address(request, field: str) -> str:
 
 class NodeListView(APIView):
     def get(self, request):
-        nodes = [services.node_data(node) for node in OllamaNode.objects.all()]
-        return Response({"nodes": nodes, "total": len(nodes)})
+        return HttpResponse(
+            services.node_list_json(OllamaNode.objects.all()),
+            content_type="application/json",
+        )
 
     def post(self, request):
         try:

@@ -22,27 +22,25 @@ def post(client, path, body, **headers):
     )
 
 
+def answered(node, *, loaded, disk):
+    """Record one successful probe of node."""
+    probe = NodeProbe(
+        ok=True,
+        answered=True,
+        latency_ms=5.0,
+        version="0.12.3",
+        loaded_models=loaded,
+        disk_models=disk,
+    )
+    services.record_node_probes([(node.id, probe)], now=timezone.now())
+
+
 def test_it_lists_nodes_with_what_an_operator_needs(client):
     [node] = services.ensure_nodes(
         ["127.0.0.2"], source=Source.CONFIG, now=timezone.now()
     )
     loaded = [{"name": "llama3.2:3b", "size": 3, "size_vram": 2}]
-    services.record_node_probes(
-        [
-            (
-                node.id,
-                NodeProbe(
-                    ok=True,
-                    answered=True,
-                    latency_ms=5.0,
-                    version="0.12.3",
-                    loaded_models=loaded,
-                    disk_models=[{"name": "llama3.2:3b"}],
-                ),
-            )
-        ],
-        now=timezone.now(),
-    )
+    answered(node, loaded=loaded, disk=[{"name": "llama3.2:3b"}])
     body = client.get("/api/network/nodes").json()
     assert body["total"] == 1
     [listed] = body["nodes"]
@@ -145,3 +143,22 @@ def test_it_reports_health_with_reasons(client):
         "applications_active",
     ):
         assert field in health
+
+
+def test_the_list_shows_each_node_as_its_detail_does(client):
+    """The list copies the stored models JSON: it must say what the detail says."""
+    odd = 'llama3.2:3b "quoted" \\ \u2028 ünï <b>'
+    node, _ = services.add_node("127.0.0.2:11434", now=timezone.now())
+    services.add_node("127.0.0.3:11434", now=timezone.now())  # never probed
+    answered(
+        node,
+        loaded=[{"name": odd, "size": 3, "size_vram": 2}],
+        disk=[{"name": odd, "size": 3, "details": {"q": "Q4"}}],
+    )
+    body = client.get("/api/network/nodes").json()
+    assert body["total"] == 2
+    for listed in body["nodes"]:
+        detail = client.get(f"/api/network/nodes/{listed['id']}").json()
+        del detail["history"]
+        assert listed == detail
+    assert body["nodes"][0]["models"][0]["name"] == odd
