@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import F
 
-from activity.models import Event
+from activity.models import Event, EventCount
 
 # Key of the PostgreSQL advisory lock that serializes transactions writing events.
 # Ids are handed out at insert; holding this lock from the first event insert to
@@ -53,7 +55,19 @@ def record_events(events: Iterable[NewEvent], *, now: dt.datetime) -> list[Event
             # save(), not bulk_create(): post_save is what announces the event.
             row.save(force_insert=True)
             rows.append(row)
+        _count_events(events)
     return rows
+
+
+def _count_events(events: list[NewEvent]) -> None:
+    """Add the events to the per-type totals (inside the event-log lock)."""
+    counts = Counter((new.stream, new.type) for new in events)
+    for (stream, type), count in counts.items():
+        updated = EventCount.objects.filter(stream=stream, type=type).update(
+            count=F("count") + count
+        )
+        if not updated:
+            EventCount.objects.create(stream=stream, type=type, count=count)
 
 
 def events_after(stream: str, after_id: int, *, limit: int = 500) -> list[Event]:

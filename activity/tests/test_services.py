@@ -9,7 +9,7 @@ import pytest
 from django.db import connection, transaction
 
 from activity import services
-from activity.models import Event
+from activity.models import Event, EventCount
 from activity.services import NewEvent
 
 T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
@@ -45,6 +45,9 @@ def test_it_prunes_events_by_age_and_by_count():
     assert services.prune_events(now=T0, max_age=7 * 86400, max_count=4) == 6
     kept = list(Event.objects.values_list("message", flat=True))
     assert kept == ["event 6", "event 7", "event 8", "event 9"]
+    # Counters for Prometheus: what was ever written, whatever pruning removed.
+    counted = EventCount.objects.get(stream="applications", type="app_updated")
+    assert counted.count == 13
 
 
 @pytest.mark.django_db
