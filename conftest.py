@@ -9,6 +9,15 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def pytest_configure(config) -> None:
+    # The suite's own log records must not become rows in the test database behind
+    # the tests' backs (pytest-django has loaded the settings by now); live servers
+    # started by the tests capture their logs as a real server does.
+    from django.conf import settings
+
+    settings.SOLLOL_CAPTURE_LOGS = False
+
+
 def require(available: bool, reason: str) -> None:
     """Skip a test whose outside service or binary is missing; in CI, fail instead."""
     if available:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from activity import services
+from activity import logs, services
 from activity.choices import Stream
+from activity.tail import get_tail
 from sollol_site import realtime
+from sollol_site.jsonio import PayloadError
 
 REPLAY_BATCH = 500
 
@@ -83,3 +86,88 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
 
 class ModelActivityConsumer(EventStreamConsumer):
     stream = Stream.OLLAMA_ACTIVITY
+
+
+class LogStreamConsumer(AsyncWebsocketConsumer):
+    """/ws/logs: every committed line that passes the viewer's filter, in id order.
+
+    ?level=WARNING (that level and above), ?app_id=..., ?q=text, ?since=<id> to
+    replay, ?batch=1 to receive lines that arrive together as one "log_batch"
+    message ({"type": "log_batch", "lines": [log, ...]}) instead of one message
+    per line, for viewers of busy fleets.
+    """
+
+    last_sent: int = 2**63 - 1
+
+    async def connect(self) -> None:
+        realtime.attach_running_loop()
+        query = {
+            key: values[-1]
+            for key, values in parse_qs(
+                self.scope.get("query_string", b"").decode("latin-1")
+            ).items()
+        }
+        since = EventStreamConsumer._since(self)
+        try:
+            self.filter = logs.parse_filter(query)
+        except PayloadError as exc:
+            await self.accept()
+            await EventStreamConsumer._reject(self, str(exc))
+            return
+        if since is None:
+            await self.accept()
+            await EventStreamConsumer._reject(
+                self, "since must be a non-negative integer log id"
+            )
+            return
+        self.batch = query.get("batch", "") in ("1", "true", "yes")
+        await realtime.subscribe(Stream.LOGS, self.channel_name)
+        tail = get_tail()
+        await tail.catch_up()
+        self.last_sent = tail.high if since < 0 else since
+        await self.accept()
+        await self._send_new_lines()
+
+    async def disconnect(self, code: int) -> None:
+        await realtime.unsubscribe(Stream.LOGS, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        return
+
+    async def events_available(self, message: dict) -> None:
+        if message["id"] > self.last_sent:
+            await self._send_new_lines(message["id"])
+
+    async def _send_new_lines(self, up_to: int | None = None) -> None:
+        tail = get_tail()
+        await tail.catch_up(up_to)
+        while self.last_sent < tail.start:
+            # Older than this process's tail: replay from the database.
+            boundary = tail.start
+            lines = await database_sync_to_async(logs.lines_after)(
+                self.last_sent, up_to=boundary, filter=self.filter, limit=REPLAY_BATCH
+            )
+            await self._deliver(lines)
+            self.last_sent = lines[-1][0] if len(lines) == REPLAY_BATCH else boundary
+        lines, high = tail.after(self.last_sent, self.filter)
+        await self._deliver(lines)
+        self.last_sent = max(self.last_sent, high)
+
+    async def _deliver(self, lines: list[tuple[int, str]]) -> None:
+        if not lines:
+            return
+        if not self.batch:
+            for _, text in lines:
+                await self.send(text_data=text)
+            return
+        head = json.dumps(
+            {
+                "id": lines[-1][0],
+                "type": "log_batch",
+                "timestamp": time.time(),
+                "message": f"{len(lines)} log lines",
+                "count": len(lines),
+            }
+        )
+        body = ",".join(text for _, text in lines)
+        await self.send(text_data=f'{head[:-1]},"lines":[{body}]}}')

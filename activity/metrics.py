@@ -1,7 +1,371 @@
-"""Router request metrics: what routers and apps report, summed and analysed."""
+"""Router request metrics: what routers and apps report, summed and analysed.
+
+Routers know what the probes can only guess: which request went to which node and
+model, how long it took, whether it failed and how many tokens it made. They report
+it to POST /api/activity (or DashboardClient.record_request). Each reported request
+is kept for the windowed analytics of GET /api/metrics, added to per node and model
+totals for Prometheus, and becomes a precise `model_processing` event.
+"""
 
 from __future__ import annotations
+
+import bisect
+import datetime as dt
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+
+from activity.choices import Stream
+from activity.models import RequestRecord, RequestTotals
+from activity.services import NewEvent, prune_oldest, record_events
+from sollol_site.jsonio import PayloadError, check_text
 
 # Upper bounds, in seconds, of the latency histogram kept in RequestTotals.buckets
 # (and exported to Prometheus as sollol_router_request_duration_seconds).
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+MAX_REQUESTS_PER_REPORT = 5000
+MAX_WINDOW = 7 * 24 * 3600.0
+DEFAULT_WINDOW = "5m"
+_WINDOW = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# How far a reported finish time may be from the dashboard's clock.
+MAX_CLOCK_SKEW = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class RequestReport:
+    """One request as a router reported it, validated."""
+
+    node: str
+    model: str
+    latency_ms: float
+    ok: bool
+    app_id: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error: str = ""
+    timestamp: dt.datetime | None = None  # when it finished; None: when received
+
+
+# --- input ----------------------------------------------------------------------
+
+
+def parse_activity(data: Any) -> list[RequestReport]:
+    """Return the requests of a POST /api/activity body.
+
+    The body is one request, or {"app_id": ..., "requests": [request, ...]}; an
+    app_id inside a request wins over the envelope's.
+    """
+    if not isinstance(data, dict):
+        raise PayloadError("the body must be a JSON object")
+    if "requests" not in data:
+        return [_parse_request(data, default_app="", index=None)]
+    items = data["requests"]
+    if not isinstance(items, list):
+        raise PayloadError("requests must be a list")
+    if len(items) > MAX_REQUESTS_PER_REPORT:
+        raise PayloadError(
+            f"at most {MAX_REQUESTS_PER_REPORT} requests per report, got {len(items)}"
+        )
+    app_id = _text(data, "app_id", 128, where="")
+    return [
+        _parse_request(item, default_app=app_id, index=i)
+        for i, item in enumerate(items)
+    ]
+
+
+def _parse_request(item: Any, *, default_app: str, index: int | None) -> RequestReport:
+    where = "" if index is None else f"requests[{index}]."
+    if not isinstance(item, dict):
+        raise PayloadError(f"{where or 'a request'} must be a JSON object")
+    latency = item.get("latency_ms")
+    if isinstance(latency, bool) or not isinstance(latency, int | float):
+        raise PayloadError(f"{where}latency_ms must be a number")
+    if not math.isfinite(latency) or latency < 0:
+        raise PayloadError(f"{where}latency_ms must be a finite number ≥ 0")
+    ok = item.get("ok", True)
+    if not isinstance(ok, bool):
+        raise PayloadError(f"{where}ok must be true or false")
+    return RequestReport(
+        node=_node(_text(item, "node", 300, where=where)),
+        model=_text(item, "model", 200, where=where),
+        latency_ms=float(latency),
+        ok=ok,
+        app_id=_text(item, "app_id", 128, where=where) or default_app,
+        prompt_tokens=_count(item, "prompt_tokens", where),
+        completion_tokens=_count(item, "completion_tokens", where),
+        error=_text(item, "error", 500, where=where, truncate=True),
+        timestamp=_finished_at(item.get("timestamp"), where),
+    )
+
+
+def _text(
+    data: dict, field: str, max_length: int, *, where: str, truncate: bool = False
+) -> str:
+    value = data.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise PayloadError(f"{where}{field} must be a string")
+    check_text(value, f"{where}{field}")
+    if len(value) > max_length:
+        if not truncate:
+            raise PayloadError(f"{where}{field} is longer than {max_length} characters")
+        value = value[: max_length - 1] + "…"
+    return value
+
+
+def _node(value: str) -> str:
+    """Name a node as activity events do (host:port), whether given as URL or not."""
+    if "://" in value:
+        value = value.split("://", 1)[1]
+    return value.rstrip("/")
+
+
+def _count(data: dict, field: str, where: str) -> int | None:
+    value = data.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PayloadError(f"{where}{field} must be a whole number ≥ 0")
+    if value > 2**31 - 1:
+        raise PayloadError(f"{where}{field} is implausibly large")
+    return value
+
+
+def _finished_at(value: Any, where: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PayloadError(f"{where}timestamp must be Unix seconds")
+    if not math.isfinite(value):
+        raise PayloadError(f"{where}timestamp must be finite")
+    try:
+        return dt.datetime.fromtimestamp(value, tz=dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        raise PayloadError(f"{where}timestamp is out of range") from None
+
+
+def parse_window(value: str | None) -> float:
+    """Return a window such as "5m", "90s", "1h" or "300" in seconds."""
+    text = (value or DEFAULT_WINDOW).strip().lower()
+    match = _WINDOW.fullmatch(text)
+    if not match:
+        raise PayloadError(
+            f"window {value!r} is not a duration such as 30s, 5m, 1h or 1d"
+        )
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not 0 < seconds <= MAX_WINDOW:
+        raise PayloadError("window must be more than 0 and at most 7d")
+    return seconds
+
+
+# --- writing ----------------------------------------------------------------------
+
+
+def record_requests(reports: Sequence[RequestReport], *, now: dt.datetime) -> int:
+    """Store reported requests, add them to the totals, announce what models did."""
+    if not reports:
+        return 0
+    rows = [
+        RequestRecord(
+            timestamp=_clamped(report.timestamp, now),
+            app_id=report.app_id,
+            node=report.node,
+            model=report.model,
+            latency_ms=report.latency_ms,
+            ok=report.ok,
+            prompt_tokens=report.prompt_tokens,
+            completion_tokens=report.completion_tokens,
+            error=report.error,
+        )
+        for report in reports
+    ]
+    with transaction.atomic():
+        RequestRecord.objects.bulk_create(rows)
+        _add_to_totals(reports)
+        record_events(_processing_events(reports), now=now)
+    return len(rows)
+
+
+def _clamped(finished: dt.datetime | None, now: dt.datetime) -> dt.datetime:
+    """Trust a router's clock within an hour; beyond, it is wrong and now is better."""
+    if finished is None or abs(finished - now) > MAX_CLOCK_SKEW:
+        return now
+    return finished
+
+
+def _add_to_totals(reports: Iterable[RequestReport]) -> None:
+    grouped: dict[tuple[str, str], list[RequestReport]] = defaultdict(list)
+    for report in reports:
+        grouped[(report.node, report.model)].append(report)
+    # Sorted, so two transactions lock the rows in the same order.
+    for (node, model), group in sorted(grouped.items()):
+        totals = (
+            RequestTotals.objects.select_for_update()
+            .filter(node=node, model=model)
+            .first()
+        ) or RequestTotals(node=node, model=model)
+        buckets = list(totals.buckets) or [0] * (len(LATENCY_BUCKETS) + 1)
+        for report in group:
+            seconds = report.latency_ms / 1000
+            buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            totals.latency_seconds_sum += seconds
+            totals.prompt_tokens += report.prompt_tokens or 0
+            totals.completion_tokens += report.completion_tokens or 0
+        totals.requests += len(group)
+        totals.errors += sum(1 for report in group if not report.ok)
+        totals.buckets = buckets
+        totals.save()
+
+
+def _processing_events(reports: Sequence[RequestReport]) -> list[NewEvent]:
+    """One model_processing event per node and model in the report, not per request.
+
+    A busy router reports hundreds of requests a second; the activity feed needs to
+    know which models work, with how many requests and how fast, not every one.
+    """
+    from network.models import OllamaNode  # activity must not import network early
+
+    grouped: dict[tuple[str, str], list[RequestReport]] = defaultdict(list)
+    for report in reports:
+        if report.node and report.model:
+            grouped[(report.node, report.model)].append(report)
+    if not grouped:
+        return []
+    vram = _loaded_vram(OllamaNode, {node for node, _ in grouped})
+    events = []
+    for (node, model), group in grouped.items():
+        size_vram, size = vram.get((node, model), (None, None))
+        count = len(group)
+        failed = sum(1 for report in group if not report.ok)
+        latency = sum(report.latency_ms for report in group) / count
+        vram_gb = None if size_vram is None else round(size_vram / 2**30, 2)
+        detail = f"VRAM: {vram_gb:.2f}GB" if vram_gb is not None else "VRAM unknown"
+        plural = "request" if count == 1 else "requests"
+        errors = f", {failed} failed" if failed else ""
+        events.append(
+            NewEvent(
+                Stream.OLLAMA_ACTIVITY,
+                "model_processing",
+                f"🔄 Processing on {node}: {model} ({detail}; {count} {plural}, "
+                f"{latency:.0f} ms avg{errors})",
+                {
+                    "node": node,
+                    "model": model,
+                    "vram_gb": vram_gb,
+                    "size_vram": size_vram,
+                    "size": size,
+                    "source": "reported",
+                    "requests": count,
+                    "errors": failed,
+                    "latency_ms_avg": round(latency, 2),
+                    "app_ids": sorted({r.app_id for r in group if r.app_id}),
+                },
+            )
+        )
+    return events
+
+
+def _loaded_vram(node_model, addresses: set[str]) -> dict[tuple[str, str], tuple]:
+    """Return {(host:port, model): (size_vram, size)} from the nodes' last probes."""
+    found = {}
+    hosts = {address.rsplit(":", 1)[0].strip("[]") for address in addresses}
+    for host, port, loaded in node_model.objects.filter(host__in=hosts).values_list(
+        "host", "port", "loaded_models"
+    ):
+        address = f"{host}:{port}"
+        if address not in addresses:
+            continue
+        for model in loaded or []:
+            name = model.get("name") or model.get("model")
+            found[(address, name)] = (model.get("size_vram"), model.get("size"))
+    return found
+
+
+def prune_requests(*, now: dt.datetime, max_age: float, max_count: int) -> int:
+    """Delete reported requests older than max_age seconds or beyond max_count."""
+    return prune_oldest(RequestRecord, now=now, max_age=max_age, max_count=max_count)
+
+
+# --- analytics --------------------------------------------------------------------
+
+
+def window_metrics(*, window: float, now: dt.datetime) -> dict[str, Any]:
+    """Return the analytics of GET /api/metrics over the last `window` seconds."""
+    since = now - dt.timedelta(seconds=window)
+    rows = list(
+        RequestRecord.objects.filter(timestamp__gt=since, timestamp__lte=now)
+        .order_by()
+        .values_list("node", "model", "app_id", "latency_ms", "ok", "completion_tokens")
+    )
+    groups: dict[str, dict[str, list]] = {"node": {}, "model": {}, "app": {}}
+    for row in rows:
+        for key, value in (("node", row[0]), ("model", row[1]), ("app", row[2])):
+            groups[key].setdefault(value, []).append(row)
+    summary = {
+        "window_seconds": window,
+        "since": since.timestamp(),
+        "until": now.timestamp(),
+        "totals": _analyse(rows, window),
+        "per_node": _breakdown(groups["node"], window, "node"),
+        "per_model": _breakdown(groups["model"], window, "model"),
+        "per_application": _breakdown(groups["app"], window, "app_id"),
+    }
+    if not rows:
+        summary["note"] = (
+            "no requests were reported in this window: numbers are null, not 0; "
+            "routers report them to POST /api/activity"
+        )
+    return summary
+
+
+def _breakdown(groups: dict[str, list], window: float, label: str) -> list[dict]:
+    return [
+        {label: key, **_analyse(rows, window)}
+        for key, rows in sorted(groups.items(), key=lambda item: -len(item[1]))
+    ]
+
+
+def _analyse(rows: list[tuple], window: float) -> dict[str, Any]:
+    latencies = sorted(row[3] for row in rows)
+    failed = sum(1 for row in rows if not row[4])
+    tokens = [row for row in rows if row[5] is not None]
+    token_seconds = sum(row[3] for row in tokens) / 1000
+    return {
+        "requests": len(rows),
+        "errors": failed,
+        "requests_per_second": round(len(rows) / window, 4),
+        "success_rate": round(1 - failed / len(rows), 4) if rows else None,
+        "latency_ms": {
+            "p50": _percentile(latencies, 0.50),
+            "p95": _percentile(latencies, 0.95),
+            "p99": _percentile(latencies, 0.99),
+            "mean": round(sum(latencies) / len(latencies), 2) if latencies else None,
+        },
+        # Completion tokens per second of request time, over the requests that said
+        # how many tokens they made.
+        "tokens_per_second": (
+            round(sum(row[5] for row in tokens) / token_seconds, 2)
+            if token_seconds > 0
+            else None
+        ),
+        "completion_tokens": sum(row[5] for row in tokens) if tokens else None,
+    }
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks, like numpy's default."""
+    if not ordered:
+        return None
+    position = (len(ordered) - 1) * q
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    value = ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    return round(value, 2)

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.db import models
 
-from activity.choices import Stream
+from activity.choices import SpanKind, SpanStatus, Stream
 
 
 class Event(models.Model):
@@ -118,3 +118,70 @@ class LogRecord(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.id} {self.level} {self.logger}: {self.message[:80]}"
+
+
+class Span(models.Model):
+    """One timed operation of a distributed trace, as an application reported it."""
+
+    id = models.BigAutoField(primary_key=True)
+    trace_id = models.CharField(max_length=32)  # 32 lowercase hex digits
+    span_id = models.CharField(max_length=16)  # 16 lowercase hex digits
+    parent_span_id = models.CharField(max_length=16, blank=True)  # "" for a root
+    name = models.CharField(max_length=500, blank=True)
+    service = models.CharField(max_length=200)
+    kind = models.CharField(
+        max_length=16, choices=SpanKind.choices, default=SpanKind.INTERNAL
+    )
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    # Kept apart from end - start: the client's nanoseconds, not our microseconds.
+    duration_ms = models.FloatField()
+    status = models.CharField(
+        max_length=8, choices=SpanStatus.choices, default=SpanStatus.UNSET
+    )
+    status_message = models.TextField(blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    events = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["start", "id"]
+        constraints = [
+            # A re-exported span is the same span: ingest ignores the second copy.
+            models.UniqueConstraint(fields=["trace_id", "span_id"], name="span_key")
+        ]
+        indexes = [
+            models.Index(fields=["service", "trace_id"], name="span_service_trace")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service}: {self.name} ({self.duration_ms:.1f} ms)"
+
+
+class Trace(models.Model):
+    """One trace as the list shows it, recomputed from its spans as they arrive."""
+
+    id = models.BigAutoField(primary_key=True)
+    trace_id = models.CharField(max_length=32, unique=True)
+    root_span_id = models.CharField(max_length=16, blank=True)
+    root_name = models.CharField(max_length=500, blank=True)
+    root_service = models.CharField(max_length=200, blank=True)
+    services = models.JSONField(default=list, blank=True)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    duration_ms = models.FloatField()
+    span_count = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    # When the latest span arrived, by our clock: retention ages traces by this,
+    # so a client with a wrong clock cannot get its traces pruned on arrival.
+    received = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-start"]
+        indexes = [
+            models.Index(fields=["-start"], name="trace_recent"),
+            models.Index(fields=["duration_ms"], name="trace_duration"),
+            models.Index(fields=["received"], name="trace_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.trace_id} {self.root_name} ({self.span_count} spans)"

@@ -1,8 +1,9 @@
 from django.urls import path
 
-from activity.consumers import ModelActivityConsumer
+from activity.consumers import LogStreamConsumer, ModelActivityConsumer
 
 websocket_urlpatterns = [
     path("ws/ollama_activity", ModelActivityConsumer.as_asgi()),
     path("ws/network/ollama_activity", ModelActivityConsumer.as_asgi()),
+    path("ws/logs", LogStreamConsumer.as_asgi()),
 ]

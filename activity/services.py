@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import F
 
 from activity.models import Event, EventCount
@@ -85,13 +85,21 @@ def last_event_id(stream: str) -> int:
 
 def prune_events(*, now: dt.datetime, max_age: float, max_count: int) -> int:
     """Delete events older than max_age seconds or beyond the newest max_count."""
-    deleted, _ = Event.objects.filter(
+    return prune_oldest(Event, now=now, max_age=max_age, max_count=max_count)
+
+
+def prune_oldest(
+    model: type[models.Model], *, now: dt.datetime, max_age: float, max_count: int
+) -> int:
+    """Delete a log-like table's rows older than max_age seconds (by `timestamp`),
+    then all but its newest max_count (by id); return how many went."""
+    deleted, _ = model.objects.filter(
         timestamp__lt=now - dt.timedelta(seconds=max_age)
     ).delete()
     boundary = (
-        Event.objects.order_by("-id").values_list("id", flat=True)[max_count:][:1]
+        model.objects.order_by("-id").values_list("id", flat=True)[max_count:][:1]
     ).first()
     if boundary is not None:
-        more, _ = Event.objects.filter(id__lte=boundary).delete()
+        more, _ = model.objects.filter(id__lte=boundary).delete()
         deleted += more
     return deleted

@@ -5,7 +5,8 @@ POST /api/applications/heartbeat reads the body, parses the JSON and answers
 {"status": "ok"}; GET /api/applications answers a static page of 100 applications
 the size of the dashboard's; GET /api/network/nodes answers the bytes of the file
 named by $BENCH_NODES_BODY (a node list the dashboard served, saved by
-bench/network.py), 404 without it; GET / answers 200 (the readiness probe).
+bench/network.py), 404 without it; GET /api/prometheus likewise the bytes of
+$BENCH_PROMETHEUS_BODY (bench/prometheus.py); GET / answers 200 (the readiness probe).
 
     .venv/bin/uvicorn --loop uvloop --http httptools --no-access-log \
         --log-level warning bench.bare_asgi:app
@@ -57,6 +58,9 @@ def _page(size: int = 100) -> bytes:
 PAGE_BODY = _page()
 _NODES_FILE = os.environ.get("BENCH_NODES_BODY", "")
 NODES_BODY = Path(_NODES_FILE).read_bytes() if _NODES_FILE else None
+_PROMETHEUS_FILE = os.environ.get("BENCH_PROMETHEUS_BODY", "")
+PROMETHEUS_BODY = Path(_PROMETHEUS_FILE).read_bytes() if _PROMETHEUS_FILE else None
+PROMETHEUS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 async def _respond(send, status: int, body: bytes, content_type: bytes) -> None:
@@ -112,6 +116,8 @@ async def app(scope, receive, send) -> None:
         await _respond(send, 200, PAGE_BODY, b"application/json")
     elif method == "GET" and path == "/api/network/nodes" and NODES_BODY is not None:
         await _respond(send, 200, NODES_BODY, b"application/json")
+    elif method == "GET" and path == "/api/prometheus" and PROMETHEUS_BODY:
+        await _respond(send, 200, PROMETHEUS_BODY, PROMETHEUS_TYPE)
     elif method == "GET" and path == "/":
         await _respond(send, 200, READY_BODY, b"text/plain")
     else:

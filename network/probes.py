@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from sollol_site.jsonio import storable
+
 
 @dataclass(frozen=True)
 class NodeProbe:
@@ -35,16 +37,17 @@ def _model(entry: Any, fields: tuple[str, ...]) -> dict[str, Any] | None:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         return None
     model = {
-        key: entry[key]
+        key: storable(value) if isinstance(value, str) else value
         for key in fields
-        if isinstance(entry.get(key), str | int) and not isinstance(entry[key], bool)
+        if isinstance(value := entry.get(key), str | int)
+        and not isinstance(value, bool)
     }
     if isinstance(entry.get("context_length"), int):
         model["context_length"] = entry["context_length"]
     details = entry.get("details")
     if isinstance(details, dict):
         model["details"] = {
-            key: details[key]
+            key: storable(details[key])
             for key in DETAIL_FIELDS
             if isinstance(details.get(key), str)
         }
@@ -170,7 +173,7 @@ async def probe_node(url: str, *, timeout: float, with_tags: bool) -> NodeProbe:
                     ok=False,
                     answered=True,
                     latency_ms=latency_ms,
-                    version=version["version"],
+                    version=storable(version["version"])[:64],
                     error=f"/api/ps answered HTTP {status}",
                 )
             loaded = _models(body, LOADED_FIELDS)
@@ -187,7 +190,7 @@ async def probe_node(url: str, *, timeout: float, with_tags: bool) -> NodeProbe:
         return NodeProbe(ok=False, answered=False, error=_describe(exc))
     except (ValueError, _HttpError) as exc:  # JSON or HTTP that Ollama does not send
         return NodeProbe(
-            ok=False, answered=True, error=f"unexpected reply: {exc}"[:300]
+            ok=False, answered=True, error=storable(f"unexpected reply: {exc}")[:300]
         )
     finally:
         if connection is not None:
@@ -196,7 +199,7 @@ async def probe_node(url: str, *, timeout: float, with_tags: bool) -> NodeProbe:
         ok=True,
         answered=True,
         latency_ms=latency_ms,
-        version=version["version"],
+        version=storable(version["version"])[:64],
         loaded_models=loaded,
         disk_models=disk,
     )

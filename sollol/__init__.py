@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from sollol.client import DashboardClient
 from sollol.dashboard import UnifiedDashboard
+from sollol.tracing import Tracer
 
 __version__ = "0.9.1"
 
-__all__ = ["DashboardClient", "UnifiedDashboard", "__version__"]
+__all__ = ["DashboardClient", "Tracer", "UnifiedDashboard", "__version__"]

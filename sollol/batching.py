@@ -10,12 +10,13 @@ the ones it had to drop: the app never blocks and never grows without bound.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import requests
@@ -29,8 +30,18 @@ _sender_threads: set[int] = set()
 
 
 def in_sender_thread() -> bool:
-    """Return whether the caller runs in one of the senders' threads."""
+    """Return whether the caller runs in a thread that talks to the dashboard."""
     return threading.get_ident() in _sender_threads
+
+
+@contextlib.contextmanager
+def sender_thread() -> Iterator[None]:
+    """Mark the calling thread as one that talks to the dashboard while inside."""
+    _sender_threads.add(threading.get_ident())
+    try:
+        yield
+    finally:
+        _sender_threads.discard(threading.get_ident())
 
 
 class BatchSender:
@@ -119,7 +130,10 @@ class BatchSender:
     # --- the thread ---------------------------------------------------------------
 
     def _run(self) -> None:
-        _sender_threads.add(threading.get_ident())
+        with sender_thread():
+            self._loop()
+
+    def _loop(self) -> None:
         retry_delay = self.interval
         try:
             while True:
@@ -136,7 +150,6 @@ class BatchSender:
                     self._stopping.wait(random.uniform(retry_delay / 2, retry_delay))
                     retry_delay = min(retry_delay * 2, 30.0)
         finally:
-            _sender_threads.discard(threading.get_ident())
             self._session.close()
             with self._lock:
                 self._idle.notify_all()

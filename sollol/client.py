@@ -22,6 +22,10 @@ from typing import Any
 
 import requests
 
+from sollol.batching import BatchSender, sender_thread
+from sollol.loghandler import DashboardLogHandler
+from sollol.tracing import Tracer
+
 logger = logging.getLogger(__name__)
 
 FIRST_RETRY_DELAY = 0.5
@@ -74,6 +78,10 @@ class DashboardClient:
         self._next_full_heartbeat = 0.0
         self._failing = False
         self._session = requests.Session()
+        # Started on first use: request records, log lines (and spans, in tracing).
+        self._senders: dict[str, BatchSender] = {}
+        self._log_handlers: list[tuple[logging.Logger, DashboardLogHandler]] = []
+        self._tracer: Tracer | None = None
 
         if auto_register:
             self.start()
@@ -117,16 +125,115 @@ class DashboardClient:
             self._unsent_keys.update(changes)
         self._wake.set()
 
+    def record_request(
+        self,
+        *,
+        node: str,
+        model: str,
+        latency_ms: float,
+        ok: bool = True,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Report one inference request the app made; sent in batches, never blocks.
+
+        It feeds GET /api/metrics (latency percentiles, success rate, tokens/s per
+        node, model and app) and the `model_processing` activity of that model.
+        """
+        record = {
+            "node": node,
+            "model": model,
+            "latency_ms": latency_ms,
+            "ok": ok,
+            "timestamp": time.time(),
+        }
+        if prompt_tokens is not None:
+            record["prompt_tokens"] = prompt_tokens
+        if completion_tokens is not None:
+            record["completion_tokens"] = completion_tokens
+        if error:
+            record["error"] = str(error)[:500]
+        sender = self._sender("activity")
+        if sender is not None:  # None once closed: the report is dropped
+            sender.put(record)
+
+    def log_handler(self, level: int = logging.INFO) -> DashboardLogHandler:
+        """Return a logging.Handler that ships records to the dashboard's /ws/logs."""
+        sender = self._sender("logs")
+        if sender is None:
+            raise RuntimeError("this DashboardClient was closed; make a new one")
+        return DashboardLogHandler(sender, self.app_id, level)
+
+    def install_log_handler(
+        self, logger: logging.Logger | str | None = None, level: int = logging.INFO
+    ) -> DashboardLogHandler:
+        """Attach a log_handler() to logger (the root logger by default).
+
+        close() detaches it again and sends what is queued.
+        """
+        target = (
+            logger if isinstance(logger, logging.Logger) else logging.getLogger(logger)
+        )
+        handler = self.log_handler(level)
+        target.addHandler(handler)
+        with self._lock:
+            self._log_handlers.append((target, handler))
+        return handler
+
+    def trace(self, name: str, **attributes: Any):
+        """Time a block as a span of this app's trace (see sollol.tracing.Tracer).
+
+            with client.trace("generate", model="llama3.2:3b") as span:
+                requests.post(url, headers=client.tracer.inject({}))
+
+        Nested calls make child spans; spans go to the dashboard in the background.
+        """
+        return self.tracer.trace(name, **attributes)
+
+    @property
+    def tracer(self) -> Tracer:
+        """Return this app's Tracer (service = the app's name), made on first use."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this DashboardClient was closed; make a new one")
+            if self._tracer is None:
+                self._tracer = Tracer(
+                    self.dashboard_url,
+                    self.app_name,
+                    headers=self._auth_headers(),
+                    timeout=self.timeout,
+                )
+            return self._tracer
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Send queued request records, log lines and spans now; say if all left."""
+        with self._lock:
+            senders = list(self._senders.values())
+            tracer = self._tracer
+        done = all(sender.flush(timeout) for sender in senders)
+        return (tracer.flush(timeout) if tracer is not None else True) and done
+
     def close(self, timeout: float = 2.0) -> None:
         """Stop the background thread, unregistering the app first if it registered.
 
-        Wait at most `timeout` seconds; calling it again does nothing.
+        Queued request records and log lines are sent first. Wait at most
+        `timeout` seconds for each; calling it again does nothing.
         """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             thread = self._thread
+            handlers, self._log_handlers = self._log_handlers, []
+            senders = list(self._senders.values())
+            tracer = self._tracer
+        for target, handler in handlers:
+            target.removeHandler(handler)
+        for sender in senders:
+            sender.close(timeout)
+        if tracer is not None:
+            tracer.close(timeout)
         atexit.unregister(self.close)
         self._stopping.set()
         self._wake.set()
@@ -148,9 +255,42 @@ class DashboardClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _sender(self, kind: str) -> BatchSender | None:
+        with self._lock:
+            if self._closed:
+                return None
+            sender = self._senders.get(kind)
+            if sender is None:
+                if kind == "activity":
+                    path, encode = "/api/activity", self._wrap_requests
+                else:
+                    path, encode = "/api/logs", self._wrap_logs
+                sender = self._senders[kind] = BatchSender(
+                    self.dashboard_url + path,
+                    headers=self._auth_headers(),
+                    encode=encode,
+                    name=f"sollol-{kind}-{self.app_id}",
+                    timeout=self.timeout,
+                )
+            return sender
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {k: v for k, v in self._headers.items() if k == "Authorization"}
+
+    def _wrap_requests(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"app_id": self.app_id, "requests": records}
+
+    def _wrap_logs(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"app_id": self.app_id, "records": records}
+
     # --- background thread ----------------------------------------------------
 
     def _run(self) -> None:
+        # What this thread logs (and urllib3 for it) stays out of log_handler().
+        with sender_thread():
+            self._report_until_closed()
+
+    def _report_until_closed(self) -> None:
         retry_delay = FIRST_RETRY_DELAY
         while not self._stopping.is_set():
             # Clear before looking for work, so a wake-up that comes in between is

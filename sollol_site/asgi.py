@@ -15,11 +15,17 @@ from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from activity.api.ingest import routes as activity_ingest_routes  # noqa: E402
 from activity.routing import websocket_urlpatterns as activity_streams  # noqa: E402
 from applications.api.ingest import routes as application_ingest_routes  # noqa: E402
 from applications.routing import websocket_urlpatterns as application_streams  # noqa: E402
 from network.routing import websocket_urlpatterns as network_streams  # noqa: E402
 from sollol_site import ingest, realtime  # noqa: E402
+
+if settings.SOLLOL_CAPTURE_LOGS:
+    from activity import capture  # noqa: E402
+
+    capture.install(settings.SOLLOL_CAPTURE_LOG_LEVEL)
 
 
 class BrowserOriginValidator(OriginValidator):
@@ -49,7 +55,7 @@ class Lifespan:
 application = ProtocolTypeRouter(
     {
         "http": ingest.LeanRouter(
-            {**application_ingest_routes},
+            {**application_ingest_routes, **activity_ingest_routes},
             fallback=ASGIStaticFilesHandler(django_application),
         ),
         "websocket": BrowserOriginValidator(

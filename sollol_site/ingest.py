@@ -43,12 +43,19 @@ class WriterUnavailable(Exception):
     """The batch could not be written (the database is down or refused it)."""
 
 
+class WriterBusy(Exception):
+    """More items wait to be written than the writer may hold; try again later."""
+
+
 class BatchWriter:
     """Write items that arrive together in one transaction, in one thread."""
 
-    def __init__(self, name: str, flush: Flush) -> None:
+    def __init__(self, name: str, flush: Flush, max_pending: int | None = None) -> None:
         self.name = name
         self.flush = flush
+        # Past this many waiting items, submit() refuses instead of queueing: a
+        # flood must not grow the queue, and the memory it takes, without bound.
+        self.max_pending = max_pending
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(
             target=self._run, name=f"writer-{name}", daemon=True
@@ -57,6 +64,8 @@ class BatchWriter:
 
     async def submit(self, item: Any) -> Any:
         """Queue item; return its result once the transaction holding it committed."""
+        if self.max_pending is not None and self._queue.qsize() >= self.max_pending:
+            raise WriterBusy(self.name)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.put((item, loop, future))
@@ -132,14 +141,14 @@ _writers: dict[str, BatchWriter] = {}
 _writers_lock = threading.Lock()
 
 
-def get_writer(name: str, flush: Flush) -> BatchWriter:
+def get_writer(name: str, flush: Flush, max_pending: int | None = None) -> BatchWriter:
     """Return the process's writer of that name, starting it on first use."""
     writer = _writers.get(name)
     if writer is None:
         with _writers_lock:
             writer = _writers.get(name)
             if writer is None:
-                writer = _writers[name] = BatchWriter(name, flush)
+                writer = _writers[name] = BatchWriter(name, flush, max_pending)
     return writer
 
 
@@ -226,8 +235,14 @@ def check_write(scope: dict) -> None:
         raise HttpError(status, message, challenge)
 
 
-def lean_post(handler: Callable[[bytes], Awaitable[tuple[int, Any]]]) -> Handler:
-    """Wrap handler(body) -> (status, json) into an ASGI app for one POST endpoint."""
+def lean_post(
+    handler: Callable[[bytes], Awaitable[tuple[int, Any]]], *, reads_in_django=False
+) -> Handler:
+    """Wrap handler(body) -> (status, json) into an ASGI app for one POST endpoint.
+
+    With reads_in_django, LeanRouter passes the path's other methods (a GET listing
+    what was posted) on to Django; otherwise they get 405 here.
+    """
 
     async def app(scope: dict, receive: Callable, send: Callable) -> None:
         try:
@@ -243,12 +258,20 @@ def lean_post(handler: Callable[[bytes], Awaitable[tuple[int, Any]]]) -> Handler
             await send_json(
                 send, 503, {"error": "the database is unavailable; try again shortly"}
             )
+        except WriterBusy:
+            await send_json(
+                send,
+                503,
+                {"error": "too many writes are waiting; try again shortly"},
+                [(b"retry-after", b"1")],
+            )
         except Exception:
             logger.exception("%s %s failed", scope["method"], scope["path"])
             await send_json(send, 500, {"error": "internal error"})
         else:
             await send_json(send, status, body)
 
+    app.reads_in_django = reads_in_django
     return app
 
 
@@ -261,7 +284,9 @@ class LeanRouter:
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         handler = self.routes.get(scope["path"].rstrip("/"))
-        if handler is not None:
+        if handler is not None and not (
+            handler.reads_in_django and scope["method"] != "POST"
+        ):
             await handler(scope, receive, send)
             return
         await self._to_django(scope, receive, send)

@@ -37,6 +37,24 @@ def check_text(value: str, field: str) -> str:
     return value
 
 
+def storable(value: str) -> str:
+    """Return value with NUL and lone surrogates replaced by U+FFFD.
+
+    For text the dashboard did not choose to refuse (what a probed node answers):
+    JSON may carry "\\u0000" and "\\ud800", and PostgreSQL stores neither.
+    """
+    if "\x00" not in value:
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            pass
+    return "".join(
+        "\ufffd" if char == "\x00" or "\ud800" <= char <= "\udfff" else char
+        for char in value
+    )
+
+
 def check_document(value: Any, field: str, *, max_depth: int) -> Any:
     """Return a JSON value if every string in it is storable and it is not too deep."""
     stack = [(value, 1)]

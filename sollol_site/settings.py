@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "channels",
+    "django_prometheus",
     "sollol_site",
     "activity",
     "applications",
@@ -92,6 +93,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # The dashboard's own HTTP metrics at /metrics (this process's requests through
+    # Django; the lean ingest lane and WebSockets bypass middleware).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "sollol_site.middleware.JsonErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -100,6 +104,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "sollol_site.urls"
@@ -202,6 +207,17 @@ if SOLLOL_APP_REMOVE_AFTER <= SOLLOL_APP_STALE_AFTER:
 SOLLOL_EVENT_RETENTION_AGE = env_float("SOLLOL_EVENT_RETENTION_AGE", 7 * 24 * 3600.0)
 SOLLOL_EVENT_RETENTION_COUNT = env_int("SOLLOL_EVENT_RETENTION_COUNT", 100_000)
 SOLLOL_EVENT_PRUNE_INTERVAL = env_float("SOLLOL_EVENT_PRUNE_INTERVAL", 60.0)
+# Reported router requests (GET /api/metrics windows reach back at most 7 days;
+# Prometheus counters live in RequestTotals, which is never pruned).
+SOLLOL_REQUEST_RETENTION_AGE = env_float("SOLLOL_REQUEST_RETENTION_AGE", 24 * 3600.0)
+SOLLOL_REQUEST_RETENTION_COUNT = env_int("SOLLOL_REQUEST_RETENTION_COUNT", 500_000)
+# Log lines: a flood is cut back to the newest COUNT every PRUNE_INTERVAL seconds.
+SOLLOL_LOG_RETENTION_AGE = env_float("SOLLOL_LOG_RETENTION_AGE", 3 * 24 * 3600.0)
+SOLLOL_LOG_RETENTION_COUNT = env_int("SOLLOL_LOG_RETENTION_COUNT", 200_000)
+SOLLOL_ACTIVITY_PRUNE_INTERVAL = env_float("SOLLOL_ACTIVITY_PRUNE_INTERVAL", 10.0)
+# The dashboard's own log lines at this level and above go to /ws/logs too.
+SOLLOL_CAPTURE_LOGS = env_bool("SOLLOL_CAPTURE_LOGS", True)
+SOLLOL_CAPTURE_LOG_LEVEL = env_str("SOLLOL_CAPTURE_LOG_LEVEL", "INFO")
 
 # Periodic work, defined once: Celery beat runs it in production, the embedded
 # scheduler inside `manage.py serve` runs the same tasks on the same schedule.
@@ -217,6 +233,11 @@ CELERY_BEAT_SCHEDULE = {
     "prune-events": {
         "task": "activity.tasks.prune_events",
         "schedule": SOLLOL_EVENT_PRUNE_INTERVAL,
+    },
+    "prune-activity": {
+        "task": "activity.tasks.prune_activity",
+        "schedule": SOLLOL_ACTIVITY_PRUNE_INTERVAL,
+        "options": {"expires": SOLLOL_ACTIVITY_PRUNE_INTERVAL},
     },
 }
 
@@ -261,3 +282,14 @@ if SOLLOL_DISCOVERY_CIDRS:
         "task": "network.tasks.scan_subnets",
         "schedule": SOLLOL_DISCOVERY_RESCAN_INTERVAL,
     }
+
+# Traces: whole traces are pruned once idle longer than AGE seconds, and the oldest
+# go first whenever all stored spans together exceed COUNT.
+SOLLOL_TRACE_RETENTION_AGE = env_float("SOLLOL_TRACE_RETENTION_AGE", 24 * 3600.0)
+SOLLOL_TRACE_RETENTION_COUNT = env_int("SOLLOL_TRACE_RETENTION_COUNT", 100_000)
+# A gzipped body (OTLP exports) may inflate to at most this many bytes.
+SOLLOL_MAX_DECOMPRESSED_BYTES = env_int("SOLLOL_MAX_DECOMPRESSED_BYTES", 4 << 20)
+CELERY_BEAT_SCHEDULE["prune-traces"] = {
+    "task": "activity.tasks.prune_traces",
+    "schedule": SOLLOL_EVENT_PRUNE_INTERVAL,
+}

@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.http import JsonResponse
 from django.urls import include, path
+from django_prometheus.exports import ExportToDjangoView
 
+from activity.api import traces
+from activity.api.prometheus import prometheus_metrics
 from sollol_site import views
 
 urlpatterns = [
@@ -10,6 +13,12 @@ urlpatterns = [
     path("api/applications", include("applications.api.urls")),
     path("api/applications/", include("applications.api.urls")),
     path("api/network/", include("network.api.urls")),
+    path("api/traces", traces.TraceListView.as_view(), name="trace-list"),
+    path("api/traces/<str:trace_id>", traces.TraceDetailView.as_view(), name="trace"),
+    path("v1/traces", traces.otlp_traces, name="otlp-traces"),
+    path("api/", include("activity.api.urls")),
+    path("api/prometheus", prometheus_metrics, name="prometheus"),
+    path("metrics", ExportToDjangoView, name="prometheus-django-metrics"),
 ]
 
 

@@ -77,6 +77,9 @@ class LiveServer:
             "DATABASE_URL": self.database.url,
             "SOLLOL_CHANNEL_PREFIX": f"live{uuid.uuid4().hex[:8]}",
             "PYTHONUNBUFFERED": "1",
+            # A real server ships its own log lines to /ws/logs (the suite's own
+            # process does not: see conftest.py).
+            "SOLLOL_CAPTURE_LOGS": "true",
             **env,
         }
         self.process: subprocess.Popen | None = None

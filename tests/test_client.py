@@ -438,3 +438,103 @@ def test_it_explains_that_the_dashboard_server_is_missing(tmp_path):
         timeout=30,
     )
     assert "sollol_site" in result.stdout, result.stderr
+
+
+def test_it_reports_requests_that_the_metrics_then_show(live_dashboard, make_client):
+    client = make_client(live_dashboard.url, app_id="router-7")
+    for latency in (100.0, 200.0, 300.0):
+        client.record_request(
+            node="127.0.0.2:11434",
+            model="llama3.2:3b",
+            latency_ms=latency,
+            completion_tokens=30,
+        )
+    client.record_request(
+        node="127.0.0.2:11434", model="llama3.2:3b", latency_ms=50.0, ok=False
+    )
+    assert client.flush(5)
+
+    def reported():
+        body = requests.get(live_dashboard.url + "/api/metrics", timeout=2).json()
+        return body if body["totals"]["requests"] == 4 else None
+
+    body = wait_for(reported)
+    assert body["totals"]["success_rate"] == 0.75
+    assert body["totals"]["latency_ms"]["p50"] == 150.0
+    assert body["totals"]["tokens_per_second"] == 150.0  # 90 tokens in 0.6 s
+    [app] = body["per_application"]
+    assert app["app_id"] == "router-7"
+
+
+def test_its_log_handler_ships_lines_live_without_recursing(
+    live_dashboard, make_client
+):
+    from websockets.sync.client import connect
+
+    client = make_client(live_dashboard.url, app_id="logger-1")
+    app_log = logging.getLogger("test.app")
+    ws_url = live_dashboard.url.replace("http", "ws") + "/ws/logs?app_id=logger-1"
+    with connect(ws_url, open_timeout=5) as viewer:
+        handler = client.install_log_handler(level=logging.DEBUG)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.DEBUG)  # urllib3's own debug lines must not be sent
+        try:
+            app_log.info("serving %d requests", 3)
+            app_log.warning("node <b>127.0.0.2</b> slow")
+            assert client.flush(5)
+        finally:
+            root.setLevel(level)
+        lines = [json.loads(viewer.recv(timeout=5)) for _ in range(2)]
+        assert [line["message"] for line in lines] == [
+            "serving 3 requests",
+            "node <b>127.0.0.2</b> slow",
+        ]
+        assert [line["level"] for line in lines] == ["INFO", "WARNING"]
+        assert {line["logger"] for line in lines} == {"test.app"}
+        with pytest.raises(TimeoutError):
+            viewer.recv(timeout=0.5)  # nothing from urllib3 or the sender itself
+    assert handler.dropped == 0
+    client.close()
+    assert handler not in logging.getLogger().handlers
+
+
+def test_its_senders_drop_and_count_rather_than_block(thread_errors):
+    from sollol.batching import BatchSender
+
+    sender = BatchSender(
+        f"http://127.0.0.1:{free_port()}/api/logs",
+        headers={},
+        encode=lambda items: items,
+        name="test",
+        max_queue=10,
+        interval=0.05,
+    )
+    started = time.monotonic()
+    for i in range(50):
+        sender.put({"message": f"m{i}"})
+    assert time.monotonic() - started < 0.1
+    time.sleep(0.3)  # it tried, failed, and keeps the newest 10 for a retry
+    stats = sender.stats
+    assert stats["dropped"] == 40 and stats["queued"] == 10 and stats["sent"] == 0
+    sender.close(1)
+    assert not thread_errors
+
+
+def test_its_traces_reach_the_dashboard_as_one_tree(live_dashboard, make_client):
+    client = make_client(live_dashboard.url, app_name="Tracing App")
+    with client.trace("generate", model="llama3.2:3b") as outer:
+        with client.trace("pick-node", node="127.0.0.2:11434"):
+            pass
+    assert client.flush(5)
+
+    def stored():
+        response = requests.get(
+            f"{live_dashboard.url}/api/traces/{outer.trace_id}", timeout=2
+        )
+        return response.json() if response.status_code == 200 else None
+
+    tree = wait_for(stored)
+    text = json.dumps(tree)
+    assert "generate" in text and "pick-node" in text
+    assert "Tracing App" in text  # the app's name is the service

@@ -37,9 +37,12 @@ def test_it_schedules_every_periodic_job_for_the_embedded_scheduler_too():
     scheduler = Scheduler(settings.CELERY_BEAT_SCHEDULE)
     intervals = {name: interval for name, _, interval in scheduler.entries}
     assert intervals["sweep-applications"] <= 1.0
-    assert {task.name for _, task, _ in scheduler.entries} == {
+    scheduled = {task.name for _, task, _ in scheduler.entries}
+    assert scheduled == {job["task"] for job in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert {
         "applications.tasks.sweep_applications",
         "activity.tasks.prune_events",
+        "activity.tasks.prune_activity",
         "network.tasks.probe_network",
         "network.tasks.prune_node_history",
-    }
+    } <= scheduled

@@ -147,3 +147,25 @@ async def test_it_tells_a_garbled_reply_from_a_dead_node(reply):
         result = await probe(url, timeout=0.5)
     assert not result.ok
     assert result.error
+
+
+@pytest.mark.django_db
+def test_what_a_node_says_is_stored_even_when_no_database_could_store_it_as_is():
+    """JSON may carry \\u0000 and lone surrogates; PostgreSQL stores neither."""
+    from django.utils import timezone
+
+    from network import services
+    from network.models import OllamaNode
+    from network.probes import NodeProbe, _models
+
+    body = (
+        b'{"models": [{"name": "evil\\u0000name", "size": 1, "size_vram": 1,'
+        b' "details": {"family": "lone\\ud800"}}]}'
+    )
+    [model] = _models(body, ("name", "size", "size_vram"))
+    assert model["name"] == "evil\ufffdname"
+    assert model["details"]["family"] == "lone\ufffd"
+    [node] = services.ensure_nodes(["127.0.0.2"], source="config", now=timezone.now())
+    probe = NodeProbe(ok=True, answered=True, latency_ms=1.0, loaded_models=[model])
+    services.record_node_probes([(node.id, probe)], now=timezone.now())
+    assert OllamaNode.objects.get().loaded_models[0]["name"] == "evil\ufffdname"

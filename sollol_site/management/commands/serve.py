@@ -75,6 +75,10 @@ class Command(BaseCommand):
             loop="none",
             http="httptools",
             ws="websockets-sansio",
+            # Compressing every stream message for every viewer cost a fifth of the
+            # event loop with 50 log viewers (bench/logs.py); the dashboard serves a
+            # LAN, where bandwidth is cheap and the CPU is shared with probing.
+            ws_per_message_deflate=False,
             lifespan="on",
             log_level="warning",
             access_log=False,

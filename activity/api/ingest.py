@@ -1,0 +1,48 @@
+"""POST /api/activity and POST /api/logs on the lean lane (see sollol_site.ingest)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from activity import logs, metrics
+from sollol_site import jsonio
+from sollol_site.ingest import get_writer, lean_post
+
+# Requests (each up to the body limit) that may wait for the log writer before new
+# ones are refused with 503 and Retry-After.
+MAX_PENDING_LOG_BATCHES = 256
+MAX_PENDING_ACTIVITY_BATCHES = 256
+
+
+def _write_requests(
+    reports: Sequence[list[metrics.RequestReport]], now: dt.datetime
+) -> list[int]:
+    metrics.record_requests([r for report in reports for r in report], now=now)
+    return [len(report) for report in reports]
+
+
+def _write_logs(batches: Sequence[list[logs.LogLine]], now: dt.datetime) -> list[int]:
+    logs.record_logs([line for batch in batches for line in batch], now=now)
+    return [len(batch) for batch in batches]
+
+
+async def _activity(body: bytes) -> tuple[int, dict[str, Any]]:
+    reports = metrics.parse_activity(jsonio.loads(body))
+    writer = get_writer("activity", _write_requests, MAX_PENDING_ACTIVITY_BATCHES)
+    accepted = await writer.submit(reports)
+    return 200, {"status": "ok", "accepted": accepted}
+
+
+async def _logs(body: bytes) -> tuple[int, dict[str, Any]]:
+    lines = logs.parse_logs(jsonio.loads(body))
+    writer = get_writer("logs", _write_logs, MAX_PENDING_LOG_BATCHES)
+    accepted = await writer.submit(lines)
+    return 200, {"status": "ok", "accepted": accepted}
+
+
+routes = {
+    "/api/activity": lean_post(_activity),
+    "/api/logs": lean_post(_logs, reads_in_django=True),
+}

@@ -1,0 +1,124 @@
+"""Traces over HTTP: native ingest and reads (REST lane), OTLP/HTTP export (plain view).
+
+POST /v1/traces is a plain Django view, not DRF: it reads protobuf as well as JSON,
+may be gzipped, and must answer in the encoding it was asked in.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework.exceptions import NotFound, ParseError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from activity import otlp, traces
+from sollol_site import jsonio
+from sollol_site.auth import check_bearer
+from sollol_site.parsers import too_large_message
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+PROTOBUF = "application/x-protobuf"
+
+
+def _number_param(
+    request, name: str, default: float | None, maximum: float
+) -> float | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ParseError(f"{name} must be a number") from None
+    if not 0 <= value <= maximum:  # also refuses NaN
+        raise ParseError(f"{name} must be between 0 and {maximum:g}")
+    return value
+
+
+class TraceListView(APIView):
+    def get(self, request):
+        limit = int(_number_param(request, "limit", DEFAULT_LIMIT, MAX_LIMIT))
+        service = request.query_params.get("service") or None
+        found = traces.recent_traces(
+            service=service,
+            min_duration_ms=_number_param(request, "min_duration_ms", None, 1e12),
+            limit=limit,
+        )
+        return Response(
+            {"traces": [traces.trace_data(trace) for trace in found], "limit": limit}
+        )
+
+    def post(self, request):
+        spans = traces.parse_native(request.data)
+        accepted = traces.ingest_spans(spans, now=timezone.now())
+        return Response({"status": "ok", "accepted": accepted})
+
+
+class TraceDetailView(APIView):
+    def get(self, request, trace_id: str):
+        try:
+            trace_id = traces.parse_trace_id(trace_id)
+        except jsonio.PayloadError as exc:
+            raise ParseError(str(exc)) from None
+        tree = traces.trace_tree(trace_id)
+        if tree is None:
+            raise NotFound(f"no trace with trace_id {trace_id}")
+        return Response(tree)
+
+
+def _error(status: int, message: str, **headers: str) -> JsonResponse:
+    response = JsonResponse({"error": message}, status=status)
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
+
+
+@csrf_exempt
+def otlp_traces(request: HttpRequest) -> HttpResponse:
+    """Take an OTLP/HTTP trace export (JSON or protobuf, maybe gzipped)."""
+    if request.method != "POST":
+        return _error(405, "use POST", Allow="POST")
+    refusal = check_bearer(request.headers.get("Authorization"))
+    if refusal is not None:
+        status, message = refusal
+        if status == 401:
+            return _error(status, message, WWW_Authenticate="Bearer")
+        return _error(status, message)
+    content_type = (request.content_type or "").lower()
+    if content_type not in ("application/json", PROTOBUF):
+        return _error(415, f"Content-Type must be application/json or {PROTOBUF}")
+    try:
+        body = otlp.inflate(
+            request.body,
+            request.headers.get("Content-Encoding"),
+            limit=settings.SOLLOL_MAX_DECOMPRESSED_BYTES,
+        )
+        if content_type == PROTOBUF:
+            export = otlp.parse_protobuf(body)
+        else:
+            export = otlp.parse_json(jsonio.loads(body))
+        traces.ingest_spans(export.spans, now=timezone.now())
+    except RequestDataTooBig:
+        return _error(413, too_large_message())
+    except otlp.BodyTooLarge as exc:
+        return _error(413, str(exc))
+    except otlp.UnsupportedEncoding as exc:
+        return _error(415, str(exc))
+    except jsonio.PayloadError as exc:
+        return _error(400, str(exc))
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("database unavailable: %s", exc)
+        return _error(503, "the database is unavailable; try again shortly")
+    if content_type == PROTOBUF:
+        return HttpResponse(otlp.protobuf_response(export), content_type=PROTOBUF)
+    return JsonResponse(otlp.json_response(export))

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from activity.api import views
+
+urlpatterns = [
+    path("metrics", views.MetricsView.as_view(), name="metrics"),
+    path("logs", views.LogListView.as_view(), name="logs"),
+]

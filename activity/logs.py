@@ -1,0 +1,308 @@
+"""Log lines from applications and from the dashboard itself: stored, then streamed.
+
+Every line is a LogRecord row first; /ws/logs viewers read the rows, so each viewer
+gets every line (fan-out through the channel layer, which only says "lines up to id
+N are committed") and `?since=` replays what a viewer missed. Retention is bounded
+by age and by count, and ingest refuses with 503 rather than queueing without
+bound, so a flood of logs can exhaust neither memory nor the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection, transaction
+
+from activity.choices import Stream
+from activity.models import LogRecord
+from activity.services import prune_oldest
+from sollol_site import realtime
+from sollol_site.jsonio import PayloadError, check_document, check_text
+
+MAX_LINES_PER_BATCH = 5000
+MAX_MESSAGE_CHARS = 16_384
+EXTRA_MAX_DEPTH = 6
+DASHBOARD_APP_ID = "sollol-dashboard"  # the dashboard's own log lines
+# Ids of log lines must be handed out in commit order, as event ids are (see
+# activity.services.EVENT_LOG_LOCK); a lock of their own keeps the two apart.
+LOG_LOCK = 0x5011_0200
+
+LEVELS = {
+    "TRACE": 5,
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "WARN": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+    "FATAL": logging.CRITICAL,
+}
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One validated log line, before it is stored."""
+
+    level: str
+    levelno: int
+    message: str
+    logger: str = ""
+    app_id: str = ""
+    timestamp: dt.datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- input ----------------------------------------------------------------------
+
+
+def parse_level(value: Any, field_name: str = "level") -> tuple[str, int]:
+    """Return (name, number) of a level given by name ("warning") or number (30)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= 100:
+            raise PayloadError(f"{field_name} must be between 0 and 100")
+        return _NAME_OF.get(value, f"LEVEL{value}"), value
+    if isinstance(value, str) and value.strip().upper() in LEVELS:
+        number = LEVELS[value.strip().upper()]
+        return _NAME_OF[number], number
+    raise PayloadError(
+        f"{field_name} must be one of {', '.join(sorted(LEVELS))} or a number"
+    )
+
+
+_NAME_OF = {
+    5: "TRACE",
+    10: "DEBUG",
+    20: "INFO",
+    30: "WARNING",
+    40: "ERROR",
+    50: "CRITICAL",
+}
+
+
+def parse_logs(data: Any) -> list[LogLine]:
+    """Return the lines of a POST /api/logs body.
+
+    The body is a list of records, {"records": [...]} (optionally with an "app_id"
+    for all of them), or one record.
+    """
+    default_app = ""
+    if isinstance(data, dict) and "records" in data:
+        default_app = _string(data, "app_id", 128, "")
+        data = data["records"]
+    elif isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise PayloadError("the body must be a list of log records")
+    if len(data) > MAX_LINES_PER_BATCH:
+        raise PayloadError(
+            f"at most {MAX_LINES_PER_BATCH} records per request, got {len(data)}"
+        )
+    return [_parse_line(item, i, default_app) for i, item in enumerate(data)]
+
+
+def _parse_line(item: Any, index: int, default_app: str) -> LogLine:
+    where = f"records[{index}]."
+    if not isinstance(item, dict):
+        raise PayloadError(f"records[{index}] must be a JSON object")
+    message = item.get("message")
+    if not isinstance(message, str):
+        raise PayloadError(f"{where}message must be a string")
+    check_text(message, f"{where}message")
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
+    level, levelno = parse_level(item.get("level", "INFO"), f"{where}level")
+    extra = item.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise PayloadError(f"{where}extra must be a JSON object")
+    check_document(extra, f"{where}extra", max_depth=EXTRA_MAX_DEPTH)
+    return LogLine(
+        level=level,
+        levelno=levelno,
+        message=message,
+        logger=_string(item, "logger", 200, where),
+        app_id=_string(item, "app_id", 128, where) or default_app,
+        timestamp=_timestamp(item.get("timestamp"), where),
+        extra=extra,
+    )
+
+
+def _string(data: dict, name: str, max_length: int, where: str) -> str:
+    value = data.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise PayloadError(f"{where}{name} must be a string")
+    check_text(value, f"{where}{name}")
+    if len(value) > max_length:
+        raise PayloadError(f"{where}{name} is longer than {max_length} characters")
+    return value
+
+
+def _timestamp(value: Any, where: str) -> dt.datetime | None:
+    """Accept Unix seconds or ISO 8601; None means "when it arrived"."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise PayloadError(f"{where}timestamp must be finite")
+        try:
+            return dt.datetime.fromtimestamp(value, tz=dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            raise PayloadError(f"{where}timestamp is out of range") from None
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise PayloadError(f"{where}timestamp is not ISO 8601") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    raise PayloadError(f"{where}timestamp must be Unix seconds or ISO 8601")
+
+
+# --- writing --------------------------------------------------------------------
+
+
+def record_logs(lines: Sequence[LogLine], *, now: dt.datetime) -> int:
+    """Store lines in one transaction; viewers hear of them when it commits."""
+    if not lines:
+        return 0
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOG_LOCK])
+        rows = LogRecord.objects.bulk_create(
+            [
+                LogRecord(
+                    timestamp=line.timestamp or now,
+                    level=line.level,
+                    levelno=line.levelno,
+                    logger=line.logger,
+                    message=line.message,
+                    app_id=line.app_id,
+                    extra=line.extra,
+                )
+                for line in lines
+            ]
+        )
+        newest = max(row.id for row in rows)
+        transaction.on_commit(lambda: realtime.announce(Stream.LOGS, newest))
+    return len(rows)
+
+
+def prune_logs(*, now: dt.datetime, max_age: float, max_count: int) -> int:
+    """Delete lines older than max_age seconds, then all but the newest max_count."""
+    return prune_oldest(LogRecord, now=now, max_age=max_age, max_count=max_count)
+
+
+# --- reading --------------------------------------------------------------------
+
+
+def log_message(row: LogRecord | tuple) -> dict[str, Any]:
+    """Return a line as /ws/logs and GET /api/logs show it."""
+    if isinstance(row, LogRecord):
+        row = tuple(getattr(row, column) for column in COLUMNS)
+    id, timestamp, level, _, logger, message, app_id, extra = row
+    return {
+        "id": id,
+        "type": "log",
+        "timestamp": timestamp.timestamp(),
+        "level": level,
+        "logger": logger,
+        "message": message,
+        "app_id": app_id,
+        "extra": extra,
+    }
+
+
+COLUMNS = (
+    "id",
+    "timestamp",
+    "level",
+    "levelno",
+    "logger",
+    "message",
+    "app_id",
+    "extra",
+)
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """What a viewer or a GET /api/logs asked to see."""
+
+    min_level: int = 0
+    app_id: str | None = None
+    search: str | None = None
+
+    def matches(self, levelno: int, app_id: str, message: str) -> bool:
+        return (
+            levelno >= self.min_level
+            and (self.app_id is None or app_id == self.app_id)
+            and (self.search is None or self.search.lower() in message.lower())
+        )
+
+    def apply(self, rows):
+        if self.min_level:
+            rows = rows.filter(levelno__gte=self.min_level)
+        if self.app_id is not None:
+            rows = rows.filter(app_id=self.app_id)
+        if self.search:
+            rows = rows.filter(message__icontains=self.search)
+        return rows
+
+
+def parse_filter(query: dict[str, str]) -> LogFilter:
+    """Return the filter of ?level=WARNING&app_id=...&q=... (PayloadError if bad)."""
+    min_level = 0
+    if query.get("level"):
+        _, min_level = parse_level(
+            int(query["level"]) if query["level"].isdigit() else query["level"]
+        )
+    app_id = query.get("app_id")
+    if app_id is not None:
+        check_text(app_id, "app_id")
+    search = query.get("q") or None
+    if search is not None:
+        check_text(search, "q")
+    return LogFilter(min_level=min_level, app_id=app_id, search=search)
+
+
+def rows_after(
+    after_id: int, *, up_to: int | None = None, filter: LogFilter, limit: int
+) -> list[tuple]:
+    """Return the stored lines after after_id that pass filter, as COLUMNS tuples."""
+    rows = filter.apply(LogRecord.objects.filter(id__gt=after_id))
+    if up_to is not None:
+        rows = rows.filter(id__lte=up_to)
+    return list(rows.order_by("id").values_list(*COLUMNS)[:limit])
+
+
+def lines_after(
+    after_id: int, *, up_to: int | None = None, filter: LogFilter, limit: int
+) -> list[tuple[int, str]]:
+    """Return (id, JSON text) of stored lines after after_id that pass filter."""
+    return [
+        (row[0], json.dumps(log_message(row), ensure_ascii=False))
+        for row in rows_after(after_id, up_to=up_to, filter=filter, limit=limit)
+    ]
+
+
+def recent_lines(
+    *, filter: LogFilter, limit: int, before_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Return the newest lines that pass filter, oldest first."""
+    rows = filter.apply(LogRecord.objects.all())
+    if before_id is not None:
+        rows = rows.filter(id__lt=before_id)
+    newest = list(rows.order_by("-id").values_list(*COLUMNS)[:limit])
+    return [log_message(row) for row in reversed(newest)]
+
+
+def last_log_id() -> int:
+    newest = LogRecord.objects.order_by("-id").values_list("id", flat=True).first()
+    return newest or 0
