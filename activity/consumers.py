@@ -31,10 +31,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         realtime.attach_running_loop()
-        since = self._since()
+        since = since_of(query_of(self.scope))
         if since is None:
-            await self.accept()
-            await self._reject("since must be a non-negative integer event id")
+            await reject(self, "since must be a non-negative integer event id")
             return
         await realtime.subscribe(self.stream, self.channel_name)
         if since < 0:
@@ -67,21 +66,29 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             if len(events) < REPLAY_BATCH:
                 return
 
-    def _since(self) -> int | None:
-        """Return ?since as an int, -1 when absent (live only), None when malformed."""
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        values = query.get("since")
-        if not values:
-            return -1
-        try:
-            since = int(values[-1])
-        except ValueError:
-            return None
-        return since if since >= 0 else None
 
-    async def _reject(self, reason: str) -> None:
-        await self.send(text_data=json.dumps({"type": "error", "message": reason}))
-        await self.close(code=4400)
+def query_of(scope: dict) -> dict[str, str]:
+    """Return a socket's query parameters, the last value of each."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return {key: values[-1] for key, values in query.items()}
+
+
+def since_of(query: dict[str, str]) -> int | None:
+    """Return ?since as an int, -1 when absent (live only), None when malformed."""
+    if "since" not in query:
+        return -1
+    try:
+        since = int(query["since"])
+    except ValueError:
+        return None
+    return since if since >= 0 else None
+
+
+async def reject(consumer: AsyncWebsocketConsumer, reason: str) -> None:
+    """Accept the socket only to say why it is refused, then close it with 4400."""
+    await consumer.accept()
+    await consumer.send(text_data=json.dumps({"type": "error", "message": reason}))
+    await consumer.close(code=4400)
 
 
 class ModelActivityConsumer(EventStreamConsumer):
@@ -101,24 +108,15 @@ class LogStreamConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         realtime.attach_running_loop()
-        query = {
-            key: values[-1]
-            for key, values in parse_qs(
-                self.scope.get("query_string", b"").decode("latin-1")
-            ).items()
-        }
-        since = EventStreamConsumer._since(self)
+        query = query_of(self.scope)
+        since = since_of(query)
         try:
             self.filter = logs.parse_filter(query)
         except PayloadError as exc:
-            await self.accept()
-            await EventStreamConsumer._reject(self, str(exc))
+            await reject(self, str(exc))
             return
         if since is None:
-            await self.accept()
-            await EventStreamConsumer._reject(
-                self, "since must be a non-negative integer log id"
-            )
+            await reject(self, "since must be a non-negative integer log id")
             return
         self.batch = query.get("batch", "") in ("1", "true", "yes")
         await realtime.subscribe(Stream.LOGS, self.channel_name)

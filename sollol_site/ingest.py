@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from sollol_site import jsonio
 from sollol_site.auth import check_bearer
-from sollol_site.parsers import too_large_message
+from sollol_site.parsers import body_limit, too_large_message
 
 logger = logging.getLogger(__name__)
 
@@ -199,12 +199,12 @@ def header(scope: dict, name: bytes) -> str | None:
 
 async def read_body(scope: dict, receive: Callable) -> bytes:
     """Return the request body, or raise HttpError 413 past the configured limit."""
-    limit = settings.SOLLOL_MAX_BODY_BYTES
+    limit = body_limit(scope["path"])
     declared = header(scope, b"content-length")
     if declared is not None:
         try:
             if int(declared) > limit:
-                raise HttpError(413, too_large_message())
+                raise HttpError(413, too_large_message(scope["path"]))
         except ValueError:
             raise HttpError(400, "Content-Length is not a number") from None
     chunks, size = [], 0
@@ -215,7 +215,7 @@ async def read_body(scope: dict, receive: Callable) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise HttpError(413, too_large_message())
+            raise HttpError(413, too_large_message(scope["path"]))
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

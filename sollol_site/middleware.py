@@ -24,7 +24,7 @@ class JsonErrorMiddleware:
         if not request.path.startswith("/api/"):
             return None
         if isinstance(exception, RequestDataTooBig):
-            return JsonResponse({"error": too_large_message()}, status=413)
+            return JsonResponse({"error": too_large_message(request.path)}, status=413)
         if isinstance(exception, (OperationalError, InterfaceError)):
             logger.warning("database unavailable: %s", exception)
             return JsonResponse(

@@ -15,8 +15,20 @@ class RequestTooLarge(exceptions.APIException):
     default_code = "too_large"
 
 
-def too_large_message() -> str:
-    return f"request body is larger than {settings.SOLLOL_MAX_BODY_BYTES} bytes"
+# Trace exports come in batches (an OpenTelemetry SDK sends up to 512 spans at once,
+# uncompressed by default): they get a limit of their own.
+TRACE_PATHS = frozenset({"/v1/traces", "/api/traces"})
+
+
+def body_limit(path: str) -> int:
+    """Return the largest request body accepted on path, in bytes."""
+    if path.rstrip("/") in TRACE_PATHS:
+        return settings.SOLLOL_MAX_TRACE_BODY_BYTES
+    return settings.SOLLOL_MAX_BODY_BYTES
+
+
+def too_large_message(path: str = "") -> str:
+    return f"request body is larger than {body_limit(path)} bytes"
 
 
 class StrictJSONParser(BaseParser):
@@ -26,10 +38,12 @@ class StrictJSONParser(BaseParser):
     media_type = "*/*"
 
     def parse(self, stream, media_type=None, parser_context=None):
-        limit = settings.SOLLOL_MAX_BODY_BYTES
+        request = (parser_context or {}).get("request")
+        path = request.path if request is not None else ""
+        limit = body_limit(path)
         body = stream.read(limit + 1) if stream is not None else b""
         if len(body) > limit:
-            raise RequestTooLarge(too_large_message())
+            raise RequestTooLarge(too_large_message(path))
         try:
             return jsonio.loads(body)
         except jsonio.PayloadError as exc:

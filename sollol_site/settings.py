@@ -190,7 +190,10 @@ REST_FRAMEWORK = {
 
 # Bodies larger than this are refused with 413 on every lane.
 SOLLOL_MAX_BODY_BYTES = env_int("SOLLOL_MAX_BODY_BYTES", 256 * 1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = SOLLOL_MAX_BODY_BYTES
+# POST /api/traces and /v1/traces: an SDK's batch of 512 spans, uncompressed.
+SOLLOL_MAX_TRACE_BODY_BYTES = env_int("SOLLOL_MAX_TRACE_BODY_BYTES", 4 * 1024 * 1024)
+# Django's own cap; the lean router has already refused what is over each path's.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(SOLLOL_MAX_BODY_BYTES, SOLLOL_MAX_TRACE_BODY_BYTES)
 
 # Writes need "Authorization: Bearer <token>" when any token is set; several tokens
 # (comma-separated) allow rotation.

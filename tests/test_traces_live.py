@@ -180,7 +180,7 @@ def test_it_refuses_oversized_and_bomb_exports_over_http(live_dashboard):
     url = f"{live_dashboard.url}/v1/traces"
     too_big = requests.post(
         url,
-        data=b"\0" * (300 * 1024),
+        data=b"\0" * (4 * 1024 * 1024 + 1),  # over SOLLOL_MAX_TRACE_BODY_BYTES
         headers={"Content-Type": "application/x-protobuf"},
         timeout=5,
     )

@@ -109,7 +109,7 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
             export = otlp.parse_json(jsonio.loads(body))
         traces.ingest_spans(export.spans, now=timezone.now())
     except RequestDataTooBig:
-        return _error(413, too_large_message())
+        return _error(413, too_large_message(request.path))
     except otlp.BodyTooLarge as exc:
         return _error(413, str(exc))
     except otlp.UnsupportedEncoding as exc:

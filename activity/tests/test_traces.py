@@ -673,3 +673,32 @@ def test_it_shows_traces_and_spans_read_only_in_the_admin(admin_client, client):
     page = admin_client.get(f"/admin/activity/span/{row.pk}/change/")
     assert page.status_code == 200
     assert "Save" not in page.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_full_sdk_batch_fits_where_other_bodies_would_not():
+    """512 spans uncompressed exceed the 256 KB of other writes, not the trace limit."""
+    from channels.testing import HttpCommunicator
+
+    from sollol_site.asgi import application
+
+    spans = [
+        otlp_json_span(f"{i + 1:016x}", "", NS + i, NS + 10**6 + i, name="x" * 400)
+        for i in range(512)
+    ]
+    body = json.dumps(otlp_json_request(*spans)).encode()
+    assert 256 * 1024 < len(body) < 4 * 1024 * 1024
+
+    async def send(path: str) -> int:
+        communicator = HttpCommunicator(
+            application,
+            "POST",
+            path,
+            body=body,
+            headers=[(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
+        )
+        return (await communicator.get_response(timeout=20))["status"]
+
+    assert await send("/v1/traces") == 200
+    assert await Span.objects.acount() == 512
+    assert await send("/api/applications/register") == 413
