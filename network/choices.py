@@ -7,6 +7,10 @@ class NodeStatus(models.TextChoices):
     DEGRADED = "degraded", "Degraded"  # answers, but slowly or with errors
     UNHEALTHY = "unhealthy", "Unhealthy"  # failed the last probe
     OFFLINE = "offline", "Offline"  # failed several probes in a row
+    REJECTED = (
+        "rejected",
+        "Rejected",
+    )  # outside SOLLOL_ALLOWED_NODE_CIDRS: not contacted
 
 
 class BackendStatus(models.TextChoices):
@@ -15,6 +19,10 @@ class BackendStatus(models.TextChoices):
     BUSY = "busy", "Busy"  # accepts, but serves another client
     OFFLINE = "offline", "Offline"
     INCOMPATIBLE = "incompatible", "Incompatible"  # speaks something else
+    REJECTED = (
+        "rejected",
+        "Rejected",
+    )  # outside SOLLOL_ALLOWED_NODE_CIDRS: not contacted
 
 
 class Source(models.TextChoices):

@@ -13,10 +13,11 @@ from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
-from network import services
+from network import allowlist, services
+from network.choices import BackendStatus
 from network.models import OllamaNode, RpcBackend
-from network.probes import probe_node
-from network.rpc import probe_backend
+from network.probes import NodeProbe, probe_node
+from network.rpc import RpcProbe, probe_backend
 
 FLUSH_EVERY = 0.05  # seconds: results that arrive together are written together
 
@@ -45,13 +46,22 @@ def run_cycle(*, now: dt.datetime) -> CycleReport:
             node.id,
             node.url,
             node.tags_checked_at is None or node.tags_checked_at <= tags_due,
+            _gate(node),
         )
-        for node in OllamaNode.objects.only("id", "url", "tags_checked_at")
+        for node in OllamaNode.objects.only(
+            "id", "url", "host", "port", "source", "tags_checked_at"
+        )
     ]
     backends = [
-        (backend.id, backend.host, backend.port, services.needs_session(backend, now))
+        (
+            backend.id,
+            backend.host,
+            backend.port,
+            services.needs_session(backend, now),
+            _gate(backend),
+        )
         for backend in RpcBackend.objects.only(
-            "id", "host", "port", "status", "session_at"
+            "id", "host", "port", "source", "status", "session_at"
         )
     ]
     started = time.perf_counter()
@@ -78,12 +88,19 @@ async def _probe_all(nodes, backends, writer: ThreadPoolExecutor) -> int:
     limit = asyncio.Semaphore(settings.SOLLOL_PROBE_CONCURRENCY)
     node_results: list = []
     backend_results: list = []
+    refused_nodes: list = []
+    refused_backends: list = []
     changes = 0
 
     async def flush() -> None:
-        nonlocal node_results, backend_results, changes
+        nonlocal node_results, backend_results, refused_nodes, refused_backends
+        nonlocal changes
         batch_nodes, node_results = node_results, []
         batch_backends, backend_results = backend_results, []
+        refused = (refused_nodes, refused_backends)
+        refused_nodes, refused_backends = [], []
+        if any(refused):
+            changes += await loop.run_in_executor(writer, _record_refused, *refused)
         if batch_nodes:
             changes += await loop.run_in_executor(
                 writer, _record, services.record_node_probes, batch_nodes
@@ -93,14 +110,52 @@ async def _probe_all(nodes, backends, writer: ThreadPoolExecutor) -> int:
                 writer, _record, services.record_backend_probes, batch_backends
             )
 
-    async def probe_one_node(node_id: int, url: str, with_tags: bool) -> None:
+    async def probe_one_node(
+        node_id: int, url: str, with_tags: bool, gate: tuple | None
+    ) -> None:
         async with limit:
-            probe = await probe_node(url, timeout=timeout, with_tags=with_tags)
+            started = time.monotonic()
+            try:
+                address = await _allowed(gate, timeout)
+            except allowlist.Refused as refusal:
+                refused_nodes.append((node_id, str(refusal)))
+                return
+            except (OSError, TimeoutError) as exc:
+                error = f"cannot resolve {gate[0]}: {exc}"[:300]
+                node_results.append(
+                    (node_id, NodeProbe(ok=False, answered=False, error=error))
+                )
+                return
+            probe = await probe_node(
+                url,
+                timeout=max(0.01, timeout - (time.monotonic() - started)),
+                with_tags=with_tags,
+                connect_to=address,
+            )
         node_results.append((node_id, probe))
 
-    async def probe_one_backend(backend_id: int, host: str, port: int, session: bool):
+    async def probe_one_backend(
+        backend_id: int, host: str, port: int, session: bool, gate: tuple | None
+    ):
         async with limit:
-            probe = await probe_backend(host, port, timeout=timeout, deep=session)
+            started = time.monotonic()
+            try:
+                address = await _allowed(gate, timeout) or host
+            except allowlist.Refused as refusal:
+                refused_backends.append((backend_id, str(refusal)))
+                return
+            except (OSError, TimeoutError) as exc:
+                error = f"cannot resolve {host}: {exc}"[:300]
+                backend_results.append(
+                    (backend_id, RpcProbe(BackendStatus.OFFLINE, error=error), False)
+                )
+                return
+            probe = await probe_backend(
+                address,
+                port,
+                timeout=max(0.01, timeout - (time.monotonic() - started)),
+                deep=session,
+            )
         backend_results.append((backend_id, probe, session))
 
     tasks = [asyncio.create_task(probe_one_node(*node)) for node in nodes] + [
@@ -115,3 +170,21 @@ async def _probe_all(nodes, backends, writer: ThreadPoolExecutor) -> int:
 
 def _record(record, results) -> int:
     return record(results, now=timezone.now())
+
+
+def _record_refused(nodes, backends) -> int:
+    return services.record_rejections(nodes, backends, now=timezone.now())
+
+
+def _gate(target: OllamaNode | RpcBackend) -> tuple[str, int] | None:
+    """Return (host, port) to check against the allow-list, None for trusted ones."""
+    if target.source in allowlist.GATED_SOURCES:
+        return target.host, target.port
+    return None
+
+
+async def _allowed(gate: tuple[str, int] | None, timeout: float) -> str | None:
+    """Return the checked address to connect to (None: connect by name as usual)."""
+    if gate is None:
+        return None
+    return await allowlist.resolve_allowed(*gate, timeout=timeout)

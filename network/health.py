@@ -27,6 +27,7 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
             "id", filter=Q(status__in=[NodeStatus.UNHEALTHY, NodeStatus.OFFLINE])
         ),
         unknown=Count("id", filter=Q(status=NodeStatus.UNKNOWN)),
+        rejected=Count("id", filter=Q(status=NodeStatus.REJECTED)),
     )
     backends = RpcBackend.objects.aggregate(
         total=Count("id"),
@@ -34,6 +35,7 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         busy=Count("id", filter=Q(status=BackendStatus.BUSY)),
         offline=Count("id", filter=Q(status=BackendStatus.OFFLINE)),
         incompatible=Count("id", filter=Q(status=BackendStatus.INCOMPATIBLE)),
+        rejected=Count("id", filter=Q(status=BackendStatus.REJECTED)),
     )
     reasons = []
     if nodes["down"]:
@@ -48,8 +50,18 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         reasons.append(
             f"{backends['incompatible']} RPC backends speak another protocol"
         )
-    probed = nodes["total"] - nodes["unknown"]
-    if nodes["total"] and not nodes["healthy"] and not nodes["degraded"] and probed:
+    # Not a health problem of the fleet, but the operator should hear of it.
+    rejected = nodes["rejected"] + backends["rejected"]
+    notes = (
+        [
+            f"{rejected} nodes or backends reported by apps or the API are outside "
+            "SOLLOL_ALLOWED_NODE_CIDRS and were not contacted"
+        ]
+        if rejected
+        else []
+    )
+    probed = nodes["total"] - nodes["unknown"] - nodes["rejected"]
+    if probed and not nodes["healthy"] and not nodes["degraded"]:
         status = "critical"
         reasons.insert(0, "no node is usable")
     elif not probed and not (backends["total"] and backends["online"]):
@@ -66,14 +78,17 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         "status": status,
         "reason": "; ".join(reasons),
         "reasons": reasons,
+        "notes": notes,
         "nodes_total": nodes["total"],
         "nodes_healthy": nodes["healthy"],
         "nodes_degraded": nodes["degraded"],
         "nodes_down": nodes["down"],
+        "nodes_rejected": nodes["rejected"],
         "backends_total": backends["total"],
         "backends_online": backends["online"],
         "backends_busy": backends["busy"],
         "backends_offline": backends["offline"],
+        "backends_rejected": backends["rejected"],
         "applications_active": Application.objects.filter(stale_after__gt=now).count(),
         "probe_cycle": _last_cycle(),
     }

@@ -77,11 +77,17 @@ class NodeConnection:
         self.host_header = host_header
 
     @classmethod
-    async def open(cls, url: str) -> NodeConnection:
+    async def open(cls, url: str, connect_to: str | None = None) -> NodeConnection:
+        """Connect to url's host, or to connect_to, an address already checked for it
+        (the Host header and TLS name stay the URL's)."""
         parts = urlsplit(url)
         context = ssl.create_default_context() if parts.scheme == "https" else None
         reader, writer = await asyncio.open_connection(
-            parts.hostname, parts.port, ssl=context, limit=MAX_BODY
+            connect_to or parts.hostname,
+            parts.port,
+            ssl=context,
+            server_hostname=parts.hostname if context and connect_to else None,
+            limit=MAX_BODY,
         )
         return cls(reader, writer, parts.netloc)
 
@@ -138,7 +144,9 @@ def _models(body: bytes, fields: tuple[str, ...]) -> list[dict[str, Any]]:
     return [m for m in (_model(e, fields) for e in entries) if m is not None]
 
 
-async def probe_node(url: str, *, timeout: float, with_tags: bool) -> NodeProbe:
+async def probe_node(
+    url: str, *, timeout: float, with_tags: bool, connect_to: str | None = None
+) -> NodeProbe:
     """Probe one node: /api/version, /api/ps and, when asked, /api/tags.
 
     The whole probe shares one deadline, so a node that hangs costs one timeout.
@@ -147,7 +155,7 @@ async def probe_node(url: str, *, timeout: float, with_tags: bool) -> NodeProbe:
     connection = None
     try:
         async with asyncio.timeout(timeout):
-            connection = await NodeConnection.open(url)
+            connection = await NodeConnection.open(url, connect_to)
             status, body = await connection.get("/api/version")
             latency_ms = (time.perf_counter() - started) * 1000
             if status != 200:

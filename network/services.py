@@ -15,7 +15,7 @@ from django.db.models.functions import Cast
 
 from activity.choices import Stream
 from activity.services import NewEvent, record_events
-from network import addresses
+from network import addresses, allowlist
 from network.choices import BackendStatus, NodeStatus, Source
 from network.models import NodeStatusChange, OllamaNode, ProbeCycle, RpcBackend
 from network.probes import NodeProbe
@@ -151,7 +151,9 @@ def ensure_nodes(
             )
         )
         new = [
-            OllamaNode(url=url, host=host, port=port, source=source, created_at=now)
+            _refused_at_once(
+                OllamaNode(url=url, host=host, port=port, source=source, created_at=now)
+            )
             for url, (host, port) in wanted.items()
             if url not in known
         ]
@@ -167,7 +169,8 @@ def ensure_nodes(
                 _node_event(
                     "node_discovered",
                     node,
-                    f"✅ New node discovered: {node.url}",
+                    f"✅ New node discovered: {node.url}"
+                    + (f" (rejected: {node.last_error})" if node.last_error else ""),
                     source=node.source,
                 )
                 for node in created
@@ -175,6 +178,19 @@ def ensure_nodes(
             now=now,
         )
     return created
+
+
+def _refused_at_once(target: OllamaNode | RpcBackend) -> OllamaNode | RpcBackend:
+    """Store a told-about IP literal outside the allowed ranges as rejected.
+
+    Host names are checked when they are resolved, before each probe.
+    """
+    if target.source in allowlist.GATED_SOURCES:
+        reason = allowlist.literal_refusal(target.host)
+        if reason:
+            target.status = NodeStatus.REJECTED  # the same value for backends
+            target.last_error = f"not contacted: {reason}"
+    return target
 
 
 def add_node(value: str, *, now: dt.datetime) -> tuple[OllamaNode, bool]:
@@ -462,8 +478,14 @@ def ensure_backends(
         )
         RpcBackend.objects.bulk_create(
             [
-                RpcBackend(
-                    address=address, host=host, port=port, source=source, created_at=now
+                _refused_at_once(
+                    RpcBackend(
+                        address=address,
+                        host=host,
+                        port=port,
+                        source=source,
+                        created_at=now,
+                    )
                 )
                 for address, (host, port) in wanted.items()
                 if address not in known
@@ -608,10 +630,79 @@ def record_backend_probes(
     return len(events)
 
 
+def record_rejections(
+    nodes: Sequence[tuple[int, str]],
+    backends: Sequence[tuple[int, str]],
+    *,
+    now: dt.datetime,
+) -> int:
+    """Mark nodes and backends the allow-list refused (id, reason); count events.
+
+    They were not contacted: nothing about them is measured but the refusal.
+    """
+    events: list[NewEvent] = []
+    history: list[NodeStatusChange] = []
+    with transaction.atomic():
+        found_nodes = OllamaNode.objects.select_for_update().in_bulk(
+            sorted(node_id for node_id, _ in nodes)
+        )
+        for node_id, reason in nodes:
+            node = found_nodes.get(node_id)
+            if node is None:
+                continue
+            old_status, reason = node.status, f"not contacted: {reason}"
+            node.status, node.last_error, node.last_probe = (
+                NodeStatus.REJECTED,
+                reason,
+                now,
+            )
+            node.consecutive_failures = node.consecutive_successes = 0
+            if old_status != node.status:
+                history.append(
+                    NodeStatusChange(
+                        node=node,
+                        old_status=old_status,
+                        new_status=node.status,
+                        reason=reason,
+                        at=now,
+                    )
+                )
+                events.append(
+                    _node_event(
+                        "status_change",
+                        node,
+                        f"Node {node.url}: {old_status} → rejected ({reason})",
+                        old_status=old_status,
+                        new_status=node.status,
+                        reason=reason,
+                    )
+                )
+        save_fields(list(found_nodes.values()), NODE_PROBE_FIELDS)
+        NodeStatusChange.objects.bulk_create(history)
+        found_backends = RpcBackend.objects.select_for_update().in_bulk(
+            sorted(backend_id for backend_id, _ in backends)
+        )
+        for backend_id, reason in backends:
+            backend = found_backends.get(backend_id)
+            if backend is None:
+                continue
+            old_status = backend.status
+            backend.status = BackendStatus.REJECTED
+            backend.last_error = f"not contacted: {reason}"
+            backend.last_probe = now
+            event = _backend_transition(backend, old_status)
+            if event is not None:
+                events.append(event)
+        save_fields(list(found_backends.values()), BACKEND_PROBE_FIELDS)
+        record_events(events, now=now)
+    return len(events)
+
+
 def needs_session(backend: RpcBackend, now: dt.datetime) -> bool:
     """Return whether the next probe of backend should open a protocol session."""
     if backend.session_at is None or backend.status in (
         BackendStatus.UNKNOWN,
+        BackendStatus.REJECTED,
         BackendStatus.OFFLINE,  # costs no more than a connect, and tells what is back
     ):
         return True

@@ -6,6 +6,7 @@ of them the dashboard runs in one process on SQLite with an in-memory channel la
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -259,6 +260,21 @@ SOLLOL_OLLAMA_NODES = env_list("SOLLOL_OLLAMA_NODES")
 SOLLOL_RPC_BACKENDS = env_list("SOLLOL_RPC_BACKENDS")
 SOLLOL_DISCOVER_LOCALHOST = env_bool("SOLLOL_DISCOVER_LOCALHOST", True)
 SOLLOL_DISCOVERY_CIDRS = env_list("SOLLOL_DISCOVERY_CIDRS")
+# Nodes and backends added through the API or reported by apps are only contacted
+# inside these (network/allowlist.py); the operator's own sources are trusted.
+SOLLOL_ALLOWED_NODE_CIDRS = env_list("SOLLOL_ALLOWED_NODE_CIDRS") or [
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",  # IPv6 unique local addresses, the private ranges' counterpart
+]
+for _cidr in SOLLOL_ALLOWED_NODE_CIDRS:
+    try:
+        ipaddress.ip_network(_cidr, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"SOLLOL_ALLOWED_NODE_CIDRS: {_exc}") from None
 SOLLOL_DISCOVERY_RESCAN_INTERVAL = env_float("SOLLOL_DISCOVERY_RESCAN_INTERVAL", 300.0)
 SOLLOL_PROBE_INTERVAL = env_float("SOLLOL_PROBE_INTERVAL", 5.0)
 SOLLOL_PROBE_TIMEOUT = env_float("SOLLOL_PROBE_TIMEOUT", 2.0)

@@ -1,0 +1,193 @@
+"""SSRF: what the dashboard is told about is contacted only where it is allowed.
+
+Every test that could reach a refused address intercepts outgoing connections, so a
+broken gate shows as a failed assertion here, never as traffic off this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+from django.utils import timezone
+
+from activity.models import Event
+from network import probes, rpc, services
+from network.choices import Source
+from network.cycle import run_cycle
+from network.models import OllamaNode, RpcBackend
+from network.simulator.ollama import running_fleet
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def connections(monkeypatch) -> list[tuple[str, int]]:
+    """Record every connection the probes open; refuse those off loopback."""
+    attempted: list[tuple[str, int]] = []
+    real = asyncio.open_connection
+
+    async def guarded(host=None, port=None, **kwargs):
+        attempted.append((host, port))
+        if not str(host).startswith("127."):
+            raise ConnectionRefusedError(f"test refused a connection to {host}")
+        return await real(host, port, **kwargs)
+
+    monkeypatch.setattr(probes.asyncio, "open_connection", guarded)
+    monkeypatch.setattr(rpc.asyncio, "open_connection", guarded)
+    return attempted
+
+
+@pytest.fixture
+def resolver(monkeypatch) -> dict[str, list[str]]:
+    """Names this test's DNS knows; anything else does not resolve."""
+    names: dict[str, list[str]] = {}
+
+    async def getaddrinfo(self, host, port, *args, **kwargs):
+        if host not in names:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))
+            for address in names[host]
+        ]
+
+    monkeypatch.setattr(asyncio.base_events.BaseEventLoop, "getaddrinfo", getaddrinfo)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("169.254.169.254", "link-local"),
+        ("[fe80::1]", "link-local"),
+        ("192.0.2.10", "outside SOLLOL_ALLOWED_NODE_CIDRS"),
+        ("224.0.0.1", "not a single host"),
+        ("0.0.0.0", "not a single host"),
+        ("[::ffff:169.254.169.254]", "link-local"),
+    ],
+)
+def test_an_api_node_outside_the_allowed_ranges_is_stored_as_rejected(
+    client, connections, address, why
+):
+    response = client.post(
+        "/api/network/nodes",
+        json.dumps({"url": f"{address}:11434"}),
+        content_type="application/json",
+    )
+    assert response.status_code == 201
+    node = response.json()["node"]
+    assert node["status"] == "rejected"
+    assert why in node["last_error"]
+    run_cycle(now=timezone.now())
+    assert connections == []
+    assert OllamaNode.objects.get().status == "rejected"
+
+
+def test_allowed_nodes_from_every_source_are_probed(client, connections):
+    with running_fleet(2, base="127.0.0.2", port=0, seed=5) as fleet:
+        services.add_node(fleet.urls[0], now=timezone.now())
+        services.ensure_reported({"nodes": [fleet.urls[1]]}, now=timezone.now())
+        run_cycle(now=timezone.now())
+    assert set(OllamaNode.objects.values_list("status", flat=True)) == {"healthy"}
+    assert {host for host, _ in connections} == {"127.0.0.2", "127.0.0.3"}
+
+
+@override_settings(SOLLOL_ALLOWED_NODE_CIDRS=["127.0.0.2/32"])
+def test_the_operator_narrows_the_ranges_but_trusts_its_own_configuration(
+    connections,
+):
+    with running_fleet(3, base="127.0.0.2", port=0, seed=5) as fleet:
+        now = timezone.now()
+        services.add_node(fleet.urls[0], now=now)  # 127.0.0.2: inside
+        services.add_node(fleet.urls[1], now=now)  # 127.0.0.3: outside
+        services.ensure_nodes([fleet.urls[2]], source=Source.CONFIG, now=now)
+        run_cycle(now=timezone.now())
+        statuses = dict(OllamaNode.objects.values_list("url", "status"))
+    assert statuses == {
+        fleet.urls[0]: "healthy",
+        fleet.urls[1]: "rejected",
+        fleet.urls[2]: "healthy",  # 127.0.0.4, configured by the operator
+    }
+    assert ("127.0.0.3", fleet.nodes[1].port) not in connections
+
+
+def test_a_name_is_checked_where_it_resolves_and_the_checked_address_is_used(
+    connections, resolver
+):
+    with running_fleet(1, base="127.0.0.2", port=0, seed=5) as fleet:
+        port = fleet.nodes[0].port
+        resolver["gpu-box.local"] = ["127.0.0.2"]
+        resolver["metadata.evil"] = ["127.0.0.5", "169.254.169.254"]
+        now = timezone.now()
+        good, _ = services.add_node(f"gpu-box.local:{port}", now=now)
+        evil, _ = services.add_node(f"metadata.evil:{port}", now=now)
+        lost, _ = services.add_node(f"nowhere.invalid:{port}", now=now)
+        assert good.status == evil.status == lost.status == "unknown"
+        run_cycle(now=timezone.now())
+        good.refresh_from_db(), evil.refresh_from_db(), lost.refresh_from_db()
+    assert good.status == "healthy", good.last_error
+    assert evil.status == "rejected"
+    assert "resolves to 169.254.169.254 is link-local" in evil.last_error
+    assert lost.status == "unhealthy" and "cannot resolve" in lost.last_error
+    # Connected by the checked address, never by the name, never to the others.
+    assert connections == [("127.0.0.2", port)]
+    change = Event.objects.filter(type="status_change", payload__node=evil.url).get()
+    assert change.payload["new_status"] == "rejected"
+
+
+def test_backends_reported_by_apps_are_gated_the_same_way(connections):
+    services.ensure_reported(
+        {"rpc_backends": ["169.254.169.254:50052", "127.0.0.9:1"]},
+        now=timezone.now(),
+    )
+    run_cycle(now=timezone.now())
+    statuses = dict(RpcBackend.objects.values_list("address", "status"))
+    assert statuses == {"169.254.169.254:50052": "rejected", "127.0.0.9:1": "offline"}
+    assert connections == [("127.0.0.9", 1)]
+
+
+def test_widening_the_ranges_lets_a_rejected_node_be_probed(connections):
+    with running_fleet(1, base="127.0.0.2", port=0, seed=5) as fleet:
+        with override_settings(SOLLOL_ALLOWED_NODE_CIDRS=["10.0.0.0/8"]):
+            node, _ = services.add_node(fleet.urls[0], now=timezone.now())
+            run_cycle(now=timezone.now())
+            node.refresh_from_db()
+            assert node.status == "rejected"
+        run_cycle(now=timezone.now())  # defaults again: loopback is allowed
+        node.refresh_from_db()
+    assert node.status == "healthy"
+    types = list(
+        Event.objects.filter(stream="nodes").values_list(
+            "payload__new_status", flat=True
+        )
+    )
+    assert types[-1] == "healthy"
+
+
+def test_health_mentions_rejected_nodes_without_calling_the_fleet_unhealthy(client):
+    services.add_node("169.254.169.254", now=timezone.now())
+    health = client.get("/api/network/health").json()
+    assert health["nodes_rejected"] == 1
+    assert "not contacted" in health["notes"][0]
+    assert health["status"] == "unknown"  # nothing usable has been probed yet
+
+
+def test_a_malformed_range_stops_the_dashboard_at_start_up():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=settings.BASE_DIR,
+        env={**os.environ, "SOLLOL_ALLOWED_NODE_CIDRS": "10.0.0.0/8,not-a-range"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "SOLLOL_ALLOWED_NODE_CIDRS" in result.stderr
+    assert "not-a-range" in result.stderr
