@@ -26,7 +26,7 @@ from django.db import (
 from django.http.request import validate_host
 from django.utils import timezone
 
-from sollol_site import jsonio
+from sollol_site import jsonio, ratelimit
 from sollol_site.auth import check_bearer
 from sollol_site.parsers import body_limit, too_large_message
 
@@ -275,6 +275,10 @@ def lean_post(
     return app
 
 
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+WRITE_PREFIXES = ("/api/", "/v1/")
+
+
 class LeanRouter:
     """Serve the lean routes by exact path; pass everything else on to Django."""
 
@@ -283,6 +287,21 @@ class LeanRouter:
         self.fallback = fallback
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["method"] not in READS and scope["path"].startswith(WRITE_PREFIXES):
+            client = (scope.get("client") or ("?",))[0]
+            wait = ratelimit.write_wait(client)
+            if wait:
+                await send_json(
+                    send,
+                    429,
+                    {
+                        "error": f"too many writes from {client}; "
+                        f"try again in {wait:.1f} s",
+                        "retry_after": round(wait, 3),
+                    },
+                    [(b"retry-after", ratelimit.retry_after(wait).encode())],
+                )
+                return
         handler = self.routes.get(scope["path"].rstrip("/"))
         if handler is not None and not (
             handler.reads_in_django and scope["method"] != "POST"
@@ -294,7 +313,7 @@ class LeanRouter:
     async def _to_django(self, scope: dict, receive: Callable, send: Callable) -> None:
         # Django's ASGI handler spools any body to disk before it looks at a limit;
         # refuse oversized bodies here, before a byte is stored.
-        if scope["method"] in {"GET", "HEAD", "OPTIONS"}:
+        if scope["method"] in READS:
             await self.fallback(scope, receive, send)
             return
         try:
@@ -311,4 +330,12 @@ class LeanRouter:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.fallback(scope, replay, send)
+        # The body is whole now: say how long it is. A chunked request has no
+        # Content-Length, and DRF reads a body without one as empty.
+        headers = [
+            (name, value)
+            for name, value in scope["headers"]
+            if name not in (b"content-length", b"transfer-encoding")
+        ]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.fallback({**scope, "headers": headers}, replay, send)

@@ -199,6 +199,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(SOLLOL_MAX_BODY_BYTES, SOLLOL_MAX_TRACE_BODY_B
 # Writes need "Authorization: Bearer <token>" when any token is set; several tokens
 # (comma-separated) allow rotation.
 SOLLOL_API_TOKENS = env_list("SOLLOL_API_TOKEN")
+# Writes (POST/PUT/PATCH/DELETE under /api/ and /v1/) per client address and server
+# process: a sustained rate and a burst; 0 turns the limit off. 429 + Retry-After.
+SOLLOL_WRITE_RATE = env_float("SOLLOL_WRITE_RATE", 200.0)
+SOLLOL_WRITE_BURST = env_float("SOLLOL_WRITE_BURST", 400.0)
 
 SOLLOL_APP_STALE_AFTER = env_float("SOLLOL_APP_STALE_AFTER", 30.0)
 SOLLOL_APP_REMOVE_AFTER = env_float("SOLLOL_APP_REMOVE_AFTER", 60.0)

@@ -173,3 +173,25 @@ def test_it_works_on_daphne_too(live_server_factory):
         assert beat.status_code == 200
         assert next_event(ws)["type"] == "app_registered"
         assert next_event(ws)["type"] == "app_updated"
+
+
+@pytest.mark.parametrize("kind", ["serve", "daphne"])
+def test_it_reads_chunked_request_bodies_on_every_lane(live_server_factory, kind):
+    """A client that streams its body (no Content-Length) is read, not seen empty."""
+    server = live_server_factory(kind)
+    server.start()
+    body = json.dumps({"app_id": "chunky", "name": "Chunked App"}).encode()
+
+    def chunks():  # a generator body: requests sends Transfer-Encoding: chunked
+        yield body[:10]
+        yield body[10:]
+
+    for path in ("/api/applications/register", "/api/applications/heartbeat"):
+        response = requests.post(
+            server.url + path,
+            data=chunks(),
+            headers={"Content-Type": "application/json"},
+            timeout=5,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["app_id"] == "chunky"

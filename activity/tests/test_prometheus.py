@@ -121,6 +121,7 @@ def test_it_shows_an_offline_node_down_with_nothing_loaded_claimed():
         "degraded": 0,
         "unhealthy": 0,
         "offline": 1,
+        "rejected": 0,
     }
     # What an unreachable node holds is unknown: no series rather than stale ones.
     for name in (

@@ -1,0 +1,66 @@
+"""Writes per client are rate limited: a token bucket per client address.
+
+One client (an app in a loop, a misconfigured router) must not be able to fill the
+database or starve the others. Each server process keeps its own buckets, so behind
+N processes a client gets up to N times the rate; the limit is a guard against
+runaways, not an accounting tool. Behind a reverse proxy, the proxy must pass the
+client address (uvicorn and daphne read X-Forwarded-For from trusted proxies).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+
+from django.conf import settings
+
+MAX_CLIENTS = 100_000  # buckets kept; the least recently seen are forgotten first
+
+
+class RateLimiter:
+    """Allow `rate` requests a second per key, with bursts up to `burst`."""
+
+    def __init__(self, rate: float, burst: float, clock=time.monotonic) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()  # Django's sync views run in threads
+
+    def wait(self, key: str) -> float:
+        """Take one request for key; return 0, or the seconds to wait before one."""
+        now = self.clock()
+        with self._lock:
+            tokens, then = self._buckets.pop(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - then) * self.rate)
+            if tokens >= 1:
+                self._buckets[key] = (tokens - 1, now)
+                waited = 0.0
+            else:
+                self._buckets[key] = (tokens, now)
+                waited = (1 - tokens) / self.rate
+            while len(self._buckets) > MAX_CLIENTS:
+                self._buckets.popitem(last=False)
+        return waited
+
+
+_limiter: RateLimiter | None = None
+_limiter_config: tuple[float, float] | None = None
+
+
+def write_wait(client: str) -> float:
+    """Return 0 when this client may write now, else the seconds until it may."""
+    global _limiter, _limiter_config
+    config = (settings.SOLLOL_WRITE_RATE, settings.SOLLOL_WRITE_BURST)
+    if config[0] <= 0:
+        return 0.0
+    if _limiter is None or _limiter_config != config:
+        _limiter, _limiter_config = RateLimiter(*config), config
+    return _limiter.wait(client)
+
+
+def retry_after(seconds: float) -> str:
+    """Return a Retry-After value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(seconds)))

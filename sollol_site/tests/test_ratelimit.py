@@ -1,0 +1,81 @@
+"""Writes are rate limited per client: 429 with Retry-After, reads never."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+from django.test import override_settings
+
+from sollol_site.asgi import application
+from sollol_site.ratelimit import RateLimiter
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_bucket_allows_the_burst_then_the_rate():
+    now = [0.0]
+    limiter = RateLimiter(rate=2.0, burst=3.0, clock=lambda: now[0])
+    assert [limiter.wait("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.wait("a") == pytest.approx(0.5)  # one token back in 0.5 s
+    assert limiter.wait("b") == 0.0  # another client has its own bucket
+    now[0] += 0.5
+    assert limiter.wait("a") == 0.0
+    assert limiter.wait("a") > 0
+
+
+async def call(method: str, path: str, client: str, body: bytes = b"") -> tuple:
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "headers": [
+            (b"host", b"127.0.0.1:8080"),
+            (b"content-type", b"application/json"),
+        ],
+        "client": (client, 50000),
+        "server": ("127.0.0.1", 8080),
+    }
+    communicator = ApplicationCommunicator(application, scope)
+    await communicator.send_input({"type": "http.request", "body": body})
+    start = await communicator.receive_output(10)
+    content = await communicator.receive_output(10)
+    await communicator.wait(10)
+    return start["status"], dict(start["headers"]), json.loads(content["body"])
+
+
+@override_settings(SOLLOL_WRITE_RATE=1.0, SOLLOL_WRITE_BURST=3.0)
+async def test_a_client_writing_too_fast_gets_429_with_retry_after():
+    register = json.dumps({"app_id": "a", "name": "A"}).encode()
+    for _ in range(3):
+        status, _, answer = await call(
+            "POST", "/api/applications/register", "127.0.0.7", register
+        )
+        assert status == 200, answer
+    # Both lanes share the limit: the lean heartbeat lane is refused too.
+    status, headers, body = await call(
+        "POST", "/api/applications/heartbeat", "127.0.0.7", register
+    )
+    assert status == 429
+    assert headers[b"retry-after"] == b"1"
+    assert "too many writes" in body["error"] and body["retry_after"] > 0
+    # Reads are never limited; other clients are not affected.
+    status, _, _ = await call("GET", "/api/applications", "127.0.0.7")
+    assert status == 200
+    status, _, _ = await call(
+        "POST", "/api/applications/register", "127.0.0.8", register
+    )
+    assert status == 200
+
+
+@override_settings(SOLLOL_WRITE_RATE=0)
+async def test_a_rate_of_zero_turns_the_limit_off():
+    for _ in range(50):
+        status, _, _ = await call("POST", "/api/logs", "127.0.0.9", b"[]")
+        assert status == 200
