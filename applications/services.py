@@ -13,7 +13,7 @@ from django.db import IntegrityError, connection, transaction
 
 from activity.choices import Stream
 from activity.services import NewEvent, record_events
-from applications.api.serializers import AppReport, application_data
+from applications.api.serializers import AppReport, application_data, check_metadata
 from applications.choices import AppStatus
 from applications.models import Application, SweepMark
 from applications.signals import application_reported
@@ -21,6 +21,12 @@ from applications.signals import application_reported
 logger = logging.getLogger(__name__)
 
 SWEEP_BATCH = 1000
+
+
+class TooManyApplications(Exception):
+    """The writer's token already has SOLLOL_MAX_APPS_PER_TOKEN applications."""
+
+    refusal = True  # an answer for the client, not a failure to log
 
 
 class HeartbeatResult(enum.Enum):
@@ -68,7 +74,8 @@ def _apply(app: Application, report: AppReport, *, merge_metadata: bool) -> list
             {**app.metadata, **report.metadata} if merge_metadata else report.metadata
         )
         if metadata != app.metadata:
-            app.metadata = metadata
+            # Merged heartbeats must not grow it past the limit one report has.
+            app.metadata = check_metadata(metadata)
             changed.append("metadata")
     return changed
 
@@ -80,6 +87,7 @@ def _new_application(report: AppReport, now: dt.datetime) -> Application:
         router_type=report.router_type or "",
         version=report.version or "",
         metadata=report.metadata or {},
+        owner=report.owner,
         start_time=now,
     )
     _touch(app, now)
@@ -127,6 +135,12 @@ def _insert_or_lock(report: AppReport, now: dt.datetime) -> tuple[Application, b
 
     Return the application and whether this call created it.
     """
+    limit = settings.SOLLOL_MAX_APPS_PER_TOKEN
+    if Application.objects.filter(owner=report.owner).count() >= limit:
+        raise TooManyApplications(
+            f"this token already has {limit} applications registered "
+            "(SOLLOL_MAX_APPS_PER_TOKEN); unregister some first"
+        )
     app = _new_application(report, now)
     try:
         with transaction.atomic():
@@ -182,6 +196,7 @@ def coalesce_reports(reports: Iterable[AppReport]) -> dict[str, AppReport]:
             else earlier.router_type,
             version=report.version if report.version is not None else earlier.version,
             metadata=metadata,
+            owner=report.owner,
         )
     return folded
 

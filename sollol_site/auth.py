@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 from django.conf import settings
@@ -23,6 +24,18 @@ def check_bearer(authorization: str | None) -> tuple[int, str] | None:
     if scheme.lower() != "bearer" or not any(matches):
         return 403, "the bearer token is not valid"
     return None
+
+
+def token_owner(authorization: str | None) -> str:
+    """Return who is writing, for per-token quotas: a fingerprint of the token.
+
+    The token itself is never stored. Without tokens configured every writer is
+    the same anonymous owner ("").
+    """
+    if not settings.SOLLOL_API_TOKENS or not authorization:
+        return ""
+    offered = authorization.partition(" ")[2].strip()
+    return hashlib.sha256(offered.encode()).hexdigest()[:16]
 
 
 class TokenMissing(exceptions.APIException):

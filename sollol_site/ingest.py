@@ -123,7 +123,8 @@ class BatchWriter:
             if len(items) > 1:
                 # One bad item must not fail the others that arrived with it.
                 return [outcome for item in items for outcome in self._flush([item])]
-            logger.exception("%s writer: could not write %r", self.name, items[0])
+            if not (isinstance(exc, jsonio.PayloadError) or getattr(exc, "refusal", 0)):
+                logger.exception("%s writer: could not write %r", self.name, items[0])
             return [(False, exc)]
 
 
@@ -236,9 +237,11 @@ def check_write(scope: dict) -> None:
 
 
 def lean_post(
-    handler: Callable[[bytes], Awaitable[tuple[int, Any]]], *, reads_in_django=False
+    handler: Callable[[bytes, dict], Awaitable[tuple[int, Any]]],
+    *,
+    reads_in_django=False,
 ) -> Handler:
-    """Wrap handler(body) -> (status, json) into an ASGI app for one POST endpoint.
+    """Wrap handler(body, scope) -> (status, json) into an ASGI app for one POST.
 
     With reads_in_django, LeanRouter passes the path's other methods (a GET listing
     what was posted) on to Django; otherwise they get 405 here.
@@ -249,7 +252,7 @@ def lean_post(
             if scope["method"] != "POST":
                 raise HttpError(405, "use POST", [(b"allow", b"POST")])
             check_write(scope)
-            status, body = await handler(await read_body(scope, receive))
+            status, body = await handler(await read_body(scope, receive), scope)
         except HttpError as exc:
             await send_json(send, exc.status, {"error": exc.message}, exc.headers)
         except jsonio.PayloadError as exc:

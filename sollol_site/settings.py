@@ -203,6 +203,11 @@ SOLLOL_API_TOKENS = env_list("SOLLOL_API_TOKEN")
 # process: a sustained rate and a burst; 0 turns the limit off. 429 + Retry-After.
 SOLLOL_WRITE_RATE = env_float("SOLLOL_WRITE_RATE", 200.0)
 SOLLOL_WRITE_BURST = env_float("SOLLOL_WRITE_BURST", 400.0)
+# An application's metadata (as JSON, after heartbeats merged into it) and nesting.
+SOLLOL_MAX_METADATA_BYTES = env_int("SOLLOL_MAX_METADATA_BYTES", 64 * 1024)
+SOLLOL_METADATA_MAX_DEPTH = env_int("SOLLOL_METADATA_MAX_DEPTH", 8)
+# Applications one write token may have registered at once (without tokens: all).
+SOLLOL_MAX_APPS_PER_TOKEN = env_int("SOLLOL_MAX_APPS_PER_TOKEN", 50_000)
 
 SOLLOL_APP_STALE_AFTER = env_float("SOLLOL_APP_STALE_AFTER", 30.0)
 SOLLOL_APP_REMOVE_AFTER = env_float("SOLLOL_APP_REMOVE_AFTER", 60.0)

@@ -28,14 +28,14 @@ def _write_logs(batches: Sequence[list[logs.LogLine]], now: dt.datetime) -> list
     return [len(batch) for batch in batches]
 
 
-async def _activity(body: bytes) -> tuple[int, dict[str, Any]]:
+async def _activity(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
     reports = metrics.parse_activity(jsonio.loads(body))
     writer = get_writer("activity", _write_requests, MAX_PENDING_ACTIVITY_BATCHES)
     accepted = await writer.submit(reports)
     return 200, {"status": "ok", "accepted": accepted}
 
 
-async def _logs(body: bytes) -> tuple[int, dict[str, Any]]:
+async def _logs(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
     lines = logs.parse_logs(jsonio.loads(body))
     writer = get_writer("logs", _write_logs, MAX_PENDING_LOG_BATCHES)
     accepted = await writer.submit(lines)

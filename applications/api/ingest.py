@@ -9,7 +9,8 @@ from typing import Any
 from applications import services
 from applications.api.serializers import AppReport, parse_report
 from sollol_site import jsonio
-from sollol_site.ingest import get_writer, lean_post
+from sollol_site.auth import token_owner
+from sollol_site.ingest import get_writer, header, lean_post
 
 
 def _write_heartbeats(
@@ -19,9 +20,13 @@ def _write_heartbeats(
     return [results[report.app_id] for report in reports]
 
 
-async def _heartbeat(body: bytes) -> tuple[int, dict[str, Any]]:
-    report = parse_report(jsonio.loads(body), registering=False)
-    result = await get_writer("heartbeats", _write_heartbeats).submit(report)
+async def _heartbeat(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
+    owner = token_owner(header(scope, b"authorization"))
+    report = parse_report(jsonio.loads(body), registering=False, owner=owner)
+    try:
+        result = await get_writer("heartbeats", _write_heartbeats).submit(report)
+    except services.TooManyApplications as exc:
+        return 403, {"error": str(exc), "app_id": report.app_id}
     if result is services.HeartbeatResult.NOT_FOUND:
         return 404, {
             "error": f"no application with app_id {report.app_id}; register first",

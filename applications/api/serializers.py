@@ -8,11 +8,24 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 from applications.models import Application
-from sollol_site.jsonio import PayloadError, check_document, check_text
+from sollol_site.jsonio import PayloadError, check_document, check_text, dumps
 
 APP_ID_PATTERN = re.compile(r"[A-Za-z0-9._~-]{1,128}")
-METADATA_MAX_DEPTH = 8
+
+
+def check_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Return metadata if it is within the configured depth and size."""
+    check_document(metadata, "metadata", max_depth=settings.SOLLOL_METADATA_MAX_DEPTH)
+    size = len(dumps(metadata))
+    if size > settings.SOLLOL_MAX_METADATA_BYTES:
+        raise PayloadError(
+            f"metadata is {size} bytes as JSON; at most "
+            f"{settings.SOLLOL_MAX_METADATA_BYTES} are kept per application"
+        )
+    return metadata
 
 
 @dataclass(frozen=True)
@@ -24,6 +37,7 @@ class AppReport:
     router_type: str | None = None
     version: str | None = None
     metadata: dict[str, Any] | None = None
+    owner: str = ""  # fingerprint of the write token (sollol_site.auth.token_owner)
 
 
 def application_data(app: Application, now: dt.datetime) -> dict[str, Any]:
@@ -64,7 +78,7 @@ def _optional_text(data: dict, field: str, max_length: int) -> str | None:
     return value
 
 
-def parse_report(data: Any, *, registering: bool) -> AppReport:
+def parse_report(data: Any, *, registering: bool, owner: str = "") -> AppReport:
     """Validate a register (registering=True) or heartbeat body into an AppReport.
 
     A register may omit app_id (the server makes one) and must have a name; a
@@ -87,11 +101,12 @@ def parse_report(data: Any, *, registering: bool) -> AppReport:
     if metadata is not None:
         if not isinstance(metadata, dict):
             raise PayloadError("metadata must be a JSON object")
-        check_document(metadata, "metadata", max_depth=METADATA_MAX_DEPTH)
+        check_metadata(metadata)
     return AppReport(
         app_id=app_id,
         name=name,
         router_type=_optional_text(data, "router_type", 100),
         version=_optional_text(data, "version", 64),
         metadata=metadata,
+        owner=owner,
     )

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db.models import Count, Q
 from django.utils import timezone
 from rest_framework import status
-from rest_framework.exceptions import NotFound, ParseError
+from rest_framework.exceptions import NotFound, ParseError, PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -15,6 +15,7 @@ from applications.api.serializers import (
 )
 from applications.choices import AppStatus
 from applications.models import Application
+from sollol_site.auth import token_owner
 from sollol_site.jsonio import PayloadError
 
 DEFAULT_PAGE = 100
@@ -76,11 +77,14 @@ class ApplicationDetailView(APIView):
 
 class RegisterView(APIView):
     def post(self, request):
+        owner = token_owner(request.headers.get("Authorization"))
         try:
-            report = parse_report(request.data, registering=True)
+            report = parse_report(request.data, registering=True, owner=owner)
+            app, created = services.register_application(report, now=timezone.now())
         except PayloadError as exc:
             raise ParseError(str(exc)) from None
-        app, created = services.register_application(report, now=timezone.now())
+        except services.TooManyApplications as exc:
+            raise PermissionDenied(str(exc)) from None
         return Response(
             {"status": "ok", "app_id": app.app_id, "created": created},
             status=status.HTTP_200_OK,
