@@ -9,6 +9,7 @@ class Stream(models.TextChoices):
     OLLAMA_ACTIVITY = "ollama_activity", "Model activity"
     APPLICATIONS = "applications", "Applications"
     LOGS = "logs", "Logs"
+    FRAMEWORKS = "frameworks", "Frameworks"
 
 
 class SpanKind(models.TextChoices):

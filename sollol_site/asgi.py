@@ -19,6 +19,7 @@ from activity.api.ingest import routes as activity_ingest_routes  # noqa: E402
 from activity.routing import websocket_urlpatterns as activity_streams  # noqa: E402
 from applications.api.ingest import routes as application_ingest_routes  # noqa: E402
 from applications.routing import websocket_urlpatterns as application_streams  # noqa: E402
+from frameworks.routing import websocket_urlpatterns as framework_streams  # noqa: E402
 from network.routing import websocket_urlpatterns as network_streams  # noqa: E402
 from sollol_site import ingest, realtime  # noqa: E402
 
@@ -59,7 +60,14 @@ application = ProtocolTypeRouter(
             fallback=ASGIStaticFilesHandler(django_application),
         ),
         "websocket": BrowserOriginValidator(
-            URLRouter([*application_streams, *network_streams, *activity_streams]),
+            URLRouter(
+                [
+                    *application_streams,
+                    *network_streams,
+                    *activity_streams,
+                    *framework_streams,
+                ]
+            ),
             settings.ALLOWED_HOSTS,
         ),
         "lifespan": Lifespan(),

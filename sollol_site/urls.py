@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/applications", include("applications.api.urls")),
     path("api/applications/", include("applications.api.urls")),
     path("api/network/", include("network.api.urls")),
+    path("api/", include("frameworks.api.urls")),
     path("api/traces", traces.TraceListView.as_view(), name="trace-list"),
     path("api/traces/<str:trace_id>", traces.TraceDetailView.as_view(), name="trace"),
     path("v1/traces", traces.otlp_traces, name="otlp-traces"),

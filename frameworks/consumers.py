@@ -1,0 +1,6 @@
+from activity.choices import Stream
+from activity.consumers import EventStreamConsumer
+
+
+class FrameworksConsumer(EventStreamConsumer):
+    stream = Stream.FRAMEWORKS

@@ -1,0 +1,251 @@
+"""Every state change of the frameworks app, and the read side of its API.
+
+A collection becomes a `FrameworkSnapshot` row (the API answers from the newest
+one; the last few give the sparklines), and a status that differs from the one in
+`FrameworkState` becomes a `framework_status_change` event on /ws/frameworks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from activity.choices import Stream
+from activity.services import NewEvent, record_events
+from frameworks import collectors
+from frameworks.choices import FrameworkStatus, Kind
+from frameworks.collectors import Collection
+from frameworks.models import FrameworkSnapshot, FrameworkState
+
+LABELS = {Kind.RAY: "Ray", Kind.DASK: "Dask"}
+# The fields of each framework's answer besides the common ones, null until known.
+DATA_KEYS = {
+    Kind.RAY: (
+        "ray_version",
+        "ray_commit",
+        "session_name",
+        "nodes",
+        "nodes_total",
+        "nodes_alive",
+        "resources",
+        "jobs",
+        "tasks",
+        "actors",
+    ),
+    Kind.DASK: (
+        "dask_version",
+        "scheduler",
+        "workers",
+        "workers_total",
+        "resources",
+        "tasks",
+    ),
+}
+URL_SETTINGS = {
+    Kind.RAY: "SOLLOL_RAY_DASHBOARD_URL",
+    Kind.DASK: "SOLLOL_DASK_DASHBOARD_URL",
+}
+# Not a FrameworkStatus: the API says it while a configured framework has not been
+# collected yet (just after start-up, or after its URL changed).
+PENDING = "pending"
+
+
+def dashboard_url(kind: str) -> str:
+    return getattr(settings, URL_SETTINGS[kind])
+
+
+def public_url(kind: str) -> str:
+    configured = (
+        settings.SOLLOL_RAY_PUBLIC_URL
+        if kind == Kind.RAY
+        else settings.SOLLOL_DASK_PUBLIC_URL
+    )
+    return configured or dashboard_url(kind)
+
+
+def collect_frameworks(*, now: dt.datetime) -> dict[str, str]:
+    """Collect every configured framework at once; store what each answered.
+
+    Call from a thread, not from a running event loop. Returns {kind: status}.
+    """
+    collections = asyncio.run(
+        collectors.collect(
+            settings.SOLLOL_RAY_DASHBOARD_URL,
+            settings.SOLLOL_RAY_AUTH_TOKEN,
+            settings.SOLLOL_DASK_DASHBOARD_URL,
+            timeout=settings.SOLLOL_FRAMEWORK_TIMEOUT,
+        )
+    )
+    statuses = {}
+    for collection in collections:
+        record_collection(collection, now=now)
+        statuses[collection.kind] = collection.status
+    for kind in Kind:
+        if not dashboard_url(kind):
+            record_not_configured(kind, now=now)
+            statuses[kind.value] = FrameworkStatus.NOT_CONFIGURED
+    return statuses
+
+
+def record_collection(collection: Collection, *, now: dt.datetime) -> FrameworkSnapshot:
+    """Store one collection; announce a status change; keep the history bounded."""
+    with transaction.atomic():
+        snapshot = FrameworkSnapshot.objects.create(
+            kind=collection.kind,
+            status=collection.status,
+            dashboard_url=collection.dashboard_url,
+            envelope=collection.data,
+            sample=collection.sample,
+            error=collection.error,
+            warnings=collection.warnings,
+            collected_at=now,
+            duration_ms=collection.duration_ms,
+        )
+        prune_snapshots(collection.kind, keep=settings.SOLLOL_FRAMEWORK_HISTORY)
+        _change_status(collection.kind, collection.status, collection, now=now)
+    return snapshot
+
+
+def record_not_configured(kind: str, *, now: dt.datetime) -> FrameworkSnapshot | None:
+    """Note that a framework watched before has lost its URL (once, not every cycle)."""
+    state = FrameworkState.objects.filter(kind=kind).first()
+    if state is None or state.status == FrameworkStatus.NOT_CONFIGURED:
+        return None
+    return record_collection(
+        Collection(
+            kind,
+            FrameworkStatus.NOT_CONFIGURED,
+            "",
+            error=f"{URL_SETTINGS[kind]} is not set",
+        ),
+        now=now,
+    )
+
+
+def _change_status(
+    kind: str, status: str, collection: Collection, *, now: dt.datetime
+) -> None:
+    """Flip FrameworkState to status; write the event only if this call flipped it."""
+    state = FrameworkState.objects.filter(kind=kind).first()
+    if state is None:
+        try:
+            with transaction.atomic():
+                FrameworkState.objects.create(
+                    kind=kind,
+                    status=status,
+                    dashboard_url=collection.dashboard_url,
+                    changed_at=now,
+                )
+        except IntegrityError:
+            return  # another collector recorded the first status
+        old_status = None
+    elif state.status == status:
+        if state.dashboard_url != collection.dashboard_url:
+            FrameworkState.objects.filter(pk=state.pk).update(
+                dashboard_url=collection.dashboard_url
+            )
+        return
+    else:
+        flipped = FrameworkState.objects.filter(
+            pk=state.pk, status=state.status
+        ).update(status=status, dashboard_url=collection.dashboard_url, changed_at=now)
+        if not flipped:
+            return  # another collector got there first and announced it
+        old_status = state.status
+    record_events([_status_event(kind, old_status, status, collection)], now=now)
+
+
+def _status_event(
+    kind: str, old_status: str | None, new_status: str, collection: Collection
+) -> NewEvent:
+    label = LABELS[kind]
+    where = collection.dashboard_url or "(no URL)"
+    change = f"{old_status} → {new_status}" if old_status else new_status
+    message = f"{label} dashboard {where}: {change}"
+    if collection.error and new_status != FrameworkStatus.ACTIVE:
+        message += f" ({collection.error[:200]})"
+    return NewEvent(
+        stream=Stream.FRAMEWORKS,
+        type="framework_status_change",
+        message=message,
+        payload={
+            "framework": kind,
+            "dashboard_url": collection.dashboard_url,
+            "public_url": public_url(kind) if collection.dashboard_url else "",
+            "old_status": old_status,
+            "new_status": new_status,
+            "error": collection.error or None,
+        },
+    )
+
+
+def prune_snapshots(kind: str, *, keep: int) -> int:
+    """Delete all but the newest `keep` snapshots of a framework."""
+    boundary = (
+        FrameworkSnapshot.objects.filter(kind=kind)
+        .order_by("-id")
+        .values_list("id", flat=True)[keep : keep + 1]
+        .first()
+    )
+    if boundary is None:
+        return 0
+    deleted, _ = FrameworkSnapshot.objects.filter(kind=kind, id__lte=boundary).delete()
+    return deleted
+
+
+def metrics(kind: str, *, now: dt.datetime) -> dict[str, Any]:
+    """Return GET /api/<kind>/metrics: the newest snapshot and the recent history."""
+    url = dashboard_url(kind)
+    answer: dict[str, Any] = {
+        "framework": kind,
+        "status": FrameworkStatus.NOT_CONFIGURED.value,
+        "status_since": None,
+        "dashboard_url": url or None,
+        "public_url": public_url(kind) or None,
+        **dict.fromkeys(DATA_KEYS[kind]),
+        "collected_at": None,
+        "duration_ms": None,
+        "stale": False,
+        "error": f"{URL_SETTINGS[kind]} is not set",
+        "warnings": [],
+        "history": [],
+    }
+    if not url:
+        return answer
+    rows = list(
+        FrameworkSnapshot.objects.filter(kind=kind, dashboard_url=url)
+        .order_by("-id")
+        .values_list("id", "collected_at", "status", "sample")[
+            : settings.SOLLOL_FRAMEWORK_HISTORY
+        ]
+    )
+    if not rows:
+        answer.update(status=PENDING, error=None)
+        return answer
+    latest = FrameworkSnapshot.objects.get(pk=rows[0][0])
+    state = (
+        FrameworkState.objects.filter(kind=kind).values("status", "changed_at").first()
+    )
+    since = state["changed_at"] if state and state["status"] == latest.status else None
+    age = (now - latest.collected_at).total_seconds()
+    answer.update(
+        {key: latest.envelope.get(key) for key in DATA_KEYS[kind]},
+        status=latest.status,
+        status_since=since.timestamp() if since else None,
+        collected_at=latest.collected_at.timestamp(),
+        duration_ms=latest.duration_ms,
+        # Collections stopped (beat or worker down): the numbers are old news.
+        stale=age
+        > 3 * settings.SOLLOL_FRAMEWORK_INTERVAL + settings.SOLLOL_FRAMEWORK_TIMEOUT,
+        error=latest.error or None,
+        warnings=latest.warnings,
+        history=[
+            {"t": collected_at.timestamp(), "status": status, **sample}
+            for _, collected_at, status, sample in reversed(rows)
+        ],
+    )
+    return answer
