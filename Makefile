@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run migrate test lint format bench
+.PHONY: setup run migrate test lint format bench demo
 
 setup: $(STAMP)
 
@@ -20,8 +20,16 @@ migrate: setup
 run: setup
 	$(PY) manage.py serve
 
+# The dashboard populated: a simulated fleet, apps, traces, logs and a local Dask
+# cluster, all on loopback (examples/unified_dashboard_demo.py --help for options).
+demo: setup
+	$(PY) examples/unified_dashboard_demo.py $(DEMO_ARGS)
+
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest --ignore=tests/browser
+	# Browser tests in a process of their own: Playwright's sync API and the
+	# asyncio tests must not share one.
+	$(PY) -m pytest tests/browser
 
 lint: setup
 	$(VENV)/bin/ruff check .

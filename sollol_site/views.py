@@ -1,24 +1,146 @@
 from __future__ import annotations
 
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
 from django.shortcuts import render
 from django.utils import timezone
 from django.views import defaults
 
+from activity import logs, metrics, traces
+from activity.choices import Stream
+from activity.models import Event
+from activity.services import last_event_id
 from applications.api.serializers import application_data
 from applications.models import Application
+from network import health, services
+from network.models import OllamaNode, RpcBackend
 
 page_not_found = defaults.page_not_found
 server_error = defaults.server_error
 
+# The page renders at most this many applications; the rest are counted, and the
+# live stream keeps adding to what is shown.
+SNAPSHOT_APPLICATIONS = 2000
+SNAPSHOT_FEED = 200
+SNAPSHOT_LOGS = 200
+SNAPSHOT_TRACES = 25
+EVENT_STREAMS = [
+    Stream.NODES,
+    Stream.BACKENDS,
+    Stream.APPLICATIONS,
+    Stream.OLLAMA_ACTIVITY,
+    Stream.FRAMEWORKS,
+]
+
 
 def index(request):
-    """Render the dashboard with the current state, so the page is never empty."""
+    """Render the dashboard with the current state, so the page is never empty.
+
+    The page's scripts resume each stream after the watermark read here, before the
+    state: whatever changes while the state is read is replayed, nothing is lost.
+    """
+    watermarks = {stream.value: last_event_id(stream) for stream in EVENT_STREAMS}
+    watermarks[Stream.LOGS.value] = logs.last_log_id()
     now = timezone.now()
-    applications = [
-        application_data(app, now) for app in Application.objects.order_by("name")[:200]
-    ]
-    return render(
+    snapshot = _snapshot(now, watermarks)
+    response = render(
         request,
         "dashboard/index.html",
-        {"applications": applications, "total": Application.objects.count()},
+        {
+            "snapshot": snapshot,
+            "health": snapshot["health"],
+            "nodes": snapshot["nodes"],
+            "backends": snapshot["backends"],
+            "applications": snapshot["applications"],
+            "applications_total": snapshot["applications_total"],
+        },
     )
+    return with_page_security(response, request)
+
+
+def _snapshot(now, watermarks: dict[str, int]) -> dict[str, Any]:
+    apps = Application.objects.order_by("name", "app_id")[:SNAPSHOT_APPLICATIONS]
+    feed = Event.objects.filter(stream__in=EVENT_STREAMS).order_by("-id")
+    return {
+        "generated_at": now.timestamp(),
+        "watermarks": watermarks,
+        "health": health.network_health(now=now),
+        "nodes": json.loads(services.node_list_json(OllamaNode.objects.all()))["nodes"],
+        "backends": [services.backend_data(b) for b in RpcBackend.objects.all()],
+        "applications": [application_data(app, now) for app in apps],
+        "applications_total": Application.objects.count(),
+        "feed": [
+            {**event.as_message(), "stream": event.stream}
+            for event in feed[:SNAPSHOT_FEED]
+        ],
+        "logs": logs.recent_lines(filter=logs.parse_filter({}), limit=SNAPSHOT_LOGS),
+        "metrics": metrics.window_metrics(window=300.0, now=now),
+        "traces": [
+            traces.trace_data(trace)
+            for trace in traces.recent_traces(limit=SNAPSHOT_TRACES)
+        ],
+        "probe_interval": settings.SOLLOL_PROBE_INTERVAL,
+        "probe_timeout": settings.SOLLOL_PROBE_TIMEOUT,
+        "app_stale_after": settings.SOLLOL_APP_STALE_AFTER,
+    }
+
+
+def _origin(url: str | None) -> str | None:
+    """Return scheme://host[:port] of an http(s) URL, or None for anything else."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    if any(char in parts.netloc for char in " ;,'\""):
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def framework_origins() -> list[str]:
+    """Return the origins of the Ray and Dask dashboards the page may embed."""
+    origins = []
+    for name in ("RAY", "DASK"):
+        url = getattr(settings, f"SOLLOL_{name}_PUBLIC_URL", None) or getattr(
+            settings, f"SOLLOL_{name}_DASHBOARD_URL", None
+        )
+        origin = _origin(url)
+        if origin and origin not in origins:
+            origins.append(origin)
+    return origins
+
+
+def content_security_policy(request) -> str:
+    """Return the page's policy: own scripts and styles only, sockets to this host.
+
+    No inline script is allowed; the state snapshot is a JSON data block, which a
+    policy does not execute. Frames may show only the Ray and Dask dashboards.
+    """
+    host = request.get_host()
+    frames = " ".join(framework_origins()) or "'none'"
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "font-src 'self'",
+            f"connect-src 'self' ws://{host} wss://{host}",
+            f"frame-src {frames}",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def with_page_security(response, request):
+    """Add the headers that keep the dashboard page from running anyone's script."""
+    response["Content-Security-Policy"] = content_security_policy(request)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Referrer-Policy"] = "same-origin"
+    return response

@@ -1,8 +1,27 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.liveserver import LiveServer
+
+BROWSER_TESTS = Path(__file__).resolve().parent / "browser"
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Collect tests/browser only when asked for by path (`make test` runs it alone).
+
+    Playwright's sync API runs an event loop of its own, which must not share a
+    process with the asyncio tests.
+    """
+    if collection_path != BROWSER_TESTS:
+        return None
+    for arg in config.args:
+        asked = Path(arg.split("::")[0]).resolve()
+        if asked == BROWSER_TESTS or BROWSER_TESTS in asked.parents:
+            return None
+    return True
 
 
 @pytest.fixture

@@ -1,0 +1,74 @@
+"""The dashboard page as served: its snapshot, its escaping and its security headers."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from django.utils import timezone
+
+from activity.choices import Stream
+from activity.services import NewEvent, record_events
+from applications.api.serializers import AppReport
+from applications.services import register_application
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+SCRIPT_TAG = re.compile(r"<script\b([^>]*)>", re.IGNORECASE)
+
+pytestmark = pytest.mark.django_db
+
+
+def snapshot_of(response) -> dict:
+    match = re.search(
+        r'<script id="dashboard-snapshot" type="application/json">(.*?)</script>',
+        response.content.decode(),
+        re.DOTALL,
+    )
+    assert match, "the page carries no snapshot"
+    return json.loads(match.group(1))
+
+
+def test_it_sends_a_policy_without_inline_scripts(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert "frame-src 'none'" in policy
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+    for attributes in SCRIPT_TAG.findall(response.content.decode()):
+        assert "src=" in attributes or 'type="application/json"' in attributes
+
+
+def test_it_lets_frames_show_only_the_framework_dashboards(client, settings):
+    settings.SOLLOL_RAY_PUBLIC_URL = "https://ray.example.test:8265/some/path"
+    settings.SOLLOL_DASK_PUBLIC_URL = ""
+    settings.SOLLOL_DASK_DASHBOARD_URL = "http://127.0.0.1:8787"
+    policy = client.get("/")["Content-Security-Policy"]
+    assert "frame-src https://ray.example.test:8265 http://127.0.0.1:8787;" in policy
+
+
+def test_it_escapes_a_hostile_app_name_in_the_html_and_the_snapshot(client):
+    register_application(
+        AppReport(app_id="hostile", name=HOSTILE, metadata={"note": HOSTILE}),
+        now=timezone.now(),
+    )
+    response = client.get("/")
+    body = response.content.decode()
+    assert HOSTILE not in body
+    assert "&lt;img src=x onerror=alert(1)&gt;" in body
+    [app] = snapshot_of(response)["applications"]
+    assert app["name"] == HOSTILE
+
+
+def test_it_resumes_each_stream_after_the_events_it_rendered(client):
+    [event] = record_events(
+        [NewEvent(Stream.NODES, "node_discovered", "Node found", {"node": "x"})],
+        now=timezone.now(),
+    )
+    snapshot = snapshot_of(client.get("/"))
+    assert snapshot["watermarks"]["nodes"] == event.id
+    assert snapshot["watermarks"]["applications"] == 0
+    assert [e["id"] for e in snapshot["feed"]] == [event.id]
