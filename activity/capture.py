@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import queue
 import threading
 import time
@@ -33,12 +34,19 @@ class DashboardLogHandler(logging.Handler):
         super().__init__(level)
         self.dropped = 0
         self.written = 0
+        self._max_queue = max_queue
         self._queue: queue.Queue = queue.Queue(max_queue)
         self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
         self._thread_lock = threading.Lock()
         self._stopping = threading.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._pid != os.getpid():
+            # A forked child (a Celery pool process): the writer thread stayed in
+            # the parent. Start afresh here.
+            self._pid, self._thread = os.getpid(), None
+            self._queue = queue.Queue(self._max_queue)
         if self._thread is not None and threading.current_thread() is self._thread:
             return
         if record.name.startswith(IGNORED_LOGGERS):

@@ -38,9 +38,32 @@ class CycleReport:
         }
 
 
-def run_cycle(*, now: dt.datetime) -> CycleReport:
-    """Probe everything once; return what was done. Call from a thread, not a loop."""
+def run_cycle(
+    *,
+    now: dt.datetime,
+    node_ids: list[int] | None = None,
+    backend_ids: list[int] | None = None,
+    round: int | None = None,
+) -> CycleReport:
+    """Probe everything once, or the given ids (one shard of a sharded round).
+
+    In a round, what was already recorded in it (a batch delivered again after its
+    worker died) is not probed again. Return what was done. Call from a thread.
+    """
     tags_due = now - dt.timedelta(seconds=settings.SOLLOL_PROBE_TAGS_INTERVAL)
+    node_rows = OllamaNode.objects.only(
+        "id", "url", "host", "port", "source", "tags_checked_at"
+    )
+    backend_rows = RpcBackend.objects.only(
+        "id", "host", "port", "source", "status", "session_at"
+    )
+    if node_ids is not None:
+        node_rows = node_rows.filter(id__in=node_ids)
+    if backend_ids is not None:
+        backend_rows = backend_rows.filter(id__in=backend_ids)
+    if round is not None:
+        node_rows = node_rows.filter(probe_round__lt=round)
+        backend_rows = backend_rows.filter(probe_round__lt=round)
     nodes = [
         (
             node.id,
@@ -48,9 +71,7 @@ def run_cycle(*, now: dt.datetime) -> CycleReport:
             node.tags_checked_at is None or node.tags_checked_at <= tags_due,
             _gate(node),
         )
-        for node in OllamaNode.objects.only(
-            "id", "url", "host", "port", "source", "tags_checked_at"
-        )
+        for node in node_rows
     ]
     backends = [
         (
@@ -60,15 +81,13 @@ def run_cycle(*, now: dt.datetime) -> CycleReport:
             services.needs_session(backend, now),
             _gate(backend),
         )
-        for backend in RpcBackend.objects.only(
-            "id", "host", "port", "source", "status", "session_at"
-        )
+        for backend in backend_rows
     ]
     started = time.perf_counter()
     # One thread writes, in order; its connection is closed when the cycle ends.
     with ThreadPoolExecutor(1, thread_name_prefix="probe-writer") as writer:
         try:
-            changes = asyncio.run(_probe_all(nodes, backends, writer))
+            changes = asyncio.run(_probe_all(nodes, backends, writer, round))
         finally:
             # close_all looks up the connections of the thread it runs in.
             writer.submit(connections.close_all).result()
@@ -82,7 +101,9 @@ def run_cycle(*, now: dt.datetime) -> CycleReport:
     return report
 
 
-async def _probe_all(nodes, backends, writer: ThreadPoolExecutor) -> int:
+async def _probe_all(
+    nodes, backends, writer: ThreadPoolExecutor, round: int | None = None
+) -> int:
     loop = asyncio.get_running_loop()
     timeout = settings.SOLLOL_PROBE_TIMEOUT
     limit = asyncio.Semaphore(settings.SOLLOL_PROBE_CONCURRENCY)
@@ -103,11 +124,11 @@ async def _probe_all(nodes, backends, writer: ThreadPoolExecutor) -> int:
             changes += await loop.run_in_executor(writer, _record_refused, *refused)
         if batch_nodes:
             changes += await loop.run_in_executor(
-                writer, _record, services.record_node_probes, batch_nodes
+                writer, _record, services.record_node_probes, batch_nodes, round
             )
         if batch_backends:
             changes += await loop.run_in_executor(
-                writer, _record, services.record_backend_probes, batch_backends
+                writer, _record, services.record_backend_probes, batch_backends, round
             )
 
     async def probe_one_node(
@@ -168,8 +189,8 @@ async def _probe_all(nodes, backends, writer: ThreadPoolExecutor) -> int:
     return changes
 
 
-def _record(record, results) -> int:
-    return record(results, now=timezone.now())
+def _record(record, results, round=None) -> int:
+    return record(results, now=timezone.now(), round=round)
 
 
 def _record_refused(nodes, backends) -> int:

@@ -27,6 +27,9 @@ class OllamaNode(models.Model):
     last_seen = models.DateTimeField(null=True, blank=True)
     last_probe = models.DateTimeField(null=True, blank=True)
     tags_checked_at = models.DateTimeField(null=True, blank=True)
+    # The last sharded probe round that recorded this node (network/tasks.py): a
+    # batch delivered again after a worker died skips what was already probed.
+    probe_round = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField()
 
     class Meta:
@@ -80,6 +83,7 @@ class RpcBackend(models.Model):
     # The protocol session is opened sparingly (the server serves one client at a
     # time); between sessions a TCP connect tells whether it is alive.
     session_at = models.DateTimeField(null=True, blank=True)
+    probe_round = models.PositiveBigIntegerField(default=0)  # as OllamaNode's
     created_at = models.DateTimeField()
 
     class Meta:
@@ -98,6 +102,7 @@ class ProbeCycle(models.Model):
     nodes = models.PositiveIntegerField()
     backends = models.PositiveIntegerField()
     changes = models.PositiveIntegerField()
+    round = models.PositiveBigIntegerField(default=0)  # the last sharded round begun
 
     def __str__(self) -> str:
         return f"{self.name}: {self.nodes} nodes in {self.seconds:.2f}s"

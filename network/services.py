@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, QuerySet, TextField
 from django.db.models.functions import Cast
+from django.utils import timezone
 
 from activity.choices import Stream
 from activity.services import NewEvent, record_events
@@ -252,6 +253,7 @@ NODE_PROBE_FIELDS = [
     "last_seen",
     "last_probe",
     "tags_checked_at",
+    "probe_round",
 ]
 
 
@@ -345,9 +347,16 @@ def _activity_event(type: str, node: OllamaNode, model: dict[str, Any]) -> NewEv
 
 
 def record_node_probes(
-    results: Sequence[tuple[int, NodeProbe]], *, now: dt.datetime
+    results: Sequence[tuple[int, NodeProbe]],
+    *,
+    now: dt.datetime,
+    round: int | None = None,
 ) -> int:
-    """Store what a batch of probes found; return how many events it made."""
+    """Store what a batch of probes found; return how many events it made.
+
+    With a sharded round, a node another delivery of the batch already recorded
+    in this round is left as it is: no probe is counted twice.
+    """
     if not results:
         return 0
     events: list[NewEvent] = []
@@ -360,6 +369,10 @@ def record_node_probes(
             node = nodes.get(node_id)
             if node is None:
                 continue  # removed while it was being probed
+            if round is not None:
+                if node.probe_round >= round:
+                    continue
+                node.probe_round = round
             old_status = node.status
             # The first look at a node is its baseline: what it already holds was
             # not loaded just now.
@@ -535,6 +548,7 @@ BACKEND_PROBE_FIELDS = [
     "last_seen",
     "last_probe",
     "session_at",
+    "probe_round",
 ]
 
 
@@ -572,7 +586,10 @@ def _backend_transition(backend: RpcBackend, old_status: str) -> NewEvent | None
 
 
 def record_backend_probes(
-    results: Sequence[tuple[int, RpcProbe, bool]], *, now: dt.datetime
+    results: Sequence[tuple[int, RpcProbe, bool]],
+    *,
+    now: dt.datetime,
+    round: int | None = None,
 ) -> int:
     """Store what a batch of backend probes found (id, probe, was a session).
 
@@ -590,6 +607,10 @@ def record_backend_probes(
             backend = backends.get(backend_id)
             if backend is None:
                 continue
+            if round is not None:
+                if backend.probe_round >= round:
+                    continue
+                backend.probe_round = round
             old_status = backend.status
             backend.last_probe = now
             backend.last_error = probe.error or ""
@@ -738,6 +759,27 @@ def ensure_reported(metadata: dict[str, Any], *, now: dt.datetime) -> None:
         ensure_nodes(nodes, source=Source.APPLICATION, now=now)
     if backends:
         ensure_backends(backends, source=Source.APPLICATION, now=now)
+
+
+def begin_round() -> tuple[int, list[int], list[int]]:
+    """Number a new sharded probe round; return it with every node and backend id."""
+    with transaction.atomic():
+        marker, _ = ProbeCycle.objects.select_for_update().get_or_create(
+            name="round",
+            defaults={
+                "started_at": timezone.now(),
+                "seconds": 0,
+                "nodes": 0,
+                "backends": 0,
+                "changes": 0,
+            },
+        )
+        marker.round += 1
+        marker.started_at = timezone.now()
+        marker.save(update_fields=["round", "started_at"])
+    nodes = list(OllamaNode.objects.order_by("id").values_list("id", flat=True))
+    backends = list(RpcBackend.objects.order_by("id").values_list("id", flat=True))
+    return marker.round, nodes, backends
 
 
 def record_cycle(report: dict[str, Any], *, started_at: dt.datetime) -> None:

@@ -91,6 +91,7 @@ INSTALLED_APPS = [
     "activity",
     "applications",
     "network",
+    "frameworks",
 ]
 
 MIDDLEWARE = [
@@ -163,6 +164,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+# The dashboard's own CSS and JavaScript (no build step); served by
+# ASGIStaticFilesHandler in sollol_site/asgi.py whatever DEBUG says.
+STATICFILES_DIRS = [BASE_DIR / "static"]
 
 REDIS_URL = env_str("REDIS_URL")
 CHANNEL_PREFIX = env_str("SOLLOL_CHANNEL_PREFIX", "sollol")
@@ -171,7 +175,18 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s
+                # a consumer blocks in BZPOPMIN waiting for messages: an idle
+                # consumer then lost the race now and then and died with "Timeout
+                # reading from ..." (tests/test_scaleout.py). Reads may take longer
+                # than the blocking wait; connecting may not.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 15,
+                        "socket_connect_timeout": 2,
+                    }
+                ],
                 "prefix": CHANNEL_PREFIX,
                 "capacity": 1000,
             },
@@ -236,6 +251,12 @@ SOLLOL_CAPTURE_LOG_LEVEL = env_str("SOLLOL_CAPTURE_LOG_LEVEL", "INFO")
 # scheduler inside `manage.py serve` runs the same tasks on the same schedule.
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = env_str("SOLLOL_CELERY_QUEUE", "sollol")
+# One task at a time per worker process, so batches spread over the workers; and a
+# task whose worker vanished goes back to the queue after this many seconds (every
+# task here ends within a probe timeout or a sweep, far sooner).
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60}
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "sweep-applications": {
@@ -295,6 +316,9 @@ SOLLOL_PROBE_TAGS_INTERVAL = env_float("SOLLOL_PROBE_TAGS_INTERVAL", 60.0)
 SOLLOL_PROBE_CONCURRENCY = env_int("SOLLOL_PROBE_CONCURRENCY", 256)
 SOLLOL_RPC_SESSION_INTERVAL = env_float("SOLLOL_RPC_SESSION_INTERVAL", 30.0)
 SOLLOL_NODE_HISTORY = env_int("SOLLOL_NODE_HISTORY", 50)
+# 0: the beat task probes everything itself (embedded mode). N > 0: it enqueues
+# batches of N nodes (and N backends) that any number of Celery workers share.
+SOLLOL_PROBE_SHARD_SIZE = env_int("SOLLOL_PROBE_SHARD_SIZE", 0)
 
 CELERY_BEAT_SCHEDULE["probe-network"] = {
     "task": "network.tasks.probe_network",
@@ -320,4 +344,29 @@ SOLLOL_MAX_DECOMPRESSED_BYTES = env_int("SOLLOL_MAX_DECOMPRESSED_BYTES", 4 << 20
 CELERY_BEAT_SCHEDULE["prune-traces"] = {
     "task": "activity.tasks.prune_traces",
     "schedule": SOLLOL_EVENT_PRUNE_INTERVAL,
+}
+
+
+# Frameworks: the Ray and Dask dashboards to watch (unset: not_configured). The
+# public URLs are what a remote browser is sent to (links, embeds); they default
+# to the dashboard URLs, which the server itself uses.
+def _framework_url(name: str) -> str:
+    url = env_str(name).rstrip("/")
+    if url and not url.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(f"{name} must be an http:// or https:// URL")
+    return url
+
+
+SOLLOL_RAY_DASHBOARD_URL = _framework_url("SOLLOL_RAY_DASHBOARD_URL")
+SOLLOL_RAY_AUTH_TOKEN = env_str("SOLLOL_RAY_AUTH_TOKEN")
+SOLLOL_RAY_PUBLIC_URL = _framework_url("SOLLOL_RAY_PUBLIC_URL")
+SOLLOL_DASK_DASHBOARD_URL = _framework_url("SOLLOL_DASK_DASHBOARD_URL")
+SOLLOL_DASK_PUBLIC_URL = _framework_url("SOLLOL_DASK_PUBLIC_URL")
+SOLLOL_FRAMEWORK_INTERVAL = env_float("SOLLOL_FRAMEWORK_INTERVAL", 5.0)
+SOLLOL_FRAMEWORK_TIMEOUT = env_float("SOLLOL_FRAMEWORK_TIMEOUT", 2.0)
+SOLLOL_FRAMEWORK_HISTORY = env_int("SOLLOL_FRAMEWORK_HISTORY", 60)
+CELERY_BEAT_SCHEDULE["collect-frameworks"] = {
+    "task": "frameworks.tasks.collect_frameworks",
+    "schedule": SOLLOL_FRAMEWORK_INTERVAL,
+    "options": {"expires": SOLLOL_FRAMEWORK_INTERVAL},
 }

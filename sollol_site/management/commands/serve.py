@@ -66,8 +66,18 @@ class Command(BaseCommand):
     async def _serve(self, host: str, port: int, run_scheduler: bool) -> None:
         # uvicorn re-raises the signal that stopped it once it has shut down; with
         # these handlers that re-raise is a no-op, so we can stop our jobs cleanly.
+        # Until uvicorn installs its own (when serve() starts), a signal is noted
+        # here and stops the server as soon as it exists: one sent during start-up
+        # was lost, and the dashboard kept serving.
+        stopping: dict = {"server": None, "asked": False}
+
+        def stop_when_ready(*_) -> None:
+            stopping["asked"] = True
+            if stopping["server"] is not None:
+                stopping["server"].should_exit = True
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: None)
+            signal.signal(sig, stop_when_ready)
         config = uvicorn.Config(
             "sollol_site.asgi:application",
             host=host,
@@ -84,7 +94,8 @@ class Command(BaseCommand):
             access_log=False,
             timeout_graceful_shutdown=5,
         )
-        server = uvicorn.Server(config)
+        server = stopping["server"] = uvicorn.Server(config)
+        server.should_exit = stopping["asked"]
         scheduler = Scheduler(settings.CELERY_BEAT_SCHEDULE) if run_scheduler else None
         if scheduler:
             scheduler.start()

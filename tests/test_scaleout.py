@@ -1,0 +1,232 @@
+"""The production topology, for real: two daphne processes, a Celery worker and beat.
+
+All on the machine's PostgreSQL and Redis, in a database and a channel prefix and a
+queue of this test's own. Probing is sharded (one node per batch), so the events
+about nodes are produced in the worker; both daphne processes must push them to
+their WebSocket clients, and what is written through one is read through the other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+from websockets.sync.client import connect
+
+from conftest import require
+from network.simulator.ollama import running_fleet
+from tests.liveserver import REPO
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+REDIS = ("127.0.0.1", 6379)
+
+
+def reachable(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def database():
+    require(reachable("127.0.0.1", 5432), "no PostgreSQL on 127.0.0.1:5432")
+    require(reachable(*REDIS), "no Redis on 127.0.0.1:6379")
+    import psycopg
+
+    name = f"sollol_scale_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgres://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def probe_rounds(url: str) -> list[int]:
+    """Return the sharded round that last recorded each node."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgres://", "postgresql://")) as conn:
+        rows = conn.execute("SELECT probe_round FROM network_ollamanode").fetchall()
+    return [row[0] for row in rows]
+
+
+def stored_events(url: str) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgres://", "postgresql://")) as conn:
+        return conn.execute(
+            "SELECT id, stream, type, timestamp FROM activity_event ORDER BY id"
+        ).fetchall()
+
+
+class Celery:
+    """`celery -A sollol_site <role>` in a child process, stopped by its PID."""
+
+    def __init__(self, role: str, env: dict[str, str], tmp_path: Path) -> None:
+        self.log_path = tmp_path / f"celery-{role}.log"
+        extra = (
+            ["--concurrency", "2", "--without-gossip", "--without-mingle", "-l", "info"]
+            if role == "worker"
+            else ["--schedule", str(tmp_path / "beat-schedule")]
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "sollol_site", role, *extra],
+            cwd=REPO,
+            env=env,
+            stdout=self.log_path.open("a"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its pool processes go with it
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Stream:
+    """A WebSocket stream read on a thread; every message is kept, in order."""
+
+    def __init__(self, url: str) -> None:
+        self.socket = connect(url, open_timeout=10)
+        self.messages: queue.Queue = queue.Queue()
+        self.seen: list[dict] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for message in self.socket:
+                self.messages.put(json.loads(message))
+        except Exception:
+            return
+
+    def wait_for(self, wanted: Callable[[dict], bool], timeout: float) -> dict:
+        """Return the first message, seen already or arriving, that is wanted.
+
+        Events about different nodes come in any order: what does not match one
+        wait may be what the next one looks for.
+        """
+        deadline = time.monotonic() + timeout
+        checked = 0
+        while True:
+            for message in self.seen[checked:]:
+                if wanted(message):
+                    return message
+            checked = len(self.seen)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pytest.fail(
+                    f"no such message within {timeout}s; got {self.seen!r}"[:3000]
+                )
+            try:
+                self.seen.append(self.messages.get(timeout=left))
+            except queue.Empty:
+                continue
+
+    def close(self) -> None:
+        self.socket.close()
+        self.thread.join(5)
+
+
+def test_events_from_the_worker_reach_clients_of_every_web_process(
+    database, tmp_path, live_server_factory
+):
+    with running_fleet(2, base="127.0.0.2", port=0, seed=21) as fleet:
+        env = {
+            "DATABASE_URL": database,
+            "REDIS_URL": f"redis://{REDIS[0]}:{REDIS[1]}/0",
+            "SOLLOL_CHANNEL_PREFIX": f"scale{uuid.uuid4().hex[:8]}",
+            "SOLLOL_CELERY_QUEUE": f"scale-{uuid.uuid4().hex[:8]}",
+            "SOLLOL_OLLAMA_NODES": ",".join(fleet.urls),
+            "SOLLOL_DISCOVER_LOCALHOST": "false",
+            "SOLLOL_PROBE_INTERVAL": "1",
+            "SOLLOL_PROBE_TIMEOUT": "1",
+            "SOLLOL_PROBE_SHARD_SIZE": "1",
+            "SOLLOL_DATA_DIR": str(tmp_path / "data"),
+            "SOLLOL_CAPTURE_LOGS": "false",
+        }
+        first = live_server_factory("daphne", **env)
+        first.start(timeout=60)  # migrates the shared database first
+        second = live_server_factory("daphne", **env)
+        second.start(timeout=60)
+        streams = [
+            Stream(server.url.replace("http", "ws") + "/ws/network/nodes")
+            for server in (first, second)
+        ]
+        apps_on_second = Stream(second.url.replace("http", "ws") + "/ws/applications")
+        celery_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        processes = [
+            Celery("worker", celery_env, tmp_path),
+            Celery("beat", celery_env, tmp_path),
+        ]
+        try:
+            for stream in streams:
+                for url in fleet.urls:
+                    stream.wait_for(
+                        lambda m, url=url: (
+                            m["type"] == "status_change"
+                            and m["node"] == url
+                            and m["new_status"] == "healthy"
+                        ),
+                        timeout=60,
+                    )
+            fleet.nodes[0].die()
+            for stream in streams:
+                stream.wait_for(
+                    lambda m: (
+                        m["type"] == "status_change"
+                        and m["node"] == fleet.urls[0]
+                        and m["new_status"] in ("unhealthy", "offline")
+                    ),
+                    timeout=15,
+                )
+            # Sharded: the probes were batches of numbered rounds, run by the worker
+            # (daphne runs no periodic jobs at all).
+            assert "probe_batch" in processes[0].log()
+            assert min(probe_rounds(database)) >= 1
+            registered = requests.post(
+                first.url + "/api/applications/register",
+                json={"app_id": "scale-app", "name": "Scale App"},
+                timeout=5,
+            )
+            assert registered.status_code == 200
+            listed = requests.get(second.url + "/api/applications", timeout=5).json()
+            assert [a["app_id"] for a in listed["applications"]] == ["scale-app"]
+            event = apps_on_second.wait_for(
+                lambda m: m["type"] == "app_registered", timeout=10
+            )
+            assert event["app_id"] == "scale-app"
+        except BaseException:
+            for process in processes:
+                print(process.log()[-3000:])
+            print("EVENTS IN THE DATABASE:", stored_events(database))
+            raise
+        finally:
+            for stream in [*streams, apps_on_second]:
+                stream.close()
+            for process in processes:
+                process.stop()
