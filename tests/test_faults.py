@@ -1,0 +1,137 @@
+"""Faults the dashboard survives by itself: its database or its Redis going away."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+
+import pytest
+import requests
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from conftest import require
+from tests.faults import PrivateRedis, TcpProxy
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+
+
+def reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def database_behind_a_proxy():
+    """A PostgreSQL database of this test's own, reached through a TcpProxy."""
+    require(reachable(5432), "no PostgreSQL on 127.0.0.1:5432")
+    import psycopg
+
+    name = f"sollol_fault_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    yield proxy, f"postgres://postgres@127.0.0.1:{proxy.port}/{name}"
+    proxy.close()
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def post(server, path: str, body: dict) -> requests.Response:
+    return requests.post(server.url + path, json=body, timeout=15)
+
+
+def app(app_id: str) -> dict:
+    return {"app_id": app_id, "name": app_id.title()}
+
+
+def test_the_database_going_away_answers_503_and_recovers_by_itself(
+    database_behind_a_proxy, live_server_factory
+):
+    proxy, url = database_behind_a_proxy
+    server = live_server_factory(
+        DATABASE_URL=url, SOLLOL_DISCOVER_LOCALHOST="false", SOLLOL_WRITE_RATE="0"
+    )
+    server.start(timeout=60)
+    assert post(server, "/api/applications/register", app("before")).status_code == 200
+
+    proxy.down()
+    started = time.monotonic()
+    for response in (
+        post(server, "/api/applications/register", app("during")),  # REST lane
+        post(server, "/api/applications/heartbeat", app("before")),  # lean lane
+        requests.get(server.url + "/api/applications", timeout=15),
+    ):
+        assert response.status_code == 503, response.text
+        assert "database" in response.json()["error"]
+    # Refused at once, not after a pool's 30 s wait: clients retry on their own.
+    assert time.monotonic() - started < 10
+
+    proxy.up()
+    deadline = time.monotonic() + 20
+    while True:
+        response = post(server, "/api/applications/register", app("after"))
+        if response.status_code == 200 or time.monotonic() > deadline:
+            break
+        assert response.status_code == 503
+        time.sleep(0.5)
+    assert response.status_code == 200, response.text
+    assert post(server, "/api/applications/heartbeat", app("before")).status_code == 200
+    listed = requests.get(server.url + "/api/applications", timeout=5).json()
+    assert {a["app_id"] for a in listed["applications"]} == {"before", "after"}
+    assert server.process.poll() is None  # recovered without a restart
+
+
+def test_redis_going_away_loses_nothing(tmp_path, live_server_factory):
+    require(PrivateRedis.available(), "no redis-server binary (Debian: redis-server)")
+    redis = PrivateRedis(tmp_path / "redis")
+    redis.start()
+    try:
+        server = live_server_factory(
+            REDIS_URL=redis.url,
+            SOLLOL_DISCOVER_LOCALHOST="false",
+            SOLLOL_WRITE_RATE="0",
+        )
+        server.start(timeout=60)
+        ws_url = server.url.replace("http", "ws") + "/ws/applications"
+        with connect(ws_url, open_timeout=10) as socket_:
+            assert post(server, "/api/applications/register", app("a1")).ok
+            first = json.loads(socket_.recv(timeout=10))
+            assert first["type"] == "app_registered" and first["app_id"] == "a1"
+
+            redis.stop()
+            # HTTP goes on: registrations and heartbeats are stored meanwhile.
+            for app_id in ("a2", "a3"):
+                response = post(server, "/api/applications/register", app(app_id))
+                assert response.status_code == 200, response.text
+            assert post(server, "/api/applications/heartbeat", app("a1")).ok
+            # The stream cannot go on without Redis: its client is told so.
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    socket_.recv(timeout=20)
+
+        redis.start()  # the same port: the dashboard finds it again by itself
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                resumed = connect(f"{ws_url}?since={first['id']}", open_timeout=5)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        with resumed:
+            replayed = [json.loads(resumed.recv(timeout=10)) for _ in range(2)]
+        assert [(e["type"], e["app_id"]) for e in replayed] == [
+            ("app_registered", "a2"),
+            ("app_registered", "a3"),
+        ]
+        listed = requests.get(server.url + "/api/applications", timeout=5).json()
+        assert {a["app_id"] for a in listed["applications"]} == {"a1", "a2", "a3"}
+    finally:
+        redis.stop()
