@@ -7,10 +7,9 @@ class NodeStatus(models.TextChoices):
     DEGRADED = "degraded", "Degraded"  # answers, but slowly or with errors
     UNHEALTHY = "unhealthy", "Unhealthy"  # failed the last probe
     OFFLINE = "offline", "Offline"  # failed several probes in a row
-    REJECTED = (
-        "rejected",
-        "Rejected",
-    )  # outside SOLLOL_ALLOWED_NODE_CIDRS: not contacted
+    # Outside SOLLOL_ALLOWED_NODE_CIDRS: never contacted.
+    REJECTED = "rejected", "Rejected"
+    FLAPPING = "flapping", "Flapping"  # keeps changing; quiet until it settles
 
 
 class BackendStatus(models.TextChoices):
@@ -19,10 +18,8 @@ class BackendStatus(models.TextChoices):
     BUSY = "busy", "Busy"  # accepts, but serves another client
     OFFLINE = "offline", "Offline"
     INCOMPATIBLE = "incompatible", "Incompatible"  # speaks something else
-    REJECTED = (
-        "rejected",
-        "Rejected",
-    )  # outside SOLLOL_ALLOWED_NODE_CIDRS: not contacted
+    # Outside SOLLOL_ALLOWED_NODE_CIDRS: never contacted.
+    REJECTED = "rejected", "Rejected"
 
 
 class Source(models.TextChoices):

@@ -28,6 +28,7 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         ),
         unknown=Count("id", filter=Q(status=NodeStatus.UNKNOWN)),
         rejected=Count("id", filter=Q(status=NodeStatus.REJECTED)),
+        flapping=Count("id", filter=Q(status=NodeStatus.FLAPPING)),
     )
     backends = RpcBackend.objects.aggregate(
         total=Count("id"),
@@ -42,6 +43,8 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         reasons.append(f"{nodes['down']} of {nodes['total']} nodes are down")
     if nodes["degraded"]:
         reasons.append(f"{nodes['degraded']} nodes are degraded")
+    if nodes["flapping"]:
+        reasons.append(f"{nodes['flapping']} nodes keep going up and down")
     if backends["offline"]:
         reasons.append(
             f"{backends['offline']} of {backends['total']} RPC backends are offline"
@@ -61,7 +64,7 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         else []
     )
     probed = nodes["total"] - nodes["unknown"] - nodes["rejected"]
-    if probed and not nodes["healthy"] and not nodes["degraded"]:
+    if probed and not (nodes["healthy"] or nodes["degraded"] or nodes["flapping"]):
         status = "critical"
         reasons.insert(0, "no node is usable")
     elif not probed and not (backends["total"] and backends["online"]):
@@ -84,6 +87,7 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         "nodes_degraded": nodes["degraded"],
         "nodes_down": nodes["down"],
         "nodes_rejected": nodes["rejected"],
+        "nodes_flapping": nodes["flapping"],
         "backends_total": backends["total"],
         "backends_online": backends["online"],
         "backends_busy": backends["busy"],

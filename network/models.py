@@ -23,6 +23,12 @@ class OllamaNode(models.Model):
     vram_used_bytes = models.BigIntegerField(default=0)
     consecutive_failures = models.PositiveIntegerField(default=0)
     consecutive_successes = models.PositiveIntegerField(default=0)
+    # Flap detection: the status the last probe alone gave, and a score that each
+    # change of it raises by 1 and every probe decays (network.services).
+    probe_status = models.CharField(
+        max_length=16, choices=NodeStatus.choices, default=NodeStatus.UNKNOWN
+    )
+    flap_score = models.FloatField(default=0.0)
     last_error = models.TextField(blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)
     last_probe = models.DateTimeField(null=True, blank=True)

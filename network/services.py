@@ -232,15 +232,40 @@ def next_node_status(node: OllamaNode, probe: NodeProbe) -> tuple[str, str]:
     if probe.latency_ms is not None and probe.latency_ms > slow_ms:
         return NodeStatus.DEGRADED, f"slow: answered in {probe.latency_ms:.0f} ms"
     if (
-        node.status == NodeStatus.DEGRADED
+        node.probe_status == NodeStatus.DEGRADED
         and node.consecutive_successes < settings.SOLLOL_PROBE_RECOVER_AFTER
     ):
         return NodeStatus.DEGRADED, "recovering"
     return NodeStatus.HEALTHY, ""
 
 
+def _without_flapping(node: OllamaNode, status: str, reason: str) -> tuple[str, str]:
+    """Return the status to show: the probe's, unless the node keeps changing.
+
+    A node that fails every other probe would otherwise make an event per probe
+    for as long as it does; flapping, it makes one, then one more when it settles.
+    """
+    # First sight (from unknown) is no change of mind.
+    changed = status != node.probe_status != NodeStatus.UNKNOWN
+    node.probe_status = status
+    node.flap_score = node.flap_score * settings.SOLLOL_FLAP_DECAY + changed
+    if node.status == NodeStatus.FLAPPING:
+        if node.flap_score >= settings.SOLLOL_FLAP_END:
+            return NodeStatus.FLAPPING, ""
+        return status, f"stopped flapping; {reason}" if reason else "stopped flapping"
+    if node.flap_score >= settings.SOLLOL_FLAP_START:
+        return NodeStatus.FLAPPING, (
+            f"its status keeps changing (now {status}"
+            + (f": {reason}" if reason else "")
+            + "); status changes are not reported until it settles"
+        )
+    return status, reason
+
+
 NODE_PROBE_FIELDS = [
     "status",
+    "probe_status",
+    "flap_score",
     "version",
     "latency_ms",
     "latency_avg_ms",
@@ -381,7 +406,9 @@ def record_node_probes(
                     model_activity(node, node.loaded_models, probe.loaded_models)
                 )
             _apply_node_probe(node, probe, now)
-            node.status, reason = next_node_status(node, probe)
+            node.status, reason = _without_flapping(
+                node, *next_node_status(node, probe)
+            )
             if node.status != old_status:
                 history.append(
                     NodeStatusChange(
@@ -672,11 +699,8 @@ def record_rejections(
             if node is None:
                 continue
             old_status, reason = node.status, f"not contacted: {reason}"
-            node.status, node.last_error, node.last_probe = (
-                NodeStatus.REJECTED,
-                reason,
-                now,
-            )
+            node.status = node.probe_status = NodeStatus.REJECTED
+            node.last_error, node.last_probe = reason, now
             node.consecutive_failures = node.consecutive_successes = 0
             if old_status != node.status:
                 history.append(

@@ -316,6 +316,13 @@ SOLLOL_PROBE_TAGS_INTERVAL = env_float("SOLLOL_PROBE_TAGS_INTERVAL", 60.0)
 SOLLOL_PROBE_CONCURRENCY = env_int("SOLLOL_PROBE_CONCURRENCY", 256)
 SOLLOL_RPC_SESSION_INTERVAL = env_float("SOLLOL_RPC_SESSION_INTERVAL", 30.0)
 SOLLOL_NODE_HISTORY = env_int("SOLLOL_NODE_HISTORY", 50)
+# Flap detection: every probe multiplies a node's score by DECAY, every change of
+# the status a probe gives adds 1. At START the node is "flapping" (one event, then
+# quiet); below END it takes the status of its probes again. Changing every probe,
+# a node is flapping after its 5th change; settled, it leaves 9 probes later.
+SOLLOL_FLAP_DECAY = env_float("SOLLOL_FLAP_DECAY", 0.8)
+SOLLOL_FLAP_START = env_float("SOLLOL_FLAP_START", 3.0)
+SOLLOL_FLAP_END = env_float("SOLLOL_FLAP_END", 1.0)
 # 0: the beat task probes everything itself (embedded mode). N > 0: it enqueues
 # batches of N nodes (and N backends) that any number of Celery workers share.
 SOLLOL_PROBE_SHARD_SIZE = env_int("SOLLOL_PROBE_SHARD_SIZE", 0)

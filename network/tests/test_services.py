@@ -251,6 +251,7 @@ def test_it_follows_a_backend_through_its_life():
     ]
 
 
+@override_settings(SOLLOL_FLAP_START=100)  # changes every probe, on purpose
 def test_it_keeps_only_the_newest_history_of_each_node():
     node, other = (make_node("127.0.0.2"), make_node("127.0.0.3"))
     for i in range(6):
