@@ -10,6 +10,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sollol_site.settings")
 django_application = get_asgi_application()
 
 # Imported after Django is set up: these import models.
+from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
@@ -22,6 +23,7 @@ from applications.routing import websocket_urlpatterns as application_streams  #
 from frameworks.routing import websocket_urlpatterns as framework_streams  # noqa: E402
 from network.routing import websocket_urlpatterns as network_streams  # noqa: E402
 from sollol_site import ingest, realtime  # noqa: E402
+from sollol_site.auth import may_read  # noqa: E402
 
 if settings.SOLLOL_CAPTURE_LOGS:
     from activity import capture  # noqa: E402
@@ -36,6 +38,36 @@ class BrowserOriginValidator(OriginValidator):
         if parsed_origin is None:
             return True
         return self.validate_origin(parsed_origin)
+
+
+class ReadAccess:
+    """With SOLLOL_READ_TOKEN set, a stream needs a token or a logged-in user.
+
+    A browser cannot put headers on a WebSocket, but it sends its session cookie:
+    the page's own streams pass once its user logged in. Refused sockets are
+    closed with 4401 before they are accepted.
+    """
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.authenticated = AuthMiddlewareStack(self._gate)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if not settings.SOLLOL_READ_TOKENS:
+            await self.inner(scope, receive, send)
+            return
+        await self.authenticated(scope, receive, send)
+
+    async def _gate(self, scope, receive, send) -> None:
+        authorization = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"),
+            None,
+        )
+        if may_read(authorization, scope.get("user")):
+            await self.inner(scope, receive, send)
+            return
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": 4401})
 
 
 class Lifespan:
@@ -60,13 +92,15 @@ application = ProtocolTypeRouter(
             fallback=ASGIStaticFilesHandler(django_application),
         ),
         "websocket": BrowserOriginValidator(
-            URLRouter(
-                [
-                    *application_streams,
-                    *network_streams,
-                    *activity_streams,
-                    *framework_streams,
-                ]
+            ReadAccess(
+                URLRouter(
+                    [
+                        *application_streams,
+                        *network_streams,
+                        *activity_streams,
+                        *framework_streams,
+                    ]
+                )
             ),
             settings.ALLOWED_HOSTS,
         ),

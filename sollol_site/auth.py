@@ -17,13 +17,36 @@ def check_bearer(authorization: str | None) -> tuple[int, str] | None:
         return None
     if not authorization:
         return 401, "this dashboard needs Authorization: Bearer <token> for writes"
-    scheme, _, offered = authorization.partition(" ")
-    offered = offered.strip().encode()
-    # Compare against every token, always, so timing tells nothing about which.
-    matches = [hmac.compare_digest(offered, token.encode()) for token in tokens]
-    if scheme.lower() != "bearer" or not any(matches):
+    if not bearer_matches(authorization, tokens):
         return 403, "the bearer token is not valid"
     return None
+
+
+def bearer_matches(authorization: str | None, tokens: list[str]) -> bool:
+    """Return whether authorization is "Bearer <one of tokens>" (constant time).
+
+    Every token is compared, always, so timing tells nothing about which matched.
+    """
+    if not authorization:
+        return False
+    scheme, _, offered = authorization.partition(" ")
+    offered = offered.strip().encode()
+    matches = [hmac.compare_digest(offered, token.encode()) for token in tokens]
+    return scheme.lower() == "bearer" and any(matches)
+
+
+def may_read(authorization: str | None, user) -> bool:
+    """Return whether a reader gets in: always, unless SOLLOL_READ_TOKEN is set.
+
+    Then a read token or a write token (Authorization: Bearer ...) or a logged-in
+    Django user (the page, after /admin/login/) is needed.
+    """
+    tokens = settings.SOLLOL_READ_TOKENS
+    if not tokens:
+        return True
+    if user is not None and getattr(user, "is_authenticated", False):
+        return True
+    return bearer_matches(authorization, [*tokens, *settings.SOLLOL_API_TOKENS])
 
 
 def token_owner(authorization: str | None) -> str:

@@ -4,8 +4,10 @@ import logging
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
-from django.http import JsonResponse
+from django.http import HttpResponseRedirect, JsonResponse
+from django.utils.http import urlencode
 
+from sollol_site.auth import may_read
 from sollol_site.parsers import too_large_message
 
 logger = logging.getLogger(__name__)
@@ -33,3 +35,32 @@ class JsonErrorMiddleware:
         if isinstance(exception, DatabaseError):
             logger.exception("database error on %s", request.path)
         return None
+
+
+class ReadAccessMiddleware:
+    """With SOLLOL_READ_TOKEN set, reads need a token or a login (auth.may_read).
+
+    The admin keeps its own login; static files (no data in them) stay open.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.method in ("GET", "HEAD", "OPTIONS") and not request.path.startswith(
+            "/admin/"
+        ):
+            if not may_read(request.headers.get("Authorization"), request.user):
+                return self._refuse(request)
+        return self.get_response(request)
+
+    @staticmethod
+    def _refuse(request):
+        if request.path == "/":
+            return HttpResponseRedirect("/admin/login/?" + urlencode({"next": "/"}))
+        response = JsonResponse(
+            {"error": "reading this dashboard needs Authorization: Bearer <token>"},
+            status=401,
+        )
+        response["WWW-Authenticate"] = "Bearer"
+        return response

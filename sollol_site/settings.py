@@ -104,6 +104,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "sollol_site.middleware.ReadAccessMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -214,6 +215,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(SOLLOL_MAX_BODY_BYTES, SOLLOL_MAX_TRACE_BODY_B
 # Writes need "Authorization: Bearer <token>" when any token is set; several tokens
 # (comma-separated) allow rotation.
 SOLLOL_API_TOKENS = env_list("SOLLOL_API_TOKEN")
+# When set, reads (the page, GET /api/..., /metrics, the streams) need a read or
+# write token as a bearer, or a logged-in Django user (the page sends people to
+# /admin/login/). Unset, reads are open, as on a loopback-only dashboard.
+SOLLOL_READ_TOKENS = env_list("SOLLOL_READ_TOKEN")
 # Writes (POST/PUT/PATCH/DELETE under /api/ and /v1/) per client address and server
 # process: a sustained rate and a burst; 0 turns the limit off. 429 + Retry-After.
 SOLLOL_WRITE_RATE = env_float("SOLLOL_WRITE_RATE", 200.0)

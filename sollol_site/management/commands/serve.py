@@ -34,6 +34,18 @@ def allowed_hosts_for(bind_host: str) -> list[str]:
     return list(dict.fromkeys([*settings.ALLOWED_HOSTS, bind_host]))
 
 
+def open_door_warning(bind_host: str) -> str | None:
+    """Return the loud warning for serving beyond loopback with writes open."""
+    if _is_loopback(bind_host) or settings.SOLLOL_API_TOKENS:
+        return None
+    return (
+        f"WARNING: serving on {bind_host} with no SOLLOL_API_TOKEN: anyone who can "
+        "reach this port can register, change and remove applications, add nodes "
+        "for the dashboard to probe, and write logs, traces and metrics. Set "
+        "SOLLOL_API_TOKEN (and SOLLOL_READ_TOKEN to protect reads too)."
+    )
+
+
 class Command(BaseCommand):
     help = "Run the dashboard embedded: web server and periodic jobs in one process."
 
@@ -53,13 +65,9 @@ class Command(BaseCommand):
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
         settings.ALLOWED_HOSTS = allowed_hosts_for(host)
-        if not _is_loopback(host) and not settings.SOLLOL_API_TOKENS:
-            self.stderr.write(
-                self.style.WARNING(
-                    f"WARNING: serving on {host} with no SOLLOL_API_TOKEN: anyone who "
-                    "can reach this port can register, change and remove applications."
-                )
-            )
+        warning = open_door_warning(host)
+        if warning:
+            self.stderr.write(self.style.WARNING(warning))
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(self._serve(host, port, not options["no_scheduler"]))
 
