@@ -8,6 +8,7 @@ their WebSocket clients, and what is written through one is read through the oth
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -65,6 +66,21 @@ def probe_rounds(url: str) -> list[int]:
     return [row[0] for row in rows]
 
 
+def status_changes(url: str) -> dict[str, list[tuple[str, str]]]:
+    """Return each node's (old, new) status changes from the event log, in order."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgres://", "postgresql://")) as conn:
+        rows = conn.execute(
+            "SELECT payload->>'node', payload->>'old_status', payload->>'new_status'"
+            " FROM activity_event WHERE type = 'status_change' ORDER BY id"
+        ).fetchall()
+    changes: dict[str, list[tuple[str, str]]] = {}
+    for node, old, new in rows:
+        changes.setdefault(node, []).append((old, new))
+    return changes
+
+
 def stored_events(url: str) -> list[tuple]:
     import psycopg
 
@@ -77,8 +93,10 @@ def stored_events(url: str) -> list[tuple]:
 class Celery:
     """`celery -A sollol_site <role>` in a child process, stopped by its PID."""
 
-    def __init__(self, role: str, env: dict[str, str], tmp_path: Path) -> None:
-        self.log_path = tmp_path / f"celery-{role}.log"
+    def __init__(
+        self, role: str, env: dict[str, str], tmp_path: Path, name: str = ""
+    ) -> None:
+        self.log_path = tmp_path / f"celery-{name or role}.log"
         extra = (
             ["--concurrency", "2", "--without-gossip", "--without-mingle", "-l", "info"]
             if role == "worker"
@@ -102,6 +120,11 @@ class Celery:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no warm shutdown, no acknowledgement."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -230,3 +253,73 @@ def test_events_from_the_worker_reach_clients_of_every_web_process(
                 stream.close()
             for process in processes:
                 process.stop()
+
+
+def test_a_worker_killed_mid_probe_costs_one_round_and_repeats_no_event(
+    database, tmp_path, live_server_factory
+):
+    with running_fleet(2, base="127.0.0.2", port=0, seed=22) as fleet:
+        env = {
+            "DATABASE_URL": database,
+            "REDIS_URL": f"redis://{REDIS[0]}:{REDIS[1]}/0",
+            "SOLLOL_CHANNEL_PREFIX": f"kill{uuid.uuid4().hex[:8]}",
+            "SOLLOL_CELERY_QUEUE": f"kill-{uuid.uuid4().hex[:8]}",
+            "SOLLOL_OLLAMA_NODES": ",".join(fleet.urls),
+            "SOLLOL_DISCOVER_LOCALHOST": "false",
+            "SOLLOL_PROBE_INTERVAL": "1",
+            "SOLLOL_PROBE_TIMEOUT": "3",
+            "SOLLOL_PROBE_SHARD_SIZE": "1",
+            "SOLLOL_DATA_DIR": str(tmp_path / "data"),
+        }
+        web = live_server_factory("daphne", **env)
+        web.start(timeout=60)
+        nodes = Stream(web.url.replace("http", "ws") + "/ws/network/nodes")
+        celery_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        beat = Celery("beat", celery_env, tmp_path)
+        worker = Celery("worker", celery_env, tmp_path)
+        replacement = None
+        try:
+            for url in fleet.urls:
+                nodes.wait_for(
+                    lambda m, url=url: (
+                        m.get("new_status") == "healthy" and m["node"] == url
+                    ),
+                    timeout=60,
+                )
+            # The first node hangs: each probe of it now takes the 3 s timeout.
+            fleet.nodes[0].hang()
+            time.sleep(1.5)  # its batch is running now
+            worker.kill()  # the whole worker, pool and all, mid-task
+            replacement = Celery("worker", celery_env, tmp_path, name="replacement")
+            # The next rounds run on the new worker: the hanging node is found out.
+            nodes.wait_for(
+                lambda m: (
+                    m.get("new_status") == "unhealthy" and m["node"] == fleet.urls[0]
+                ),
+                timeout=40,
+            )
+            fleet.nodes[0].hang(False)
+            nodes.wait_for(
+                lambda m: (
+                    m.get("new_status") == "healthy"
+                    and m["node"] == fleet.urls[0]
+                    and m["id"] > 4
+                ),
+                timeout=40,
+            )
+            time.sleep(3)  # a few more rounds, and any delivery left over
+            assert "probe_batch" in replacement.log()
+            # Every status change in the log, per node, starts where the one
+            # before it ended: nothing was recorded twice, nothing out of order.
+            for transitions in status_changes(database).values():
+                assert all(a[1] == b[0] for a, b in itertools.pairwise(transitions))
+        except BaseException:
+            for process in (worker, beat, replacement):
+                if process is not None:
+                    print(process.log()[-3000:])
+            raise
+        finally:
+            nodes.close()
+            for process in (worker, beat, replacement):
+                if process is not None:
+                    process.stop()
