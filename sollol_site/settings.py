@@ -85,6 +85,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here, not a CDN
     "channels",
     "django_prometheus",
     "sollol_site",
@@ -203,6 +205,22 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["sollol_site.auth.WriteTokenRequired"],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "sollol_site.api.json_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "sollol_site.schema.JsonApiSchema",
+}
+# The OpenAPI schema at /api/schema/, Swagger UI at /api/schema/swagger/ (its
+# files from drf-spectacular-sidecar: no CDN).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "SOLLOL Unified Dashboard API",
+    "DESCRIPTION": "Fleet state, the application registry and activity (DESIGN.md).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "sollol_site.schema.add_lean_lane",
+    ],
 }
 
 # Bodies larger than this are refused with 413 on every lane.

@@ -2,15 +2,17 @@ from django.contrib import admin
 from django.http import JsonResponse
 from django.urls import include, path
 from django_prometheus.exports import ExportToDjangoView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from activity.api import traces
 from activity.api.prometheus import prometheus_metrics
+from applications.api.views import ApplicationListView
 from sollol_site import views
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("admin/", admin.site.urls),
-    path("api/applications", include("applications.api.urls")),
+    path("api/applications", ApplicationListView.as_view()),
     path("api/applications/", include("applications.api.urls")),
     path("api/network/", include("network.api.urls")),
     path("api/", include("frameworks.api.urls")),
@@ -20,6 +22,12 @@ urlpatterns = [
     path("api/", include("activity.api.urls")),
     path("api/prometheus", prometheus_metrics, name="prometheus"),
     path("metrics", ExportToDjangoView, name="prometheus-django-metrics"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path(
+        "api/schema/swagger/",
+        SpectacularSwaggerView.as_view(url_name="schema"),
+        name="swagger-ui",
+    ),
 ]
 
 

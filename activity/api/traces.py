@@ -14,6 +14,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.types import OpenApiTypes
 from rest_framework.exceptions import NotFound, ParseError
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,6 +23,7 @@ from activity import otlp, traces
 from sollol_site import jsonio
 from sollol_site.auth import check_bearer
 from sollol_site.parsers import too_large_message
+from sollol_site.schema import query
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,14 @@ def _number_param(
 
 
 class TraceListView(APIView):
+    query_parameters = {
+        "GET": [
+            query("service"),
+            query("min_duration_ms", OpenApiTypes.NUMBER),
+            query("limit", OpenApiTypes.INT),
+        ]
+    }
+
     def get(self, request):
         limit = int(_number_param(request, "limit", DEFAULT_LIMIT, MAX_LIMIT))
         service = request.query_params.get("service") or None

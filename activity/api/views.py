@@ -1,18 +1,22 @@
 from __future__ import annotations
 
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from rest_framework.exceptions import ParseError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from activity import logs, metrics
 from sollol_site.jsonio import PayloadError
+from sollol_site.schema import query
 
 MAX_LOG_LIMIT = 1000
 
 
 class MetricsView(APIView):
     """GET /api/metrics?window=5m: analytics of the requests routers reported."""
+
+    query_parameters = {"GET": [query("window", description="e.g. 30s, 5m, 1h")]}
 
     def get(self, request):
         try:
@@ -27,6 +31,17 @@ class LogListView(APIView):
 
     POST /api/logs (ingest) is served by the lean lane, activity.api.ingest.
     """
+
+    query_parameters = {
+        "GET": [
+            query("level", description="this level and above, e.g. WARNING"),
+            query("app_id"),
+            query("q", description="text the message contains"),
+            query("limit", OpenApiTypes.INT),
+            query("since", OpenApiTypes.INT, "lines after this id"),
+            query("before", OpenApiTypes.INT, "lines before this id"),
+        ]
+    }
 
     def get(self, request):
         query = request.query_params

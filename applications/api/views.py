@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Q
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ParseError, PermissionDenied
 from rest_framework.response import Response
@@ -17,6 +18,7 @@ from applications.choices import AppStatus
 from applications.models import Application
 from sollol_site.auth import token_owner
 from sollol_site.jsonio import PayloadError
+from sollol_site.schema import query
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -36,6 +38,15 @@ def _int_param(request, name: str, default: int, maximum: int | None = None) -> 
 
 
 class ApplicationListView(APIView):
+    query_parameters = {
+        "GET": [
+            query("limit", OpenApiTypes.INT, f"page size, at most {MAX_PAGE}"),
+            query("offset", OpenApiTypes.INT),
+            query("status", description="active or stale"),
+            query("router_type"),
+        ]
+    }
+
     def get(self, request):
         now = timezone.now()
         limit = _int_param(request, "limit", DEFAULT_PAGE, MAX_PAGE)

@@ -1,0 +1,66 @@
+"""The OpenAPI schema, and schemathesis fuzzing a live server against it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import requests
+
+from conftest import require
+from tests.liveserver import REPO
+
+
+def test_the_schema_and_its_swagger_ui_are_served_without_a_cdn(live_dashboard):
+    schema = requests.get(live_dashboard.url + "/api/schema/?format=json", timeout=10)
+    assert schema.status_code == 200
+    paths = schema.json()["paths"]
+    for path in (
+        "/api/applications/register",
+        "/api/applications/heartbeat",  # the lean lane, documented too
+        "/api/network/nodes/{node_id}",
+        "/api/metrics",
+        "/api/logs",
+    ):
+        assert path in paths
+    page = requests.get(live_dashboard.url + "/api/schema/swagger/", timeout=10)
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower() and "https://" not in page.text
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(
+    live_server_factory,
+):
+    binary = shutil.which("schemathesis", path=str(REPO / ".venv" / "bin"))
+    require(binary is not None, "schemathesis is not installed (requirements-dev)")
+    server = live_server_factory(
+        # Fuzzed bodies add nodes: keep every probe on loopback, and none after
+        # the first cycle at start-up anyway.
+        SOLLOL_ALLOWED_NODE_CIDRS="127.0.0.0/8",
+        SOLLOL_PROBE_INTERVAL="86400",
+        SOLLOL_DISCOVER_LOCALHOST="false",
+        SOLLOL_WRITE_RATE="0",
+    )
+    server.start(timeout=60)
+    result = subprocess.run(
+        [
+            binary,
+            "run",
+            f"{server.url}/api/schema/?format=json",
+            "--url",
+            server.url,
+            "--checks",
+            "not_a_server_error,status_code_conformance,"
+            "content_type_conformance,response_schema_conformance",
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+            "--no-color",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
