@@ -36,6 +36,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             await reject(self, "since must be a non-negative integer event id")
             return
         await realtime.subscribe(self.stream, self.channel_name)
+        self.samples = query_of(self.scope).get("samples") in ("1", "true")
+        if self.samples:
+            await realtime.subscribe_samples(self.stream, self.channel_name)
         if since < 0:
             # Live only: everything committed after the handshake, so the watermark
             # is read before the client learns it is connected.
@@ -46,6 +49,11 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         await realtime.unsubscribe(self.stream, self.channel_name)
+        if getattr(self, "samples", False):
+            await realtime.unsubscribe_samples(self.stream, self.channel_name)
+
+    async def samples_available(self, message: dict) -> None:
+        await self.send(text_data=json.dumps({"type": "samples", **message["payload"]}))
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         # The streams are one-way; a client's messages are ignored.

@@ -17,6 +17,7 @@ from applications.api.serializers import AppReport, application_data, check_meta
 from applications.choices import AppStatus
 from applications.models import Application, SweepMark
 from applications.signals import application_reported
+from sollol_site import realtime
 
 logger = logging.getLogger(__name__)
 
@@ -439,3 +440,39 @@ def remove_expired(*, now: dt.datetime) -> int:
         Application.objects.filter(pk__in=[app.pk for app in due]).delete()
         record_events(events, now=now)
     return len(due)
+
+
+# When this process last published heartbeat samples (see below).
+_samples_published: dt.datetime | None = None
+
+
+def publish_heartbeat_samples(*, now: dt.datetime) -> int:
+    """Every few seconds, send viewers the apps heard from since the last time.
+
+    A heartbeat that changes nothing makes no event, yet the page shows how long
+    ago each app was last heard from: these samples keep that honest without the
+    page polling the registry. Return how many apps were sent.
+    """
+    global _samples_published
+    interval = dt.timedelta(seconds=settings.SOLLOL_APP_SAMPLE_INTERVAL)
+    if _samples_published is not None and now - _samples_published < interval:
+        return 0
+    since = _samples_published or now - interval
+    _samples_published = now
+    rows = list(
+        Application.objects.filter(last_heartbeat__gt=since, last_heartbeat__lte=now)
+        .order_by()
+        .values_list("app_id", "last_heartbeat")[:SAMPLE_LIMIT]
+    )
+    if rows:
+        realtime.publish_samples(
+            Stream.APPLICATIONS,
+            {
+                "apps": [[app_id, seen.timestamp()] for app_id, seen in rows],
+                "fields": ["app_id", "last_heartbeat"],
+            },
+        )
+    return len(rows)
+
+
+SAMPLE_LIMIT = 20_000  # apps per sample message (a bound, not a page)

@@ -8,4 +8,7 @@ from applications import services
 
 @shared_task(name="applications.tasks.sweep_applications")
 def sweep_applications() -> dict[str, int]:
-    return services.sweep_applications(now=timezone.now())
+    now = timezone.now()
+    result = services.sweep_applications(now=now)
+    services.publish_heartbeat_samples(now=now)
+    return result

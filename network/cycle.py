@@ -98,6 +98,7 @@ def run_cycle(
         seconds=time.perf_counter() - started,
     )
     services.record_cycle(report.as_dict(), started_at=now)
+    services.publish_node_samples([node[0] for node in nodes])
     return report
 
 

@@ -20,6 +20,7 @@ from network import addresses, allowlist
 from network.choices import BackendStatus, NodeStatus, Source
 from network.models import NodeStatusChange, OllamaNode, ProbeCycle, RpcBackend
 from network.probes import NodeProbe
+from sollol_site import realtime
 from sollol_site.db import save_fields
 from sollol_site.jsonio import PayloadError
 
@@ -783,6 +784,30 @@ def ensure_reported(metadata: dict[str, Any], *, now: dt.datetime) -> None:
         ensure_nodes(nodes, source=Source.APPLICATION, now=now)
     if backends:
         ensure_backends(backends, source=Source.APPLICATION, now=now)
+
+
+def publish_node_samples(node_ids: list[int]) -> None:
+    """Send the probed nodes' latest measurements to viewers that asked for them.
+
+    Latency changes at every probe without being an event; the page's sparklines
+    and "last seen" follow these samples instead of polling the node list.
+    """
+    if not node_ids:
+        return
+    rows = OllamaNode.objects.filter(id__in=node_ids).values_list(
+        "id", "status", "latency_ms", "last_seen"
+    )
+    realtime.publish_samples(
+        Stream.NODES,
+        {
+            "nodes": [
+                [id, status, _round(latency), _timestamp(seen)]
+                for id, status, latency, seen in rows
+            ],
+            "fields": ["id", "status", "latency_ms", "last_seen"],
+            "at": timezone.now().timestamp(),
+        },
+    )
 
 
 def begin_round() -> tuple[int, list[int], list[int]]:

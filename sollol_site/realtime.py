@@ -40,6 +40,29 @@ async def unsubscribe(stream: str, channel_name: str) -> None:
     await get_channel_layer().group_discard(group_name(stream), channel_name)
 
 
+def samples_group(stream: str) -> str:
+    return f"samples.{stream}"
+
+
+async def subscribe_samples(stream: str, channel_name: str) -> None:
+    await get_channel_layer().group_add(samples_group(stream), channel_name)
+
+
+async def unsubscribe_samples(stream: str, channel_name: str) -> None:
+    await get_channel_layer().group_discard(samples_group(stream), channel_name)
+
+
+def publish_samples(stream: str, payload: dict[str, Any]) -> None:
+    """Send measurements (a node's latency, an app's last heartbeat) to viewers.
+
+    Samples are not events: they change nothing, are not stored in the log and
+    are not replayed; one that is lost is replaced by the next. Only sockets that
+    asked for them (?samples=1) get them, so every event stream message still has
+    an id.
+    """
+    _send(samples_group(stream), {"type": "samples.available", "payload": payload})
+
+
 def announce(stream: str, event_id: int) -> None:
     """Tell the stream's subscribers that events up to event_id are committed."""
     _send(group_name(stream), {"type": "events.available", "id": event_id})

@@ -7,8 +7,9 @@
  *   before the state was: each WebSocket resumes after it (?since=), so nothing
  *   that changes between the page's render and the socket's opening is lost, and
  *   a reconnect resumes after the last id received.
- * - No periodic page reloads; the only timed fetches are for values no stream
- *   carries (per-probe latency, quiet heartbeats), see MEASUREMENT_REFRESH.
+ * - No periodic reloads or polling: values that are no events (per-probe
+ *   latency, quiet heartbeats) arrive as "samples" on the node and application
+ *   streams (?samples=1).
  */
 "use strict";
 
@@ -17,9 +18,8 @@
   const FEED_MAX = 300;
   const LOGS_MAX = 1000;
   const RECONNECT_MAX_MS = 8000;
-  // Latency of each probe and quiet heartbeats are stored but not streamed:
-  // refresh those values (not the page) at this cadence while the page is shown.
-  const MEASUREMENT_REFRESH_MS = 10000;
+  // Latency of each probe and quiet heartbeats are no events: the node and
+  // application streams send them as "samples" (?samples=1), without an id.
   const LEVELS = { DEBUG: 10, INFO: 20, WARNING: 30, ERROR: 40, CRITICAL: 50 };
 
   const $ = (id) => document.getElementById(id);
@@ -491,7 +491,24 @@
     renderHealth();
   }, 2000);
 
+  function onNodeSamples(message) {
+    for (const [id, status, latency, lastSeen] of message.nodes || []) {
+      const node = state.nodes.get(id);
+      if (!node) continue;
+      node.status = status;
+      node.latency_ms = latency;
+      if (lastSeen !== null) node.last_seen = lastSeen;
+      node.last_probe = message.at;
+      rememberLatency(node);
+    }
+    scheduleNodes();
+  }
+
   function onNodeEvent(message) {
+    if (message.type === "samples") {
+      onNodeSamples(message);
+      return;
+    }
     const id = message.node_id;
     if (message.type === "node_removed") {
       state.nodes.delete(id);
@@ -752,7 +769,19 @@
 
   const scheduleApps = throttle(renderApps, 200);
 
+  function onAppSamples(message) {
+    for (const [appId, lastHeartbeat] of message.apps || []) {
+      const app = state.apps.get(appId);
+      if (app) app.last_heartbeat = lastHeartbeat;
+    }
+    scheduleApps();
+  }
+
   function onAppEvent(message) {
+    if (message.type === "samples") {
+      onAppSamples(message);
+      return;
+    }
     if (message.type === "app_unregistered" || message.type === "app_removed") {
       if (state.apps.delete(message.app_id)) state.appsTotal = Math.max(0, state.appsTotal - 1);
     } else if (message.app_id) {
@@ -768,33 +797,6 @@
     addFeed(message, "applications");
   }
 
-  const refreshApps = async () => {
-    // Quiet heartbeats (nothing changed) make no event: refresh their clocks.
-    let offset = 0;
-    const fresh = new Map();
-    for (;;) {
-      let page;
-      try {
-        page = await getJson("/api/applications?limit=1000&offset=" + offset);
-      } catch (_) {
-        return;
-      }
-      for (const app of page.applications || []) fresh.set(app.app_id, app);
-      state.appsTotal = page.total;
-      offset += (page.applications || []).length;
-      if (!(page.applications || []).length || offset >= page.total || offset >= 5000) break;
-    }
-    for (const [id, app] of fresh) {
-      const known = state.apps.get(id);
-      if (known) {
-        known.last_heartbeat = app.last_heartbeat;
-        known.status = app.status;
-      } else {
-        state.apps.set(id, app);
-      }
-    }
-    scheduleApps();
-  };
 
   function bindAppsControls() {
     $("apps-filter").addEventListener("input", scheduleApps);
@@ -1272,9 +1274,13 @@
   function start() {
     const marks = snap.watermarks || {};
     // Subscribe first: each stream resumes after the snapshot's watermark.
-    new Stream("nodes", "/ws/network/nodes", marks.nodes || 0, onNodeEvent).connect();
+    new Stream("nodes", "/ws/network/nodes", marks.nodes || 0, onNodeEvent, {
+      params: { samples: "1" },
+    }).connect();
     new Stream("backends", "/ws/network/backends", marks.backends || 0, onBackendEvent).connect();
-    new Stream("applications", "/ws/applications", marks.applications || 0, onAppEvent).connect();
+    new Stream("applications", "/ws/applications", marks.applications || 0, onAppEvent, {
+      params: { samples: "1" },
+    }).connect();
     new Stream("activity", "/ws/ollama_activity", marks.ollama_activity || 0, onActivityEvent).connect();
     new Stream("logs", "/ws/logs", marks.logs || 0, onLogMessage, { params: { batch: "1" } }).connect();
 
@@ -1315,11 +1321,6 @@
       tickApps();
       tickNodes();
     }, 1000);
-    setInterval(() => {
-      if (document.hidden) return;
-      refreshNodes();
-      refreshApps();
-    }, MEASUREMENT_REFRESH_MS);
     document.body.dataset.ready = "true";
   }
 

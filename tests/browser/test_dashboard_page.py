@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -327,3 +328,37 @@ def _populate(server, fleet) -> None:
         json={"app_id": "rag-search", "metadata": {"requests_processed": 1000}},
         timeout=5,
     )
+
+
+def test_it_follows_latencies_and_quiet_heartbeats_without_polling(
+    dashboard, fleet, watched_page
+):
+    """Probe latencies and heartbeats that change nothing are no events: the
+    server pushes them as samples, and the page asks for nothing on a timer."""
+    register(dashboard, "pulse", "Pulse App")
+    watch = watched_page()
+    polled = []
+    watch.page.on(
+        "request",
+        lambda request: (
+            polled.append(request.url)
+            if "/api/network/nodes" in request.url or "/api/applications" in request.url
+            else None
+        ),
+    )
+    page = open_live(watch, dashboard)
+    # Probed every second: the sparkline draws itself from the samples.
+    spark = node_row(page, fleet.urls[0]).locator("svg.spark polyline")
+    expect(spark).to_have_attribute("points", re.compile(r"\d"), timeout=8000)
+    # Heartbeats with nothing new, for longer than the page has been open.
+    seen = app_row(page, "pulse").locator("td").nth(5)
+    for _ in range(12):
+        beat = requests.post(
+            f"{dashboard.url}/api/applications/heartbeat",
+            json={"app_id": "pulse"},
+            timeout=5,
+        )
+        assert beat.status_code == 200
+        time.sleep(1)
+    expect(seen).to_have_text(re.compile(r"^[0-9] s ago$"), timeout=6000)
+    assert polled == []

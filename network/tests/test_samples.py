@@ -1,0 +1,82 @@
+"""Samples: measurements that are no events, pushed to viewers that ask for them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.utils import timezone
+
+from applications import services as applications
+from applications.tests.factories import register
+from network import services as network
+from network.cycle import run_cycle
+from network.simulator.ollama import running_fleet
+from sollol_site.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = [(b"origin", b"http://127.0.0.1:8080")]
+
+
+async def viewer(path: str) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, path, headers=ORIGIN)
+    assert (await communicator.connect(timeout=5))[0]
+    return communicator
+
+
+async def test_each_probe_cycle_sends_the_nodes_latencies_to_who_asked():
+    with running_fleet(2, base="127.0.0.2", port=0, seed=4) as fleet:
+        await database_sync_to_async(watch)(fleet.urls)
+        asked = await viewer("/ws/network/nodes?samples=1")
+        plain = await viewer("/ws/network/nodes")
+        await database_sync_to_async(run_cycle)(now=timezone.now())
+        received = [await asked.receive_json_from(timeout=5) for _ in range(3)]
+        samples = [m for m in received if m["type"] == "samples"]
+        assert len(samples) == 1 and "id" not in samples[0]
+        rows = {row[0]: row for row in samples[0]["nodes"]}
+        assert len(rows) == 2
+        assert all(row[1] == "healthy" and row[2] > 0 for row in rows.values())
+        assert samples[0]["fields"] == ["id", "status", "latency_ms", "last_seen"]
+        # The event stream's contract stays: without ?samples=1, events only.
+        events = [await plain.receive_json_from(timeout=5) for _ in range(2)]
+        assert all(m["type"] == "status_change" and "id" in m for m in events)
+        assert await plain.receive_nothing(timeout=0.3)
+        await asked.disconnect()
+        await plain.disconnect()
+
+
+def watch(urls: list[str]) -> None:
+    network.ensure_nodes(urls, source="config", now=timezone.now())
+
+
+async def test_heartbeats_that_change_nothing_still_reach_the_page_as_samples(
+    monkeypatch,
+):
+    monkeypatch.setattr(applications, "_samples_published", None)
+    now = timezone.now()
+    await database_sync_to_async(register)("app-1", now=now - dt.timedelta(seconds=2))
+    asked = await viewer("/ws/applications?samples=1")
+    await database_sync_to_async(applications.record_heartbeats)(
+        [applications.AppReport(app_id="app-1")], now=now
+    )
+    sent = await database_sync_to_async(applications.publish_heartbeat_samples)(now=now)
+    assert sent == 1
+    message = await asked.receive_json_from(timeout=5)
+    assert message["type"] == "samples"
+    assert message["apps"] == [["app-1", now.timestamp()]]
+    # Within the interval nothing more is sent; after it, only what is new.
+    later = now + dt.timedelta(seconds=1)
+    assert (
+        await database_sync_to_async(applications.publish_heartbeat_samples)(now=later)
+        == 0
+    )
+    quiet = now + dt.timedelta(seconds=6)
+    assert (
+        await database_sync_to_async(applications.publish_heartbeat_samples)(now=quiet)
+        == 0
+    )
+    assert await asked.receive_nothing(timeout=0.3)
+    await asked.disconnect()
