@@ -411,23 +411,13 @@ def record_node_probes(
                 node, *next_node_status(node, probe)
             )
             if node.status != old_status:
-                history.append(
-                    NodeStatusChange(
-                        node=node,
-                        old_status=old_status,
-                        new_status=node.status,
-                        reason=reason,
-                        at=now,
-                    )
-                )
+                history.append(_history(node, old_status, reason, now))
                 events.append(
-                    _node_event(
-                        "status_change",
+                    _status_event(
                         node,
+                        old_status,
+                        reason,
                         f"Node {node.url}: {old_status} → {node.status}",
-                        old_status=old_status,
-                        new_status=node.status,
-                        reason=reason,
                         latency_ms=_round(node.latency_ms),
                     )
                 )
@@ -435,6 +425,28 @@ def record_node_probes(
         NodeStatusChange.objects.bulk_create(history)
         record_events(events, now=now)
     return len(events)
+
+
+def _history(
+    node: OllamaNode, old_status: str, reason: str, now: dt.datetime
+) -> NodeStatusChange:
+    return NodeStatusChange(
+        node=node, old_status=old_status, new_status=node.status, reason=reason, at=now
+    )
+
+
+def _status_event(
+    node: OllamaNode, old_status: str, reason: str, message: str, **extra
+) -> NewEvent:
+    return _node_event(
+        "status_change",
+        node,
+        message,
+        old_status=old_status,
+        new_status=node.status,
+        reason=reason,
+        **extra,
+    )
 
 
 def node_history(node: OllamaNode) -> list[dict[str, Any]]:
@@ -704,23 +716,13 @@ def record_rejections(
             node.last_error, node.last_probe = reason, now
             node.consecutive_failures = node.consecutive_successes = 0
             if old_status != node.status:
-                history.append(
-                    NodeStatusChange(
-                        node=node,
-                        old_status=old_status,
-                        new_status=node.status,
-                        reason=reason,
-                        at=now,
-                    )
-                )
+                history.append(_history(node, old_status, reason, now))
                 events.append(
-                    _node_event(
-                        "status_change",
+                    _status_event(
                         node,
+                        old_status,
+                        reason,
                         f"Node {node.url}: {old_status} → rejected ({reason})",
-                        old_status=old_status,
-                        new_status=node.status,
-                        reason=reason,
                     )
                 )
         save_fields(list(found_nodes.values()), NODE_PROBE_FIELDS)
