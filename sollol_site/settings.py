@@ -148,7 +148,14 @@ def _databases() -> dict:
         # Under ASGI CONN_MAX_AGE gives no reuse; psycopg's pool does (PERF-NOTES.md).
         database["CONN_MAX_AGE"] = 0
         database["OPTIONS"] = {
-            "pool": {"min_size": 1, "max_size": env_int("SOLLOL_DB_POOL_SIZE", 20)}
+            "pool": {
+                "min_size": 1,
+                "max_size": env_int("SOLLOL_DB_POOL_SIZE", 20),
+                # With the database away, a request waited psycopg's default 30 s
+                # for a pooled connection before its 503 (bench/faults.py).
+                "timeout": env_float("SOLLOL_DB_POOL_TIMEOUT", 5.0),
+            },
+            "connect_timeout": 3,
         }
     return {"default": database}
 

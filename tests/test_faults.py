@@ -61,28 +61,41 @@ def test_the_database_going_away_answers_503_and_recovers_by_itself(
     assert post(server, "/api/applications/register", app("before")).status_code == 200
 
     proxy.down()
-    started = time.monotonic()
-    for response in (
-        post(server, "/api/applications/register", app("during")),  # REST lane
-        post(server, "/api/applications/heartbeat", app("before")),  # lean lane
-        requests.get(server.url + "/api/applications", timeout=15),
-    ):
-        assert response.status_code == 503, response.text
-        assert "database" in response.json()["error"]
-    # Refused at once, not after a pool's 30 s wait: clients retry on their own.
-    assert time.monotonic() - started < 10
+    cut = time.monotonic()
+    answers = []
+    while time.monotonic() - cut < 6:
+        for request in (
+            lambda: post(server, "/api/applications/register", app("during")),  # REST
+            lambda: post(server, "/api/applications/heartbeat", app("before")),  # lean
+            lambda: requests.get(server.url + "/api/applications", timeout=15),
+        ):
+            started = time.monotonic()
+            response = request()
+            answers.append(time.monotonic() - started)
+            assert response.status_code == 503, response.text
+            assert "database" in response.json()["error"]
+    # Refused within the pool's 5 s wait, not psycopg's default 30 s: clients
+    # retry on their own.
+    assert max(answers) < 5.5, answers
 
     proxy.up()
-    deadline = time.monotonic() + 20
-    while True:
-        response = post(server, "/api/applications/register", app("after"))
-        if response.status_code == 200 or time.monotonic() > deadline:
-            break
-        assert response.status_code == 503
+    returned = time.monotonic()
+
+    def everything_answers() -> bool:
+        return all(
+            response.status_code == 200
+            for response in (
+                post(server, "/api/applications/register", app("after")),
+                post(server, "/api/applications/heartbeat", app("before")),
+                requests.get(server.url + "/api/applications", timeout=15),
+            )
+        )
+
+    while not everything_answers():
+        assert time.monotonic() - returned < 20, "not recovered 20 s after"
         time.sleep(0.5)
-    assert response.status_code == 200, response.text
-    assert post(server, "/api/applications/heartbeat", app("before")).status_code == 200
-    listed = requests.get(server.url + "/api/applications", timeout=5).json()
+    print(f"recovered {time.monotonic() - returned:.2f} s after the database")
+    listed = requests.get(server.url + "/api/applications", timeout=15).json()
     assert {a["app_id"] for a in listed["applications"]} == {"before", "after"}
     assert server.process.poll() is None  # recovered without a restart
 
