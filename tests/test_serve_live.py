@@ -195,3 +195,69 @@ def test_it_reads_chunked_request_bodies_on_every_lane(live_server_factory, kind
         )
         assert response.status_code == 200, response.text
         assert response.json()["app_id"] == "chunky"
+
+
+def test_after_a_restart_apps_are_back_within_a_heartbeat_and_nodes_keep_history(
+    live_server_factory,
+):
+    from network.simulator.ollama import running_fleet
+    from sollol import DashboardClient
+
+    with running_fleet(1, base="127.0.0.2", port=0, seed=41) as fleet:
+        server = live_server_factory(
+            SOLLOL_OLLAMA_NODES=fleet.urls[0],
+            SOLLOL_DISCOVER_LOCALHOST="false",
+            SOLLOL_PROBE_INTERVAL="1",
+            SOLLOL_PROBE_TIMEOUT="1",
+            SOLLOL_APP_STALE_AFTER="4",
+            SOLLOL_APP_REMOVE_AFTER="8",
+        )
+        server.start()
+        client = DashboardClient(
+            app_name="Restarted", dashboard_url=server.url, heartbeat_interval=1.0
+        )
+        try:
+            assert client.wait_registered(10)
+
+            def history() -> list[dict]:
+                nodes = requests.get(server.url + "/api/network/nodes", timeout=5)
+                [node] = nodes.json()["nodes"]
+                detail = requests.get(
+                    f"{server.url}/api/network/nodes/{node['id']}", timeout=5
+                )
+                return detail.json()["history"]
+
+            fleet.nodes[0].die()
+            wait_until(lambda: len(history()) >= 2)
+            fleet.nodes[0].revive()
+            wait_until(lambda: len(history()) >= 3)
+            before = history()
+            server.stop()
+            time.sleep(3)
+            server.start()
+            restarted = time.time()
+            # Heard from again within one heartbeat interval (and a little).
+            wait_until(
+                lambda: listed(server)[client.app_id]["last_heartbeat"] >= restarted,
+                timeout=2.5,
+            )
+            assert history()[-len(before) :] == before  # nothing forgotten
+            time.sleep(5)  # past the stale timeout: no false app_stale
+            with stream(server, since=0) as ws:
+                types = []
+                try:
+                    while True:
+                        types.append(next_event(ws, timeout=1)["type"])
+                except TimeoutError:
+                    pass
+            assert "app_stale" not in types
+        finally:
+            client.close()
+
+
+def wait_until(condition, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(0.05)
