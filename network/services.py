@@ -147,25 +147,7 @@ def ensure_nodes(
     if not wanted:
         return []
     with transaction.atomic():
-        known = set(
-            OllamaNode.objects.filter(url__in=list(wanted)).values_list(
-                "url", flat=True
-            )
-        )
-        new = [
-            _refused_at_once(
-                OllamaNode(url=url, host=host, port=port, source=source, created_at=now)
-            )
-            for url, (host, port) in wanted.items()
-            if url not in known
-        ]
-        OllamaNode.objects.bulk_create(new, ignore_conflicts=True)
-        # ignore_conflicts leaves pks unset: read back the rows this call created.
-        created = list(
-            OllamaNode.objects.filter(
-                url__in=[n.url for n in new], created_at=now, source=source
-            )
-        )
+        created = _create_missing(OllamaNode, "url", wanted, source=source, now=now)
         record_events(
             [
                 _node_event(
@@ -180,6 +162,36 @@ def ensure_nodes(
             now=now,
         )
     return created
+
+
+def _create_missing(
+    model: type[OllamaNode] | type[RpcBackend],
+    key: str,
+    wanted: dict[str, tuple[str, int]],
+    *,
+    source: str,
+    now: dt.datetime,
+) -> list:
+    """Insert the wanted nodes or backends not stored yet; return those it made."""
+    known = set(
+        model.objects.filter(**{f"{key}__in": list(wanted)}).values_list(key, flat=True)
+    )
+    new = [
+        _refused_at_once(
+            model(**{key: value}, host=host, port=port, source=source, created_at=now)
+        )
+        for value, (host, port) in wanted.items()
+        if value not in known
+    ]
+    model.objects.bulk_create(new, ignore_conflicts=True)
+    # ignore_conflicts leaves pks unset: read back the rows this call created.
+    return list(
+        model.objects.filter(
+            **{f"{key}__in": [getattr(row, key) for row in new]},
+            created_at=now,
+            source=source,
+        )
+    )
 
 
 def _refused_at_once(target: OllamaNode | RpcBackend) -> OllamaNode | RpcBackend:
@@ -524,32 +536,7 @@ def ensure_backends(
     if not wanted:
         return []
     with transaction.atomic():
-        known = set(
-            RpcBackend.objects.filter(address__in=list(wanted)).values_list(
-                "address", flat=True
-            )
-        )
-        RpcBackend.objects.bulk_create(
-            [
-                _refused_at_once(
-                    RpcBackend(
-                        address=address,
-                        host=host,
-                        port=port,
-                        source=source,
-                        created_at=now,
-                    )
-                )
-                for address, (host, port) in wanted.items()
-                if address not in known
-            ],
-            ignore_conflicts=True,
-        )
-        return list(
-            RpcBackend.objects.filter(
-                address__in=[a for a in wanted if a not in known], created_at=now
-            )
-        )
+        return _create_missing(RpcBackend, "address", wanted, source=source, now=now)
 
 
 def add_backend(value: str, *, now: dt.datetime) -> tuple[RpcBackend, bool]:
