@@ -1,7 +1,8 @@
-"""What both simulators share: control methods callable from any thread."""
+"""What both simulators share: control from any thread, and the server lifecycle."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import functools
 import threading
@@ -39,3 +40,77 @@ def on_loop(method: Callable[..., _T]) -> Callable[..., _T]:
         return result.result(timeout=30)
 
     return wrapper
+
+
+class ListeningServer:
+    """Listen, die and revive on one loop: the lifecycle both simulators share.
+
+    A subclass names its `listener_class` (made with loop, host, port and a
+    protocol factory) and `protocol_class` (made with the server and the current
+    generation); its connections have `abort()`. Each listen starts a generation,
+    and die() ends it, so connections still being adopted are dropped too.
+    """
+
+    listener_class: Any
+    protocol_class: Any
+    kind = "server"
+
+    def __init__(self) -> None:
+        self.alive = False
+        self._connections: set = set()
+        self._listener: Any = None
+        self._generation = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+
+    async def start(self) -> None:
+        """Start listening (on the running loop, which then owns the server)."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._started()
+        self._listen()
+
+    def _started(self) -> None:
+        """Set up what lives on the loop, before the first listen."""
+
+    async def stop(self) -> None:
+        """Stop listening and drop every connection."""
+        self.die()
+        await asyncio.sleep(0)  # let the transports close
+
+    def _listen(self) -> None:
+        assert self._loop is not None
+        self._generation += 1
+        generation = self._generation
+
+        def serve() -> Any:
+            return self.protocol_class(self, generation)
+
+        self._listener = self.listener_class(self._loop, self.host, self.port, serve)
+        self.port = self._listener.port  # port 0 asked for any free port
+        self.alive = True
+
+    @on_loop
+    def die(self) -> None:
+        """Crash: stop listening and drop open connections (then: refused)."""
+        self.alive = False
+        self._generation += 1  # connections still being adopted are dropped too
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for connection in list(self._connections):
+            connection.abort()
+        self._connections.clear()
+
+    @on_loop
+    def revive(self) -> None:
+        """Listen again on the same address."""
+        if self.alive:
+            return
+        if self._loop is None:
+            raise RuntimeError(f"start() the {self.kind} before reviving it")
+        self._revived()
+        self._listen()
+
+    def _revived(self) -> None:
+        """Reset what a crash should not carry over, before listening again."""

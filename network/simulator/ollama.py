@@ -46,7 +46,7 @@ from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
-from network.simulator.loops import on_loop
+from network.simulator.loops import ListeningServer, on_loop
 
 DEFAULT_VERSION = "0.12.3"
 DEFAULT_PORT = 11434
@@ -821,8 +821,15 @@ class _Loaded:
     expires_ns: int
 
 
-class SimulatedNode(_Site):
-    """One simulated Ollama server: models on disk and in memory, and faults."""
+class SimulatedNode(ListeningServer, _Site):
+    """One simulated Ollama server: models on disk and in memory, and faults.
+
+    revive() listens again on the same address; faults set before are kept.
+    """
+
+    listener_class = _Listener
+    protocol_class = _HttpProtocol
+    kind = "node"
 
     def __init__(
         self,
@@ -838,6 +845,7 @@ class SimulatedNode(_Site):
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         _require_loopback(host)
+        super().__init__()
         self.host = host
         self.port = port
         self.version = version
@@ -860,15 +868,9 @@ class SimulatedNode(_Site):
         self.error_message: str | None = None
         self.error_root = False
         self.hanging = False
-        self.alive = False
         self.requests: Counter[str] = Counter()  # by path, counted on arrival
         self.processed: Counter[str] = Counter()  # finished requests, by model
         self.connections_accepted = 0
-        self._connections: set[_HttpProtocol] = set()
-        self._listener: _Listener | None = None
-        self._generation = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
         self._tags_cache: bytes | None = None
         self._ps_cache: tuple[bytes, int] | None = None  # body, valid until (ns)
 
@@ -896,53 +898,7 @@ class SimulatedNode(_Site):
         """Return how many client connections are open now."""
         return len(self._connections)
 
-    # ---------------------------------------------------------------- lifecycle
-
-    async def start(self) -> None:
-        """Start listening (on the running loop, which then owns the node)."""
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self._listen()
-
-    async def stop(self) -> None:
-        """Stop listening and drop every connection."""
-        self.die()
-        await asyncio.sleep(0)  # let the transports close
-
-    def _listen(self) -> None:
-        assert self._loop is not None
-        self._generation += 1
-        generation = self._generation
-
-        def serve() -> _HttpProtocol:
-            return _HttpProtocol(self, generation)
-
-        self._listener = _Listener(self._loop, self.host, self.port, serve)
-        self.port = self._listener.port  # port 0 asked for any free port
-        self.alive = True
-
     # ------------------------------------------------------------ control API
-
-    @on_loop
-    def die(self) -> None:
-        """Crash: stop listening and drop open connections (then: refused)."""
-        self.alive = False
-        self._generation += 1  # connections still being adopted are dropped too
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        for connection in list(self._connections):
-            connection.abort()
-        self._connections.clear()
-
-    @on_loop
-    def revive(self) -> None:
-        """Listen again on the same address; faults set before are kept."""
-        if self.alive:
-            return
-        if self._loop is None:
-            raise RuntimeError("start() the node before reviving it")
-        self._listen()
 
     @on_loop
     def hang(self, on: bool = True) -> None:

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
-from network.simulator.loops import on_loop
+from network.simulator.loops import ListeningServer, on_loop
 
 DEFAULT_PROTOCOL = "7.0.0"  # llama.cpp as vendored by llama-cpp-python 0.3.36
 GIB = 1024**3
@@ -91,6 +91,12 @@ class _Connection(asyncio.Protocol):
             self.peer = "reset" if exc is not None else "fin"
         self.changed.set()
         self.server._session_closed(self)
+
+    def abort(self) -> None:
+        """Drop the client as a crashed server does: stop serving it, close."""
+        if self.task is not None:
+            self.task.cancel()
+        self.close()
 
     def close(self, *, reset: bool = False) -> None:
         """Close from our side; with unread bytes the kernel would send an RST."""
@@ -213,7 +219,7 @@ def _require_loopback(host: str) -> None:
         raise ValueError(f"simulated RPC servers listen on loopback only, not {host}")
 
 
-class SimulatedRpcServer:
+class SimulatedRpcServer(ListeningServer):
     """One simulated ggml-rpc-server of a given protocol generation.
 
     protocol is "major.minor.patch" (>= 4: 24-byte HELLO; 1-3: empty HELLO, and
@@ -221,7 +227,11 @@ class SimulatedRpcServer:
     GET_DEVICE_MEMORY is command 10, or 11 with ``legacy_device_memory_cmd=11``
     (the servers built between late March and mid-April 2025). devices are
     (free, total) byte counts; before protocol 3 a server has exactly one.
+    revive() listens again on the same address, not attached to anyone.
     """
+
+    listener_class = _Listener
+    protocol_class = _Connection
 
     def __init__(
         self,
@@ -233,6 +243,7 @@ class SimulatedRpcServer:
         legacy_device_memory_cmd: int = 10,
     ) -> None:
         _require_loopback(host)
+        super().__init__()
         self.host = host
         self.port = port
         self.protocol = protocol
@@ -251,7 +262,6 @@ class SimulatedRpcServer:
         if (self.version is None or self.version[0] < 3) and len(self.devices) != 1:
             raise ValueError("before protocol 3 a server exposes exactly one device")
         self.legacy_device_memory_cmd = legacy_device_memory_cmd
-        self.alive = False
         self.attached = False
         self.crashes = 0  # deaths by (simulated) SIGPIPE
         self.bytes_received = 0
@@ -259,11 +269,6 @@ class SimulatedRpcServer:
         self.clients_served = 0  # connections that got their turn
         self.open_sessions = 0  # open connections that have sent a byte
         self.max_open_sessions = 0
-        self._connections: set[_Connection] = set()
-        self._listener: _Listener | None = None
-        self._generation = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
         self._turn: asyncio.Lock | None = None
         self._detached: asyncio.Event | None = None
 
@@ -287,31 +292,13 @@ class SimulatedRpcServer:
 
     # ---------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Start listening (on the running loop, which then owns the server)."""
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+    def _started(self) -> None:
         self._turn = asyncio.Lock()
         self._detached = asyncio.Event()
         self._detached.set()
-        self._listen()
 
-    async def stop(self) -> None:
-        """Stop listening and drop every connection."""
-        self.die()
-        await asyncio.sleep(0)  # let the transports close
-
-    def _listen(self) -> None:
-        assert self._loop is not None
-        self._generation += 1
-        generation = self._generation
-
-        def serve() -> _Connection:
-            return _Connection(self, generation)
-
-        self._listener = _Listener(self._loop, self.host, self.port, serve)
-        self.port = self._listener.port  # port 0 asked for any free port
-        self.alive = True
+    def _revived(self) -> None:
+        self.detach()  # not attached to anyone after a crash
 
     # ------------------------------------------------------------ control API
 
@@ -328,30 +315,6 @@ class SimulatedRpcServer:
         assert self._detached is not None, "start() the server first"
         self.attached = False
         self._detached.set()
-
-    @on_loop
-    def die(self) -> None:
-        """Crash: stop listening and drop open connections (then: refused)."""
-        self.alive = False
-        self._generation += 1  # connections still being adopted are dropped too
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        for connection in list(self._connections):
-            if connection.task is not None:
-                connection.task.cancel()
-            connection.close()
-        self._connections.clear()
-
-    @on_loop
-    def revive(self) -> None:
-        """Listen again on the same address, not attached to anyone."""
-        if self.alive:
-            return
-        if self._loop is None:
-            raise RuntimeError("start() the server before reviving it")
-        self.detach()
-        self._listen()
 
     # ------------------------------------------------------------ connections
 
