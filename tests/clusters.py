@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Its own REPO and free_port (not tests.liveserver's): this file also runs as the
+# script of the Ray child process, where the tests package is not importable.
 REPO = Path(__file__).resolve().parent.parent
 
 

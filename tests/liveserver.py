@@ -13,12 +13,28 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 10.0, what: str = "the condition"
+) -> Any:
+    """Poll condition until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from sollol import DashboardClient
-from tests.liveserver import REPO, free_port
+from tests.liveserver import REPO, free_port, wait_for
 
 
 def listed(server) -> dict[str, dict[str, Any]]:
@@ -28,18 +28,6 @@ def listed(server) -> dict[str, dict[str, Any]]:
     response = requests.get(server.url + "/api/applications", timeout=2)
     response.raise_for_status()
     return {app["app_id"]: app for app in response.json()["applications"]}
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 5.0) -> Any:
-    """Poll condition until it returns something truthy; fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(0.05)
 
 
 def sollol_warnings(caplog) -> list[str]:

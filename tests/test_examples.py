@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ import requests
 
 from conftest import require
 from network.simulator.ollama import running_fleet
-from tests.liveserver import REPO, free_port
+from tests.clusters import importable
+from tests.liveserver import REPO, free_port, wait_for
 from tests.processtree import (
     command_line,
     descendants,
@@ -35,25 +35,6 @@ pytestmark = pytest.mark.live
 DEMO = REPO / "examples" / "unified_dashboard_demo.py"
 TRACKING = REPO / "examples" / "dashboard_application_tracking.py"
 DEMO_APPS = {"Support Chatbot", "Docs Search", "Nightly Summarizer"}
-
-
-def importable(name: str) -> bool:
-    try:
-        __import__(name)
-    except ImportError:
-        return False
-    return True
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.25)
 
 
 def api(base: str, path: str) -> Any:

@@ -11,6 +11,7 @@ from websockets.sync.client import connect
 
 from network.simulator.ollama import running_fleet
 from network.simulator.rpc import running_rpc_server
+from tests.liveserver import wait_for
 
 pytestmark = pytest.mark.live
 
@@ -19,16 +20,6 @@ FAST_PROBING = {
     "SOLLOL_PROBE_TIMEOUT": "1",
     "SOLLOL_DISCOVER_LOCALHOST": "false",
 }
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def events_until(ws, wanted, timeout):

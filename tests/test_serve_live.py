@@ -12,6 +12,8 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
+from tests.liveserver import wait_for
+
 pytestmark = pytest.mark.live
 
 
@@ -228,16 +230,16 @@ def test_after_a_restart_apps_are_back_within_a_heartbeat_and_nodes_keep_history
                 return detail.json()["history"]
 
             fleet.nodes[0].die()
-            wait_until(lambda: len(history()) >= 2)
+            wait_for(lambda: len(history()) >= 2)
             fleet.nodes[0].revive()
-            wait_until(lambda: len(history()) >= 3)
+            wait_for(lambda: len(history()) >= 3)
             before = history()
             server.stop()
             time.sleep(3)
             server.start()
             restarted = time.time()
             # Heard from again within one heartbeat interval (and a little).
-            wait_until(
+            wait_for(
                 lambda: listed(server)[client.app_id]["last_heartbeat"] >= restarted,
                 timeout=2.5,
             )
@@ -253,11 +255,3 @@ def test_after_a_restart_apps_are_back_within_a_heartbeat_and_nodes_keep_history
             assert "app_stale" not in types
         finally:
             client.close()
-
-
-def wait_until(condition, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(0.05)

@@ -17,7 +17,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ import requests
 
 from conftest import require
 from sollol import UnifiedDashboard
-from tests.liveserver import REPO, free_port
+from tests.clusters import importable
+from tests.liveserver import REPO, free_port, wait_for
 from tests.processtree import (
     command_line,
     descendants,
@@ -40,25 +40,6 @@ FRAMEWORK_VARIABLES = (
     "SOLLOL_DASK_DASHBOARD_URL",
     "SOLLOL_RAY_AUTH_TOKEN",
 )
-
-
-def importable(name: str) -> bool:
-    try:
-        __import__(name)
-    except ImportError:
-        return False
-    return True
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.2)
 
 
 def get_json(url: str) -> Any:

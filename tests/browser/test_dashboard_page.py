@@ -17,6 +17,7 @@ from websockets.sync.client import connect
 from network.simulator.ollama import running_fleet
 from network.simulator.rpc import running_rpc_server
 from tests.browser.conftest import ARTIFACTS
+from tests.liveserver import wait_for
 
 pytestmark = pytest.mark.live
 
@@ -34,16 +35,6 @@ window.setInterval = () => 0;
 window.requestAnimationFrame = () => 0;
 window.WebSocket = function () { throw new Error("sockets are off in this test"); };
 """
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def register(server, app_id: str, name: str, **fields) -> None:
