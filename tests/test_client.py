@@ -88,7 +88,7 @@ def test_it_registers_once_the_dashboard_comes_up(live_server_factory, make_clie
         version="1.2.3",
         metadata={"env": "prod"},
     )
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.5
     assert not client.wait_registered(0.3)
 
     server.start()
@@ -260,13 +260,13 @@ def test_it_never_raises_when_the_dashboard_is_unreachable(make_client, thread_e
     started = time.monotonic()
     client = make_client(f"http://127.0.0.1:{free_port()}", metadata={"env": "prod"})
     client.update_metadata({"requests": 1})
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.5
 
     assert not client.wait_registered(1.0)
     client.update_metadata({"requests": 2})
     closing = time.monotonic()
     client.close()
-    assert time.monotonic() - closing < 0.5
+    assert time.monotonic() - closing < 1.5
     assert client.metadata == {"env": "prod", "requests": 2}
     assert not thread_errors
 
@@ -282,7 +282,7 @@ def test_it_bounds_close_when_the_dashboard_hangs(make_client, thread_errors):
 
         closing = time.monotonic()
         client.close(timeout=0.5)
-        assert time.monotonic() - closing < 1.0
+        assert time.monotonic() - closing < 2.0  # not the request's 5 s
     assert not thread_errors
 
 
@@ -501,7 +501,7 @@ def test_its_senders_drop_and_count_rather_than_block(thread_errors):
     started = time.monotonic()
     for i in range(50):
         sender.put({"message": f"m{i}"})
-    assert time.monotonic() - started < 0.1
+    assert time.monotonic() - started < 0.5
     time.sleep(0.3)  # it tried, failed, and keeps the newest 10 for a retry
     stats = sender.stats
     assert stats["dropped"] == 40 and stats["queued"] == 10 and stats["sent"] == 0

@@ -52,9 +52,9 @@ async def test_it_reports_a_dead_node_at_once(fleet):
     node = fleet.nodes[1]
     node.die()
     started = time.monotonic()
-    result = await probe(node.url, timeout=2.0)
+    result = await probe(node.url, timeout=5.0)
     assert not result.answered and "refused" in result.error
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2.0
     node.revive()
     assert (await probe(node.url)).ok
 
@@ -63,9 +63,10 @@ async def test_it_gives_a_hanging_node_one_timeout(fleet):
     node = fleet.nodes[2]
     node.hang()
     started = time.monotonic()
-    result = await probe(node.url, timeout=0.5)
-    assert not result.answered and "no answer within 0.5s" in result.error
-    assert time.monotonic() - started < 0.9
+    result = await probe(node.url, timeout=1.0)
+    assert not result.answered and "no answer within 1.0s" in result.error
+    # One timeout, not one per request (version, ps, tags).
+    assert time.monotonic() - started < 1.9
 
 
 async def test_it_reports_a_busy_node_as_answering_with_an_error(fleet):

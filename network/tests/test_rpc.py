@@ -133,7 +133,8 @@ async def test_it_reports_offline_at_once_when_the_server_is_dead(rpc_server):
     deep = await probe_backend(server.host, server.port, timeout=5)
     shallow = await probe_backend(server.host, server.port, timeout=5, deep=False)
 
-    assert time.monotonic() - started < 1
+    # Both together in less than half of one timeout: nobody waited for it.
+    assert time.monotonic() - started < 2.5
     assert deep.status == shallow.status == "offline"
     assert deep.error == "connection refused"
     assert deep.latency_ms is None
@@ -219,7 +220,7 @@ async def test_it_does_not_hold_up_other_backends_behind_a_busy_one(rpc_server):
 
     async def timed(server: SimulatedRpcServer) -> tuple[str, float]:
         started = time.monotonic()
-        probe = await probe_backend(server.host, server.port, timeout=1)
+        probe = await probe_backend(server.host, server.port, timeout=3)
         return probe.status, time.monotonic() - started
 
     (busy_status, _), (free_status, free_elapsed) = await asyncio.gather(
@@ -228,7 +229,8 @@ async def test_it_does_not_hold_up_other_backends_behind_a_busy_one(rpc_server):
 
     assert busy_status == "busy"
     assert free_status == "online"
-    assert free_elapsed < 0.5
+    # Held behind the busy one, it would have taken the busy one's 3 s timeout.
+    assert free_elapsed < 1.5
 
 
 # ------------------------------------------------ something else on the port

@@ -294,7 +294,7 @@ async def test_it_refuses_a_foreign_host_name_like_ollama(start_node) -> None:
 
 async def test_a_slow_node_answers_late(start_node) -> None:
     node = await start_node()
-    node.set_delay(0.3)
+    node.set_delay(1.0)
     async with client() as http:
         started = time.perf_counter()
         response = await http.get(node.url + "/api/version")
@@ -304,8 +304,8 @@ async def test_a_slow_node_answers_late(start_node) -> None:
         await http.get(node.url + "/api/version")
         fast = time.perf_counter() - started
     assert response.status_code == 200
-    assert elapsed >= 0.3
-    assert fast < 0.2
+    assert elapsed >= 1.0
+    assert fast < 0.8
 
 
 async def test_an_erroring_node_answers_every_api_path_with_503(start_node) -> None:
