@@ -97,7 +97,7 @@ def run_cycle(
         changes=changes,
         seconds=time.perf_counter() - started,
     )
-    services.record_cycle(report.as_dict(), started_at=now)
+    services.record_cycle(report.as_dict(), started_at=now, round=round)
     services.publish_node_samples([node[0] for node in nodes])
     return report
 

@@ -108,4 +108,6 @@ def _last_cycle() -> dict[str, Any] | None:
         "nodes": cycle.nodes,
         "backends": cycle.backends,
         "changes": cycle.changes,
+        # Sharded probing: the numbered round these totals are for.
+        "round": cycle.round or None,
     }

@@ -820,24 +820,62 @@ def begin_round() -> tuple[int, list[int], list[int]]:
     return marker.round, nodes, backends
 
 
-def record_cycle(report: dict[str, Any], *, started_at: dt.datetime) -> None:
-    """Remember the last probe cycle; warn when probing cannot keep its interval."""
-    ProbeCycle.objects.update_or_create(
-        name="network",
-        defaults={
-            "started_at": started_at,
-            "seconds": report["seconds"],
-            "nodes": report["nodes"],
-            "backends": report["backends"],
-            "changes": report["changes"],
-        },
-    )
-    if report["seconds"] > settings.SOLLOL_PROBE_INTERVAL:
+def record_cycle(
+    report: dict[str, Any], *, started_at: dt.datetime, round: int | None = None
+) -> None:
+    """Remember the last probe cycle; warn when probing cannot keep its interval.
+
+    Sharded, a cycle is a whole round: each batch adds its nodes, backends and
+    changes to its round's totals, and the round's time runs from its start to
+    the end of its latest batch. A batch of an older round changes nothing.
+    """
+    if round is None:
+        ProbeCycle.objects.update_or_create(
+            name="network",
+            defaults={
+                "started_at": started_at,
+                "seconds": report["seconds"],
+                "nodes": report["nodes"],
+                "backends": report["backends"],
+                "changes": report["changes"],
+                "round": 0,
+            },
+        )
+        seconds = report["seconds"]
+        nodes, backends = report["nodes"], report["backends"]
+    else:
+        with transaction.atomic():
+            marker = ProbeCycle.objects.filter(name="round").first()
+            if marker is None or marker.round != round:
+                return  # a straggler of an older round
+            row, _ = ProbeCycle.objects.select_for_update().get_or_create(
+                name="network",
+                defaults={
+                    "started_at": marker.started_at,
+                    "seconds": 0,
+                    "nodes": 0,
+                    "backends": 0,
+                    "changes": 0,
+                },
+            )
+            if row.round != round:
+                row.round = round
+                row.started_at = marker.started_at
+                row.nodes = row.backends = row.changes = 0
+                row.seconds = 0.0
+            row.nodes += report["nodes"]
+            row.backends += report["backends"]
+            row.changes += report["changes"]
+            elapsed = (timezone.now() - marker.started_at).total_seconds()
+            row.seconds = max(row.seconds, elapsed)  # batches end in any order
+            row.save()
+        seconds, nodes, backends = row.seconds, row.nodes, row.backends
+    if seconds > settings.SOLLOL_PROBE_INTERVAL:
         logger.warning(
             "probing %d nodes and %d backends took %.1fs, longer than the %.1fs "
             "interval",
-            report["nodes"],
-            report["backends"],
-            report["seconds"],
+            nodes,
+            backends,
+            seconds,
             settings.SOLLOL_PROBE_INTERVAL,
         )

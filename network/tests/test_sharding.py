@@ -78,3 +78,35 @@ def test_a_result_recorded_late_for_an_old_round_changes_nothing(fleet):
     # A straggler of the older round: its results must not overwrite newer ones.
     assert run_cycle(now=timezone.now(), node_ids=node_ids, round=round).nodes == 0
     assert OllamaNode.objects.get(id=node_ids[0]).status == "healthy"
+
+
+def test_operators_see_the_whole_round_not_its_last_batch(fleet, client):
+    round, node_ids, _ = services.begin_round()
+    run_cycle(now=timezone.now(), node_ids=node_ids[:2], round=round)
+    run_cycle(now=timezone.now(), node_ids=node_ids[2:4], round=round)
+    # The first batch delivered again after its worker died: nothing new to count.
+    tasks.probe_batch(round, node_ids[:2], [])
+    run_cycle(now=timezone.now(), node_ids=node_ids[4:], round=round)
+
+    cycle = client.get("/api/network/health").json()["probe_cycle"]
+    assert (cycle["round"], cycle["nodes"], cycle["backends"]) == (round, 5, 0)
+    assert cycle["changes"] == 5  # each node's first status
+    assert cycle["seconds"] > 0
+    scraped = client.get("/api/prometheus").content.decode()
+    assert 'sollol_probe_cycle_duration_seconds{cycle="network"}' in scraped
+    assert 'cycle="round"' not in scraped  # the round counter is not a cycle
+
+    # A straggler of this round, once the next one began, counts for neither.
+    newer, _, _ = services.begin_round()
+    run_cycle(now=timezone.now(), node_ids=node_ids[:1], round=newer)
+    run_cycle(now=timezone.now(), node_ids=node_ids[1:], round=round)
+    cycle = client.get("/api/network/health").json()["probe_cycle"]
+    assert (cycle["round"], cycle["nodes"], cycle["changes"]) == (newer, 1, 0)
+
+
+@override_settings(SOLLOL_PROBE_SHARD_SIZE=0)
+def test_an_unsharded_cycle_has_no_round(fleet, client):
+    services.begin_round()  # left over from a time the operator sharded
+    tasks.probe_network()
+    cycle = client.get("/api/network/health").json()["probe_cycle"]
+    assert cycle["round"] is None and cycle["nodes"] >= 5
