@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import statistics
 import sys
@@ -83,7 +84,7 @@ def until(predicate, timeout: float, step: float = 0.05) -> float:
 # --- scenarios -------------------------------------------------------------------
 
 
-def database(workspace: run.Workspace) -> dict:
+def database(workspace: run.Workspace, **env: str) -> dict:
     import psycopg
 
     name = f"sollol_bench_{uuid.uuid4().hex[:8]}"
@@ -93,7 +94,9 @@ def database(workspace: run.Workspace) -> dict:
     server = None
     try:
         server = serve(
-            workspace, DATABASE_URL=f"postgres://postgres@127.0.0.1:{proxy.port}/{name}"
+            workspace,
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:{proxy.port}/{name}",
+            **env,
         )
         assert register(server, "before").status_code == 200
         proxy.down()
@@ -279,6 +282,8 @@ def flapping(workspace: run.Workspace) -> dict:
 
 SCENARIOS = {
     "database": database,
+    # psycopg_pool's own reconnect backoff, with no ceiling (sollol_site/dbpool.py)
+    "database-uncapped": functools.partial(database, SOLLOL_DB_RECONNECT_MAX_DELAY="0"),
     "redis": redis,
     "restart": restart,
     "flapping": flapping,
@@ -312,11 +317,16 @@ def render(results: dict, args, info: dict, started: dt.datetime) -> str:
 
 
 def main() -> int:
+    global OUTAGE
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="+", choices=list(SCENARIOS))
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--outage", type=float, default=OUTAGE, help="seconds each service is away"
+    )
     args = parser.parse_args()
+    OUTAGE = args.outage
     started = dt.datetime.now(dt.UTC)
     info = run.machine()
     workspace = run.Workspace(keep=False)

@@ -14,6 +14,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from sollol_site import dbpool
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("SOLLOL_DATA_DIR", BASE_DIR / "data"))
 
@@ -157,6 +159,8 @@ def _databases() -> dict:
             },
             "connect_timeout": 3,
         }
+        # psycopg_pool's reconnect backoff has no ceiling (sollol_site/dbpool.py).
+        dbpool.cap_reconnect_delay(env_float("SOLLOL_DB_RECONNECT_MAX_DELAY", 1.0))
     return {"default": database}
 
 
