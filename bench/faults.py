@@ -150,7 +150,7 @@ def redis(workspace: run.Workspace) -> dict:
         returned = time.monotonic()
         while True:
             try:
-                resumed = connect(f"{ws_url}?since={last}", open_timeout=5)
+                resumed = connect(f"{ws_url}?since={last}", open_timeout=5, legacy=True)
                 break
             except Exception:
                 if time.monotonic() - returned > 60:

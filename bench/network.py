@@ -269,7 +269,7 @@ class Stream:
     """A WebSocket stream read on a thread: (monotonic, wall, event) in a queue."""
 
     def __init__(self, port: int, path: str) -> None:
-        self.socket = connect(f"ws://{HOST}:{port}{path}", max_size=None)
+        self.socket = connect(f"ws://{HOST}:{port}{path}", max_size=None, legacy=True)
         self.events: queue.Queue = queue.Queue()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()

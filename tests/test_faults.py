@@ -135,7 +135,9 @@ def test_redis_going_away_loses_nothing(tmp_path, live_server_factory):
         deadline = time.monotonic() + 20
         while True:
             try:
-                resumed = connect(f"{ws_url}?since={first['id']}", open_timeout=5)
+                resumed = connect(
+                    f"{ws_url}?since={first['id']}", open_timeout=5, legacy=True
+                )
                 break
             except Exception:
                 if time.monotonic() > deadline:

@@ -134,7 +134,7 @@ class Stream:
     """A WebSocket stream read on a thread; every message is kept, in order."""
 
     def __init__(self, url: str) -> None:
-        self.socket = connect(url, open_timeout=10)
+        self.socket = connect(url, open_timeout=10, legacy=True)
         self.messages: queue.Queue = queue.Queue()
         self.seen: list[dict] = []
         self.thread = threading.Thread(target=self._read, daemon=True)
