@@ -89,7 +89,8 @@ def since_of(query: dict[str, str]) -> int | None:
         since = int(query["since"])
     except ValueError:
         return None
-    return since if since >= 0 else None
+    # Ids are int64: a bigger position is no position, and the socket stayed silent.
+    return since if 0 <= since < 2**63 else None
 
 
 async def reject(consumer: AsyncWebsocketConsumer, reason: str) -> None:

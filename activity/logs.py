@@ -160,7 +160,12 @@ def _timestamp(value: Any, where: str) -> dt.datetime | None:
             parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             raise PayloadError(f"{where}timestamp is not ISO 8601") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=dt.UTC)
+        try:  # 0001-01-01T00:00+14:00 is a valid string and no storable instant
+            return parsed.astimezone(dt.UTC)
+        except OverflowError:
+            raise PayloadError(f"{where}timestamp is out of range") from None
     raise PayloadError(f"{where}timestamp must be Unix seconds or ISO 8601")
 
 
@@ -260,9 +265,10 @@ def parse_filter(query: dict[str, str]) -> LogFilter:
     """Return the filter of ?level=WARNING&app_id=...&q=... (PayloadError if bad)."""
     min_level = 0
     if query.get("level"):
-        _, min_level = parse_level(
-            int(query["level"]) if query["level"].isdigit() else query["level"]
-        )
+        level = query["level"]
+        # "²".isdigit() is true and int("²") fails: only ASCII digits are a number.
+        numeric = level.isascii() and level.isdigit() and len(level) <= 3
+        _, min_level = parse_level(int(level) if numeric else level)
     app_id = query.get("app_id")
     if app_id is not None:
         check_text(app_id, "app_id")

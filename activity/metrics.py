@@ -80,6 +80,9 @@ def parse_activity(data: Any) -> list[RequestReport]:
     ]
 
 
+MAX_LATENCY_MS = 7 * 24 * 3600 * 1000  # a week: anything longer is not a latency
+
+
 def _parse_request(item: Any, *, default_app: str, index: int | None) -> RequestReport:
     where = "" if index is None else f"requests[{index}]."
     if not isinstance(item, dict):
@@ -87,8 +90,10 @@ def _parse_request(item: Any, *, default_app: str, index: int | None) -> Request
     latency = item.get("latency_ms")
     if isinstance(latency, bool) or not isinstance(latency, int | float):
         raise PayloadError(f"{where}latency_ms must be a number")
-    if not math.isfinite(latency) or latency < 0:
-        raise PayloadError(f"{where}latency_ms must be a finite number ≥ 0")
+    if not 0 <= latency <= MAX_LATENCY_MS:
+        # Sums of a few 1.7e308 overflowed the window's mean to inf, and every
+        # /api/metrics after them failed to encode.
+        raise PayloadError(f"{where}latency_ms must be between 0 and {MAX_LATENCY_MS}")
     ok = item.get("ok", True)
     if not isinstance(ok, bool):
         raise PayloadError(f"{where}ok must be true or false")

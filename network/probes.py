@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from sollol_site import jsonio
 from sollol_site.jsonio import storable
 
 
@@ -133,7 +133,8 @@ class NodeConnection:
 
 
 def _json(body: bytes) -> Any:
-    return json.loads(body)
+    # A node's 1e400 or NaN would not be storable as JSON by PostgreSQL.
+    return jsonio.parse(body)
 
 
 def _models(body: bytes, fields: tuple[str, ...]) -> list[dict[str, Any]]:

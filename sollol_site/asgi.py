@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from django.core.asgi import get_asgi_application
@@ -15,6 +16,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from activity.api.ingest import routes as activity_ingest_routes  # noqa: E402
 from activity.routing import websocket_urlpatterns as activity_streams  # noqa: E402
@@ -45,7 +47,7 @@ class ReadAccess:
 
     A browser cannot put headers on a WebSocket, but it sends its session cookie:
     the page's own streams pass once its user logged in. Refused sockets are
-    closed with 4401 before they are accepted.
+    told why and closed with 4401.
     """
 
     def __init__(self, inner) -> None:
@@ -66,8 +68,29 @@ class ReadAccess:
         if may_read(authorization, scope.get("user")):
             await self.inner(scope, receive, send)
             return
-        await receive()  # websocket.connect
-        await send({"type": "websocket.close", "code": 4401})
+        await refuse_socket(
+            receive, send, 4401, "reading this dashboard needs a token or a login"
+        )
+
+
+async def refuse_socket(receive, send, code: int, message: str) -> None:
+    """Accept a socket only to say why it is refused, then close it with code.
+
+    A close before the accept is an HTTP 403 at the handshake in uvicorn and
+    daphne: the client would never see the code.
+    """
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    error = json.dumps({"type": "error", "message": message})
+    await send({"type": "websocket.send", "text": error})
+    await send({"type": "websocket.close", "code": code})
+
+
+class NoSuchStream:
+    """The last route: an unknown path is closed with 4404, not a 500."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        await refuse_socket(receive, send, 4404, "no such stream")
 
 
 class Lifespan:
@@ -99,6 +122,7 @@ application = ProtocolTypeRouter(
                         *network_streams,
                         *activity_streams,
                         *framework_streams,
+                        re_path(r"", NoSuchStream()),
                     ]
                 )
             ),

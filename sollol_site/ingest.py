@@ -184,6 +184,10 @@ async def send_json(
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
+                # What Django's SecurityMiddleware adds to the other lane's answers.
+                (b"x-content-type-options", b"nosniff"),
+                (b"referrer-policy", b"same-origin"),
+                (b"x-frame-options", b"DENY"),
                 *headers,
             ],
         }
@@ -278,8 +282,27 @@ def lean_post(
     return app
 
 
+def same_origin(origin: str, host: str | None) -> bool:
+    """Whether a browser's Origin is the site it sends to (or a trusted origin)."""
+    if origin in settings.SOLLOL_TRUSTED_ORIGINS:
+        return True
+    scheme, _, rest = origin.lower().partition("://")
+    return bool(host) and scheme in ("http", "https") and rest == host.lower()
+
+
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 WRITE_PREFIXES = ("/api/", "/v1/")
+LOGIN_PATH = "/admin/login/"
+
+
+async def too_many(send: Callable, wait: float, what: str) -> None:
+    """Answer 429: what was too many, and when to try again."""
+    await send_json(
+        send,
+        429,
+        {"error": f"{what}; try again in {wait:.1f} s", "retry_after": round(wait, 3)},
+        [(b"retry-after", ratelimit.retry_after(wait).encode())],
+    )
 
 
 class LeanRouter:
@@ -291,19 +314,24 @@ class LeanRouter:
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["method"] not in READS and scope["path"].startswith(WRITE_PREFIXES):
-            client = (scope.get("client") or ("?",))[0]
-            wait = ratelimit.write_wait(client)
-            if wait:
+            origin = header(scope, b"origin")
+            if origin is not None and not same_origin(origin, header(scope, b"host")):
+                # A web page the operator visits could otherwise send "simple"
+                # (text/plain) POSTs here that no browser stops; the dashboard's
+                # clients are scripts and send no Origin.
                 await send_json(
                     send,
-                    429,
-                    {
-                        "error": f"too many writes from {client}; "
-                        f"try again in {wait:.1f} s",
-                        "retry_after": round(wait, 3),
-                    },
-                    [(b"retry-after", ratelimit.retry_after(wait).encode())],
+                    403,
+                    {"error": f"cross-site write from {origin[:200]} refused"},
                 )
+                return
+            client = (scope.get("client") or ("?",))[0]
+            if wait := ratelimit.write_wait(client):
+                await too_many(send, wait, f"too many writes from {client}")
+                return
+        elif scope["method"] == "POST" and scope["path"] == LOGIN_PATH:
+            if wait := ratelimit.login_wait((scope.get("client") or ("?",))[0]):
+                await too_many(send, wait, "too many login attempts")
                 return
         handler = self.routes.get(scope["path"].rstrip("/"))
         if handler is not None and not (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 
@@ -10,14 +11,47 @@ class PayloadError(ValueError):
     """A request body or field the dashboard refuses; its text goes to the client."""
 
 
+# Beyond this no column or counter of ours can hold an integer (OTLP's unsigned
+# fixed64 nanoseconds are the largest that arrive); larger ones overflowed float()
+# deep inside a parser, as a 500.
+INT_LIMIT = 2**64
+
+
 def _reject_constant(name: str) -> Any:
     raise PayloadError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):  # 1e400: valid JSON, no float can hold it
+        raise PayloadError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 21 or abs(value := int(text)) >= INT_LIMIT:
+        raise PayloadError(f"the integer {text[:40]}… is out of range")
+    return value
+
+
+def parse(text: str | bytes) -> Any:
+    """Parse JSON text whose numbers all fit a float or an int64 (either sign).
+
+    NaN, Infinity, overflowing floats and giant integers raise PayloadError, a
+    ValueError; so does invalid JSON.
+    """
+    return json.loads(
+        text,
+        parse_constant=_reject_constant,
+        parse_float=_finite_float,
+        parse_int=_bounded_int,
+    )
 
 
 def loads(body: bytes) -> Any:
     """Parse a request body, refusing NaN/Infinity, bad UTF-8 and absurd nesting."""
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        return parse(body.decode("utf-8"))
     except PayloadError:
         raise
     except UnicodeDecodeError:

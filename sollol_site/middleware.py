@@ -20,6 +20,14 @@ class JsonErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        if request.path.startswith("/api/") and any(
+            "\x00" in value for values in request.GET.lists() for value in values[1]
+        ):
+            # Filters go into SQL; PostgreSQL refuses NUL in text with an error.
+            return JsonResponse(
+                {"error": "query parameters must not contain NUL characters"},
+                status=400,
+            )
         return self.get_response(request)
 
     def process_exception(self, request, exception):

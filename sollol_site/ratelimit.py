@@ -46,19 +46,30 @@ class RateLimiter:
         return waited
 
 
-_limiter: RateLimiter | None = None
-_limiter_config: tuple[float, float] | None = None
+_limiters: dict[str, tuple[tuple[float, float], RateLimiter]] = {}
+
+
+def _wait(kind: str, config: tuple[float, float], client: str) -> float:
+    if config[0] <= 0:
+        return 0.0
+    known = _limiters.get(kind)
+    if known is None or known[0] != config:
+        known = _limiters[kind] = (config, RateLimiter(*config))
+    return known[1].wait(client)
 
 
 def write_wait(client: str) -> float:
     """Return 0 when this client may write now, else the seconds until it may."""
-    global _limiter, _limiter_config
-    config = (settings.SOLLOL_WRITE_RATE, settings.SOLLOL_WRITE_BURST)
-    if config[0] <= 0:
-        return 0.0
-    if _limiter is None or _limiter_config != config:
-        _limiter, _limiter_config = RateLimiter(*config), config
-    return _limiter.wait(client)
+    return _wait(
+        "write", (settings.SOLLOL_WRITE_RATE, settings.SOLLOL_WRITE_BURST), client
+    )
+
+
+def login_wait(client: str) -> float:
+    """The same for attempts to log in, which guard reads when a token is set."""
+    return _wait(
+        "login", (settings.SOLLOL_LOGIN_RATE, settings.SOLLOL_LOGIN_BURST), client
+    )
 
 
 def retry_after(seconds: float) -> str:

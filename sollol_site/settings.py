@@ -248,10 +248,16 @@ SOLLOL_API_TOKENS = env_list("SOLLOL_API_TOKEN")
 # write token as a bearer, or a logged-in Django user (the page sends people to
 # /admin/login/). Unset, reads are open, as on a loopback-only dashboard.
 SOLLOL_READ_TOKENS = env_list("SOLLOL_READ_TOKEN")
+# Browser origins (scheme://host:port) allowed to write from another site; writes
+# that carry any other Origin than the dashboard's own are refused (403).
+SOLLOL_TRUSTED_ORIGINS = frozenset(env_list("SOLLOL_TRUSTED_ORIGINS"))
 # Writes (POST/PUT/PATCH/DELETE under /api/ and /v1/) per client address and server
 # process: a sustained rate and a burst; 0 turns the limit off. 429 + Retry-After.
 SOLLOL_WRITE_RATE = env_float("SOLLOL_WRITE_RATE", 200.0)
 SOLLOL_WRITE_BURST = env_float("SOLLOL_WRITE_BURST", 400.0)
+# Login attempts (the admin's form) per second and burst per client address.
+SOLLOL_LOGIN_RATE = env_float("SOLLOL_LOGIN_RATE", 0.2)
+SOLLOL_LOGIN_BURST = env_float("SOLLOL_LOGIN_BURST", 10.0)
 # An application's metadata (as JSON, after heartbeats merged into it) and nesting.
 SOLLOL_MAX_METADATA_BYTES = env_int("SOLLOL_MAX_METADATA_BYTES", 64 * 1024)
 SOLLOL_METADATA_MAX_DEPTH = env_int("SOLLOL_METADATA_MAX_DEPTH", 8)

@@ -31,11 +31,13 @@ urlpatterns = [
 ]
 
 
-def _api_or_page(page_handler):
+# Clients of /api/ and of the OTLP receiver at /v1/ read JSON, also in errors.
+MACHINE_PATHS = ("/api/", "/v1/")
+
+
+def _api_or_page(page_handler, status: int, message: str):
     def handler(request, exception=None):
-        if request.path.startswith("/api/"):
-            status = 404 if page_handler is views.page_not_found else 500
-            message = "no such endpoint" if status == 404 else "internal error"
+        if request.path.startswith(MACHINE_PATHS):
             return JsonResponse({"error": message}, status=status)
         if exception is None:
             return page_handler(request)
@@ -44,5 +46,8 @@ def _api_or_page(page_handler):
     return handler
 
 
-handler404 = _api_or_page(views.page_not_found)
-handler500 = _api_or_page(views.server_error)
+handler400 = _api_or_page(
+    views.bad_request, 400, "bad request (a Host this dashboard does not serve?)"
+)
+handler404 = _api_or_page(views.page_not_found, 404, "no such endpoint")
+handler500 = _api_or_page(views.server_error, 500, "internal error")

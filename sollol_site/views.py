@@ -18,6 +18,7 @@ from applications.models import Application
 from network import health, services
 from network.models import OllamaNode, RpcBackend
 
+bad_request = defaults.bad_request
 page_not_found = defaults.page_not_found
 server_error = defaults.server_error
 

@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 import requests
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.liveserver import wait_for
@@ -255,3 +256,29 @@ def test_after_a_restart_apps_are_back_within_a_heartbeat_and_nodes_keep_history
             assert "app_stale" not in types
         finally:
             client.close()
+
+
+@pytest.mark.parametrize("kind", ["serve", "daphne"])
+def test_refused_and_unknown_streams_get_their_close_code_from_a_real_server(
+    live_server_factory, kind
+):
+    """A close before the accept would be an HTTP 403 handshake: no code, no reason."""
+    server = live_server_factory(kind, SOLLOL_READ_TOKEN="read-me")
+    server.start()
+    base = f"ws://127.0.0.1:{server.port}"
+    reader = {"Authorization": "Bearer read-me"}
+    for path, headers, code in (
+        ("/ws/applications", {}, 4401),
+        ("/ws/no-such-stream", {}, 4401),  # which streams exist is not said either
+        ("/ws/no-such-stream", reader, 4404),
+    ):
+        with connect(base + path, open_timeout=5, additional_headers=headers) as ws:
+            said = json.loads(ws.recv(timeout=5))
+            assert said["type"] == "error" and said["message"]
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=5)
+            assert ws.close_code == code, (path, ws.close_code)
+    allowed = f"{base}/ws/applications?since=0"
+    with connect(allowed, open_timeout=5, additional_headers=reader) as ws:
+        assert register(server, "reader").status_code == 200
+        assert next_event(ws)["type"] == "app_registered"

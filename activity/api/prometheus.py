@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from django.http import HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 
 from activity import prometheus
 
 
+@csrf_exempt  # it writes nothing; a POST gets its JSON 405, not the CSRF page
 def prometheus_metrics(request):
     """Answer a scrape with the fleet's metrics, read from the database now."""
     # A plain view, not DRF: a scraper's Accept header (openmetrics, text/plain)

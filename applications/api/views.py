@@ -22,9 +22,10 @@ from sollol_site.schema import query
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
+MAX_OFFSET = 10**9  # past any fleet; a bigger one overflowed the SQL (500)
 
 
-def _int_param(request, name: str, default: int, maximum: int | None = None) -> int:
+def _int_param(request, name: str, default: int, maximum: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
@@ -32,8 +33,8 @@ def _int_param(request, name: str, default: int, maximum: int | None = None) -> 
         value = int(raw)
     except ValueError:
         raise ParseError(f"{name} must be a whole number") from None
-    if value < 0 or (maximum is not None and value > maximum):
-        raise ParseError(f"{name} must be between 0 and {maximum or 'any'}")
+    if not 0 <= value <= maximum:
+        raise ParseError(f"{name} must be between 0 and {maximum}")
     return value
 
 
@@ -50,7 +51,7 @@ class ApplicationListView(APIView):
     def get(self, request):
         now = timezone.now()
         limit = _int_param(request, "limit", DEFAULT_PAGE, MAX_PAGE)
-        offset = _int_param(request, "offset", 0)
+        offset = _int_param(request, "offset", 0, MAX_OFFSET)
         wanted = request.query_params.get("status")
         apps = Application.objects.all()
         if wanted == AppStatus.ACTIVE:

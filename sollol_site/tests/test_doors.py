@@ -39,20 +39,27 @@ def test_without_a_read_token_reads_stay_open(client):
     assert client.get("/").status_code == 200
 
 
-async def stream(headers) -> tuple[bool, object]:
-    communicator = WebsocketCommunicator(
-        application, "/ws/applications", headers=[ORIGIN, *headers]
-    )
+async def stream(headers, path: str = "/ws/applications") -> tuple[bool, object]:
+    """Return (allowed, close code): a refused socket is told why, then closed."""
+    communicator = WebsocketCommunicator(application, path, headers=[ORIGIN, *headers])
     connected, code = await communicator.connect(timeout=5)
-    await communicator.disconnect()
-    return connected, code
+    if not connected:
+        return False, code
+    if await communicator.receive_nothing(timeout=0.5):
+        await communicator.disconnect()
+        return True, None
+    said = await communicator.receive_json_from()
+    closed = await communicator.receive_output()
+    assert said["type"] == "error" and said["message"]
+    assert closed["type"] == "websocket.close", closed
+    return False, closed["code"]
 
 
 @pytest.mark.django_db(transaction=True)
 @override_settings(SOLLOL_READ_TOKENS=["read-me"])
 async def test_streams_need_a_token_or_a_session():
     assert await stream([]) == (False, 4401)
-    assert (await stream([(b"authorization", b"Bearer nope")]))[0] is False
+    assert await stream([(b"authorization", b"Bearer nope")]) == (False, 4401)
     assert (await stream([(b"authorization", b"Bearer read-me")]))[0] is True
     # A browser cannot set headers on a WebSocket; it sends its session cookie.
     from asgiref.sync import sync_to_async
@@ -112,3 +119,9 @@ def test_the_page_carries_its_security_headers(client):
     assert "'unsafe-inline'" not in policy["script-src"]
     assert "'unsafe-eval'" not in policy["script-src"]
     assert policy["frame-ancestors"] == "'none'"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_unknown_stream_is_closed_with_4404_not_a_500():
+    assert await stream([], path="/ws/no-such-stream") == (False, 4404)
+    assert await stream([], path="/ws/applications/extra") == (False, 4404)

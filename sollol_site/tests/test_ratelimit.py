@@ -25,19 +25,29 @@ def test_a_bucket_allows_the_burst_then_the_rate():
     assert limiter.wait("a") > 0
 
 
-async def call(method: str, path: str, client: str, body: bytes = b"") -> tuple:
+async def call(
+    method: str,
+    path: str,
+    client: str,
+    body: bytes = b"",
+    headers: tuple = (),
+    query: bytes = b"",
+    host: bytes = b"127.0.0.1:8080",
+) -> tuple:
+    """Send one request through the whole ASGI app; return status, headers, JSON."""
     scope = {
         "type": "http",
         "http_version": "1.1",
         "method": method,
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query,
         "root_path": "",
         "scheme": "http",
         "headers": [
-            (b"host", b"127.0.0.1:8080"),
+            (b"host", host),
             (b"content-type", b"application/json"),
+            *headers,
         ],
         "client": (client, 50000),
         "server": ("127.0.0.1", 8080),
