@@ -5,8 +5,10 @@ Addresses added through the API or reported by applications are contacted only w
 every address they resolve to lies in SOLLOL_ALLOWED_NODE_CIDRS (default: loopback
 and the private ranges where fleets live). Link-local (169.254.169.254 is the cloud
 metadata service), multicast and unspecified addresses are refused whatever the
-setting says. The probe then connects to the address that was checked, so a DNS
-answer that changes between the check and the connection changes nothing.
+setting says, and so are the cloud metadata services outside link-local and
+IPv6 addresses that lead to a refused IPv4 one. The probe then connects to the
+address that was checked, so a DNS answer that changes between the check and the
+connection changes nothing.
 """
 
 from __future__ import annotations
@@ -38,11 +40,30 @@ def allowed_networks() -> tuple[Network, ...]:
     return _networks(tuple(settings.SOLLOL_ALLOWED_NODE_CIDRS))
 
 
+# Cloud metadata services outside link-local: AWS's IPv6 one lies in fc00::/7,
+# which the default allows; Alibaba's in the carrier-grade NAT range.
+METADATA_SERVICES = frozenset(
+    ipaddress.ip_address(ip) for ip in ("fd00:ec2::254", "100.100.100.200")
+)
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one leads to (mapped, 6to4, NAT64), if any."""
+    if address.ipv4_mapped or address.sixtofour:
+        return address.ipv4_mapped or address.sixtofour
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def check_address(ip: str) -> None:
     """Raise Refused unless the dashboard may contact this IP address."""
     address = ipaddress.ip_address(ip.strip("[]"))
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        address = _embedded_ipv4(address) or address
+    if address in METADATA_SERVICES:
+        raise Refused(f"{address} is a cloud metadata service")
     if address.is_link_local:
         raise Refused(f"{address} is link-local (cloud metadata lives there)")
     if address.is_multicast or address.is_unspecified:

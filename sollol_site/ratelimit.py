@@ -4,7 +4,8 @@ One client (an app in a loop, a misconfigured router) must not be able to fill t
 database or starve the others. Each server process keeps its own buckets, so behind
 N processes a client gets up to N times the rate; the limit is a guard against
 runaways, not an accounting tool. Behind a reverse proxy, the proxy must pass the
-client address (uvicorn and daphne read X-Forwarded-For from trusted proxies).
+client address: uvicorn (`serve`) reads X-Forwarded-For from a proxy on loopback,
+daphne only with --proxy-headers (as deploy/Procfile runs it).
 """
 
 from __future__ import annotations

@@ -76,6 +76,10 @@ def resolver(monkeypatch) -> dict[str, list[str]]:
         ("224.0.0.1", "not a single host"),
         ("0.0.0.0", "not a single host"),
         ("[::ffff:169.254.169.254]", "link-local"),
+        ("[2002:a9fe:a9fe::1]", "link-local"),  # 6to4 of 169.254.169.254
+        ("[64:ff9b::a9fe:a9fe]", "link-local"),  # NAT64 of it
+        ("[fd00:ec2::254]", "cloud metadata"),  # inside the allowed fc00::/7
+        ("100.100.100.200", "cloud metadata"),
     ],
 )
 def test_an_api_node_outside_the_allowed_ranges_is_stored_as_rejected(
