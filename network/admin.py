@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from network.models import NodeStatusChange, OllamaNode, RpcBackend
+from network.models import NodeStatusChange, OllamaNode, Removed, RpcBackend
 
 
 class StatusChangeInline(admin.TabularInline):
@@ -30,3 +30,12 @@ class RpcBackendAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "source"]
     search_fields = ["address"]
+
+
+@admin.register(Removed)
+class RemovedAdmin(admin.ModelAdmin):
+    """What the operator removed; delete a row to let applications report it again."""
+
+    list_display = ["key", "kind", "removed_at"]
+    list_filter = ["kind"]
+    search_fields = ["key"]

@@ -112,3 +112,30 @@ class ProbeCycle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.nodes} nodes in {self.seconds:.2f}s"
+
+
+class Removed(models.Model):
+    """A node URL or backend address the operator removed: not re-added by others.
+
+    Applications report their nodes on every heartbeat, and the opt-in scan finds
+    the same addresses every run: without this, a removed node came back within a
+    second, with a new id and no history. Adding it through the API again (or
+    configuring it) lifts the removal; so does deleting this row in the admin.
+    """
+
+    class Kind(models.TextChoices):
+        NODE = "node", "Ollama node"
+        BACKEND = "backend", "RPC backend"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    key = models.CharField(max_length=300)  # the node's url or the backend's address
+    removed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "key"], name="removed_once")
+        ]
+        verbose_name = "removed node or backend"
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.key}"

@@ -18,7 +18,13 @@ from activity.choices import Stream
 from activity.services import NewEvent, record_events
 from network import addresses, allowlist
 from network.choices import BackendStatus, NodeStatus, Source
-from network.models import NodeStatusChange, OllamaNode, ProbeCycle, RpcBackend
+from network.models import (
+    NodeStatusChange,
+    OllamaNode,
+    ProbeCycle,
+    Removed,
+    RpcBackend,
+)
 from network.probes import NodeProbe
 from sollol_site import realtime
 from sollol_site.db import save_fields
@@ -139,6 +145,10 @@ def _parse_all(
     return parsed
 
 
+# Sources that are the operator's own say: they bring back what was removed.
+OPERATOR_SOURCES = frozenset({Source.CONFIG, Source.LOCALHOST, Source.API})
+
+
 def ensure_nodes(
     values: Iterable[str], *, source: str, now: dt.datetime
 ) -> list[OllamaNode]:
@@ -172,8 +182,20 @@ def _create_missing(
     source: str,
     now: dt.datetime,
 ) -> list:
-    """Insert the wanted nodes or backends not stored yet; return those it made."""
-    known = set(
+    """Insert the wanted nodes or backends not stored yet; return those it made.
+
+    What the operator removed stays removed when an application or the scan
+    reports it again; the operator's own sources (configuration, localhost, the
+    API) bring it back and lift the removal.
+    """
+    kind = Removed.Kind.NODE if model is OllamaNode else Removed.Kind.BACKEND
+    removed = Removed.objects.filter(kind=kind, key__in=list(wanted))
+    if source in OPERATOR_SOURCES:
+        removed.delete()
+        known = set()
+    else:
+        known = set(removed.values_list("key", flat=True))
+    known |= set(
         model.objects.filter(**{f"{key}__in": list(wanted)}).values_list(key, flat=True)
     )
     new = [
@@ -214,14 +236,59 @@ def add_node(value: str, *, now: dt.datetime) -> tuple[OllamaNode, bool]:
     return (created[0], True) if created else (OllamaNode.objects.get(url=url), False)
 
 
+class StillConfigured(Exception):
+    """The operator's configuration would add it back at once; its text says where."""
+
+
+def _still_configured(
+    key: str, source: str, parse: Callable, setting: str, localhost: str
+) -> str | None:
+    """Say why the operator's configuration would add key back at once, if it would."""
+    if source == Source.CONFIG and key in _parsed(getattr(settings, setting), parse):
+        return f"{key} is in {setting}: remove it there"
+    if (
+        source == Source.LOCALHOST
+        and settings.SOLLOL_DISCOVER_LOCALHOST
+        and key in _parsed([localhost], parse)
+    ):
+        return f"{key} is watched because SOLLOL_DISCOVER_LOCALHOST is true"
+    return None
+
+
+def _parsed(values: Iterable[str], parse: Callable) -> set[str]:
+    keys = set()
+    for value in values:
+        try:
+            keys.add(parse(value)[0])
+        except PayloadError:
+            continue
+    return keys
+
+
+def _remember_removal(kind: str, key: str, now: dt.datetime) -> None:
+    Removed.objects.update_or_create(kind=kind, key=key, defaults={"removed_at": now})
+
+
 def remove_node(node_id: int, *, now: dt.datetime) -> OllamaNode | None:
-    """Forget a node; return it, or None if there was none with that id."""
+    """Forget a node; return it, or None if there was none with that id.
+
+    Raise StillConfigured for one the configuration would add back at once.
+    """
     with transaction.atomic():
         node = OllamaNode.objects.select_for_update().filter(pk=node_id).first()
         if node is None:
             return None
+        if why := _still_configured(
+            node.url,
+            node.source,
+            addresses.node_url,
+            "SOLLOL_OLLAMA_NODES",
+            LOCALHOST_NODE,
+        ):
+            raise StillConfigured(why)
         event = _node_event("node_removed", node, f"🗑️ Node removed: {node.url}")
         node.delete()
+        _remember_removal(Removed.Kind.NODE, node.url, now)
         record_events([event], now=now)
     return node
 
@@ -549,11 +616,22 @@ def add_backend(value: str, *, now: dt.datetime) -> tuple[RpcBackend, bool]:
 
 
 def remove_backend(backend_id: int, *, now: dt.datetime) -> RpcBackend | None:
-    """Forget a backend; return it, or None if there was none with that id."""
+    """Forget a backend; return it, or None if there was none with that id.
+
+    Raise StillConfigured for one the configuration would add back at once.
+    """
     with transaction.atomic():
         backend = RpcBackend.objects.select_for_update().filter(pk=backend_id).first()
         if backend is None:
             return None
+        if why := _still_configured(
+            backend.address,
+            backend.source,
+            addresses.backend_address,
+            "SOLLOL_RPC_BACKENDS",
+            LOCALHOST_BACKEND,
+        ):
+            raise StillConfigured(why)
         event = _backend_event(
             "backend_disconnected",
             backend,
@@ -561,6 +639,7 @@ def remove_backend(backend_id: int, *, now: dt.datetime) -> RpcBackend | None:
             removed=True,
         )
         backend.delete()
+        _remember_removal(Removed.Kind.BACKEND, backend.address, now)
         record_events([event], now=now)
     return backend
 

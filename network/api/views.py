@@ -2,13 +2,30 @@ from __future__ import annotations
 
 from django.http import HttpResponse
 from django.utils import timezone
-from rest_framework.exceptions import NotFound, ParseError
+from rest_framework.exceptions import APIException, NotFound, ParseError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from network import health, services
 from network.models import OllamaNode, RpcBackend
 from sollol_site.jsonio import PayloadError
+
+
+class StillConfigured(APIException):
+    """409: the operator's configuration would add it back at once."""
+
+    status_code = 409
+    default_code = "still_configured"
+
+
+def _removed(remove, target_id: int, what: str):
+    try:
+        removed = remove(target_id, now=timezone.now())
+    except services.StillConfigured as exc:
+        raise StillConfigured(str(exc)) from None
+    if removed is None:
+        raise NotFound(f"no {what} with id {target_id}")
+    return Response({"status": "ok", "id": target_id})
 
 
 def _address(request, field: str) -> str:
@@ -48,9 +65,7 @@ class NodeDetailView(APIView):
         )
 
     def delete(self, request, node_id: int):
-        if services.remove_node(node_id, now=timezone.now()) is None:
-            raise NotFound(f"no node with id {node_id}")
-        return Response({"status": "ok", "id": node_id})
+        return _removed(services.remove_node, node_id, "node")
 
 
 class BackendListView(APIView):
@@ -83,9 +98,7 @@ class BackendDetailView(APIView):
         return Response(services.backend_data(backend))
 
     def delete(self, request, backend_id: int):
-        if services.remove_backend(backend_id, now=timezone.now()) is None:
-            raise NotFound(f"no RPC backend with id {backend_id}")
-        return Response({"status": "ok", "id": backend_id})
+        return _removed(services.remove_backend, backend_id, "RPC backend")
 
 
 class HealthView(APIView):

@@ -80,6 +80,62 @@ def test_it_adds_and_removes_nodes_through_the_api(client):
     assert client.delete(f"/api/network/nodes/{node_id}").status_code == 404
 
 
+def test_a_removed_node_stays_removed_when_an_app_reports_it_again(client):
+    now = timezone.now()
+    url = "http://127.0.0.2:11434"
+    [reported] = services.ensure_nodes([url], source=Source.APPLICATION, now=now)
+    assert client.delete(f"/api/network/nodes/{reported.id}").status_code == 200
+    # The app's next heartbeat reports it again, and so does the opt-in scan.
+    services.ensure_reported({"nodes": [url], "rpc_backends": []}, now=now)
+    services.ensure_nodes([url], source=Source.SCAN, now=now)
+    assert not OllamaNode.objects.exists()
+    # The operator adding it through the API brings it back, watched again by all.
+    assert post(client, "/api/network/nodes", {"url": url}).status_code == 201
+    assert OllamaNode.objects.get().source == "api"
+    assert [e.type for e in Event.objects.filter(stream="nodes")] == [
+        "node_discovered",
+        "node_removed",
+        "node_discovered",
+    ]
+
+
+def test_a_removed_backend_stays_removed_too(client):
+    now = timezone.now()
+    [backend] = services.ensure_backends(
+        ["127.0.0.2:50052"], source=Source.APPLICATION, now=now
+    )
+    assert client.delete(f"/api/network/backends/{backend.id}").status_code == 200
+    services.ensure_reported({"rpc_backends": ["127.0.0.2:50052"]}, now=now)
+    assert not RpcBackend.objects.exists()
+
+
+@override_settings(
+    SOLLOL_OLLAMA_NODES=["127.0.0.3"],
+    SOLLOL_RPC_BACKENDS=["127.0.0.3:50052"],
+    SOLLOL_DISCOVER_LOCALHOST=True,
+)
+def test_what_the_configuration_adds_is_removed_there_not_here(client):
+    services.sync_configured(now=timezone.now())
+    for node in OllamaNode.objects.all():
+        response = client.delete(f"/api/network/nodes/{node.id}")
+        assert response.status_code == 409, response.content
+        setting = "SOLLOL_OLLAMA_NODES" if node.source == "config" else "LOCALHOST"
+        assert setting in response.json()["error"]
+    for backend in RpcBackend.objects.all():
+        response = client.delete(f"/api/network/backends/{backend.id}")
+        assert response.status_code == 409
+    assert OllamaNode.objects.count() == RpcBackend.objects.count() == 2
+    assert not Event.objects.filter(type="node_removed").exists()
+
+
+@override_settings(SOLLOL_OLLAMA_NODES=[], SOLLOL_DISCOVER_LOCALHOST=False)
+def test_a_node_no_longer_configured_can_be_removed(client):
+    [node] = services.ensure_nodes(
+        ["127.0.0.3"], source=Source.CONFIG, now=timezone.now()
+    )
+    assert client.delete(f"/api/network/nodes/{node.id}").status_code == 200
+
+
 @pytest.mark.parametrize(
     "body", [{}, {"url": 5}, {"url": "http://x/y"}, [1], {"url": ""}]
 )
