@@ -108,6 +108,16 @@ def _last_cycle() -> dict[str, Any] | None:
         "nodes": cycle.nodes,
         "backends": cycle.backends,
         "changes": cycle.changes,
-        # Sharded probing: the numbered round these totals are for.
+        # Sharded probing: the numbered round these totals are for, and how many
+        # nodes and backends the last finished round left unprobed (a worker died
+        # with their batch; they were probed a round later).
         "round": cycle.round or None,
+        "missed": _missed() if cycle.round else None,
     }
+
+
+def _missed() -> dict[str, int] | None:
+    marker = ProbeCycle.objects.filter(name="round").first()
+    if marker is None or marker.round < 2:
+        return None
+    return {"round": marker.round - 1, "count": marker.missed}

@@ -109,6 +109,9 @@ class ProbeCycle(models.Model):
     backends = models.PositiveIntegerField()
     changes = models.PositiveIntegerField()
     round = models.PositiveBigIntegerField(default=0)  # the last sharded round begun
+    # Sharded: nodes and backends the round before the last left unprobed (its
+    # worker died with their batch); each is probed in the next round.
+    missed = models.PositiveIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.name}: {self.nodes} nodes in {self.seconds:.2f}s"

@@ -891,9 +891,28 @@ def begin_round() -> tuple[int, list[int], list[int]]:
                 "changes": 0,
             },
         )
+        # What the round now ending did not record: its batch's worker died, the
+        # broker keeps the batch until its visibility timeout, and by then it has
+        # expired (a pool child that dies is redelivered at once, within the
+        # round). Those are in the round beginning now: one interval late.
+        begun_before = marker.started_at
+        marker.missed = sum(
+            model.objects.filter(
+                probe_round__lt=marker.round, created_at__lt=begun_before
+            ).count()
+            for model in (OllamaNode, RpcBackend)
+        )
+        if marker.round and marker.missed:
+            logger.warning(
+                "probe round %d left %d nodes and backends unprobed (a worker "
+                "died with their batch?); they are in round %d",
+                marker.round,
+                marker.missed,
+                marker.round + 1,
+            )
         marker.round += 1
         marker.started_at = timezone.now()
-        marker.save(update_fields=["round", "started_at"])
+        marker.save(update_fields=["round", "started_at", "missed"])
     nodes = list(OllamaNode.objects.order_by("id").values_list("id", flat=True))
     backends = list(RpcBackend.objects.order_by("id").values_list("id", flat=True))
     return marker.round, nodes, backends

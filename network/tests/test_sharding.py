@@ -110,3 +110,22 @@ def test_an_unsharded_cycle_has_no_round(fleet, client):
     tasks.probe_network()
     cycle = client.get("/api/network/health").json()["probe_cycle"]
     assert cycle["round"] is None and cycle["nodes"] >= 5
+
+
+def test_operators_see_what_a_dead_worker_left_unprobed(fleet, client, caplog):
+    round, node_ids, _ = services.begin_round()
+    # Two batches were recorded; the worker holding the third died with it.
+    run_cycle(now=timezone.now(), node_ids=node_ids[:2], round=round)
+    run_cycle(now=timezone.now(), node_ids=node_ids[2:4], round=round)
+
+    newer, next_ids, _ = services.begin_round()
+    assert set(next_ids) == set(node_ids)  # the missed one is in the next round
+    assert f"probe round {round} left 1 nodes and backends unprobed" in caplog.text
+    run_cycle(now=timezone.now(), node_ids=next_ids, round=newer)
+    cycle = client.get("/api/network/health").json()["probe_cycle"]
+    assert cycle["round"] == newer
+    assert cycle["missed"] == {"round": round, "count": 1}
+
+    services.begin_round()  # the round before it missed nothing
+    cycle = client.get("/api/network/health").json()["probe_cycle"]
+    assert cycle["missed"] == {"round": newer, "count": 0}
