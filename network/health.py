@@ -15,7 +15,8 @@ from network.models import OllamaNode, ProbeCycle, RpcBackend
 def network_health(*, now: dt.datetime) -> dict[str, Any]:
     """Return healthy / degraded / critical / unknown, with counts and reasons.
 
-    critical: nodes are known and none is usable (healthy or degraded);
+    critical: nodes are known and none is usable (healthy or degraded), or there
+    are only RPC backends and none is usable (online or busy);
     degraded: some node or backend is not healthy/online; unknown: nothing is
     known or nothing has been probed yet.
     """
@@ -37,6 +38,7 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         offline=Count("id", filter=Q(status=BackendStatus.OFFLINE)),
         incompatible=Count("id", filter=Q(status=BackendStatus.INCOMPATIBLE)),
         rejected=Count("id", filter=Q(status=BackendStatus.REJECTED)),
+        unknown=Count("id", filter=Q(status=BackendStatus.UNKNOWN)),
     )
     reasons = []
     if nodes["down"]:
@@ -67,7 +69,15 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
     if probed and not (nodes["healthy"] or nodes["degraded"] or nodes["flapping"]):
         status = "critical"
         reasons.insert(0, "no node is usable")
-    elif not probed and not (backends["total"] and backends["online"]):
+    elif (
+        not probed
+        and backends["total"] - backends["unknown"] - backends["rejected"]
+        and not (backends["online"] or backends["busy"])
+    ):
+        # A fleet of RPC backends only, and none of them answers.
+        status = "critical"
+        reasons.insert(0, "no RPC backend is usable")
+    elif not probed and not (backends["online"] or backends["busy"]):
         status = "unknown"
         reasons.append(
             "no node has been probed yet" if nodes["total"] else "no nodes known"

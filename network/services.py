@@ -330,10 +330,12 @@ def _without_flapping(node: OllamaNode, status: str, reason: str) -> tuple[str, 
     node.probe_status = status
     node.flap_score = node.flap_score * settings.SOLLOL_FLAP_DECAY + changed
     if node.status == NodeStatus.FLAPPING:
-        if node.flap_score >= settings.SOLLOL_FLAP_END:
+        # A node that died while flapping is reported as soon as it is offline
+        # (SOLLOL_PROBE_OFFLINE_AFTER failures in a row), not once its score decays.
+        if node.flap_score >= settings.SOLLOL_FLAP_END and status != NodeStatus.OFFLINE:
             return NodeStatus.FLAPPING, ""
         return status, f"stopped flapping; {reason}" if reason else "stopped flapping"
-    if node.flap_score >= settings.SOLLOL_FLAP_START:
+    if changed and node.flap_score >= settings.SOLLOL_FLAP_START:
         return NodeStatus.FLAPPING, (
             f"its status keeps changing (now {status}"
             + (f": {reason}" if reason else "")

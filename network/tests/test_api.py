@@ -201,6 +201,19 @@ def test_it_reports_health_with_reasons(client):
         assert field in health
 
 
+def test_a_fleet_of_backends_only_is_critical_when_none_answers(client):
+    services.ensure_backends(
+        ["127.0.0.2:50052", "127.0.0.3:50052"], source="config", now=timezone.now()
+    )
+    assert client.get("/api/network/health").json()["status"] == "unknown"
+    RpcBackend.objects.update(status="busy")
+    assert client.get("/api/network/health").json()["status"] == "healthy"
+    RpcBackend.objects.update(status="offline")
+    health = client.get("/api/network/health").json()
+    assert health["status"] == "critical", health
+    assert health["reason"].startswith("no RPC backend is usable")
+
+
 def test_the_list_shows_each_node_as_its_detail_does(client):
     """The list copies the stored models JSON: it must say what the detail says."""
     odd = 'llama3.2:3b "quoted" \\ \u2028 ünï <b>'

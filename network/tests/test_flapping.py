@@ -58,6 +58,20 @@ def test_a_flapping_node_makes_one_event_then_one_more_when_it_settles(client):
     assert Event.objects.last().payload["reason"] == "stopped flapping"
 
 
+def test_a_flapping_node_that_dies_is_offline_as_soon_as_a_steady_one_would_be():
+    [node] = services.ensure_nodes(
+        ["127.0.0.2"], source=Source.CONFIG, now=timezone.now()
+    )
+    for i in range(13):  # up, down, … up
+        probe(node, UP if i % 2 == 0 else DOWN)
+    assert node.status == "flapping"
+    died = [probe(node, DOWN) for _ in range(4)]
+    # Offline after SOLLOL_PROBE_OFFLINE_AFTER (3) failures in a row, as always.
+    assert died == ["flapping", "flapping", "offline", "offline"]
+    assert changes()[-1] == ("flapping", "offline")
+    assert "3 probes failed in a row" in Event.objects.last().payload["reason"]
+
+
 def test_a_node_that_fails_now_and_then_is_not_called_flapping():
     [node] = services.ensure_nodes(
         ["127.0.0.2"], source=Source.CONFIG, now=timezone.now()
