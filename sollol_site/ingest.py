@@ -23,7 +23,7 @@ from django.db import (
     OperationalError,
     connection,
 )
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
 from sollol_site import jsonio, ratelimit
@@ -213,25 +213,35 @@ async def read_body(scope: dict, receive: Callable) -> bytes:
         except ValueError:
             raise HttpError(400, "Content-Length is not a number") from None
     chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise HttpError(400, "client disconnected")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise HttpError(413, too_large_message(scope["path"]))
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    deadline = settings.SOLLOL_BODY_TIMEOUT
+    try:
+        # A client that promises a body and sends it a byte at a time would
+        # otherwise hold its connection, and a place in the server, for ever.
+        async with asyncio.timeout(deadline):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise HttpError(400, "client disconnected")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise HttpError(413, too_large_message(scope["path"]))
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        raise HttpError(
+            408, f"the request body did not arrive within {deadline:g} s"
+        ) from None
 
 
 def check_write(scope: dict) -> None:
     """Refuse a write from a foreign Host or without a valid token, as Django would."""
-    host = header(scope, b"host") or (scope.get("server") or ("",))[0] or ""
-    if host.rsplit(":", 1)[-1].isdigit():
-        host = host.rsplit(":", 1)[0]
-    if not validate_host(host, settings.ALLOWED_HOSTS):
+    given = header(scope, b"host")
+    if given is None:  # HTTP/1.0: the address it came to, as Django does
+        given = (scope.get("server") or ("",))[0] or ""
+    host, _ = split_domain_port(given)  # also as Django: "localhost." is localhost
+    if not host or not validate_host(host, settings.ALLOWED_HOSTS):
         raise HttpError(400, f"host {host!r} is not allowed")
     refusal = check_bearer(header(scope, b"authorization"))
     if refusal is not None:

@@ -255,6 +255,8 @@ SOLLOL_TRUSTED_ORIGINS = frozenset(env_list("SOLLOL_TRUSTED_ORIGINS"))
 # process: a sustained rate and a burst; 0 turns the limit off. 429 + Retry-After.
 SOLLOL_WRITE_RATE = env_float("SOLLOL_WRITE_RATE", 200.0)
 SOLLOL_WRITE_BURST = env_float("SOLLOL_WRITE_BURST", 400.0)
+# Seconds a request's whole body may take to arrive (then 408).
+SOLLOL_BODY_TIMEOUT = env_float("SOLLOL_BODY_TIMEOUT", 30.0)
 # Login attempts (the admin's form) per second and burst per client address.
 SOLLOL_LOGIN_RATE = env_float("SOLLOL_LOGIN_RATE", 0.2)
 SOLLOL_LOGIN_BURST = env_float("SOLLOL_LOGIN_BURST", 10.0)

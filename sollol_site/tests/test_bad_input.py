@@ -193,3 +193,48 @@ async def call_login() -> tuple:
     await communicator.receive_output(10)
     await communicator.wait(10)
     return start["status"], dict(start["headers"]), None
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/applications/heartbeat", "/api/applications/register"]
+)
+@override_settings(SOLLOL_BODY_TIMEOUT=0.3)
+async def test_a_body_that_never_finishes_arriving_gets_408(path):
+    """Both lanes: the lean one and Django's, whose body is read first too."""
+    from asgiref.testing import ApplicationCommunicator
+
+    from sollol_site.asgi import application
+
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "headers": [(b"host", b"127.0.0.1:8080"), (b"content-length", b"100")],
+        "client": (CLIENT, 50000),
+        "server": ("127.0.0.1", 8080),
+    }
+    communicator = ApplicationCommunicator(application, scope)
+    await communicator.send_input(
+        {"type": "http.request", "body": b'{"app_id"', "more_body": True}
+    )
+    start = await communicator.receive_output(5)
+    body = await communicator.receive_output(5)
+    assert start["status"] == 408
+    assert "did not arrive within 0.3 s" in json.loads(body["body"])["error"]
+
+
+@pytest.mark.parametrize(
+    ("host", "status"), [(b"localhost.", 200), (b"", 400), (b"evil.example", 400)]
+)
+async def test_both_lanes_judge_the_host_alike(host, status):
+    beat, _, _ = await call(
+        "POST", "/api/applications/heartbeat", CLIENT, b'{"app_id":"x"}', host=host
+    )
+    listing, _, _ = await call("GET", "/api/applications", CLIENT, host=host)
+    assert beat == (404 if status == 200 else status)  # no app "x": 404, but served
+    assert listing == status
