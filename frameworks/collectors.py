@@ -537,6 +537,7 @@ async def _dask(url: str, timeout: float) -> Collection:
         },
         "workers": workers[:MAX_ITEMS] if known else None,
         "workers_total": len(workers) if known else None,
+        "nodes": _dask_nodes(workers[:MAX_ITEMS]) if known else None,
         "resources": {
             "workers": len(workers)
             if known
@@ -674,6 +675,52 @@ async def _dask_workers_page(
         )
     workers.sort(key=lambda w: w["address"] or "")
     return workers
+
+
+def _dask_nodes(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the workers in the shape of Ray's nodes, so one reader fits both.
+
+    A Dask worker is a process, not a host: what Ray knows of a machine (physical
+    CPUs, GPUs, its worker processes) is null; the scheduler lists live workers
+    only, so each is ALIVE (its own status is kept as `status`).
+    """
+    nodes = []
+    for worker in workers:
+        threads = worker["nthreads"]
+        used, limit = worker["memory"], worker["memory_limit"]
+        busy = worker["tasks"].get("executing", worker["tasks"].get("processing"))
+        if busy is None and worker["status"] is not None:
+            busy = 0  # read from identity.json, whose counts omit zeros
+        if busy is not None and threads is not None:
+            busy = min(busy, threads)  # a thread runs one task at a time
+        memory_known = used is not None and bool(limit)
+        nodes.append(
+            {
+                "node_id": worker["address"],
+                "hostname": worker["host"],
+                "ip": worker["host"],
+                "state": "ALIVE",
+                "is_head": False,
+                "cpu_percent": worker["cpu_percent"],
+                "cpus_logical": threads,
+                "cpus_physical": None,
+                "memory_total": limit,
+                "memory_used": used,
+                "memory_available": limit - used if memory_known else None,
+                "memory_percent": round(100 * used / limit, 1)
+                if memory_known
+                else None,
+                "workers": None,
+                "resources": {
+                    "CPU": {"used": busy, "total": threads},
+                    "memory": {"used": used, "total": limit},
+                },
+                "gpus": None,
+                "name": worker["name"],
+                "status": worker["status"],
+            }
+        )
+    return nodes
 
 
 def _host(address: str) -> str | None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.http.request import split_domain_port
 
 from activity.choices import Stream
 from activity.services import NewEvent, record_events
@@ -20,6 +23,7 @@ from frameworks import collectors
 from frameworks.choices import FrameworkStatus, Kind
 from frameworks.collectors import Collection
 from frameworks.models import FrameworkSnapshot, FrameworkState
+from sollol_site import realtime
 
 LABELS = {Kind.RAY: "Ray", Kind.DASK: "Dask"}
 # The fields of each framework's answer besides the common ones, null until known.
@@ -41,9 +45,24 @@ DATA_KEYS = {
         "scheduler",
         "workers",
         "workers_total",
+        "nodes",
         "resources",
         "tasks",
     ),
+}
+# The headline fields each collection sends to viewers as a sample (the node and
+# worker lists stay out: a viewer fetches them when it needs them).
+SAMPLE_KEYS = {
+    Kind.RAY: (
+        "ray_version",
+        "nodes_total",
+        "nodes_alive",
+        "resources",
+        "jobs",
+        "tasks",
+        "actors",
+    ),
+    Kind.DASK: ("dask_version", "workers_total", "resources", "tasks"),
 }
 URL_SETTINGS = {
     Kind.RAY: "SOLLOL_RAY_DASHBOARD_URL",
@@ -58,13 +77,46 @@ def dashboard_url(kind: str) -> str:
     return getattr(settings, URL_SETTINGS[kind])
 
 
-def public_url(kind: str) -> str:
+def public_url(kind: str, host: str = "") -> str:
+    """Return the address a browser should open a framework's dashboard at.
+
+    A configured public URL wins. Otherwise the collector's URL, except that a
+    loopback one (what UnifiedDashboard sets even when serving on 0.0.0.0) means
+    "this machine": a browser elsewhere reaches it by the name it used for the
+    page, `host` (the request's Host header), on the cluster's port.
+    """
     configured = (
         settings.SOLLOL_RAY_PUBLIC_URL
         if kind == Kind.RAY
         else settings.SOLLOL_DASK_PUBLIC_URL
     )
-    return configured or dashboard_url(kind)
+    if configured:
+        return configured
+    url = dashboard_url(kind)
+    return on_browser_host(url, host) if url and host else url
+
+
+def on_browser_host(url: str, host: str) -> str:
+    """Return url on the host a browser used, if url points at loopback."""
+    browser_host, _ = split_domain_port(host)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return url
+    if not browser_host or not _is_loopback(parts.hostname):
+        return url
+    netloc = f"{browser_host}:{port}" if port else browser_host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _is_loopback(hostname: str | None) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname or "").is_loopback
+    except ValueError:
+        return False
 
 
 def collect_frameworks(*, now: dt.datetime) -> dict[str, str]:
@@ -88,7 +140,49 @@ def collect_frameworks(*, now: dt.datetime) -> dict[str, str]:
         if not dashboard_url(kind):
             record_not_configured(kind, now=now)
             statuses[kind.value] = FrameworkStatus.NOT_CONFIGURED
+    publish_framework_samples(collections, now=now)
     return statuses
+
+
+def publish_framework_samples(
+    collections: list[Collection], *, now: dt.datetime
+) -> None:
+    """Send each collection's headline numbers to viewers that asked for samples.
+
+    Most collections change no status and so make no event, yet the numbers and
+    the sparklines move with every one: the page follows these samples instead of
+    polling /api/<kind>/metrics.
+    """
+    if not collections:
+        return
+    at = now.timestamp()
+    realtime.publish_samples(
+        Stream.FRAMEWORKS,
+        {
+            "frameworks": [
+                {
+                    "framework": collection.kind,
+                    "status": collection.status,
+                    **{
+                        key: collection.data.get(key)
+                        for key in SAMPLE_KEYS[collection.kind]
+                    },
+                    "collected_at": at,
+                    "duration_ms": collection.duration_ms,
+                    "error": collection.error or None,
+                    "warnings": collection.warnings,
+                    # The point this collection adds to the answer's history.
+                    "point": {
+                        "t": at,
+                        "status": collection.status,
+                        **collection.sample,
+                    },
+                }
+                for collection in collections
+            ],
+            "at": at,
+        },
+    )
 
 
 def record_collection(collection: Collection, *, now: dt.datetime) -> FrameworkSnapshot:
@@ -197,15 +291,18 @@ def prune_snapshots(kind: str, *, keep: int) -> int:
     return deleted
 
 
-def metrics(kind: str, *, now: dt.datetime) -> dict[str, Any]:
-    """Return GET /api/<kind>/metrics: the newest snapshot and the recent history."""
+def metrics(kind: str, *, now: dt.datetime, host: str = "") -> dict[str, Any]:
+    """Return GET /api/<kind>/metrics: the newest snapshot and the recent history.
+
+    `host` is the Host header the browser sent (see public_url).
+    """
     url = dashboard_url(kind)
     answer: dict[str, Any] = {
         "framework": kind,
         "status": FrameworkStatus.NOT_CONFIGURED.value,
         "status_since": None,
         "dashboard_url": url or None,
-        "public_url": public_url(kind) or None,
+        "public_url": public_url(kind, host) or None,
         **dict.fromkeys(DATA_KEYS[kind]),
         "collected_at": None,
         "duration_ms": None,

@@ -39,6 +39,11 @@ class UnifiedDashboard:
     and Ray's node processes stay on loopback, as both run code for whoever
     reaches them.
 
+    Links to those dashboards are on the host a browser used for the page (so a
+    remote browser is not sent to its own 127.0.0.1); `ray_public_url` /
+    `dask_public_url` (SOLLOL_RAY_PUBLIC_URL / SOLLOL_DASK_PUBLIC_URL) name another
+    address, for when browsers reach the clusters elsewhere (a proxy, a tunnel).
+
     Two ways to use it:
 
         UnifiedDashboard(enable_dask=True).run()   # start, serve, stop: all in one
@@ -62,7 +67,15 @@ class UnifiedDashboard:
         dask_processes: bool = True,
         ray_num_cpus: int | None = None,
         ray_object_store_memory: int | None = None,
+        ray_public_url: str | None = None,
+        dask_public_url: str | None = None,
     ) -> None:
+        for name, url in (
+            ("ray_public_url", ray_public_url),
+            ("dask_public_url", dask_public_url),
+        ):
+            if url is not None and not url.startswith(("http://", "https://")):
+                raise ValueError(f"{name} must be an http:// or https:// URL")
         if enable_dask and dask_dashboard_port is None:
             raise ValueError("enable_dask=True needs a dask_dashboard_port")
         if enable_ray and ray_dashboard_port is None:
@@ -78,6 +91,8 @@ class UnifiedDashboard:
         self.dask_processes = dask_processes
         self.ray_num_cpus = ray_num_cpus
         self.ray_object_store_memory = ray_object_store_memory
+        self.ray_public_url = ray_public_url
+        self.dask_public_url = dask_public_url
         # What start_frameworks() started (and stop_frameworks() stops).
         self.dask_cluster: Any = None
         self.ray_started = False
@@ -122,6 +137,13 @@ class UnifiedDashboard:
         ):
             if port is not None:
                 os.environ.setdefault(variable, _http_url(_connect_host(host), port))
+        # Asked for by name here, so it wins over the environment.
+        for variable, url in (
+            ("SOLLOL_RAY_PUBLIC_URL", self.ray_public_url),
+            ("SOLLOL_DASK_PUBLIC_URL", self.dask_public_url),
+        ):
+            if url is not None:
+                os.environ[variable] = url
 
     def stop_frameworks(self) -> None:
         """Stop the Ray instance and Dask cluster start_frameworks() started."""

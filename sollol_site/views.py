@@ -15,6 +15,8 @@ from activity.models import Event
 from activity.services import last_event_id
 from applications.api.serializers import application_data
 from applications.models import Application
+from frameworks import services as frameworks
+from frameworks.choices import Kind
 from network import health, services
 from network.models import OllamaNode, RpcBackend
 
@@ -46,7 +48,7 @@ def index(request):
     watermarks = {stream.value: last_event_id(stream) for stream in EVENT_STREAMS}
     watermarks[Stream.LOGS.value] = logs.last_log_id()
     now = timezone.now()
-    snapshot = _snapshot(now, watermarks)
+    snapshot = _snapshot(now, watermarks, request.get_host())
     response = render(
         request,
         "dashboard/index.html",
@@ -57,12 +59,13 @@ def index(request):
             "backends": snapshot["backends"],
             "applications": snapshot["applications"],
             "applications_total": snapshot["applications_total"],
+            "frameworks": snapshot["frameworks"].values(),
         },
     )
     return with_page_security(response, request)
 
 
-def _snapshot(now, watermarks: dict[str, int]) -> dict[str, Any]:
+def _snapshot(now, watermarks: dict[str, int], host: str) -> dict[str, Any]:
     apps = Application.objects.order_by("name", "app_id")[:SNAPSHOT_APPLICATIONS]
     feed = Event.objects.filter(stream__in=EVENT_STREAMS).order_by("-id")
     return {
@@ -86,6 +89,13 @@ def _snapshot(now, watermarks: dict[str, int]) -> dict[str, Any]:
         "probe_interval": settings.SOLLOL_PROBE_INTERVAL,
         "probe_timeout": settings.SOLLOL_PROBE_TIMEOUT,
         "app_stale_after": settings.SOLLOL_APP_STALE_AFTER,
+        # Links to Ray's and Dask's dashboards are on the host this page came from
+        # (frameworks.services.public_url).
+        "frameworks": {
+            kind.value: frameworks.metrics(kind, now=now, host=host) for kind in Kind
+        },
+        "framework_interval": settings.SOLLOL_FRAMEWORK_INTERVAL,
+        "framework_timeout": settings.SOLLOL_FRAMEWORK_TIMEOUT,
     }
 
 
@@ -101,14 +111,15 @@ def _origin(url: str | None) -> str | None:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def framework_origins() -> list[str]:
-    """Return the origins of the Ray and Dask dashboards the page may embed."""
+def framework_origins(host: str = "") -> list[str]:
+    """Return the origins of the Ray and Dask dashboards the page may embed.
+
+    `host` is the page's Host header: the links are built on it (see
+    frameworks.services.public_url), so the frames must be allowed there.
+    """
     origins = []
-    for name in ("RAY", "DASK"):
-        url = getattr(settings, f"SOLLOL_{name}_PUBLIC_URL", None) or getattr(
-            settings, f"SOLLOL_{name}_DASHBOARD_URL", None
-        )
-        origin = _origin(url)
+    for kind in Kind:
+        origin = _origin(frameworks.public_url(kind, host))
         if origin and origin not in origins:
             origins.append(origin)
     return origins
@@ -121,7 +132,7 @@ def content_security_policy(request) -> str:
     policy does not execute. Frames may show only the Ray and Dask dashboards.
     """
     host = request.get_host()
-    frames = " ".join(framework_origins()) or "'none'"
+    frames = " ".join(framework_origins(host)) or "'none'"
     return "; ".join(
         [
             "default-src 'self'",

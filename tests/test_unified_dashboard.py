@@ -39,6 +39,8 @@ FRAMEWORK_VARIABLES = (
     "SOLLOL_RAY_DASHBOARD_URL",
     "SOLLOL_DASK_DASHBOARD_URL",
     "SOLLOL_RAY_AUTH_TOKEN",
+    "SOLLOL_RAY_PUBLIC_URL",
+    "SOLLOL_DASK_PUBLIC_URL",
 )
 
 
@@ -323,6 +325,20 @@ def test_it_keeps_what_the_operator_configured(framework_env):
     with UnifiedDashboard(ray_dashboard_port=None):
         assert os.environ["SOLLOL_DASK_DASHBOARD_URL"] == "http://127.0.0.9:9999"
         assert "SOLLOL_RAY_DASHBOARD_URL" not in os.environ
+
+
+def test_it_hands_the_public_urls_it_was_given_to_the_dashboard(framework_env):
+    os.environ["SOLLOL_DASK_PUBLIC_URL"] = "http://old.example.test:8787"
+    dashboard = UnifiedDashboard(
+        host="0.0.0.0",
+        ray_public_url="https://ray.example.test",
+        dask_public_url="http://10.1.2.3:8787",
+    )
+    with dashboard:
+        assert os.environ["SOLLOL_RAY_PUBLIC_URL"] == "https://ray.example.test"
+        assert os.environ["SOLLOL_DASK_PUBLIC_URL"] == "http://10.1.2.3:8787"
+    with pytest.raises(ValueError, match="dask_public_url"):
+        UnifiedDashboard(dask_public_url="10.1.2.3:8787")
 
 
 def test_it_uses_a_dask_scheduler_already_on_the_port(framework_env, capsys):

@@ -18,7 +18,9 @@ class FrameworkMetricsView(APIView):
     kind: str = ""
 
     def get(self, request):
-        return Response(services.metrics(self.kind, now=timezone.now()))
+        return Response(
+            services.metrics(self.kind, now=timezone.now(), host=request.get_host())
+        )
 
 
 class RayMetricsView(FrameworkMetricsView):

@@ -54,6 +54,17 @@ def test_it_answers_from_the_last_snapshot(client, settings):
     assert body["history"][0]["workers"] == 1
 
 
+def test_it_links_a_loopback_cluster_on_the_host_the_browser_asked(client, settings):
+    settings.ALLOWED_HOSTS = ["10.1.2.3"]
+    settings.SOLLOL_DASK_DASHBOARD_URL = "http://127.0.0.1:8787"
+    settings.SOLLOL_DASK_PUBLIC_URL = ""
+
+    body = client.get("/api/dask/metrics", HTTP_HOST="10.1.2.3:8080").json()
+
+    assert body["public_url"] == "http://10.1.2.3:8787"
+    assert body["dashboard_url"] == "http://127.0.0.1:8787"  # where it is collected
+
+
 def test_other_methods_get_a_json_405(client):
     response = client.post("/api/ray/metrics", {}, content_type="application/json")
 

@@ -303,6 +303,26 @@ async def test_it_reads_a_dask_scheduler(servers):
     assert result.warnings == []
 
 
+async def test_dask_workers_are_also_its_nodes_in_rays_shape(servers):
+    dask = servers(FakeDashboard.dask())
+
+    result = await collectors.collect_dask(dask.url, timeout=2)
+
+    nodes = result.data["nodes"]
+    assert [n["node_id"] for n in nodes] == [
+        w["address"] for w in result.data["workers"]
+    ]
+    busy, idle = nodes  # the recorded scheduler: one task running on the first
+    assert busy["state"] == idle["state"] == "ALIVE"
+    assert busy["ip"] == "127.0.0.1" and busy["is_head"] is False
+    assert busy["resources"]["CPU"] == {"used": 1, "total": 1}
+    assert idle["resources"]["CPU"] == {"used": 0, "total": 1}
+    assert busy["memory_total"] == 536870912
+    assert busy["memory_used"] + busy["memory_available"] == busy["memory_total"]
+    assert busy["cpu_percent"] == 4.0
+    assert busy["gpus"] is None and busy["cpus_physical"] is None  # not known
+
+
 async def test_when_identity_fails_the_workers_come_from_the_workers_page(servers):
     # distributed 2026.8 answers 500 on /json/identity.json after tasks ran.
     page = (DATA / "dask_workers.html").read_bytes()

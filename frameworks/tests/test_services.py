@@ -158,6 +158,26 @@ def test_the_public_url_defaults_to_the_dashboard_url(ray_configured):
     )
 
 
+def test_a_loopback_url_is_linked_on_the_host_the_browser_used(ray_configured):
+    # UnifiedDashboard(...).run(host="0.0.0.0") watches Ray at 127.0.0.1: a browser
+    # elsewhere must not be sent to its own loopback.
+    assert services.public_url("ray", "10.1.2.3:8080") == "http://10.1.2.3:8265"
+    assert services.public_url("ray", "[fd00::7]:8080") == "http://[fd00::7]:8265"
+    assert services.metrics("ray", now=T0, host="dash.lan")["public_url"] == (
+        "http://dash.lan:8265"
+    )
+
+
+def test_a_configured_or_remote_url_is_linked_as_it_is(ray_configured):
+    ray_configured.SOLLOL_RAY_DASHBOARD_URL = "http://10.9.9.9:8265"
+    assert services.public_url("ray", "10.1.2.3:8080") == "http://10.9.9.9:8265"
+    ray_configured.SOLLOL_RAY_DASHBOARD_URL = RAY_URL
+    ray_configured.SOLLOL_RAY_PUBLIC_URL = "https://ray.example.internal"
+    assert services.public_url("ray", "10.1.2.3:8080") == (
+        "https://ray.example.internal"
+    )
+
+
 def test_the_task_collects_stores_and_announces(settings):
     ray = FakeDashboard.ray()
     try:

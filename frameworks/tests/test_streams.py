@@ -9,10 +9,12 @@ from django.utils import timezone
 
 from frameworks import services
 from frameworks.collectors import Collection
+from frameworks.tests.fakes import FakeDashboard
 from sollol_site.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "http://127.0.0.1:8787"
+ORIGIN = [(b"origin", b"http://127.0.0.1")]
 
 
 @database_sync_to_async
@@ -44,3 +46,40 @@ async def test_it_streams_status_changes_of_the_frameworks(settings):
     assert isinstance(second["timestamp"], float) and second["id"] > first["id"]
     assert await ws.receive_nothing(timeout=0.2)
     await ws.disconnect()
+
+
+async def test_each_collection_sends_its_numbers_to_viewers_that_asked(settings):
+    dask = FakeDashboard.dask()
+    try:
+        settings.SOLLOL_DASK_DASHBOARD_URL = dask.url
+        settings.SOLLOL_RAY_DASHBOARD_URL = ""
+        asked = WebsocketCommunicator(
+            application, "/ws/frameworks?samples=1", headers=ORIGIN
+        )
+        plain = WebsocketCommunicator(application, "/ws/frameworks", headers=ORIGIN)
+        assert (await asked.connect(timeout=5))[0] and (await plain.connect(5))[0]
+
+        for _ in range(2):  # the second changes no status: a sample, no event
+            await database_sync_to_async(services.collect_frameworks)(
+                now=timezone.now()
+            )
+        received = [await asked.receive_json_from(timeout=5) for _ in range(3)]
+    finally:
+        dask.close()
+
+    samples = [m for m in received if m["type"] == "samples"]
+    assert len(samples) == 2 and all("id" not in m for m in samples)
+    [numbers] = samples[-1]["frameworks"]
+    assert numbers["framework"] == "dask" and numbers["status"] == "active"
+    assert numbers["workers_total"] == 2
+    assert numbers["resources"]["threads"] == 2
+    assert numbers["tasks"]["erred"] == 1
+    assert numbers["point"]["workers"] == 2
+    assert numbers["point"]["t"] == numbers["collected_at"]
+    assert "workers" not in numbers  # the lists come with a fetch, not every 5 s
+    # Without ?samples=1 the stream's contract stays: events only, one per change.
+    event = await plain.receive_json_from(timeout=5)
+    assert event["type"] == "framework_status_change" and "id" in event
+    assert await plain.receive_nothing(timeout=0.3)
+    await asked.disconnect()
+    await plain.disconnect()

@@ -46,8 +46,40 @@ def test_it_lets_frames_show_only_the_framework_dashboards(client, settings):
     settings.SOLLOL_RAY_PUBLIC_URL = "https://ray.example.test:8265/some/path"
     settings.SOLLOL_DASK_PUBLIC_URL = ""
     settings.SOLLOL_DASK_DASHBOARD_URL = "http://127.0.0.1:8787"
-    policy = client.get("/")["Content-Security-Policy"]
+    policy = client.get("/", HTTP_HOST="127.0.0.1:8080")["Content-Security-Policy"]
     assert "frame-src https://ray.example.test:8265 http://127.0.0.1:8787;" in policy
+
+
+def test_a_remote_browser_gets_links_and_frames_on_the_host_it_used(client, settings):
+    # The dashboard served on 0.0.0.0 watches Ray at 127.0.0.1: a browser that
+    # came by 10.1.2.3 must be sent there, not to its own loopback.
+    settings.ALLOWED_HOSTS = ["10.1.2.3"]
+    settings.SOLLOL_RAY_DASHBOARD_URL = "http://127.0.0.1:8265"
+    settings.SOLLOL_RAY_PUBLIC_URL = ""
+    settings.SOLLOL_DASK_DASHBOARD_URL = ""
+
+    response = client.get("/", HTTP_HOST="10.1.2.3:8080")
+
+    assert response.status_code == 200
+    assert '<a href="http://10.1.2.3:8265"' in response.content.decode()
+    assert 'href="http://127.0.0.1:8265' not in response.content.decode()
+    assert "frame-src http://10.1.2.3:8265;" in response["Content-Security-Policy"]
+    assert snapshot_of(response)["frameworks"]["ray"]["public_url"] == (
+        "http://10.1.2.3:8265"
+    )
+
+
+def test_a_configured_public_url_wins_over_the_browsers_host(client, settings):
+    settings.ALLOWED_HOSTS = ["10.1.2.3"]
+    settings.SOLLOL_RAY_DASHBOARD_URL = "http://127.0.0.1:8265"
+    settings.SOLLOL_RAY_PUBLIC_URL = "https://ray.example.test"
+    settings.SOLLOL_DASK_DASHBOARD_URL = ""
+
+    response = client.get("/", HTTP_HOST="10.1.2.3:8080")
+
+    assert '<a href="https://ray.example.test"' in response.content.decode()
+    assert "10.1.2.3:8265" not in response.content.decode()
+    assert "frame-src https://ray.example.test;" in response["Content-Security-Policy"]
 
 
 def test_it_escapes_a_hostile_app_name_in_the_html_and_the_snapshot(client):

@@ -8,8 +8,8 @@
  *   that changes between the page's render and the socket's opening is lost, and
  *   a reconnect resumes after the last id received.
  * - No periodic reloads or polling: values that are no events (per-probe
- *   latency, quiet heartbeats) arrive as "samples" on the node and application
- *   streams (?samples=1).
+ *   latency, quiet heartbeats, each Ray/Dask collection's numbers) arrive as
+ *   "samples" on the node, application and framework streams (?samples=1).
  */
 "use strict";
 
@@ -274,6 +274,7 @@
     }
 
     connect() {
+      if (this.given_up) return;
       let ws;
       try {
         ws = new WebSocket(this.url());
@@ -310,6 +311,7 @@
       };
       ws.onclose = (event) => {
         this.ws = null;
+        if (this.given_up) return;
         if (event.code === 4400) {
           this.given_up = true;
           this.state = "offline";
@@ -318,6 +320,14 @@
         }
         this.retry();
       };
+    }
+
+    /** Stop for good: no reconnecting, and no longer part of the connection state. */
+    close() {
+      this.given_up = true;
+      this.state = "offline";
+      if (this.ws) this.ws.close();
+      renderConnection();
     }
 
     retry() {
@@ -832,6 +842,16 @@
       return el("a", { href: "#node-" + encodeURIComponent(nodeId), text: label,
         onclick: (event) => { event.preventDefault(); openNode(nodeId, event.currentTarget); } });
     }
+    if (stream === "frameworks") {
+      const name = message.framework === "ray" || message.framework === "dask" ? message.framework : null;
+      const target = name ? "framework-" + name : "frameworks";
+      return el("a", { href: "#" + target, text: name ? FRAMEWORK_TITLES[name] + " panel" : "Ray & Dask panel",
+        onclick: (event) => {
+          event.preventDefault();
+          $(target).scrollIntoView({ block: "center" });
+          flash($(target));
+        } });
+    }
     if (stream === "backends" && message.backend_id !== undefined) {
       return el("a", { href: "#backend-" + encodeURIComponent(message.backend_id), text: message.backend || "backend" });
     }
@@ -1149,7 +1169,18 @@
 
   // ---------------------------------------------------------------- Ray and Dask
 
-  const frameworkAvailable = { ray: null, dask: null };
+  const FRAMEWORKS = ["ray", "dask"];
+  const FRAMEWORK_TITLES = { ray: "Ray", dask: "Dask" };
+  // What a sample may change in a framework's answer (the rest comes with a fetch).
+  const FRAMEWORK_SAMPLE_FIELDS = ["status", "collected_at", "duration_ms", "error", "warnings", "resources",
+    "tasks", "jobs", "actors", "nodes_total", "nodes_alive", "workers_total", "ray_version", "dask_version"];
+  // Per framework: its last answer (kept current by samples), whether this server
+  // collects it (false after a 404), and the fetch retries after a failure.
+  const frameworks = {};
+  for (const name of FRAMEWORKS) {
+    frameworks[name] = { data: null, available: null, attempts: 0, retry: null, historyMax: 60, note: null };
+  }
+  let frameworkStream = null;
 
   function describeValue(key, value) {
     if (value === null || value === undefined) return "—";
@@ -1168,9 +1199,14 @@
 
   function renderFramework(name, data) {
     const box = $("framework-" + name);
+    // The panel is rebuilt with each sample: a keyboard user keeps their place.
+    const active = box.contains(document.activeElement) ? document.activeElement : null;
+    const refocus = active ? (active.tagName === "A" ? "a" : active.tagName === "BUTTON" ? "button" : null) : null;
     const title = name === "ray" ? "Ray" : "Dask";
     const status = String(data.status || "unknown");
     const parts = [el("h3", null, title + " ", badge(status, status.replace("_", " ")))];
+    const note = frameworks[name].note;
+    if (note) parts.push(el("p", { className: "muted fw-state", role: "status", text: note }));
     const link = safeUrl(data.public_url) || safeUrl(data.dashboard_url);
     if (status === "not_configured") {
       parts.push(el("p", { className: "muted",
@@ -1227,46 +1263,114 @@
       button.setAttribute("aria-expanded", "true");
       setText(button, "Hide embed");
     }
+    if (refocus && box.querySelector(refocus)) box.querySelector(refocus).focus();
+  }
+
+  /** Say what the panel is waiting for, under its heading, until a fetch succeeds. */
+  function frameworkNote(name, text) {
+    frameworks[name].note = text;
+    const box = $("framework-" + name);
+    let note = box.querySelector(".fw-state");
+    if (!note) {
+      note = el("p", { className: "muted fw-state", role: "status" });
+      box.insertBefore(note, box.querySelector("h3") ? box.querySelector("h3").nextSibling : box.firstChild);
+    }
+    setText(note, text);
   }
 
   async function loadFramework(name) {
-    const box = $("framework-" + name);
+    const fw = frameworks[name];
+    clearTimeout(fw.retry);
+    fw.retry = null;
     try {
       const data = await getJson("/api/" + name + "/metrics");
-      frameworkAvailable[name] = true;
+      fw.available = true;
+      fw.attempts = 0;
+      fw.note = null;
+      fw.data = data;
+      fw.historyMax = Math.max(60, Array.isArray(data.history) ? data.history.length : 0);
       renderFramework(name, data);
     } catch (error) {
       if (error.status === 404) {
-        frameworkAvailable[name] = false;
-        box.replaceChildren(el("h3", { text: name === "ray" ? "Ray" : "Dask" }),
-          el("p", { className: "muted", text: "This server does not collect " + (name === "ray" ? "Ray" : "Dask") + " metrics." }));
-      } else {
-        box.replaceChildren(el("h3", { text: name === "ray" ? "Ray" : "Dask" }),
-          el("p", { text: "Could not load the metrics: " + error.message }));
+        fw.available = false;
+        $("framework-" + name).replaceChildren(el("h3", { text: FRAMEWORK_TITLES[name] }),
+          el("p", { className: "muted", text: "This server does not collect " + FRAMEWORK_TITLES[name] + " metrics." }));
+        if (FRAMEWORKS.every((n) => frameworks[n].available === false) && frameworkStream) frameworkStream.close();
+        return;
       }
+      // A 503 while the database is away, a dropped connection: try again, less
+      // often each time; the stream's events and samples go on meanwhile.
+      fw.attempts += 1;
+      const delay = Math.min(30000, 1000 * 2 ** Math.min(fw.attempts - 1, 5));
+      frameworkNote(name, "Could not load the metrics (" + error.message + "); trying again in " +
+        Math.round(delay / 1000) + " s.");
+      fw.retry = setTimeout(() => loadFramework(name), delay);
     }
   }
 
   const refreshFrameworks = throttle(() => {
-    if (frameworkAvailable.ray) loadFramework("ray");
-    if (frameworkAvailable.dask) loadFramework("dask");
+    for (const name of FRAMEWORKS) if (frameworks[name].available !== false) loadFramework(name);
   }, 2000);
 
+  /** Each collection's numbers, pushed by the server: no event, no fetch. */
+  function onFrameworkSamples(message) {
+    for (const sample of Array.isArray(message.frameworks) ? message.frameworks : []) {
+      const fw = sample && frameworks[sample.framework];
+      if (!fw || !fw.data || fw.available === false) continue;
+      const data = fw.data;
+      for (const key of FRAMEWORK_SAMPLE_FIELDS) if (key in sample) data[key] = sample[key];
+      data.stale = false;
+      const point = sample.point;
+      if (point && typeof point === "object" && num(point.t) !== null) {
+        if (!Array.isArray(data.history)) data.history = [];
+        const last = data.history[data.history.length - 1];
+        if (!last || !(num(last.t) >= point.t)) data.history.push(point);
+        while (data.history.length > fw.historyMax) data.history.shift();
+      }
+      renderFramework(sample.framework, data);
+    }
+  }
+
   function onFrameworkEvent(message) {
+    if (message.type === "samples") {
+      onFrameworkSamples(message);
+      return;
+    }
     refreshFrameworks();
     addFeed(message, "frameworks");
   }
 
-  async function startFrameworks() {
-    await Promise.all([loadFramework("ray"), loadFramework("dask")]);
-    if (frameworkAvailable.ray || frameworkAvailable.dask) {
-      // Subscribe, then fetch again once subscribed: no change falls in between.
-      const since = (snap.watermarks || {}).frameworks;
-      const stream = new Stream("frameworks", "/ws/frameworks", num(since), onFrameworkEvent, {
-        onOpen: () => refreshFrameworks(),
-      });
-      stream.connect();
+  /** Mark numbers as old once no collection has arrived for a while (a clock, no request). */
+  function tickFrameworks() {
+    const limit = 3 * (num(snap.framework_interval) || 5) + (num(snap.framework_timeout) || 2);
+    for (const name of FRAMEWORKS) {
+      const data = frameworks[name].data;
+      if (!data || data.stale || num(data.collected_at) === null) continue;
+      if (serverNow() - data.collected_at > limit) {
+        data.stale = true;
+        renderFramework(name, data);
+      }
     }
+  }
+
+  function startFrameworks() {
+    // The page came with both answers (links on the host this page was loaded from).
+    const given = snap.frameworks || {};
+    for (const name of FRAMEWORKS) {
+      const data = given[name];
+      if (!data || typeof data !== "object") continue;
+      frameworks[name].data = data;
+      frameworks[name].historyMax = Math.max(60, Array.isArray(data.history) ? data.history.length : 0);
+      renderFramework(name, data);
+    }
+    // Subscribe, then fetch once subscribed (and after each reconnect): no change
+    // falls in between. Samples keep the numbers current from then on.
+    const since = (snap.watermarks || {}).frameworks;
+    frameworkStream = new Stream("frameworks", "/ws/frameworks", num(since), onFrameworkEvent, {
+      params: { samples: "1" },
+      onOpen: () => refreshFrameworks(),
+    });
+    frameworkStream.connect();
   }
 
   // ---------------------------------------------------------------- start
@@ -1320,6 +1424,7 @@
     setInterval(() => {
       tickApps();
       tickNodes();
+      tickFrameworks();
     }, 1000);
     document.body.dataset.ready = "true";
   }
