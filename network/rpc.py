@@ -28,7 +28,9 @@ does not ignore SIGPIPE. If a queued client sends a request and then closes its
 socket normally (FIN), the server later reads that request, sends the first part of
 its reply, gets an RST back, and the next send() raises SIGPIPE and kills it. So:
 
-- liveness is a TCP connect with no bytes sent (the server reads EOF and moves on);
+- liveness is a TCP connect with no bytes sent: we close our half at once, a free
+  server accepts, reads EOF and closes its half, and a busy one leaves the
+  connection in its queue (`_Session.hang_up`);
 - a session is opened only by a probe that will wait for the reply, and at most one
   at a time per backend from this process (a lock per (loop, host, port));
 - a request that goes unanswered is abandoned with an RST, never a FIN (see
@@ -75,8 +77,9 @@ class RpcProbe:
     """What one probe of an RPC backend found.
 
     status is "online", "busy" (the port accepts but the server is serving another
-    client, so the HELLO went unanswered), "offline" (no TCP connection) or
-    "incompatible" (something answers that is not this protocol).
+    client: the HELLO went unanswered, or, without a session, the server did not take
+    the connection), "offline" (no TCP connection, or reset before the server took
+    it) or "incompatible" (something answers that is not this protocol).
 
     latency_ms is always the TCP connect time of the probe's first connection, in
     deep probes too, so shallow and deep probes give comparable numbers; it is None
@@ -92,7 +95,8 @@ class RpcProbe:
     devices: tuple[RpcDevice, ...] = ()
     error: str | None = None
     # Offline because the TCP connect timed out (not refused): a dead host, or a
-    # busy server whose queue of waiting connections is full.
+    # busy server whose queue of waiting connections is full; the caller tells
+    # which from what it saw before (services.record_backend_probes).
     connect_timed_out: bool = False
 
 
@@ -186,6 +190,26 @@ class _Session:
                 f"connection closed after {len(exc.partial)} of {count} bytes"
             ) from exc
 
+    async def hang_up(self, deadline: float) -> bool:
+        """Close our half at once; return whether the server closed its half in time.
+
+        No byte is sent, so nothing can be left for the server to answer. The server
+        accept()s only when it is free; it then reads our EOF and closes at once
+        (within a round trip). While it serves another client the connection waits
+        in its listen queue, accepted by the kernel only, and nothing comes back.
+        A reset instead of an EOF means the server went away with the connection
+        still queued (the kernel resets those when the process dies): it raises
+        ConnectionResetError.
+        """
+        self._unanswered = True  # if it never takes the connection, leave with RST
+        self._writer.write_eof()
+        try:
+            await asyncio.wait_for(self._reader.read(1), _remaining(deadline))
+        except TimeoutError:
+            return False
+        self._unanswered = False
+        return True
+
     async def close(self) -> None:
         """Close the connection so that the server cannot die of it.
 
@@ -203,6 +227,10 @@ class _Session:
         its first send(), which returns an error without a signal (the error is
         consumed there, and the server drops the client). Checked against the real
         server: FIN kills it with SIGPIPE, RST leaves it serving.
+
+        An RST does not take a connection out of a busy server's listen queue
+        (Linux keeps a reset connection there until accept()), so it frees no place
+        in it either; it only leaves nothing behind on our side.
         """
         if self._unanswered:
             sock = self._writer.get_extra_info("socket")
@@ -224,7 +252,9 @@ async def probe_backend(
 ) -> RpcProbe:
     """Probe a ggml RPC server and return what it is.
 
-    deep=False connects and closes without sending a byte: online or offline.
+    deep=False connects and closes without sending a byte: online (the server took
+    the connection and closed it: it is free), busy (it left the connection waiting
+    in its queue: it is serving another client) or offline.
     deep=True also opens a protocol session (HELLO, device count, device memory),
     falling back through the older generations; timeout bounds the whole probe,
     waiting for another session of this backend included.
@@ -236,12 +266,7 @@ async def probe_backend(
     """
     deadline = time.monotonic() + timeout
     if not deep:
-        try:
-            session, latency_ms = await _Session.open(host, port, deadline)
-        except (OSError, TimeoutError) as exc:
-            return _offline(exc, timeout)
-        await session.close()
-        return RpcProbe("online", latency_ms=latency_ms)
+        return await _shallow_probe(host, port, deadline, timeout)
 
     lock = _session_lock(host, port)
     if lock.locked():
@@ -257,6 +282,35 @@ async def probe_backend(
         return await _deep_probe(host, port, deadline, timeout)
     finally:
         lock.release()
+
+
+async def _shallow_probe(
+    host: str, port: int, deadline: float, timeout: float
+) -> RpcProbe:
+    try:
+        session, latency_ms = await _Session.open(host, port, deadline)
+    except (OSError, TimeoutError) as exc:
+        return _offline(exc, timeout)
+    try:
+        taken = await session.hang_up(deadline)
+    except ConnectionResetError:
+        return RpcProbe(
+            "offline",
+            latency_ms=latency_ms,
+            error="connection reset before the server took it: the server went away",
+        )
+    except OSError as exc:
+        return _offline(exc, timeout, latency_ms)
+    finally:
+        await session.close()
+    if not taken:
+        return RpcProbe(
+            "busy",
+            latency_ms=latency_ms,
+            error=f"connected, but the server did not take the connection within "
+            f"{timeout:.3g} s: it is serving another client",
+        )
+    return RpcProbe("online", latency_ms=latency_ms)
 
 
 async def _deep_probe(
@@ -409,10 +463,10 @@ def _offline(
 def _connect_error(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, TimeoutError):
         # ggml-rpc-server listens with a backlog of 1: while it serves a client,
-        # Linux queues two more connections (ours count, closed or not, until it
-        # accepts them) and silently drops further SYNs.
+        # Linux queues two more connections (ours count, closed with FIN or RST,
+        # until it accepts them) and silently drops further SYNs.
         return (
-            f"TCP connect timed out after {timeout:g} s: the host does not answer, "
+            f"TCP connect timed out after {timeout:.3g} s: the host does not answer, "
             "or the server is serving another client with its queue of waiting "
             "connections full"
         )

@@ -693,6 +693,53 @@ def _backend_transition(backend: RpcBackend, old_status: str) -> NewEvent | None
     )
 
 
+QUEUE_FULL = (
+    "serving another client, with its queue of waiting connections full: "
+    "new connections time out until that client lets go"
+)
+
+
+def _record_connect_timeout(backend: RpcBackend) -> None:
+    """Judge a TCP connect to backend that timed out: busy, or gone.
+
+    ggml-rpc-server listens with a backlog of 1 and accept()s only when it is free.
+    While it serves a client, Linux keeps two more connections waiting (ours too:
+    closing them, with a FIN or an RST, does not take them out of the queue) and
+    then drops every SYN, so our third probe's connect times out, and every one
+    after it, for as long as that client holds the server: hours, for a llama.cpp
+    client that keeps its RPC servers while it runs. From the port, that looks
+    exactly like a host that stopped answering. What tells them apart is what the
+    last probe that connected saw, and a probe that connects sees busy before the
+    queue can be full of our own connections:
+
+    - busy (the server left our connection in its queue, or left HELLO
+      unanswered): its queue is full behind the client it serves. Busy, for as long
+      as the timeouts last;
+    - online (the server took our connection and closed it: it was free): for the
+      queue to be full, a client must have taken it and two more must have queued
+      within one probe interval. Nothing says it is busy, so each timeout counts as
+      a failure, and after SOLLOL_PROBE_OFFLINE_AFTER of them in a row it is
+      offline; until then it keeps its status, with the error;
+    - anything else: offline at once, as after a refused connect.
+
+    The trade-off: a host that dies while its server is serving a client stays busy
+    until something refuses or answers there again, since a long session and a dead
+    host give the same timeouts on this port; telling them apart would take
+    evidence from elsewhere. A server process that dies is never in doubt: its port
+    refuses at once, and the kernel resets the connections waiting in its queue.
+    """
+    if backend.status == BackendStatus.BUSY:
+        backend.consecutive_failures = 0
+        backend.last_error = QUEUE_FULL
+        return
+    backend.consecutive_failures += 1
+    if (
+        backend.status != BackendStatus.ONLINE
+        or backend.consecutive_failures >= settings.SOLLOL_PROBE_OFFLINE_AFTER
+    ):
+        backend.status = BackendStatus.OFFLINE
+
+
 def record_backend_probes(
     results: Sequence[tuple[int, RpcProbe, bool]],
     *,
@@ -701,8 +748,9 @@ def record_backend_probes(
 ) -> int:
     """Store what a batch of backend probes found (id, probe, was a session).
 
-    A probe that was only a TCP connect says alive or not; it keeps what the last
-    protocol session learned (busy stays busy, devices stay as they were).
+    A probe that was only a TCP connect says free, busy or gone; it keeps what the
+    last protocol session learned (protocol and devices stay as they were). A
+    connect that timed out is judged by `_record_connect_timeout`.
     """
     if not results:
         return 0
@@ -724,15 +772,8 @@ def record_backend_probes(
             backend.last_error = probe.error or ""
             if probe.latency_ms is not None:
                 backend.latency_ms = probe.latency_ms
-            if (
-                probe.status == BackendStatus.OFFLINE
-                and probe.connect_timed_out
-                and old_status == BackendStatus.BUSY
-            ):
-                # A busy server queues two connections and then drops SYNs: a
-                # connect that times out is what busy looks like from here; a dead
-                # server refuses at once.
-                pass
+            if probe.status == BackendStatus.OFFLINE and probe.connect_timed_out:
+                _record_connect_timeout(backend)
             elif probe.status == BackendStatus.OFFLINE:
                 backend.consecutive_failures += 1
                 backend.status = BackendStatus.OFFLINE
@@ -751,6 +792,9 @@ def record_backend_probes(
                 elif backend.status in (BackendStatus.OFFLINE, BackendStatus.UNKNOWN):
                     # Alive again, but what it is now takes a session to tell.
                     backend.session_at = None
+                elif backend.status in (BackendStatus.ONLINE, BackendStatus.BUSY):
+                    # Free or serving someone: a bare connect tells that much.
+                    backend.status = probe.status
             event = _backend_transition(backend, old_status)
             if event is not None:
                 events.append(event)

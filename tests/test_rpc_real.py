@@ -7,6 +7,7 @@ at another build.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import re
 import socket
@@ -17,9 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.test import override_settings
+from django.utils import timezone
 
 from conftest import require
+from network import services
+from network.choices import Source
+from network.cycle import run_cycle
+from network.models import RpcBackend
 from network.rpc import probe_backend
+from network.tests.held import assert_busy_while_held_then_online_then_offline
 
 pytestmark = pytest.mark.live
 
@@ -151,7 +159,7 @@ async def test_it_leaves_the_real_server_alive_after_a_busy_probe(real_server):
 
     assert busy.status == "busy"
     assert elapsed < 2
-    assert alive_while_held.status == "online"
+    assert alive_while_held.status == "busy"  # the server left it in its queue
     # The abandoned HELLO is read and answered now; had the probe closed with a
     # FIN rather than an RST, that answer would kill the server with SIGPIPE.
     await asyncio.sleep(0.3)
@@ -159,3 +167,40 @@ async def test_it_leaves_the_real_server_alive_after_a_busy_probe(real_server):
     again = await probe_backend(HOST, real_server.port, timeout=5)
     assert again.status == "online"
     assert again.protocol == protocol
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(SOLLOL_PROBE_TIMEOUT=0.5, SOLLOL_RPC_SESSION_INTERVAL=12)
+def test_it_shows_the_real_server_busy_for_as_long_as_a_client_holds_it(
+    real_server,
+):
+    started = timezone.now()
+    services.ensure_backends(
+        [f"{HOST}:{real_server.port}"], source=Source.CONFIG, now=started
+    )
+    run_cycle(now=started)
+    backend = RpcBackend.objects.get()
+    assert backend.status == "online", backend.last_error
+    holder = socket.create_connection((HOST, real_server.port), timeout=5)
+    seen = []
+    try:
+        holder.sendall(_hello(backend.protocol))
+        _read_reply(holder)
+        # Every 5 s, a session every 12 s: past the two connections its queue
+        # holds, connects time out, as they do for a dead host.
+        for cycle in range(1, 7):
+            run_cycle(now=started + dt.timedelta(seconds=5 * cycle))
+            seen.append(RpcBackend.objects.get().status)
+    finally:
+        holder.close()
+    # The server takes the connections still queued in microseconds; a connect
+    # refused a place in the queue would be retried only after 1 s, past the
+    # probe's timeout, so leave it a moment, as the probe interval would.
+    time.sleep(0.2)
+    run_cycle(now=started + dt.timedelta(seconds=35))
+    seen.append(RpcBackend.objects.get().status)
+    real_server.stop()
+    run_cycle(now=started + dt.timedelta(seconds=40))
+    seen.append(RpcBackend.objects.get().status)
+
+    assert_busy_while_held_then_online_then_offline(seen)

@@ -6,7 +6,10 @@ GET_DEVICE_MEMORY, GET_ALIGNMENT, GET_MAX_SIZE) the way each generation of
 
 - it serves one client at a time, in order of arrival; the others wait, connected
   but unanswered, as in the real server's listen backlog, which holds two (closed
-  ones too, until their turn): further connects hang, their SYNs dropped;
+  ones too, with a FIN or an RST, until their turn): further connects hang, their
+  SYNs dropped. A client that closes its half gets the server's close back when its
+  turn comes (at once, when the server is free), or a reset if the server dies
+  first;
 - it closes the connection, without a reply, on a first request that is not its
   generation's (a HELLO of the wrong size, a HELLO at all before protocol 1, any
   other command before HELLO from protocol 1 on) and on commands it does not
@@ -60,6 +63,7 @@ class _Connection(asyncio.Protocol):
         self.peer = "open"  # "open", "fin" (closed normally) or "reset"
         self.sent_bytes = False
         self.in_session = False  # has sent a byte and is not closed yet
+        self.turn_came = False  # the real server would have accept()ed it
         self.changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -93,10 +97,14 @@ class _Connection(asyncio.Protocol):
         self.server._session_closed(self)
 
     def abort(self) -> None:
-        """Drop the client as a crashed server does: stop serving it, close."""
+        """Drop the client as a crashed server does: stop serving it, close.
+
+        A connection still waiting for its turn was, in the real server, still in
+        the listen queue, which the kernel resets when the process dies.
+        """
         if self.task is not None:
             self.task.cancel()
-        self.close()
+        self.close(reset=not self.turn_came)
 
     def close(self, *, reset: bool = False) -> None:
         """Close from our side; with unread bytes the kernel would send an RST."""
@@ -352,6 +360,7 @@ class SimulatedRpcServer(ListeningServer):
         try:
             async with self._turn:  # one client at a time, in order of arrival
                 await self._detached.wait()
+                connection.turn_came = True
                 if self._listener is not None:
                     self._listener.resume()  # its place in the queue is free now
                 if connection.peer == "open" or connection.buffer:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+
 import pytest
 from django.test import override_settings
 from django.utils import timezone
@@ -13,6 +16,7 @@ from network.cycle import run_cycle
 from network.models import OllamaNode, RpcBackend
 from network.simulator.ollama import running_fleet
 from network.simulator.rpc import running_rpc_server
+from network.tests.held import assert_busy_while_held_then_online_then_offline
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,6 +85,38 @@ def test_it_probes_rpc_backends_in_the_same_cycle():
         "backend_connected",
         "backend_disconnected",
     ]
+
+
+@override_settings(SOLLOL_PROBE_TIMEOUT=0.3, SOLLOL_RPC_SESSION_INTERVAL=12)
+def test_it_shows_a_backend_busy_for_as_long_as_another_client_holds_it():
+    with running_rpc_server("127.0.0.3", 0, protocol="7.0.0") as server:
+        started = timezone.now()
+        services.ensure_backends([server.address], source=Source.CONFIG, now=started)
+        run_cycle(now=started)
+        accepted = server.connections_accepted
+        server.attach()
+        seen = []
+        # Past the server's queue of two: later connects time out. Every 5 s, a
+        # session every 12 s, as the beat would.
+        for cycle in range(1, 7):
+            run_cycle(now=started + dt.timedelta(seconds=5 * cycle))
+            seen.append(RpcBackend.objects.get().status)
+        server.detach()
+        # Let it take the two connections still queued: a connect refused a place
+        # in the queue is retried only after 1 s, past this probe's timeout.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (
+            server.connections_accepted < accepted + 2 or server.open_connections
+        ):
+            time.sleep(0.01)
+        run_cycle(now=started + dt.timedelta(seconds=35))
+        seen.append(RpcBackend.objects.get().status)
+        server.die()
+        run_cycle(now=started + dt.timedelta(seconds=40))
+        seen.append(RpcBackend.objects.get().status)
+
+    assert_busy_while_held_then_online_then_offline(seen)
+    assert server.crashes == 0
 
 
 @override_settings(SOLLOL_PROBE_TIMEOUT=0.6)

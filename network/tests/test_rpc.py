@@ -147,24 +147,54 @@ async def test_it_reports_offline_at_once_when_the_server_is_dead(rpc_server):
 async def test_it_checks_liveness_without_sending_a_byte(rpc_server):
     server = await rpc_server()
 
+    started = time.monotonic()
     probe = await probe_backend(server.host, server.port, timeout=2, deep=False)
+    elapsed = time.monotonic() - started
     await settle(server)
 
     assert probe.status == "online"
+    assert elapsed < 1  # a free server closes back at once: no waiting for it
     assert probe.latency_ms is not None
     assert probe.protocol is None and probe.devices == ()
     assert server.connections_accepted == 1
     assert server.bytes_received == 0
 
 
-async def test_it_reports_a_busy_server_alive_without_a_session(rpc_server):
+async def test_it_tells_busy_from_free_without_a_session(rpc_server):
     server = await rpc_server()
     server.attach()
 
-    probe = await probe_backend(server.host, server.port, timeout=2, deep=False)
+    busy = await probe_backend(server.host, server.port, timeout=0.3, deep=False)
+    server.detach()
+    await settle(server)
+    free = await probe_backend(server.host, server.port, timeout=2, deep=False)
 
-    assert probe.status == "online"
+    assert busy.status == "busy"
+    assert "serving another client" in busy.error
+    assert busy.latency_ms is not None
+    assert free.status == "online"
     assert server.bytes_received == 0
+    assert server.crashes == 0
+
+
+async def test_it_reports_offline_when_the_server_dies_with_the_probe_queued(
+    rpc_server,
+):
+    server = await rpc_server()
+    server.attach()
+    probe = asyncio.create_task(
+        probe_backend(server.host, server.port, timeout=5, deep=False)
+    )
+    while not server.connections_accepted:
+        await asyncio.sleep(0.01)
+
+    started = time.monotonic()
+    server.die()
+    gone = await probe
+
+    assert gone.status == "offline"
+    assert "reset" in gone.error
+    assert time.monotonic() - started < 1  # not the 5 s a busy verdict waits
 
 
 async def test_it_never_opens_two_sessions_with_one_backend_at_once(rpc_server):
@@ -203,8 +233,8 @@ async def test_it_explains_a_connect_timeout_behind_a_busy_server(rpc_server):
 
     third = await probe_backend(server.host, server.port, timeout=0.3, deep=False)
 
-    assert (first.status, second.status) == ("busy", "online")
-    assert third.status == "offline"
+    assert (first.status, second.status) == ("busy", "busy")
+    assert third.status == "offline" and third.connect_timed_out
     assert "timed out" in third.error and "queue" in third.error
     server.detach()
     assert (await probe_backend(server.host, server.port, timeout=3)).status == (

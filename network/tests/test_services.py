@@ -251,6 +251,68 @@ def test_it_follows_a_backend_through_its_life():
     ]
 
 
+def backend_events():
+    rows = Event.objects.filter(stream="backends").order_by("id")
+    return [(e.type, e.payload.get("new_status")) for e in rows]
+
+
+def test_it_keeps_a_busy_backend_busy_while_its_queue_is_full():
+    from network.rpc import RpcProbe
+
+    backend = make_backend()
+    backend_probe(backend, RpcProbe("online", latency_ms=0.4, protocol="7.0.0"))
+    # Seen serving another client by a bare connect, then the queue is full.
+    busy = RpcProbe("busy", latency_ms=0.3, error="did not take the connection")
+    assert backend_probe(backend, busy, session=False) == "busy"
+    queued = RpcProbe("offline", error="timed out", connect_timed_out=True)
+    for minute in range(1, 60):
+        at = T0 + dt.timedelta(minutes=minute)
+        assert backend_probe(backend, queued, session=minute % 2 == 0, at=at) == "busy"
+    assert "serving another client" in backend.last_error
+    # The client lets go: a bare connect sees the server free again.
+    free = RpcProbe("online", latency_ms=0.2)
+    assert backend_probe(backend, free, session=False) == "online"
+    assert backend.protocol == "7.0.0"
+    assert backend_events() == [
+        ("backend_connected", "online"),
+        ("status_change", "busy"),
+        ("status_change", "online"),
+    ]
+
+
+@override_settings(SOLLOL_PROBE_OFFLINE_AFTER=3)
+def test_it_takes_a_backend_that_stops_answering_offline_after_a_few_timeouts():
+    from network.rpc import RpcProbe
+
+    backend = make_backend()
+    backend_probe(backend, RpcProbe("online", latency_ms=0.4, protocol="7.0.0"))
+    silent = RpcProbe("offline", error="timed out", connect_timed_out=True)
+
+    assert backend_probe(backend, silent, session=False) == "online"
+    assert backend_probe(backend, silent, session=False) == "online"
+    assert backend.last_error == "timed out"
+    assert backend_probe(backend, silent, session=False) == "offline"
+    assert backend_probe(backend, silent) == "offline"
+    assert backend_events() == [
+        ("backend_connected", "online"),
+        ("backend_disconnected", "offline"),
+    ]
+
+
+def test_it_takes_a_busy_backend_offline_at_once_when_its_port_refuses():
+    from network.rpc import RpcProbe
+
+    backend = make_backend()
+    backend_probe(backend, RpcProbe("online", latency_ms=0.4, protocol="7.0.0"))
+    backend_probe(backend, RpcProbe("busy", latency_ms=0.3), session=False)
+    queued = RpcProbe("offline", error="timed out", connect_timed_out=True)
+    backend_probe(backend, queued, session=False)
+
+    refused = RpcProbe("offline", error="connection refused")
+    assert backend_probe(backend, refused, session=False) == "offline"
+    assert backend_events()[-1] == ("backend_disconnected", "offline")
+
+
 @override_settings(SOLLOL_FLAP_START=100)  # changes every probe, on purpose
 def test_it_keeps_only_the_newest_history_of_each_node():
     node, other = (make_node("127.0.0.2"), make_node("127.0.0.3"))
