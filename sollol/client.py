@@ -22,6 +22,7 @@ from typing import Any
 
 import requests
 
+from sollol import tracing
 from sollol.batching import BatchSender, sender_thread
 from sollol.loghandler import DashboardLogHandler
 from sollol.tracing import Tracer
@@ -47,6 +48,7 @@ class DashboardClient:
         api_token: str | None = None,
         auto_register: bool = True,
         timeout: float = 2.0,
+        propagate_traces: bool = True,
     ) -> None:
         if heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be a positive number of seconds")
@@ -57,6 +59,7 @@ class DashboardClient:
         self.dashboard_url = dashboard_url.rstrip("/")
         self.heartbeat_interval = heartbeat_interval
         self.timeout = timeout
+        self.propagate_traces = propagate_traces
         if api_token is None:
             api_token = os.environ.get("SOLLOL_API_TOKEN") or None
         self._headers = {"Content-Type": "application/json"}
@@ -185,10 +188,16 @@ class DashboardClient:
         """Time a block as a span of this app's trace (see sollol.tracing.Tracer).
 
             with client.trace("generate", model="llama3.2:3b") as span:
-                requests.post(url, headers=client.tracer.inject({}))
+                ollama.Client(host=node).generate(...)  # carries traceparent
 
         Nested calls make child spans; spans go to the dashboard in the background.
+        Calls made inside a span with requests or httpx (ollama-python's client)
+        carry its W3C traceparent, so the services they reach join the trace;
+        propagate_traces=False leaves those libraries alone (then pass
+        `client.tracer.inject({})` as headers yourself).
         """
+        if self.propagate_traces:
+            tracing.instrument()
         return self.tracer.trace(name, **attributes)
 
     @property

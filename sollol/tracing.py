@@ -310,3 +310,72 @@ def uninstrument_requests() -> None:
             return
         requests.Session.request = _original_request
         _original_request = None
+
+
+# --- httpx instrumentation (ollama-python and most async clients use httpx) --------
+
+_original_httpx: tuple[Any, Any] | None = None
+
+
+def _stamp(headers: MutableMapping[str, str]) -> None:
+    span = _current.get()
+    if span is not None and TRACEPARENT not in headers:  # httpx: any case
+        headers[TRACEPARENT] = span.traceparent
+
+
+def instrument_httpx() -> bool:
+    """Make every httpx call made inside a span carry its traceparent.
+
+    Patches httpx.Client.send and httpx.AsyncClient.send, which every request of
+    either goes through (ollama.Client and ollama.AsyncClient among them); a
+    traceparent the caller set is kept. Return False when httpx is not installed.
+    """
+    global _original_httpx
+    try:
+        import httpx
+    except ImportError:
+        return False
+    with _instrument_lock:
+        if _original_httpx is not None:
+            return True
+        sync_send, async_send = httpx.Client.send, httpx.AsyncClient.send
+
+        @functools.wraps(sync_send)
+        def send(client, request, *args, **kwargs):
+            _stamp(request.headers)
+            return sync_send(client, request, *args, **kwargs)
+
+        @functools.wraps(async_send)
+        async def asend(client, request, *args, **kwargs):
+            _stamp(request.headers)
+            return await async_send(client, request, *args, **kwargs)
+
+        _original_httpx = (sync_send, async_send)
+        httpx.Client.send, httpx.AsyncClient.send = send, asend
+    return True
+
+
+def uninstrument_httpx() -> None:
+    """Undo instrument_httpx()."""
+    global _original_httpx
+    with _instrument_lock:
+        if _original_httpx is None:
+            return
+        import httpx
+
+        httpx.Client.send, httpx.AsyncClient.send = _original_httpx
+        _original_httpx = None
+
+
+def instrument() -> None:
+    """Propagate traceparent through requests and (when installed) httpx calls."""
+    if _original_request is None:
+        instrument_requests()
+    if _original_httpx is None:
+        instrument_httpx()
+
+
+def uninstrument() -> None:
+    """Undo instrument()."""
+    uninstrument_requests()
+    uninstrument_httpx()

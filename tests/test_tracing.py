@@ -312,3 +312,58 @@ def test_it_imports_without_django_or_opentelemetry():
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_clients_trace_reaches_the_ollama_calls_it_makes(recorder):
+    """ollama-python talks httpx: its calls inside client.trace() carry the span."""
+    import httpx
+
+    from sollol import DashboardClient
+
+    client = DashboardClient(
+        "Traced App", dashboard_url=recorder.url, auto_register=False
+    )
+    try:
+
+        async def generate_async() -> None:
+            async with httpx.AsyncClient() as http:
+                await http.post(recorder.url + "/async/api/generate", json={})
+
+        with client.trace("route") as span:
+            httpx.post(recorder.url + "/api/generate", json={"model": "m"})
+            requests.get(recorder.url + "/api/tags", timeout=2)
+            asyncio.run(generate_async())
+            httpx.get(recorder.url + "/explicit", headers={"TraceParent": INCOMING})
+        httpx.get(recorder.url + "/outside")
+    finally:
+        client.close()
+        tracing.uninstrument()
+
+    def sent(path: str) -> str | None:
+        [request] = recorder.to(path)
+        return request["headers"].get("traceparent")
+
+    for path in ("/api/generate", "/api/tags", "/async/api/generate"):
+        assert sent(path) == span.traceparent, path
+    assert sent("/explicit") == INCOMING
+    assert sent("/outside") is None
+
+
+def test_a_client_can_leave_the_http_libraries_alone(recorder):
+    import httpx
+
+    from sollol import DashboardClient
+
+    client = DashboardClient(
+        "Quiet App",
+        dashboard_url=recorder.url,
+        auto_register=False,
+        propagate_traces=False,
+    )
+    try:
+        with client.trace("route"):
+            httpx.get(recorder.url + "/left-alone")
+    finally:
+        client.close()
+    [request] = recorder.to("/left-alone")
+    assert "traceparent" not in request["headers"]
