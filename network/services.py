@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, QuerySet, TextField
+from django.db.models import Count, Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from activity.choices import Stream
+from activity.models import RequestRecord
 from activity.services import NewEvent, record_events
 from network import addresses, allowlist
 from network.choices import BackendStatus, NodeStatus, Source
@@ -293,12 +294,20 @@ def remove_node(node_id: int, *, now: dt.datetime) -> OllamaNode | None:
     return node
 
 
-def next_node_status(node: OllamaNode, probe: NodeProbe) -> tuple[str, str]:
+def next_node_status(
+    node: OllamaNode, probe: NodeProbe, reported: tuple[int, int] | None = None
+) -> tuple[str, str]:
     """Return the status a probe moves the node to, and why, in words.
 
     Failing is noticed at once (one failed probe: unhealthy); recovering from
     degraded takes SOLLOL_PROBE_RECOVER_AFTER good probes in a row, so a node on
     the edge of the slow threshold does not flap.
+
+    reported is (requests, failed) that routers and apps reported for the node
+    over the last SOLLOL_REPORTED_WINDOW seconds. Ollama answers "server busy"
+    (503) only to inference requests, never to the probe's /api/version and
+    /api/ps: a node that answers its probes but fails most of the work sent to
+    it is degraded too, and it is the routers who can tell.
     """
     if not probe.answered:
         if node.consecutive_failures >= settings.SOLLOL_PROBE_OFFLINE_AFTER:
@@ -311,6 +320,16 @@ def next_node_status(node: OllamaNode, probe: NodeProbe) -> tuple[str, str]:
     slow_ms = settings.SOLLOL_PROBE_SLOW_AFTER * 1000
     if probe.latency_ms is not None and probe.latency_ms > slow_ms:
         return NodeStatus.DEGRADED, f"slow: answered in {probe.latency_ms:.0f} ms"
+    if reported is not None:
+        requests, failed = reported
+        if (
+            requests >= settings.SOLLOL_REPORTED_MIN_REQUESTS
+            and failed >= requests * settings.SOLLOL_REPORTED_FAILURE_RATE
+        ):
+            return NodeStatus.DEGRADED, (
+                f"routers report {failed} of {requests} requests failed in the "
+                f"last {settings.SOLLOL_REPORTED_WINDOW:g} s"
+            )
     if (
         node.probe_status == NodeStatus.DEGRADED
         and node.consecutive_successes < settings.SOLLOL_PROBE_RECOVER_AFTER
@@ -472,6 +491,7 @@ def record_node_probes(
         nodes = OllamaNode.objects.select_for_update().in_bulk(
             sorted({node_id for node_id, _ in results})
         )
+        reported = reported_outcomes(nodes.values(), now=now)
         for node_id, probe in results:
             node = nodes.get(node_id)
             if node is None:
@@ -489,7 +509,7 @@ def record_node_probes(
                 )
             _apply_node_probe(node, probe, now)
             node.status, reason = _without_flapping(
-                node, *next_node_status(node, probe)
+                node, *next_node_status(node, probe, reported.get(node.address))
             )
             if node.status != old_status:
                 history.append(_history(node, old_status, reason, now))
@@ -506,6 +526,22 @@ def record_node_probes(
         NodeStatusChange.objects.bulk_create(history)
         record_events(events, now=now)
     return len(events)
+
+
+def reported_outcomes(
+    nodes: Iterable[OllamaNode], *, now: dt.datetime
+) -> dict[str, tuple[int, int]]:
+    """Return {host:port: (requests, failed)} reported over SOLLOL_REPORTED_WINDOW."""
+    addresses = [node.address for node in nodes]
+    if not addresses or settings.SOLLOL_REPORTED_WINDOW <= 0:
+        return {}
+    since = now - dt.timedelta(seconds=settings.SOLLOL_REPORTED_WINDOW)
+    rows = (
+        RequestRecord.objects.filter(node__in=addresses, timestamp__gt=since)
+        .values("node")
+        .annotate(requests=Count("pk"), failed=Count("pk", filter=Q(ok=False)))
+    )
+    return {row["node"]: (row["requests"], row["failed"]) for row in rows}
 
 
 def _history(

@@ -54,6 +54,9 @@ DEFAULT_KEEP_ALIVE = 300.0  # Ollama's default keep_alive: 5m
 CONTEXT_LENGTH_SINCE = (0, 10, 0)  # /api/ps gained context_length in v0.10.0
 FOREVER_NS = 2**63 - 1  # a negative keep_alive is math.MaxInt64 nanoseconds in Go
 BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
+INFERENCE_PATHS = frozenset(
+    {"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"}
+)
 GIB = 1024**3
 MIB = 1024**2
 
@@ -867,6 +870,7 @@ class SimulatedNode(ListeningServer, _Site):
         self.error_status: int | None = None
         self.error_message: str | None = None
         self.error_root = False
+        self.busy_queue_full = False  # 503 "server busy" to inference requests
         self.hanging = False
         self.requests: Counter[str] = Counter()  # by path, counted on arrival
         self.processed: Counter[str] = Counter()  # finished requests, by model
@@ -921,8 +925,10 @@ class SimulatedNode(ListeningServer, _Site):
     ) -> None:
         """Answer every API path with HTTP ``status`` and Ollama's ``{"error"}`` body.
 
-        503 says "server busy…" as Ollama's scheduler does. ``/`` keeps answering
-        "Ollama is running" unless ``root``. ``None`` clears the error.
+        A fault no healthy Ollama shows (its 503 "server busy" comes only to
+        inference requests: see set_queue_full); 503 carries that message all the
+        same. ``/`` keeps answering "Ollama is running" unless ``root``. ``None``
+        clears the error.
         """
         if status is not None and not 400 <= status <= 599:
             raise ValueError(f"an error status is 4xx or 5xx, not {status}")
@@ -931,12 +937,22 @@ class SimulatedNode(ListeningServer, _Site):
         self.error_root = root
 
     @on_loop
+    def set_queue_full(self, full: bool = True) -> None:
+        """Answer inference requests 503 "server busy", as Ollama does past
+        OLLAMA_MAX_QUEUE; /api/version, /api/ps and /api/tags answer as usual.
+
+        This, not set_error(503), is what a busy real node looks like to a probe.
+        """
+        self.busy_queue_full = bool(full)
+
+    @on_loop
     def heal(self) -> None:
         """Clear every fault: no delay, no error, no hang, listening."""
         self.delay = 0.0
         self.error_status = None
         self.error_message = None
         self.error_root = False
+        self.busy_queue_full = False
         self.hanging = False
         if not self.alive and self._loop is not None:
             self._listen()
@@ -1044,6 +1060,7 @@ class SimulatedNode(ListeningServer, _Site):
             "hanging": self.hanging,
             "delay": self.delay,
             "error": self.error_status,
+            "queue_full": self.busy_queue_full,
             "version": self.version,
             "vram_total": self.vram_total,
             "models": self.disk_models(),
@@ -1176,6 +1193,8 @@ class SimulatedNode(ListeningServer, _Site):
             return self._unrouted(path, method)
         if self.error_status is not None and (path != "/" or self.error_root):
             return self._error_response()
+        if self.busy_queue_full and path in INFERENCE_PATHS:
+            return json_response(503, {"error": BUSY_MESSAGE})
         handler = _HANDLERS.get(path)
         if handler is None:
             return json_response(
@@ -1604,7 +1623,8 @@ class _ControlSite(_Site):
     ``GET /health``, ``GET /nodes``, ``GET /nodes/<i>``, and ``POST
     /nodes/<i|all>/<action>`` with a JSON body where the action takes one: ``die``,
     ``revive``, ``hang`` ``{"on"}``, ``unhang``, ``slow`` ``{"seconds"}``,
-    ``error`` ``{"status", "message", "root"}``, ``heal``, ``reset_counters``,
+    ``error`` ``{"status", "message", "root"}``, ``queue_full`` ``{"on"}`` (503
+    "server busy" to inference only), ``heal``, ``reset_counters``,
     ``load`` ``{"model", "size_vram", "keep_alive", "context_length"}``,
     ``unload``/``process``/``pull``/``delete`` ``{"model"}``. RPC backends, when
     the fleet has any: ``GET /rpc`` and ``POST /rpc/<i|all>/<action>`` with
@@ -1708,6 +1728,8 @@ class _ControlSite(_Site):
                 message=args.get("message"),
                 root=bool(args.get("root", False)),
             )
+        elif action == "queue_full":
+            node.set_queue_full(bool(args.get("on", True)))
         elif action == "heal":
             node.heal()
         elif action == "reset_counters":

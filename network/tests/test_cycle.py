@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import httpx
 import pytest
+from django.db.models import F
 from django.test import override_settings
 from django.utils import timezone
 
-from activity.models import Event
+from activity.metrics import parse_activity, record_requests
+from activity.models import Event, RequestRecord
 from network import services
 from network.choices import Source
 from network.cycle import run_cycle
@@ -117,6 +120,43 @@ def test_it_shows_a_backend_busy_for_as_long_as_another_client_holds_it():
 
     assert_busy_while_held_then_online_then_offline(seen)
     assert server.crashes == 0
+
+
+@override_settings(SOLLOL_PROBE_TIMEOUT=1.0, SOLLOL_REPORTED_WINDOW=60)
+def test_a_node_too_busy_for_work_is_degraded_by_what_routers_report(fleet):
+    """Ollama says "server busy" (503) to inference only; probes see a fine node."""
+    started = timezone.now()
+    run_cycle(now=started)
+    busy = fleet.nodes[0]
+    busy.set_queue_full()
+    model = busy.disk_models()[0]
+    address = OllamaNode.objects.get(url=fleet.urls[0]).address
+    reports = []
+    for _ in range(6):  # a router's requests, and what it reports of them
+        answer = httpx.post(
+            busy.url + "/api/generate",
+            json={"model": model, "prompt": "hi", "stream": False},
+            timeout=5,
+        )
+        assert answer.status_code == 503 and "server busy" in answer.json()["error"]
+        reports.append({"node": address, "model": model, "latency_ms": 2, "ok": False})
+    record_requests(parse_activity({"requests": reports}), now=started)
+
+    run_cycle(now=started + dt.timedelta(seconds=5))
+    node = OllamaNode.objects.get(url=fleet.urls[0])
+    assert node.status == "degraded"
+    assert node.last_error == ""  # its own probe found nothing wrong
+    change = Event.objects.filter(type="status_change").last()
+    assert change.payload["reason"] == (
+        "routers report 6 of 6 requests failed in the last 60 s"
+    )
+    assert statuses()[fleet.urls[1]] == "healthy"  # nobody reported on the others
+    # The queue drains; once the failures are older than the window (the writer
+    # stamps with the real clock: age the records instead), the node is healthy.
+    busy.set_queue_full(False)
+    RequestRecord.objects.update(timestamp=F("timestamp") - dt.timedelta(seconds=61))
+    run_cycle(now=started + dt.timedelta(seconds=61))
+    assert statuses()[fleet.urls[0]] == "healthy"
 
 
 @override_settings(SOLLOL_PROBE_TIMEOUT=0.6)

@@ -209,7 +209,7 @@ class Command(BaseCommand):
         if fleet.control_url:
             lines.append(
                 f"Control: {fleet.control_url}  (GET /nodes; POST /nodes/<i|all>/"
-                "die|revive|hang|unhang|slow|error|heal|load|unload|process|pull"
+                "die|revive|hang|unhang|slow|error|queue_full|heal|load|unload|process|pull"
                 "|delete)"
             )
             if rpc_servers:
