@@ -420,6 +420,27 @@ def parse_protobuf(body: bytes) -> Export:
     return export
 
 
+# The gRPC status code of each HTTP status an export can get (OTLP/HTTP answers
+# errors with a google.rpc.Status in the request's own encoding).
+GRPC_CODES = {400: 3, 401: 16, 403: 7, 405: 12, 413: 8, 415: 3, 429: 8, 503: 14}
+
+
+def status_protobuf(http_status: int, message: str) -> bytes:
+    """Return a google.rpc.Status {code, message}, serialized (by hand: 2 fields)."""
+    text = message.encode("utf-8", "replace")
+    code = GRPC_CODES.get(http_status, 2)  # 2: UNKNOWN
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
 def protobuf_response(export: Export) -> bytes:
     """Return the ExportTraceServiceResponse, serialized."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (

@@ -6,6 +6,7 @@ may be gzipped, and must answer in the encoding it was asked in.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from django.conf import settings
@@ -96,6 +97,24 @@ def _error(status: int, message: str, **headers: str) -> JsonResponse:
 @csrf_exempt
 def otlp_traces(request: HttpRequest) -> HttpResponse:
     """Take an OTLP/HTTP trace export (JSON or protobuf, maybe gzipped)."""
+    content_type = (request.content_type or "").lower()
+    response = _otlp_export(request, content_type)
+    if response.status_code >= 400 and content_type == PROTOBUF:
+        # The exporter reads errors in the encoding it sent: a google.rpc.Status.
+        message = json.loads(response.content)["error"]
+        encoded = HttpResponse(
+            otlp.status_protobuf(response.status_code, message),
+            content_type=PROTOBUF,
+            status=response.status_code,
+        )
+        for name in ("Allow", "WWW-Authenticate", "Retry-After"):
+            if name in response:
+                encoded[name] = response[name]
+        return encoded
+    return response
+
+
+def _otlp_export(request: HttpRequest, content_type: str) -> HttpResponse:
     if request.method != "POST":
         return _error(405, "use POST", Allow="POST")
     refusal = check_bearer(request.headers.get("Authorization"))
@@ -104,7 +123,6 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
         if status == 401:
             return _error(status, message, WWW_Authenticate="Bearer")
         return _error(status, message)
-    content_type = (request.content_type or "").lower()
     if content_type not in ("application/json", PROTOBUF):
         return _error(415, f"Content-Type must be application/json or {PROTOBUF}")
     try:

@@ -8,6 +8,7 @@ import json
 import zlib
 
 import pytest
+from django.test import override_settings
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -508,10 +509,25 @@ def test_it_counts_bad_protobuf_spans_as_rejected(client):
     assert [s["span_id"] for s in tree(client)["spans"]] == [CHILD]
 
 
-def test_it_refuses_a_body_that_is_not_protobuf(client):
+def test_it_refuses_a_body_that_is_not_protobuf_in_protobuf(client):
+    """OTLP/HTTP: an error answers in the request's encoding, a google.rpc.Status."""
+    from google.rpc.status_pb2 import Status as RpcStatus
+
     response = post_proto(client, b"\xff\xff\xff\xff not protobuf")
     assert response.status_code == 400
-    assert "ExportTraceServiceRequest" in response.json()["error"]
+    assert response["Content-Type"] == "application/x-protobuf"
+    status = RpcStatus.FromString(response.content)
+    assert status.code == 3  # INVALID_ARGUMENT
+    assert "ExportTraceServiceRequest" in status.message
+
+
+@override_settings(SOLLOL_API_TOKENS=["t"])
+def test_a_protobuf_exporter_without_the_token_hears_why_in_protobuf(client):
+    from google.rpc.status_pb2 import Status as RpcStatus
+
+    response = post_proto(client, proto_request(proto_span(ROOT, "", NS, NS + 1)))
+    assert response.status_code == 401 and response["WWW-Authenticate"] == "Bearer"
+    assert RpcStatus.FromString(response.content).code == 16  # UNAUTHENTICATED
 
 
 def test_it_takes_gzipped_exports_in_both_encodings(client):
