@@ -26,7 +26,10 @@ REFUSALS = {
     "403": "the token is not valid, or a quota is full",
     "404": "no such thing",
     "405": "another method is needed",
+    "408": "the body did not arrive in time",
+    "409": "it conflicts with the configuration",
     "413": "the body is too large",
+    "415": "the body is not in a content type taken here",
     "429": "too many writes from this client; see Retry-After",
     "503": "the database is unavailable, or too many writes wait; try again",
 }
@@ -70,6 +73,104 @@ class JsonApiSchema(AutoSchema):
         return responses
 
 
+# The bodies the write endpoints take, so that a client generator (or schemathesis)
+# sends what they expect and then what they must refuse. The views check more than
+# this says (lengths after trimming, metadata size and depth, NUL characters).
+TEXT = {"type": "string"}
+APPLICATION = {
+    "type": "object",
+    "properties": {
+        "app_id": {"type": "string", "pattern": "^[A-Za-z0-9._~-]{1,128}$"},
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "router_type": {"type": "string", "maxLength": 100},
+        "version": {"type": "string", "maxLength": 64},
+        "metadata": {"type": "object"},
+    },
+}
+REQUEST = {
+    "type": "object",
+    "properties": {
+        "node": {"type": "string", "maxLength": 300},
+        "model": {"type": "string", "maxLength": 200},
+        "latency_ms": {"type": "number", "minimum": 0},
+        "ok": {"type": "boolean"},
+        "prompt_tokens": {"type": "integer", "minimum": 0},
+        "completion_tokens": {"type": "integer", "minimum": 0},
+        "timestamp": {"type": "number"},
+        "app_id": TEXT,
+        "error": TEXT,
+    },
+    "required": ["latency_ms"],
+}
+SPAN = {
+    "type": "object",
+    "properties": {
+        "trace_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "span_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+        "parent_span_id": {"type": "string", "nullable": True},
+        "name": {"type": "string", "minLength": 1},
+        "start": {"type": "number"},
+        "end": {"type": "number"},
+        "attributes": {"type": "object"},
+        "status": {"type": "string", "enum": ["unset", "ok", "error"]},
+        "service": TEXT,
+    },
+    "required": ["trace_id", "span_id", "name", "start", "end"],
+}
+BODIES = {
+    ("/api/applications/register", "post"): {**APPLICATION, "required": ["name"]},
+    ("/api/applications/heartbeat", "post"): {**APPLICATION, "required": ["app_id"]},
+    ("/api/applications/unregister", "post"): {
+        "type": "object",
+        "properties": {"app_id": APPLICATION["properties"]["app_id"]},
+        "required": ["app_id"],
+    },
+    ("/api/network/nodes", "post"): {
+        "type": "object",
+        "properties": {"url": TEXT},
+        "required": ["url"],
+    },
+    ("/api/network/backends", "post"): {
+        "type": "object",
+        "properties": {"address": TEXT},
+        "required": ["address"],
+    },
+    ("/api/activity", "post"): {
+        "oneOf": [
+            REQUEST,
+            {
+                "type": "object",
+                "properties": {
+                    "app_id": TEXT,
+                    "requests": {"type": "array", "items": REQUEST},
+                },
+                "required": ["requests"],
+            },
+        ]
+    },
+    ("/api/logs", "post"): {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "timestamp": {"oneOf": [{"type": "number"}, TEXT]},
+                "level": {"oneOf": [TEXT, {"type": "integer"}]},
+                "logger": TEXT,
+                "message": TEXT,
+                "app_id": TEXT,
+                "extra": {"type": "object"},
+            },
+            "required": ["message"],
+        },
+    },
+    ("/api/traces", "post"): {"type": "array", "items": SPAN},
+    ("/v1/traces", "post"): {
+        "type": "object",
+        "properties": {"resourceSpans": {"type": "array", "items": {"type": "object"}}},
+    },
+}
+
+OTLP = "an OpenTelemetry OTLP/HTTP trace export (also application/x-protobuf)"
 LEAN_LANE = {
     "/api/applications/heartbeat": "an application's heartbeat (metadata merges)",
     "/api/activity": "requests a router made",
@@ -78,9 +179,10 @@ LEAN_LANE = {
 
 
 def add_lean_lane(result, generator, request, public):
-    """Add the POSTs served before Django (sollol_site.ingest.LeanRouter)."""
+    """Add the POSTs served before Django (sollol_site.ingest.LeanRouter) and the
+    OTLP receiver, and say what every write endpoint's body looks like."""
     paths = result.setdefault("paths", {})
-    for path, summary in LEAN_LANE.items():
+    for path, summary in {**LEAN_LANE, "/v1/traces": OTLP}.items():
         responses = {
             "200": {"description": "stored", "content": _json({"type": "object"})}
         }
@@ -92,6 +194,10 @@ def add_lean_lane(result, generator, request, public):
             "requestBody": {"content": _json({}), "required": True},
             "responses": responses,
         }
+    for (path, method), body in BODIES.items():
+        operation = paths.get(path, {}).get(method)
+        if operation is not None:
+            operation["requestBody"] = {"content": _json(body), "required": True}
     return result
 
 

@@ -21,8 +21,14 @@ def test_the_schema_and_its_swagger_ui_are_served_without_a_cdn(live_dashboard):
         "/api/network/nodes/{node_id}",
         "/api/metrics",
         "/api/logs",
+        "/v1/traces",  # the OTLP receiver
     ):
         assert path in paths
+    # Write endpoints say what their bodies look like, not just "an object".
+    register = paths["/api/applications/register"]["post"]["requestBody"]
+    assert register["content"]["application/json"]["schema"]["required"] == ["name"]
+    spans = paths["/api/traces"]["post"]["requestBody"]["content"]["application/json"]
+    assert spans["schema"]["type"] == "array"
     page = requests.get(live_dashboard.url + "/api/schema/swagger/", timeout=10)
     assert page.status_code == 200
     assert "cdn" not in page.text.lower() and "https://" not in page.text
