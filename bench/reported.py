@@ -7,8 +7,8 @@ counts, per node, the requests routers reported over SOLLOL_REPORTED_WINDOW. In 
 fresh SQLite data dir under bench/out: 1,000 nodes, and N reported requests spread
 over the last minute across all of them (60,000 is 1,000 requests a second). Then
 the same batches of 100 probe results are recorded once (warm-up: first sight),
-then with the window on (60 s) and off (0), alternating, and each batch is timed. Run by hand; nothing leaves the
-process (no network at all).
+then with the window on (60 s) and off (0), alternating, and each batch is timed.
+Run by hand; nothing leaves the process (no network at all).
 """
 
 from __future__ import annotations
