@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Max
 
 from activity.choices import Stream
 from activity.models import RequestRecord, RequestTotals
 from activity.services import NewEvent, prune_oldest, record_events
+from sollol_site import realtime
 from sollol_site.jsonio import PayloadError, check_text
 
 # Upper bounds, in seconds, of the latency histogram kept in RequestTotals.buckets
@@ -32,6 +34,12 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 MAX_REQUESTS_PER_REPORT = 5000
 MAX_WINDOW = 7 * 24 * 3600.0
 DEFAULT_WINDOW = "5m"
+# The window's time series: this many buckets unless ?buckets= says otherwise.
+DEFAULT_BUCKETS = 30
+MAX_BUCKETS = 500
+MIN_BUCKET_MICROSECONDS = 1000
+_MICROSECOND = dt.timedelta(microseconds=1)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _WINDOW = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # How far a reported finish time may be from the dashboard's clock.
@@ -171,6 +179,23 @@ def parse_window(value: str | None) -> float:
     return seconds
 
 
+def parse_buckets(value: str | None, *, window: float) -> int:
+    """Return ?buckets= as the number of buckets the window's series is cut into."""
+    most = min(MAX_BUCKETS, max(1, int(window * 1e6) // MIN_BUCKET_MICROSECONDS))
+    if value is None or value == "":
+        return min(DEFAULT_BUCKETS, most)
+    try:
+        buckets = int(value)
+    except ValueError:
+        raise PayloadError("buckets must be a whole number") from None
+    if not 1 <= buckets <= most:
+        raise PayloadError(
+            f"buckets must be between 1 and {most} for this window "
+            f"(at most {MAX_BUCKETS}, each at least 1 ms)"
+        )
+    return buckets
+
+
 # --- writing ----------------------------------------------------------------------
 
 
@@ -294,6 +319,30 @@ def _loaded_vram(node_model, addresses: set[str]) -> dict[tuple[str, str], tuple
     return found
 
 
+def publish_metrics_sample(*, now: dt.datetime) -> None:
+    """Tell viewers (/ws/ollama_activity?samples=1) the time and the newest request.
+
+    A window's numbers change while nothing happens, as old requests leave it;
+    this clock, sent every SOLLOL_APP_SAMPLE_INTERVAL, tells a page that shows a
+    window with requests in it (or older than the newest request) to read
+    /api/metrics again, so it needs no timer of its own.
+    """
+    # Up to now: a router's clock may run ahead, and its future requests are in
+    # no window yet.
+    newest = RequestRecord.objects.filter(timestamp__lte=now).aggregate(
+        newest=Max("timestamp")
+    )["newest"]
+    realtime.publish_samples(
+        Stream.OLLAMA_ACTIVITY,
+        {
+            "metrics": {
+                "at": now.timestamp(),
+                "last_request": newest.timestamp() if newest else None,
+            }
+        },
+    )
+
+
 def prune_requests(*, now: dt.datetime, max_age: float, max_count: int) -> int:
     """Delete reported requests older than max_age seconds or beyond max_count."""
     return prune_oldest(RequestRecord, now=now, max_age=max_age, max_count=max_count)
@@ -302,13 +351,23 @@ def prune_requests(*, now: dt.datetime, max_age: float, max_count: int) -> int:
 # --- analytics --------------------------------------------------------------------
 
 
-def window_metrics(*, window: float, now: dt.datetime) -> dict[str, Any]:
+def window_metrics(
+    *, window: float, now: dt.datetime, buckets: int = DEFAULT_BUCKETS
+) -> dict[str, Any]:
     """Return the analytics of GET /api/metrics over the last `window` seconds."""
     since = now - dt.timedelta(seconds=window)
     rows = list(
         RequestRecord.objects.filter(timestamp__gt=since, timestamp__lte=now)
         .order_by()
-        .values_list("node", "model", "app_id", "latency_ms", "ok", "completion_tokens")
+        .values_list(
+            "node",
+            "model",
+            "app_id",
+            "latency_ms",
+            "ok",
+            "completion_tokens",
+            "timestamp",
+        )
     )
     groups: dict[str, dict[str, list]] = {"node": {}, "model": {}, "app": {}}
     for row in rows:
@@ -322,6 +381,7 @@ def window_metrics(*, window: float, now: dt.datetime) -> dict[str, Any]:
         "per_node": _breakdown(groups["node"], window, "node"),
         "per_model": _breakdown(groups["model"], window, "model"),
         "per_application": _breakdown(groups["app"], window, "app_id"),
+        **_series(rows, since=since, now=now, buckets=buckets),
     }
     if not rows:
         summary["note"] = (
@@ -363,6 +423,53 @@ def _analyse(rows: list[tuple], window: float) -> dict[str, Any]:
         ),
         "completion_tokens": sum(row[5] for row in tokens) if tokens else None,
     }
+
+
+def _series(
+    rows: list[tuple], *, since: dt.datetime, now: dt.datetime, buckets: int
+) -> dict[str, Any]:
+    """Return the window as a time series of fixed-width buckets.
+
+    Bucket k holds the requests that finished in (k·width, (k+1)·width] since the
+    Unix epoch, so a bucket keeps its edges (and its numbers) from one request to
+    the next while the window moves on. The first and last buckets are cut at the
+    window's edges: together the buckets hold exactly the window's requests (one
+    more bucket than asked for when the window does not start on an edge). A
+    bucket without requests says null, not 0.
+    """
+    span = (now - since) // _MICROSECOND  # whole microseconds, so edges are exact
+    since_us = (since - _EPOCH) // _MICROSECOND
+    now_us = since_us + span
+
+    def index(microseconds: int) -> int:
+        return -(-microseconds * buckets // span) - 1  # ceil(t / width) - 1
+
+    first, last = index(since_us + 1), index(now_us)
+    latencies: list[list[float]] = [[] for _ in range(first, last + 1)]
+    errors = [0] * len(latencies)
+    for row in rows:
+        k = min(max(index((row[6] - _EPOCH) // _MICROSECOND), first), last) - first
+        latencies[k].append(row[3])
+        errors[k] += not row[4]
+    series = []
+    for k, (values, failed) in enumerate(zip(latencies, errors, strict=True)):
+        start = max(since_us, (first + k) * span / buckets)
+        end = min(now_us, (first + k + 1) * span / buckets)
+        values.sort()
+        series.append(
+            {
+                "start": start / 1e6,
+                "end": end / 1e6,
+                "requests": len(values),
+                "errors": failed,
+                "latency_ms": {
+                    "p50": _percentile(values, 0.50),
+                    "p95": _percentile(values, 0.95),
+                    "p99": _percentile(values, 0.99),
+                },
+            }
+        )
+    return {"bucket_seconds": span / buckets / 1e6, "series": series}
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:

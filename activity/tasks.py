@@ -34,6 +34,11 @@ def prune_activity() -> dict[str, int]:
     }
 
 
+@shared_task(name="activity.tasks.publish_metrics_sample")
+def publish_metrics_sample() -> None:
+    metrics.publish_metrics_sample(now=timezone.now())
+
+
 @shared_task(name="activity.tasks.prune_traces")
 def prune_traces() -> int:
     return traces.prune_traces(

@@ -21,8 +21,9 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Count, F, Max, Min, Q, RowRange, Sum, Window
 
-from activity.choices import SpanKind, SpanStatus
+from activity.choices import SpanKind, SpanStatus, Stream
 from activity.models import Span, Trace
+from sollol_site import realtime
 from sollol_site.jsonio import PayloadError, check_document, check_text
 
 HEX_TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -39,6 +40,8 @@ MIN_TIME_NS = 946_684_800 * 10**9  # 2000-01-01
 MAX_TIME_NS = 2**63 - 1
 # Chunk for `__in` lists: well under every backend's limit of bound parameters.
 CHUNK = 500
+# Trace ids named in one "traces" sample (a bound, not a page).
+SAMPLE_TRACE_IDS = 100
 
 # A tree deeper than this is not a real call chain; deeper spans are shown at the
 # top level rather than nesting the response until JSON encoders give up.
@@ -343,7 +346,24 @@ def ingest_spans(spans: Sequence[SpanIn], *, now: dt.datetime) -> int:
         )
         for chunk in _chunks(trace_ids):
             _summarize(chunk, now=now)
+        transaction.on_commit(lambda: publish_trace_samples(trace_ids, now=now))
     return len(spans)
+
+
+def publish_trace_samples(trace_ids: Sequence[str], *, now: dt.datetime) -> None:
+    """Tell viewers (/ws/ollama_activity?samples=1) which traces just got spans.
+
+    Spans make no events (far too many); the page's trace list follows these
+    samples instead of asking on a timer.
+    """
+    realtime.publish_samples(
+        Stream.OLLAMA_ACTIVITY,
+        {
+            "traces": list(trace_ids[:SAMPLE_TRACE_IDS]),
+            "traces_total": len(trace_ids),
+            "at": now.timestamp(),
+        },
+    )
 
 
 def _summarize(trace_ids: Sequence[str], *, now: dt.datetime) -> None:

@@ -317,6 +317,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": SOLLOL_ACTIVITY_PRUNE_INTERVAL,
         "options": {"expires": SOLLOL_ACTIVITY_PRUNE_INTERVAL},
     },
+    # The clock by which pages re-read a metrics window that moved on.
+    "publish-metrics-sample": {
+        "task": "activity.tasks.publish_metrics_sample",
+        "schedule": SOLLOL_APP_SAMPLE_INTERVAL,
+        "options": {"expires": SOLLOL_APP_SAMPLE_INTERVAL},
+    },
 }
 
 LOGGING = {

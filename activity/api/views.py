@@ -14,16 +14,32 @@ MAX_LOG_LIMIT = 1000
 
 
 class MetricsView(APIView):
-    """GET /api/metrics?window=5m: analytics of the requests routers reported."""
+    """GET /api/metrics?window=5m&buckets=30: analytics of the requests routers
+    reported, in total and as a time series over the window."""
 
-    query_parameters = {"GET": [query("window", description="e.g. 30s, 5m, 1h")]}
+    query_parameters = {
+        "GET": [
+            query("window", description="e.g. 30s, 5m, 1h"),
+            query(
+                "buckets",
+                OpenApiTypes.INT,
+                f"buckets of the time series `series` ({metrics.DEFAULT_BUCKETS} "
+                f"unless given, at most {metrics.MAX_BUCKETS}, each at least 1 ms)",
+            ),
+        ]
+    }
 
     def get(self, request):
         try:
             window = metrics.parse_window(request.query_params.get("window"))
+            buckets = metrics.parse_buckets(
+                request.query_params.get("buckets"), window=window
+            )
         except PayloadError as exc:
             raise ParseError(str(exc)) from None
-        return Response(metrics.window_metrics(window=window, now=timezone.now()))
+        return Response(
+            metrics.window_metrics(window=window, now=timezone.now(), buckets=buckets)
+        )
 
 
 class LogListView(APIView):

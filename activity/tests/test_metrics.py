@@ -196,3 +196,152 @@ async def test_reports_need_the_token_when_one_is_set():
         assert (await post("/api/activity", good, bad))[0] == 403
         ok = [(b"authorization", b"Bearer s3cret")]
         assert (await post("/api/activity", good, ok))[0] == 200
+
+
+# --- the window as a time series -----------------------------------------------------
+
+# On a minute's edge, so a 5 min window in 5 buckets starts on an edge too.
+NOON = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
+
+
+def at(seconds_before_noon: float, **fields) -> metrics.RequestReport:
+    finished = NOON - dt.timedelta(seconds=seconds_before_noon)
+    return report(timestamp=finished.timestamp(), **fields)
+
+
+@pytest.mark.django_db
+def test_the_series_cuts_the_window_into_buckets_with_null_where_none_were_reported():
+    metrics.record_requests(
+        [
+            at(250, latency_ms=40.0),
+            at(20, latency_ms=100.0),
+            at(10, latency_ms=300.0, ok=False),
+        ],
+        now=NOON,
+    )
+    body = metrics.window_metrics(window=300, now=NOON, buckets=5)
+    assert body["bucket_seconds"] == 60
+    series = body["series"]
+    assert [(b["start"], b["end"]) for b in series] == [
+        (NOON.timestamp() - 300 + 60 * i, NOON.timestamp() - 240 + 60 * i)
+        for i in range(5)
+    ]
+    assert [b["requests"] for b in series] == [1, 0, 0, 0, 2]
+    assert [b["errors"] for b in series] == [0, 0, 0, 0, 1]
+    assert series[0]["latency_ms"] == {"p50": 40.0, "p95": 40.0, "p99": 40.0}
+    assert series[4]["latency_ms"] == {"p50": 200.0, "p95": 290.0, "p99": 298.0}
+    # No requests is no latency: null, never an invented 0.
+    for empty in series[1:4]:
+        assert empty["latency_ms"] == {"p50": None, "p95": None, "p99": None}
+    assert sum(b["requests"] for b in series) == body["totals"]["requests"]
+
+
+@pytest.mark.django_db
+def test_the_series_keeps_to_the_window_edges_and_keeps_its_buckets_edges():
+    now = NOON + dt.timedelta(seconds=30)  # half way into a 60 s bucket
+    since = now - dt.timedelta(seconds=300)
+    metrics.record_requests(
+        [
+            report(timestamp=since.timestamp(), latency_ms=1.0),  # just outside
+            report(timestamp=since.timestamp() + 0.001, latency_ms=2.0),
+            report(timestamp=(NOON - dt.timedelta(seconds=240)).timestamp()),  # edge
+            report(timestamp=now.timestamp(), latency_ms=9.0),  # just inside
+        ],
+        now=now,
+    )
+    body = metrics.window_metrics(window=300, now=now, buckets=5)
+    series = body["series"]
+    # Cut at the window's edges: half a bucket first, half a bucket last.
+    assert len(series) == 6
+    assert series[0]["start"] == since.timestamp()
+    assert series[0]["end"] == (NOON - dt.timedelta(seconds=240)).timestamp()
+    assert series[-1]["start"] == NOON.timestamp()
+    assert series[-1]["end"] == now.timestamp()
+    assert all(b["end"] - b["start"] == 60 for b in series[1:-1])
+    assert [b["requests"] for b in series] == [2, 0, 0, 0, 0, 1]
+    assert series[0]["latency_ms"]["p50"] == 51.0  # 2 ms and the 100 ms on the edge
+    assert series[-1]["latency_ms"]["p99"] == 9.0
+    assert body["totals"]["requests"] == 3
+    # Ten seconds later the buckets in the middle have the same edges.
+    later = metrics.window_metrics(
+        window=300, now=now + dt.timedelta(seconds=10), buckets=5
+    )
+    assert [b["start"] for b in later["series"][1:-1]] == [
+        b["start"] for b in series[1:-1]
+    ]
+
+
+@pytest.mark.django_db
+def test_the_api_sends_the_series_over_the_window_it_was_asked_for(client):
+    metrics.record_requests([report(latency_ms=12.0)], now=timezone.now())
+    body = client.get("/api/metrics").json()
+    assert len(body["series"]) in (30, 31)  # the default
+    assert body["bucket_seconds"] == 10
+    assert body["series"][0]["start"] == body["since"]
+    assert body["series"][-1]["end"] == body["until"]
+    assert sum(b["requests"] for b in body["series"]) == 1
+    assert body["series"][-1]["latency_ms"]["p50"] == 12.0
+    hour = client.get("/api/metrics?window=1h&buckets=12").json()
+    assert hour["bucket_seconds"] == 300 and len(hour["series"]) in (12, 13)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "query",
+    [
+        "buckets=0",
+        "buckets=-3",
+        "buckets=ten",
+        "buckets=2.5",
+        "buckets=501",
+        "window=10ms&buckets=5",  # not a window: the window's message
+        "window=0.01&buckets=11",  # buckets under 1 ms
+    ],
+)
+def test_it_refuses_buckets_it_cannot_cut_with_a_json_400(client, query):
+    response = client.get(f"/api/metrics?{query}")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert "window" in query or "buckets" in response.json()["error"]
+
+
+@pytest.mark.django_db
+def test_the_schema_declares_the_buckets_parameter(client):
+    schema = client.get("/api/schema/?format=json").json()
+    parameters = {
+        p["name"]: p for p in schema["paths"]["/api/metrics"]["get"]["parameters"]
+    }
+    assert parameters["buckets"]["schema"]["type"] == "integer"
+    assert parameters["buckets"]["in"] == "query"
+    assert "window" in parameters
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_metrics_sample_tells_viewers_the_time_and_the_newest_request():
+    from channels.db import database_sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    origin = [(b"origin", b"http://127.0.0.1:8080")]
+    asked = WebsocketCommunicator(
+        application, "/ws/ollama_activity?samples=1", headers=origin
+    )
+    plain = WebsocketCommunicator(application, "/ws/ollama_activity", headers=origin)
+    assert (await asked.connect(timeout=5))[0] and (await plain.connect(timeout=5))[0]
+    now = timezone.now()
+    await database_sync_to_async(metrics.publish_metrics_sample)(now=now)
+    message = await asked.receive_json_from(timeout=5)
+    assert message == {
+        "type": "samples",
+        "metrics": {"at": now.timestamp(), "last_request": None},
+    }
+    finished = now - dt.timedelta(seconds=3)
+    await database_sync_to_async(metrics.record_requests)(
+        [report(node="", model="", timestamp=finished.timestamp())], now=now
+    )
+    await database_sync_to_async(metrics.publish_metrics_sample)(now=now)
+    message = await asked.receive_json_from(timeout=5)
+    assert message["metrics"]["last_request"] == finished.timestamp()
+    # Samples are for who asked: the plain stream keeps sending events only.
+    assert await plain.receive_nothing(timeout=0.3)
+    await asked.disconnect()
+    await plain.disconnect()

@@ -727,3 +727,67 @@ async def test_a_full_sdk_batch_fits_where_other_bodies_would_not():
     assert await send("/v1/traces") == 200
     assert await Span.objects.acount() == 512
     assert await send("/api/applications/register") == 413
+
+
+# --- samples: the page's trace list follows ingest ---------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("lane", ["native", "otlp-json", "otlp-protobuf"])
+async def test_storing_spans_tells_viewers_which_traces_changed(lane):
+    from channels.testing import HttpCommunicator, WebsocketCommunicator
+
+    from sollol_site.asgi import application
+
+    origin = [(b"origin", b"http://127.0.0.1:8080")]
+    asked = WebsocketCommunicator(
+        application, "/ws/ollama_activity?samples=1", headers=origin
+    )
+    plain = WebsocketCommunicator(application, "/ws/ollama_activity", headers=origin)
+    assert (await asked.connect(timeout=5))[0] and (await plain.connect(timeout=5))[0]
+    if lane == "native":
+        path, content_type = "/api/traces", b"application/json"
+        body = json.dumps(
+            [span(ROOT, None, 0, 1), span(CHILD, ROOT, 0.1, 0.5, trace_id=OTHER_TRACE)]
+        ).encode()
+    elif lane == "otlp-json":
+        path, content_type = "/v1/traces", b"application/json"
+        body = json.dumps(
+            otlp_json_request(
+                otlp_json_span(ROOT, "", NS, NS + 10**6),
+                otlp_json_span(CHILD, ROOT, NS, NS + 10**5, traceId=OTHER_TRACE),
+            )
+        ).encode()
+    else:
+        path, content_type = "/v1/traces", b"application/x-protobuf"
+        other = proto_span(CHILD, ROOT, NS, NS + 10**5)
+        other.trace_id = bytes.fromhex(OTHER_TRACE)
+        body = proto_request(proto_span(ROOT, "", NS, NS + 10**6), other)
+    response = await HttpCommunicator(
+        application,
+        "POST",
+        path,
+        body=body,
+        headers=[(b"host", b"127.0.0.1"), (b"content-type", content_type)],
+    ).get_response(timeout=10)
+    assert response["status"] == 200, response["body"]
+
+    message = await asked.receive_json_from(timeout=5)
+    assert message["type"] == "samples" and "id" not in message
+    assert message["traces"] == sorted([TRACE, OTHER_TRACE])
+    assert message["traces_total"] == 2
+    # Only for who asked: spans are no events, the plain stream stays quiet.
+    assert await plain.receive_nothing(timeout=0.3)
+    await asked.disconnect()
+    await plain.disconnect()
+
+
+def test_nothing_is_announced_for_spans_that_were_not_stored(
+    client, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert post(client, [span(ROOT, None, 0, 1, end=T0 - 1)]).status_code == 400
+    assert callbacks == []
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert post(client, [span(ROOT, None, 0, 1)]).status_code == 200
+    assert len(callbacks) == 1

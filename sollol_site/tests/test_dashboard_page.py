@@ -104,3 +104,16 @@ def test_it_resumes_each_stream_after_the_events_it_rendered(client):
     assert snapshot["watermarks"]["nodes"] == event.id
     assert snapshot["watermarks"]["applications"] == 0
     assert [e["id"] for e in snapshot["feed"]] == [event.id]
+
+
+def test_the_page_comes_with_the_metrics_series_to_draw(client):
+    from activity import metrics
+
+    reported = metrics.parse_activity(
+        {"node": "127.0.0.2:11434", "model": "m", "latency_ms": 80.0}
+    )
+    metrics.record_requests(reported, now=timezone.now())
+    series = snapshot_of(client.get("/"))["metrics"]["series"]
+    assert len(series) in (30, 31)  # the page's default window and buckets
+    drawn = [b for b in series if b["latency_ms"]["p50"] is not None]
+    assert [b["latency_ms"]["p95"] for b in drawn] == [80.0]

@@ -8,8 +8,9 @@
  *   that changes between the page's render and the socket's opening is lost, and
  *   a reconnect resumes after the last id received.
  * - No periodic reloads or polling: values that are no events (per-probe
- *   latency, quiet heartbeats, each Ray/Dask collection's numbers) arrive as
- *   "samples" on the node, application and framework streams (?samples=1).
+ *   latency, quiet heartbeats, each Ray/Dask collection's numbers, the traces
+ *   that got spans, the metrics window's clock) arrive as "samples" on the node,
+ *   application, framework and activity streams (?samples=1).
  */
 "use strict";
 
@@ -202,7 +203,8 @@
     logIds: new Set(),
     logsPaused: false,
     logsHeld: [],
-    metricsSeries: [],
+    logsDropped: 0,
+    metrics: snap.metrics || null,
     traces: snap.traces || [],
   };
 
@@ -439,11 +441,25 @@
       setText(c.version, node.version || "—");
       setText(c.loaded, loadedSummary(node));
       const vram = num(node.vram_used_bytes) || 0;
-      const label = fmtBytes(vram);
-      if (c.vram.dataset.value !== String(vram) || c.vram.dataset.max !== String(maxVram)) {
+      // A node that does not answer may have unloaded everything: its last
+      // reading is shown as such, greyed and in words.
+      const answering = ["healthy", "degraded"].includes(node.status);
+      const measured = answering || (node.last_seen !== null && node.last_seen !== undefined);
+      const vramState = answering ? "current" : measured ? "last-known" : "unknown";
+      if (c.vram.dataset.value !== String(vram) || c.vram.dataset.max !== String(maxVram) || c.vram.dataset.state !== vramState) {
         c.vram.dataset.value = String(vram);
         c.vram.dataset.max = String(maxVram);
-        c.vram.replaceChildren(bar(vram / maxVram, "VRAM in use " + label), el("span", { className: "bar-label", text: label }));
+        c.vram.dataset.state = vramState;
+        const label = fmtBytes(vram);
+        if (vramState === "current") {
+          c.vram.replaceChildren(bar(vram / maxVram, "VRAM in use " + label), el("span", { className: "bar-label", text: label }));
+        } else if (vramState === "last-known") {
+          const known = bar(vram / maxVram, "VRAM in use when last seen " + label + " (not answering now)");
+          known.classList.add("stale");
+          c.vram.replaceChildren(known, el("span", { className: "bar-label", text: label + " (last known)" }));
+        } else {
+          c.vram.replaceChildren(el("span", { className: "muted", text: "—" }));
+        }
       }
       setText(c.disk, Array.isArray(node.models) ? node.models.length : "—");
       row.dataset.lastSeen = node.last_seen === null || node.last_seen === undefined ? "" : String(node.last_seen);
@@ -924,7 +940,7 @@
     setText($("metrics-note"), data && data.note ? data.note : "");
     fillBreakdown($("metrics-nodes").tBodies[0], (data && data.per_node) || [], "node");
     fillBreakdown($("metrics-models").tBodies[0], (data && data.per_model) || [], "model");
-    renderChart();
+    renderChart(data);
   }
 
   function fillBreakdown(tbody, rows, label) {
@@ -940,10 +956,9 @@
     }));
   }
 
-  function pushMetrics(data) {
-    const latency = (data && data.totals && data.totals.latency_ms) || {};
-    state.metricsSeries.push({ t: num(data.until) || serverNow(), p50: num(latency.p50), p95: num(latency.p95), p99: num(latency.p99) });
-    while (state.metricsSeries.length > 120) state.metricsSeries.shift();
+  /** Show one answer of /api/metrics: its numbers, its breakdowns, its series. */
+  function showMetrics(data) {
+    state.metrics = data;
     renderMetrics(data);
   }
 
@@ -953,52 +968,120 @@
     return node;
   }
 
-  function renderChart() {
+  // Told apart by name, dash pattern and marker shape as well as by colour.
+  const PERCENTILES = [
+    { key: "p50", name: "p50 (median)", marker: "circle" },
+    { key: "p95", name: "p95", marker: "square" },
+    { key: "p99", name: "p99", marker: "diamond" },
+  ];
+
+  function marker(shape, x, y) {
+    if (shape === "square") return svg("rect", { class: "marker", x: x - 2.5, y: y - 2.5, width: 5, height: 5 });
+    if (shape === "diamond") {
+      return svg("path", { class: "marker", d: "M" + x + " " + (y - 3.5) + " L" + (x + 3.5) + " " + y + " L" + x + " " +
+        (y + 3.5) + " L" + (x - 3.5) + " " + y + " Z" });
+    }
+    return svg("circle", { class: "marker", cx: x, cy: y, r: 2.8 });
+  }
+
+  /** Draw the window's series as the server cut it: a gap where a bucket had no requests. */
+  function renderChart(data) {
     const box = $("metrics-chart");
-    const series = state.metricsSeries;
-    const width = 600, height = 170, left = 48, bottom = 20, top = 8;
-    const root = svg("svg", { viewBox: "0 0 " + width + " " + height, preserveAspectRatio: "none" });
-    const values = series.flatMap((s) => [s.p50, s.p95, s.p99]).filter((v) => v !== null);
+    const series = (Array.isArray(data && data.series) ? data.series : []).filter(
+      (b) => b && num(b.start) !== null && num(b.end) !== null);
+    const width = Math.max(300, Math.round(box.clientWidth) || 600);
+    const height = 170, left = 48, right = 8, bottom = 20, top = 8;
+    const root = svg("svg", { viewBox: "0 0 " + width + " " + height, preserveAspectRatio: "none", "aria-hidden": "true" });
     root.append(svg("line", { class: "axis", x1: left, y1: height - bottom, x2: width, y2: height - bottom }));
     root.append(svg("line", { class: "axis", x1: left, y1: top, x2: left, y2: height - bottom }));
-    if (!values.length) {
-      const text = svg("text", { x: left + 10, y: height / 2 });
-      text.textContent = "No requests reported yet";
-      root.append(text);
-      box.replaceChildren(root);
-      return;
-    }
-    const max = Math.max(...values) * 1.1 || 1;
-    const t0 = series[0].t, t1 = series[series.length - 1].t;
-    const span = t1 - t0 || 1;
-    const x = (t) => (series.length === 1 ? (left + width) / 2 : left + ((t - t0) / span) * (width - left - 4));
-    const y = (v) => height - bottom - (v / max) * (height - bottom - top);
-    for (const key of ["p50", "p95", "p99"]) {
-      const points = series.filter((s) => s[key] !== null).map((s) => x(s.t).toFixed(1) + "," + y(s[key]).toFixed(1));
-      if (points.length === 1) points.push((Number(points[0].split(",")[0]) + 3).toFixed(1) + "," + points[0].split(",")[1]);
-      root.append(svg("polyline", { class: key, points: points.join(" ") }));
-    }
     const label = (text, attrs) => {
       const node = svg("text", attrs);
       node.textContent = text;
       root.append(node);
     };
+    const latency = (bucket, key) => num((bucket.latency_ms || {})[key]);
+    const values = series.flatMap((b) => PERCENTILES.map((p) => latency(b, p.key))).filter((v) => v !== null);
+    const windowText = $("metrics-window").selectedOptions[0] ? $("metrics-window").selectedOptions[0].textContent : "";
+    if (!values.length) {
+      label("No requests reported in this window", { x: left + 10, y: height / 2 });
+      box.replaceChildren(root);
+      box.setAttribute("aria-label", "Latency percentiles over the last " + windowText + ": no requests reported");
+      return;
+    }
+    const max = Math.max(...values) * 1.1 || 1;
+    const t0 = num(data.since) !== null ? data.since : series[0].start;
+    const t1 = num(data.until) !== null ? data.until : series[series.length - 1].end;
+    const x = (t) => left + ((t - t0) / (t1 - t0 || 1)) * (width - left - right);
+    const y = (v) => height - bottom - (v / max) * (height - bottom - top);
+    for (const p of PERCENTILES) {
+      const group = svg("g", { class: "series line-" + p.key, "data-series": p.key });
+      const path = svg("path", { class: "line", d: "" });
+      group.append(path);
+      let d = "";
+      let open = false;
+      for (const bucket of series) {
+        const value = latency(bucket, p.key);
+        if (value === null) {
+          open = false; // no requests: a gap, not a drop to 0
+          continue;
+        }
+        const px = Number(x((bucket.start + bucket.end) / 2).toFixed(1));
+        const py = Number(y(value).toFixed(1));
+        d += (open ? " L" : " M") + px + " " + py;
+        open = true;
+        const point = marker(p.marker, px, py);
+        const title = svg("title");
+        title.textContent = fmtClock(bucket.start) + "–" + fmtClock(bucket.end) + " · " + p.key + " " + fmtMs(value) +
+          " · " + bucket.requests + (bucket.requests === 1 ? " request" : " requests") +
+          (bucket.errors ? ", " + bucket.errors + " failed" : "");
+        point.append(title);
+        group.append(point);
+      }
+      path.setAttribute("d", d.trim());
+      root.append(group);
+    }
     label(fmtMs(max), { x: 2, y: top + 10 });
     label("0", { x: 2, y: height - bottom });
     label(fmtClock(t0), { x: left, y: height - 4 });
-    if (series.length > 1) label(fmtClock(t1), { x: width - 70, y: height - 4 });
+    label(fmtClock(t1), { x: width - right, y: height - 4, "text-anchor": "end" });
     box.replaceChildren(root);
+    const totals = (data.totals && data.totals.latency_ms) || {};
+    box.setAttribute("aria-label", "Latency percentiles over the last " + windowText + ", in " + series.length +
+      " steps of " + fmtSpan(data.bucket_seconds) + ": p50 " + fmtMs(totals.p50) + ", p95 " + fmtMs(totals.p95) +
+      ", p99 " + fmtMs(totals.p99) + " over the window");
   }
 
   const refreshMetrics = throttle(async () => {
+    const wanted = $("metrics-window").value;
+    let data;
     try {
-      pushMetrics(await getJson("/api/metrics?window=" + encodeURIComponent($("metrics-window").value)));
+      data = await getJson("/api/metrics?window=" + encodeURIComponent(wanted));
     } catch (_) {
-      /* keep what is shown */
+      return; /* keep what is shown */
     }
-  }, 5000);
+    if ($("metrics-window").value === wanted) showMetrics(data);
+  }, 2000);
+
+  /** The server's metrics clock (a sample every few seconds): re-read a window
+   * that moved on, or that a newer request than it holds would change. */
+  function onMetricsTick(tick) {
+    const shown = state.metrics;
+    const at = num(tick.at);
+    if (!shown || at === null) return;
+    const until = num(shown.until) || 0;
+    const newest = num(tick.last_request);
+    const holdsRequests = (num(shown.totals && shown.totals.requests) || 0) > 0;
+    const step = Math.max(1, num(shown.bucket_seconds) || 0);
+    if ((newest !== null && newest > until) || (holdsRequests && at - until >= step)) refreshMetrics();
+  }
 
   function onActivityEvent(message) {
+    if (message.type === "samples") {
+      // Spans make no events: a sample names the traces that just got some.
+      if (Array.isArray(message.traces) && message.traces.length) refreshTraces();
+      if (message.metrics && typeof message.metrics === "object") onMetricsTick(message.metrics);
+      return;
+    }
     if (message.type === "model_loaded" || message.type === "model_unloaded") refreshNodes();
     if (message.source === "reported") {
       refreshMetrics();
@@ -1042,7 +1125,7 @@
       return;
     }
     renderTraces();
-  }, 10000);
+  }, 1000);
 
   async function openTrace(traceId) {
     const box = $("waterfall");
@@ -1059,13 +1142,20 @@
     const total = Math.max(1e-6, tree.end - tree.start);
     const rows = [];
     const walk = (span, depth) => {
-      const mark = el("span", { className: span.status === "error" ? "error" : "",
-        title: span.name + " " + fmtMs(span.duration_ms) });
+      // A failed span says so in words, not only in red.
+      const failed = span.status === "error";
+      const status = failed ? "error" + (span.status_message ? ": " + span.status_message : "") : span.status || "unset";
+      const title = span.service + " · " + span.name + " · " + fmtMs(span.duration_ms) + " · status " + status;
+      const mark = el("span", { className: failed ? "error" : "", title });
       mark.style.left = ((span.start - start) / total) * 100 + "%";
       mark.style.width = Math.max(0.2, ((span.end - span.start) / total) * 100) + "%";
-      const name = el("div", { className: "span-name", title: span.service + " · " + span.name },
-        "\u00a0".repeat(depth * 2) + span.name + " ", el("span", { className: "muted", text: fmtMs(span.duration_ms) }));
-      rows.push(el("div", { className: "span-row" }, name, el("div", { className: "span-track" }, mark)));
+      const name = el("div", { className: "span-name", title },
+        "\u00a0".repeat(depth * 2) + span.name + " ",
+        failed ? el("span", { className: "badge status-error span-status", text: "error" }) : null,
+        failed ? " " : null,
+        el("span", { className: "muted", text: fmtMs(span.duration_ms) }));
+      rows.push(el("div", { className: "span-row" + (failed ? " span-failed" : ""), dataset: { status: span.status || "unset" } },
+        name, el("div", { className: "span-track" }, mark)));
       for (const child of span.children || []) walk(child, depth + 1);
     };
     for (const span of tree.spans || []) walk(span, 0);
@@ -1139,8 +1229,15 @@
   function onLogMessage(message) {
     const lines = message.type === "log_batch" ? message.lines || [] : message.type === "log" ? [message] : [];
     if (state.logsPaused) {
+      // Hold at most what the list shows: the oldest held lines make way.
       state.logsHeld.push(...lines);
-      setText($("logs-state"), "paused · " + state.logsHeld.length + " new");
+      const over = state.logsHeld.length - LOGS_MAX;
+      if (over > 0) {
+        state.logsHeld.splice(0, over);
+        state.logsDropped += over;
+      }
+      setText($("logs-state"), "paused · " + state.logsHeld.length + " new" +
+        (state.logsDropped ? " · " + state.logsDropped + " older dropped" : ""));
       return;
     }
     appendLogs(lines);
@@ -1158,9 +1255,11 @@
       setText(pause, state.logsPaused ? "Resume" : "Pause");
       if (!state.logsPaused) {
         const held = state.logsHeld;
+        const dropped = state.logsDropped;
         state.logsHeld = [];
+        state.logsDropped = 0;
         appendLogs(held);
-        setText($("logs-state"), "");
+        setText($("logs-state"), dropped ? dropped + " lines dropped while paused (GET /api/logs has them)" : "");
       } else {
         setText($("logs-state"), "paused");
       }
@@ -1385,7 +1484,12 @@
     new Stream("applications", "/ws/applications", marks.applications || 0, onAppEvent, {
       params: { samples: "1" },
     }).connect();
-    new Stream("activity", "/ws/ollama_activity", marks.ollama_activity || 0, onActivityEvent).connect();
+    // Samples here: the traces that got spans, and the clock of the metrics window.
+    // Samples are not replayed, so the trace list is read again once subscribed.
+    new Stream("activity", "/ws/ollama_activity", marks.ollama_activity || 0, onActivityEvent, {
+      params: { samples: "1" },
+      onOpen: () => refreshTraces(),
+    }).connect();
     new Stream("logs", "/ws/logs", marks.logs || 0, onLogMessage, { params: { batch: "1" } }).connect();
 
     // The server rendered the snapshot's nodes, backends and applications into
@@ -1393,6 +1497,8 @@
     // just after that paint, so building them does not delay it.
     for (const event of (snap.feed || []).slice().reverse()) addFeed(event, event.stream);
     appendLogs(snap.logs || []);
+    // The chart is drawn from the series the server rendered into the page.
+    if (snap.metrics) renderMetrics(snap.metrics);
     renderConnection();
     requestAnimationFrame(() =>
       setTimeout(() => {
@@ -1400,7 +1506,6 @@
         renderBackends();
         renderApps();
         renderHealth();
-        if (snap.metrics) pushMetrics(snap.metrics);
         renderTraces();
         document.body.dataset.live = "true";
       }, 0),
@@ -1409,10 +1514,9 @@
     bindAppsControls();
     bindFeedControls();
     bindLogControls();
-    $("metrics-window").addEventListener("change", () => {
-      state.metricsSeries = [];
-      refreshMetrics();
-    });
+    $("metrics-window").addEventListener("change", refreshMetrics);
+    // A browser that restored another choice of window than the page's 5 min.
+    if (snap.metrics && $("metrics-window").value !== "5m") refreshMetrics();
     $("traces-refresh").addEventListener("click", refreshTraces);
     $("drawer-close").addEventListener("click", () => $("drawer").close());
     $("drawer").addEventListener("close", () => {

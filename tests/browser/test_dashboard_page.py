@@ -81,6 +81,16 @@ def dashboard(live_server_factory, fleet):
     return server
 
 
+def open_frozen(watch, server):
+    """Open the page with no timer, socket or /api/ call: only what came with it."""
+    page = watch.page
+    page.add_init_script(FROZEN)
+    page.route("**/api/**", lambda route: route.abort())
+    page.goto(server.url + "/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    return page
+
+
 def open_live(watch, server):
     watch.page.goto(server.url + "/")
     expect(watch.page.locator("#connection")).to_have_attribute(
@@ -94,12 +104,7 @@ def test_it_shows_apps_and_nodes_on_first_paint(dashboard, fleet, watched_page):
     register(dashboard, "first-paint-1", "Router one")
     register(dashboard, "first-paint-2", "Router two")
     watch = watched_page()
-    page = watch.page
-    page.add_init_script(FROZEN)
-    page.route("**/api/**", lambda route: route.abort())
-    page.goto(dashboard.url + "/")
-
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    page = open_frozen(watch, dashboard)
     expect(app_row(page, "first-paint-1")).to_contain_text("Router one")
     expect(app_row(page, "first-paint-2")).to_contain_text("Router two")
     for url in fleet.urls:
