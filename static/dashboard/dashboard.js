@@ -1288,9 +1288,12 @@
     if (typeof value === "object") {
       const used = num(value.used), total = num(value.total);
       if ("used" in value && "total" in value) return show(used === null ? "?" : used) + " / " + show(total === null ? "?" : total);
-      return Object.entries(value)
-        .map(([k, v]) => k + " " + (v && typeof v === "object" ? Object.entries(v).map(([a, b]) => a + " " + b).join(", ") : show(v)))
-        .join(" · ");
+      // A list (Ray's running jobs) says how many; an object, its entries.
+      const brief = (v) => Array.isArray(v) ? String(v.length)
+        : v && typeof v === "object" ? Object.entries(v).map(([a, b]) => a + " " + brief(b)).join(", ")
+        : show(v);
+      if (Array.isArray(value)) return brief(value);
+      return Object.entries(value).map(([k, v]) => k + " " + brief(v)).join(" · ");
     }
     if (typeof value === "number" && !Number.isInteger(value)) return show(Math.round(value * 10) / 10);
     return show(value);

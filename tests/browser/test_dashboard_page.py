@@ -14,6 +14,7 @@ import requests
 from playwright.sync_api import expect
 from websockets.sync.client import connect
 
+from frameworks.tests.fakes import FakeDashboard
 from network.simulator.ollama import running_fleet
 from network.simulator.rpc import running_rpc_server
 from tests.browser.conftest import ARTIFACTS
@@ -214,6 +215,16 @@ def test_it_reconnects_after_a_server_restart_and_misses_no_event(
 def test_it_saves_a_screenshot_of_the_populated_dashboard(
     live_server_factory, watched_page
 ):
+    # Ray and Dask as their dashboards answered when recorded (frameworks/tests/data).
+    ray, dask = FakeDashboard.ray(), FakeDashboard.dask()
+    try:
+        _screenshot(live_server_factory, watched_page, ray.url, dask.url)
+    finally:
+        ray.close()
+        dask.close()
+
+
+def _screenshot(live_server_factory, watched_page, ray_url, dask_url) -> None:
     with (
         running_fleet(6, base="127.0.0.2", port=0, seed=3) as fleet,
         running_rpc_server("127.0.0.8", 0, protocol="3.0.0") as backend,
@@ -221,6 +232,9 @@ def test_it_saves_a_screenshot_of_the_populated_dashboard(
         server = live_server_factory(
             SOLLOL_OLLAMA_NODES=",".join(fleet.urls),
             SOLLOL_RPC_BACKENDS=f"127.0.0.8:{backend.port}",
+            SOLLOL_RAY_DASHBOARD_URL=ray_url,
+            SOLLOL_DASK_DASHBOARD_URL=dask_url,
+            SOLLOL_FRAMEWORK_INTERVAL="1",
             **FAST_PROBING,
         )
         server.start()
@@ -230,8 +244,13 @@ def test_it_saves_a_screenshot_of_the_populated_dashboard(
         wait_for(lambda: not all_healthy(server, 6))
         page = open_live(watched_page(viewport={"width": 1600, "height": 1100}), server)
         expect(page.locator("#logs-list li").first).to_be_visible()
+        for kind in ("ray", "dask"):
+            expect(page.locator(f"#framework-{kind} h3 .badge")).to_have_text(
+                "active", timeout=10_000
+            )
         page.locator("#traces-body tr").first.click()
         expect(page.locator("#waterfall .span-row").first).to_be_visible()
+        page.evaluate("window.scrollTo(0, 0)")  # the sticky header at the top
         page.wait_for_timeout(300)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / "dashboard.png"
