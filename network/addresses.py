@@ -50,6 +50,11 @@ def _split(value: str, default_scheme: str) -> tuple[str, str, int | None]:
     return parts.scheme.lower(), _host(parts.hostname), port
 
 
+def host_port(host: str, port: int) -> str:
+    """Return host:port as events name nodes, with brackets around an IPv6 host."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def node_url(value: str) -> tuple[str, str, int]:
     """Return (url, host, port) of an Ollama node given as a URL or host[:port]."""
     scheme, host, port = _split(value, "http")

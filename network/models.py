@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 
+from network.addresses import host_port
 from network.choices import BackendStatus, NodeStatus, Source
 
 
@@ -46,8 +47,8 @@ class OllamaNode(models.Model):
 
     @property
     def address(self) -> str:
-        """Return host:port, as activity events name nodes."""
-        return f"{self.host}:{self.port}"
+        """Return host:port, as activity events name nodes ([::1]:11434 for IPv6)."""
+        return host_port(self.host, self.port)
 
 
 class NodeStatusChange(models.Model):

@@ -98,7 +98,7 @@ def _node_summary(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"],
         "url": row["url"],
-        "address": f"{row['host']}:{row['port']}",
+        "address": addresses.host_port(row["host"], row["port"]),
         "status": row["status"],
         "source": row["source"],
         "version": row["version"],
@@ -199,13 +199,24 @@ def _create_missing(
     known |= set(
         model.objects.filter(**{f"{key}__in": list(wanted)}).values_list(key, flat=True)
     )
-    new = [
-        _refused_at_once(
-            model(**{key: value}, host=host, port=port, source=source, created_at=now)
+    # The same host:port is one node, whatever the scheme it was given with.
+    taken = set(
+        model.objects.filter(
+            host__in={host for host, _ in wanted.values()}
+        ).values_list("host", "port")
+    )
+    new = []
+    for value, (host, port) in wanted.items():
+        if value in known or (host, port) in taken:
+            continue
+        taken.add((host, port))
+        new.append(
+            _refused_at_once(
+                model(
+                    **{key: value}, host=host, port=port, source=source, created_at=now
+                )
+            )
         )
-        for value, (host, port) in wanted.items()
-        if value not in known
-    ]
     model.objects.bulk_create(new, ignore_conflicts=True)
     # ignore_conflicts leaves pks unset: read back the rows this call created.
     return list(
@@ -232,9 +243,11 @@ def _refused_at_once(target: OllamaNode | RpcBackend) -> OllamaNode | RpcBackend
 
 def add_node(value: str, *, now: dt.datetime) -> tuple[OllamaNode, bool]:
     """Add a node by hand (API); return it and whether it was new."""
-    url, _, _ = addresses.node_url(value)
+    url, host, port = addresses.node_url(value)
     created = ensure_nodes([url], source=Source.API, now=now)
-    return (created[0], True) if created else (OllamaNode.objects.get(url=url), False)
+    if created:
+        return created[0], True
+    return OllamaNode.objects.get(host=host, port=port), False
 
 
 class StillConfigured(Exception):

@@ -80,6 +80,28 @@ def test_it_adds_and_removes_nodes_through_the_api(client):
     assert client.delete(f"/api/network/nodes/{node_id}").status_code == 404
 
 
+def test_the_same_host_and_port_is_one_node_whatever_the_scheme(client):
+    created = post(client, "/api/network/nodes", {"url": "http://127.0.0.2:11434"})
+    again = post(client, "/api/network/nodes", {"url": "https://127.0.0.2:11434"})
+    assert again.status_code == 200 and again.json()["created"] is False
+    assert again.json()["node"]["id"] == created.json()["node"]["id"]
+    services.ensure_reported(
+        {"nodes": ["https://127.0.0.2:11434", "127.0.0.3", "https://127.0.0.3"]},
+        now=timezone.now(),
+    )
+    assert sorted(OllamaNode.objects.values_list("url", flat=True)) == [
+        "http://127.0.0.2:11434",
+        "http://127.0.0.3:11434",
+    ]
+
+
+def test_an_ipv6_node_is_named_as_activity_names_it(client):
+    node, _ = services.add_node("http://[::1]:11434", now=timezone.now())
+    assert node.address == "[::1]:11434"
+    [listed] = client.get("/api/network/nodes").json()["nodes"]
+    assert listed["address"] == "[::1]:11434"
+
+
 def test_a_removed_node_stays_removed_when_an_app_reports_it_again(client):
     now = timezone.now()
     url = "http://127.0.0.2:11434"
