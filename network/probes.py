@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -75,6 +76,8 @@ class NodeConnection:
         self.reader = reader
         self.writer = writer
         self.host_header = host_header
+        self.spent = False  # the server closed it after its last reply
+        self.reopen: Callable[[], Awaitable[NodeConnection]] | None = None
 
     @classmethod
     async def open(cls, url: str, connect_to: str | None = None) -> NodeConnection:
@@ -89,10 +92,16 @@ class NodeConnection:
             server_hostname=parts.hostname if context and connect_to else None,
             limit=MAX_BODY,
         )
-        return cls(reader, writer, parts.netloc)
+        connection = cls(reader, writer, parts.netloc)
+        connection.reopen = lambda: cls.open(url, connect_to)
+        return connection
 
     async def get(self, path: str) -> tuple[int, bytes]:
         """Return the status and body of GET path."""
+        if self.spent:  # the last reply ended with the connection: a new one
+            self.close()
+            fresh = await self.reopen()
+            self.reader, self.writer, self.spent = fresh.reader, fresh.writer, False
         self.writer.write(
             f"GET {path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
             f"User-Agent: sollol-dashboard\r\nAccept: application/json\r\n\r\n".encode()
@@ -107,14 +116,30 @@ class NodeConnection:
         for line in header_lines:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
+        status = int(rest[:3])
         if headers.get("transfer-encoding", "").lower() == "chunked":
             body = await self._chunked()
-        else:
-            length = int(headers.get("content-length", "0"))
+        elif "content-length" in headers:
+            length = int(headers["content-length"])
             if length > MAX_BODY:
                 raise _HttpError(f"a reply of {length} bytes is too large")
             body = await self.reader.readexactly(length)
-        return int(rest[:3]), body
+        elif status in (204, 304) or status < 200:
+            body = b""
+        else:
+            # Neither: the body ends with the connection (HTTP/1.1, 6.3), as some
+            # proxies in front of a node answer.
+            body = await self._until_closed()
+            self.spent = True
+        return status, body
+
+    async def _until_closed(self) -> bytes:
+        body = bytearray()
+        while chunk := await self.reader.read(65536):
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise _HttpError("a reply is too large")
+        return bytes(body)
 
     async def _chunked(self) -> bytes:
         body = bytearray()

@@ -170,3 +170,38 @@ def test_what_a_node_says_is_stored_even_when_no_database_could_store_it_as_is()
     probe = NodeProbe(ok=True, answered=True, latency_ms=1.0, loaded_models=[model])
     services.record_node_probes([(node.id, probe)], now=timezone.now())
     assert OllamaNode.objects.get().loaded_models[0]["name"] == "evil\ufffdname"
+
+
+async def test_it_reads_replies_that_end_with_the_connection(fleet):
+    """No Content-Length, no chunks: the body ends at EOF, as some proxies answer.
+
+    Each GET then needs a connection of its own; the probe opens it.
+    """
+    node = fleet.nodes[0]
+    connections = []
+
+    async def proxy(reader, writer):
+        connections.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        path = head.split(b" ")[1].decode()
+        upstream = await probe(node.url)  # what the node says, for the body
+        body = {
+            "/api/version": b'{"version": "%s"}' % upstream.version.encode(),
+            "/api/ps": b'{"models": []}',
+            "/api/tags": b'{"models": [{"name": "llama3.2:3b", "size": 1}]}',
+        }[path]
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.9", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await probe(f"http://127.0.0.9:{port}", timeout=3.0)
+    finally:
+        server.close()
+    assert result.ok, result.error
+    assert result.version == node.snapshot()["version"]
+    assert result.loaded_models == []
+    assert [m["name"] for m in result.disk_models] == ["llama3.2:3b"]
+    assert len(connections) == 3
