@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,6 +22,7 @@ from frameworks import collectors
 from frameworks.choices import FrameworkStatus, Kind
 from frameworks.collectors import Collection
 from frameworks.models import FrameworkSnapshot, FrameworkState
+from network.addresses import is_loopback
 from sollol_site import realtime
 
 LABELS = {Kind.RAY: "Ray", Kind.DASK: "Dask"}
@@ -104,19 +104,10 @@ def on_browser_host(url: str, host: str) -> str:
         port = parts.port
     except ValueError:
         return url
-    if not browser_host or not _is_loopback(parts.hostname):
+    if not browser_host or not is_loopback(parts.hostname):
         return url
     netloc = f"{browser_host}:{port}" if port else browser_host
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _is_loopback(hostname: str | None) -> bool:
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname or "").is_loopback
-    except ValueError:
-        return False
 
 
 def collect_frameworks(*, now: dt.datetime) -> dict[str, str]:

@@ -50,6 +50,16 @@ def _split(value: str, default_scheme: str) -> tuple[str, str, int | None]:
     return parts.scheme.lower(), _host(parts.hostname), port
 
 
+def is_loopback(host: str | None) -> bool:
+    """Whether host (a name or an address, no brackets) is this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
 def host_port(host: str, port: int) -> str:
     """Return host:port as events name nodes, with brackets around an IPv6 host."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

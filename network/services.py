@@ -258,25 +258,16 @@ def _still_configured(
     key: str, source: str, parse: Callable, setting: str, localhost: str
 ) -> str | None:
     """Say why the operator's configuration would add key back at once, if it would."""
-    if source == Source.CONFIG and key in _parsed(getattr(settings, setting), parse):
+    configured = _parse_all(getattr(settings, setting), parse, Source.CONFIG)
+    if source == Source.CONFIG and key in configured:
         return f"{key} is in {setting}: remove it there"
     if (
         source == Source.LOCALHOST
         and settings.SOLLOL_DISCOVER_LOCALHOST
-        and key in _parsed([localhost], parse)
+        and key in _parse_all([localhost], parse, Source.LOCALHOST)
     ):
         return f"{key} is watched because SOLLOL_DISCOVER_LOCALHOST is true"
     return None
-
-
-def _parsed(values: Iterable[str], parse: Callable) -> set[str]:
-    keys = set()
-    for value in values:
-        try:
-            keys.add(parse(value)[0])
-        except PayloadError:
-            continue
-    return keys
 
 
 def _remember_removal(kind: str, key: str, now: dt.datetime) -> None:

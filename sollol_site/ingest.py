@@ -323,6 +323,7 @@ class LeanRouter:
         self.fallback = fallback
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        client = (scope.get("client") or ("?",))[0]
         if scope["method"] not in READS and scope["path"].startswith(WRITE_PREFIXES):
             origin = header(scope, b"origin")
             if origin is not None and not same_origin(origin, header(scope, b"host")):
@@ -335,12 +336,11 @@ class LeanRouter:
                     {"error": f"cross-site write from {origin[:200]} refused"},
                 )
                 return
-            client = (scope.get("client") or ("?",))[0]
             if wait := ratelimit.write_wait(client):
                 await too_many(send, wait, f"too many writes from {client}")
                 return
         elif scope["method"] == "POST" and scope["path"] == LOGIN_PATH:
-            if wait := ratelimit.login_wait((scope.get("client") or ("?",))[0]):
+            if wait := ratelimit.login_wait(client):
                 await too_many(send, wait, "too many login attempts")
                 return
         handler = self.routes.get(scope["path"].rstrip("/"))

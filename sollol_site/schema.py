@@ -15,6 +15,8 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
+from applications.api.serializers import APP_ID_PATTERN
+
 ERROR = {
     "type": "object",
     "properties": {"error": {"type": "string"}},
@@ -80,7 +82,7 @@ TEXT = {"type": "string"}
 APPLICATION = {
     "type": "object",
     "properties": {
-        "app_id": {"type": "string", "pattern": "^[A-Za-z0-9._~-]{1,128}$"},
+        "app_id": {"type": "string", "pattern": f"^{APP_ID_PATTERN.pattern}$"},
         "name": {"type": "string", "minLength": 1, "maxLength": 200},
         "router_type": {"type": "string", "maxLength": 100},
         "version": {"type": "string", "maxLength": 64},

@@ -11,7 +11,7 @@ import json
 import pytest
 from django.test import override_settings
 
-from sollol_site.tests.test_ratelimit import call
+from sollol_site.tests.test_ratelimit import call, exchange, http_scope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -165,34 +165,12 @@ async def test_guessing_the_admin_password_is_rate_limited():
 
 
 async def call_login() -> tuple:
-    from asgiref.testing import ApplicationCommunicator
-
-    from sollol_site.asgi import application
-
     body = b"username=admin&password=guess"
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "POST",
-        "path": "/admin/login/",
-        "raw_path": b"/admin/login/",
-        "query_string": b"",
-        "root_path": "",
-        "scheme": "http",
-        "headers": [
-            (b"host", b"127.0.0.1:8080"),
-            (b"content-type", b"application/x-www-form-urlencoded"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "client": ("127.0.0.11", 50000),
-        "server": ("127.0.0.1", 8080),
-    }
-    communicator = ApplicationCommunicator(application, scope)
-    await communicator.send_input({"type": "http.request", "body": body})
-    start = await communicator.receive_output(10)
-    await communicator.receive_output(10)
-    await communicator.wait(10)
-    return start["status"], dict(start["headers"]), None
+    form = (
+        (b"content-type", b"application/x-www-form-urlencoded"),
+        (b"content-length", str(len(body)).encode()),
+    )
+    return await exchange(http_scope("POST", "/admin/login/", "127.0.0.11", form), body)
 
 
 @pytest.mark.parametrize(
@@ -201,31 +179,10 @@ async def call_login() -> tuple:
 @override_settings(SOLLOL_BODY_TIMEOUT=0.3)
 async def test_a_body_that_never_finishes_arriving_gets_408(path):
     """Both lanes: the lean one and Django's, whose body is read first too."""
-    from asgiref.testing import ApplicationCommunicator
-
-    from sollol_site.asgi import application
-
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "POST",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "scheme": "http",
-        "headers": [(b"host", b"127.0.0.1:8080"), (b"content-length", b"100")],
-        "client": (CLIENT, 50000),
-        "server": ("127.0.0.1", 8080),
-    }
-    communicator = ApplicationCommunicator(application, scope)
-    await communicator.send_input(
-        {"type": "http.request", "body": b'{"app_id"', "more_body": True}
-    )
-    start = await communicator.receive_output(5)
-    body = await communicator.receive_output(5)
-    assert start["status"] == 408
-    assert "did not arrive within 0.3 s" in json.loads(body["body"])["error"]
+    scope = http_scope("POST", path, CLIENT, ((b"content-length", b"100"),))
+    status, _, body = await exchange(scope, b'{"app_id"', more_body=True)
+    assert status == 408
+    assert "did not arrive within 0.3 s" in json.loads(body)["error"]
 
 
 @pytest.mark.parametrize(

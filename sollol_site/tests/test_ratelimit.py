@@ -25,6 +25,42 @@ def test_a_bucket_allows_the_burst_then_the_rate():
     assert limiter.wait("a") > 0
 
 
+def http_scope(
+    method: str,
+    path: str,
+    client: str,
+    headers: tuple = (),
+    query: bytes = b"",
+    host: bytes = b"127.0.0.1:8080",
+) -> dict:
+    """An ASGI HTTP scope as uvicorn would make it for client's request."""
+    return {
+        "type": "http",
+        "http_version": "1.1",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "scheme": "http",
+        "headers": [(b"host", host), *headers],
+        "client": (client, 50000),
+        "server": ("127.0.0.1", 8080),
+    }
+
+
+async def exchange(scope: dict, body: bytes = b"", more_body: bool = False) -> tuple:
+    """Send a request through the whole ASGI app; return status, headers, body."""
+    communicator = ApplicationCommunicator(application, scope)
+    await communicator.send_input(
+        {"type": "http.request", "body": body, "more_body": more_body}
+    )
+    start = await communicator.receive_output(10)
+    content = await communicator.receive_output(10)
+    await communicator.wait(10)
+    return start["status"], dict(start["headers"]), content["body"]
+
+
 async def call(
     method: str,
     path: str,
@@ -34,30 +70,11 @@ async def call(
     query: bytes = b"",
     host: bytes = b"127.0.0.1:8080",
 ) -> tuple:
-    """Send one request through the whole ASGI app; return status, headers, JSON."""
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": method,
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "scheme": "http",
-        "headers": [
-            (b"host", host),
-            (b"content-type", b"application/json"),
-            *headers,
-        ],
-        "client": (client, 50000),
-        "server": ("127.0.0.1", 8080),
-    }
-    communicator = ApplicationCommunicator(application, scope)
-    await communicator.send_input({"type": "http.request", "body": body})
-    start = await communicator.receive_output(10)
-    content = await communicator.receive_output(10)
-    await communicator.wait(10)
-    return start["status"], dict(start["headers"]), json.loads(content["body"])
+    """Send one JSON request through the ASGI app; return status, headers, JSON."""
+    json_headers = ((b"content-type", b"application/json"), *headers)
+    scope = http_scope(method, path, client, json_headers, query, host)
+    status, answer_headers, content = await exchange(scope, body)
+    return status, answer_headers, json.loads(content)
 
 
 @override_settings(SOLLOL_WRITE_RATE=1.0, SOLLOL_WRITE_BURST=3.0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import ipaddress
 import signal
 
 import uvicorn
@@ -12,16 +11,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from network.addresses import is_loopback
 from sollol_site.scheduler import Scheduler
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def allowed_hosts_for(bind_host: str) -> list[str]:
@@ -36,7 +27,7 @@ def allowed_hosts_for(bind_host: str) -> list[str]:
 
 def open_door_warning(bind_host: str) -> str | None:
     """Return the loud warning for serving beyond loopback with writes open."""
-    if _is_loopback(bind_host) or settings.SOLLOL_API_TOKENS:
+    if is_loopback(bind_host) or settings.SOLLOL_API_TOKENS:
         return None
     return (
         f"WARNING: serving on {bind_host} with no SOLLOL_API_TOKEN: anyone who can "
