@@ -30,9 +30,9 @@ def require(available: bool, reason: str) -> None:
 @pytest.fixture(autouse=True)
 def _stop_writers():
     yield
-    from sollol_site import ingest
+    from core.lean.writer import stop_writers
 
-    ingest.stop_writers()
+    stop_writers()
 
 
 @pytest.fixture(scope="session")

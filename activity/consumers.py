@@ -12,8 +12,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from activity import logs, services
 from activity.choices import Stream
 from activity.tail import get_tail
-from sollol_site import realtime
-from sollol_site.jsonio import PayloadError
+from core import realtime
+from core.jsonio import PayloadError
 
 REPLAY_BATCH = 500
 

@@ -22,8 +22,8 @@ from django.db import connection, transaction
 from activity.choices import Stream
 from activity.models import LogRecord
 from activity.services import prune_oldest
-from sollol_site import realtime
-from sollol_site.jsonio import PayloadError, check_document, check_text
+from core import realtime
+from core.jsonio import PayloadError, check_document, check_text
 
 MAX_LINES_PER_BATCH = 5000
 MAX_MESSAGE_CHARS = 16_384

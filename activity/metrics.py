@@ -24,8 +24,8 @@ from django.db.models import Max
 from activity.choices import Stream
 from activity.models import RequestRecord, RequestTotals
 from activity.services import NewEvent, prune_oldest, record_events
-from sollol_site import realtime
-from sollol_site.jsonio import PayloadError, check_text
+from core import realtime
+from core.jsonio import PayloadError, check_text
 
 # Upper bounds, in seconds, of the latency histogram kept in RequestTotals.buckets
 # (and exported to Prometheus as sollol_router_request_duration_seconds).

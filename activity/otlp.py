@@ -26,7 +26,7 @@ from activity.traces import (
     parse_span_id,
     parse_trace_id,
 )
-from sollol_site.jsonio import PayloadError, check_text
+from core.jsonio import PayloadError, check_text
 
 # Indexes are the protobuf enum numbers (SpanKind, Status.StatusCode).
 KINDS = [

@@ -7,7 +7,7 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from activity.models import Event
-from sollol_site import realtime
+from core import realtime
 
 
 @receiver(post_save, sender=Event, dispatch_uid="announce_event")

@@ -23,8 +23,8 @@ from django.db.models import Count, F, Max, Min, Q, RowRange, Sum, Window
 
 from activity.choices import SpanKind, SpanStatus, Stream
 from activity.models import Span, Trace
-from sollol_site import realtime
-from sollol_site.jsonio import PayloadError, check_document, check_text
+from core import realtime
+from core.jsonio import PayloadError, check_document, check_text
 
 HEX_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 HEX_SPAN_ID = re.compile(r"[0-9a-f]{16}")

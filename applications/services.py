@@ -17,7 +17,7 @@ from applications.api.serializers import AppReport, application_data, check_meta
 from applications.choices import AppStatus
 from applications.models import Application, SweepMark
 from applications.signals import application_reported
-from sollol_site import realtime
+from core import realtime
 
 logger = logging.getLogger(__name__)
 

@@ -282,7 +282,7 @@ def flapping(workspace: run.Workspace) -> dict:
 
 SCENARIOS = {
     "database": database,
-    # psycopg_pool's own reconnect backoff, with no ceiling (sollol_site/dbpool.py)
+    # psycopg_pool's own reconnect backoff, with no ceiling (core/dbpool.py)
     "database-uncapped": functools.partial(database, SOLLOL_DB_RECONNECT_MAX_DELAY="0"),
     "redis": redis,
     "restart": restart,

@@ -20,8 +20,8 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
 
+from core.jsonio import storable
 from frameworks.choices import FrameworkStatus, Kind
-from sollol_site.jsonio import storable
 
 # A cluster of hundreds of nodes answers /nodes?view=summary with a few MB.
 MAX_BODY = 8 * 1024 * 1024

@@ -18,12 +18,12 @@ from django.http.request import split_domain_port
 
 from activity.choices import Stream
 from activity.services import NewEvent, record_events
+from core import realtime
+from core.addresses import is_loopback
 from frameworks import collectors
 from frameworks.choices import FrameworkStatus, Kind
 from frameworks.collectors import Collection
 from frameworks.models import FrameworkSnapshot, FrameworkState
-from network.addresses import is_loopback
-from sollol_site import realtime
 
 LABELS = {Kind.RAY: "Ray", Kind.DASK: "Dask"}
 # The fields of each framework's answer besides the common ones, null until known.

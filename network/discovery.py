@@ -13,8 +13,8 @@ import logging
 
 from django.conf import settings
 
+from core.addresses import OLLAMA_PORT, RPC_PORT
 from network import services
-from network.addresses import OLLAMA_PORT, RPC_PORT
 from network.choices import Source
 
 logger = logging.getLogger(__name__)

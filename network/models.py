@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from network.addresses import host_port
+from core.addresses import host_port
 from network.choices import BackendStatus, NodeStatus, Source
 
 

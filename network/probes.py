@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sollol_site import jsonio
-from sollol_site.jsonio import storable
+from core import jsonio
+from core.jsonio import storable
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,10 @@ from django.utils import timezone
 from activity.choices import Stream
 from activity.models import RequestRecord
 from activity.services import NewEvent, record_events
-from network import addresses, allowlist
+from core import addresses, realtime
+from core.db import save_fields
+from core.jsonio import PayloadError
+from network import allowlist
 from network.choices import BackendStatus, NodeStatus, Source
 from network.models import (
     NodeStatusChange,
@@ -27,9 +30,6 @@ from network.models import (
     RpcBackend,
 )
 from network.probes import NodeProbe
-from sollol_site import realtime
-from sollol_site.db import save_fields
-from sollol_site.jsonio import PayloadError
 
 if TYPE_CHECKING:
     from network.rpc import RpcProbe

@@ -22,10 +22,12 @@ from activity.api.ingest import routes as activity_ingest_routes  # noqa: E402
 from activity.routing import websocket_urlpatterns as activity_streams  # noqa: E402
 from applications.api.ingest import routes as application_ingest_routes  # noqa: E402
 from applications.routing import websocket_urlpatterns as application_streams  # noqa: E402
+from core import realtime  # noqa: E402
+from core.lean.router import LeanRouter  # noqa: E402
+from core.lean.writer import stop_writers  # noqa: E402
+from core.tokens import may_read  # noqa: E402
 from frameworks.routing import websocket_urlpatterns as framework_streams  # noqa: E402
 from network.routing import websocket_urlpatterns as network_streams  # noqa: E402
-from sollol_site import ingest, realtime  # noqa: E402
-from sollol_site.auth import may_read  # noqa: E402
 
 if settings.SOLLOL_CAPTURE_LOGS:
     from activity import capture  # noqa: E402
@@ -103,14 +105,14 @@ class Lifespan:
                 realtime.attach_running_loop()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                ingest.stop_writers()
+                stop_writers()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
 
 application = ProtocolTypeRouter(
     {
-        "http": ingest.LeanRouter(
+        "http": LeanRouter(
             {**application_ingest_routes, **activity_ingest_routes},
             fallback=ASGIStaticFilesHandler(django_application),
         ),

@@ -7,8 +7,8 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpResponseRedirect, JsonResponse
 from django.utils.http import urlencode
 
-from sollol_site.auth import may_read
-from sollol_site.parsers import too_large_message
+from core.parsers import too_large_message
+from core.tokens import may_read
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from sollol_site import dbpool
+from core import dbpool
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("SOLLOL_DATA_DIR", BASE_DIR / "data"))
@@ -159,7 +159,7 @@ def _databases() -> dict:
             },
             "connect_timeout": 3,
         }
-        # psycopg_pool's reconnect backoff has no ceiling (sollol_site/dbpool.py).
+        # psycopg_pool's reconnect backoff has no ceiling (core/dbpool.py).
         dbpool.cap_reconnect_delay(env_float("SOLLOL_DB_RECONNECT_MAX_DELAY", 1.0))
     return {"default": database}
 
@@ -211,12 +211,12 @@ else:
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["sollol_site.parsers.StrictJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.StrictJSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": ["sollol_site.auth.WriteTokenRequired"],
+    "DEFAULT_PERMISSION_CLASSES": ["core.tokens.WriteTokenRequired"],
     "UNAUTHENTICATED_USER": None,
-    "EXCEPTION_HANDLER": "sollol_site.api.json_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "sollol_site.schema.JsonApiSchema",
+    "EXCEPTION_HANDLER": "core.api.json_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "core.schema.JsonApiSchema",
 }
 # The OpenAPI schema at /api/schema/, Swagger UI at /api/schema/swagger/ (its
 # files from drf-spectacular-sidecar: no CDN).

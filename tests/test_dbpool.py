@@ -1,10 +1,10 @@
-"""The PostgreSQL pool's reconnect delay has a ceiling (sollol_site/dbpool.py)."""
+"""The PostgreSQL pool's reconnect delay has a ceiling (core/dbpool.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from sollol_site import dbpool
+from core import dbpool
 
 pool_base = pytest.importorskip("psycopg_pool.base")
 

@@ -92,7 +92,7 @@ def test_the_database_going_away_answers_503_and_recovers_by_itself(
         )
 
     # psycopg_pool's own backoff (1, 2, 4, 8 s …) took up to 15 s here after this
-    # 6 s outage; with its delay capped at 1 s (sollol_site/dbpool.py) the pool
+    # 6 s outage; with its delay capped at 1 s (core/dbpool.py) the pool
     # tries again every second, and the rest is a loaded machine's slack.
     while not everything_answers():
         assert time.monotonic() - returned < 8, "not recovered 8 s after"

@@ -1,4 +1,4 @@
-"""POST /api/activity and POST /api/logs on the lean lane (see sollol_site.ingest)."""
+"""POST /api/activity and POST /api/logs on the lean lane (see core.lean)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from activity import logs, metrics
-from sollol_site import jsonio
-from sollol_site.ingest import get_writer, lean_post
+from core import jsonio
+from core.lean.http import lean_post
+from core.lean.writer import get_writer
 
 # Requests (each up to the body limit) that may wait for the log writer before new
 # ones are refused with 503 and Retry-After.

@@ -21,10 +21,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from activity import otlp, traces
-from sollol_site import jsonio
-from sollol_site.auth import check_bearer
-from sollol_site.parsers import too_large_message
-from sollol_site.schema import query
+from core import jsonio
+from core.parsers import too_large_message
+from core.schema import query
+from core.tokens import check_bearer
 
 logger = logging.getLogger(__name__)
 

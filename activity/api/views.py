@@ -7,8 +7,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from activity import logs, metrics
-from sollol_site.jsonio import PayloadError
-from sollol_site.schema import query
+from core.jsonio import PayloadError
+from core.schema import query
 
 MAX_LOG_LIMIT = 1000
 

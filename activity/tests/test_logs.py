@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from activity import capture, logs, tail
 from activity.models import LogRecord
-from sollol_site import ingest
+from core.lean import writer as lean_writer
 from sollol_site.asgi import application
 
 HOST = [(b"host", b"127.0.0.1:8080")]
@@ -173,7 +173,7 @@ async def test_it_refuses_bad_batches_whole(body):
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_flood_is_refused_with_503_and_retry_after_not_queued(monkeypatch):
-    writer = ingest.get_writer(
+    writer = lean_writer.get_writer(
         "logs", lambda items, now: time.sleep(0.5) or [0] * len(items), 1
     )
     first = asyncio.ensure_future(post_logs([line("one")]))

@@ -12,11 +12,11 @@ from activity import prometheus
 from activity.metrics import LATENCY_BUCKETS
 from activity.models import EventCount, RequestTotals
 from applications.models import Application
+from core.jsonio import storable
 from network import services
 from network.choices import Source
 from network.models import OllamaNode, RpcBackend
 from network.probes import NodeProbe
-from sollol_site.jsonio import storable
 
 pytestmark = pytest.mark.django_db
 

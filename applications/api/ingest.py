@@ -1,4 +1,4 @@
-"""POST /api/applications/heartbeat on the lean lane (see sollol_site.ingest)."""
+"""POST /api/applications/heartbeat on the lean lane (see core.lean)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any
 
 from applications import services
 from applications.api.serializers import AppReport, parse_report
-from sollol_site import jsonio
-from sollol_site.auth import token_owner
-from sollol_site.ingest import get_writer, header, lean_post
+from core import jsonio
+from core.lean.http import header, lean_post
+from core.lean.writer import get_writer
+from core.tokens import token_owner
 
 
 def _write_heartbeats(

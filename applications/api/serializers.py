@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 
 from applications.models import Application
-from sollol_site.jsonio import PayloadError, check_document, check_text, dumps
+from core.jsonio import PayloadError, check_document, check_text, dumps
 
 APP_ID_PATTERN = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 
@@ -37,7 +37,7 @@ class AppReport:
     router_type: str | None = None
     version: str | None = None
     metadata: dict[str, Any] | None = None
-    owner: str = ""  # fingerprint of the write token (sollol_site.auth.token_owner)
+    owner: str = ""  # fingerprint of the write token (core.tokens.token_owner)
 
 
 def application_data(app: Application, now: dt.datetime) -> dict[str, Any]:

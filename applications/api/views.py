@@ -16,9 +16,9 @@ from applications.api.serializers import (
 )
 from applications.choices import AppStatus
 from applications.models import Application
-from sollol_site.auth import token_owner
-from sollol_site.jsonio import PayloadError
-from sollol_site.schema import query
+from core.jsonio import PayloadError
+from core.schema import query
+from core.tokens import token_owner
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000

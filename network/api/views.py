@@ -6,9 +6,9 @@ from rest_framework.exceptions import APIException, NotFound, ParseError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.jsonio import PayloadError
 from network import health, services
 from network.models import OllamaNode, RpcBackend
-from sollol_site.jsonio import PayloadError
 
 
 class StillConfigured(APIException):

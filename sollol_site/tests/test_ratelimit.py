@@ -8,8 +8,8 @@ import pytest
 from asgiref.testing import ApplicationCommunicator
 from django.test import override_settings
 
+from core.ratelimit import RateLimiter
 from sollol_site.asgi import application
-from sollol_site.ratelimit import RateLimiter
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from network.addresses import is_loopback
+from core.addresses import is_loopback
 from sollol_site.scheduler import Scheduler
 
 

@@ -6,7 +6,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from sollol_site import jsonio
+from core import jsonio
 
 
 def json_exception_handler(exc, context):

@@ -6,7 +6,7 @@ from django.conf import settings
 from rest_framework import exceptions, status
 from rest_framework.parsers import BaseParser
 
-from sollol_site import jsonio
+from core import jsonio
 
 
 class RequestTooLarge(exceptions.APIException):

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from network.addresses import backend_address, node_url
-from sollol_site.jsonio import PayloadError
+from core.addresses import backend_address, node_url
+from core.jsonio import PayloadError
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
-from sollol_site.jsonio import PayloadError
+from core.jsonio import PayloadError
 
 OLLAMA_PORT = 11434
 RPC_PORT = 50052

@@ -8,7 +8,7 @@ import threading
 import pytest
 from django.db import OperationalError
 
-from sollol_site.ingest import BatchWriter, WriterUnavailable
+from core.lean.writer import BatchWriter, WriterUnavailable
 
 
 class Recorder:

@@ -1,0 +1,1 @@
+"""The lean lane: hot ingest served before Django, with group commit."""
