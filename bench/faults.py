@@ -174,7 +174,7 @@ def redis(workspace: run.Workspace) -> dict:
 
 
 def restart(workspace: run.Workspace) -> dict:
-    from network.simulator.ollama import running_fleet
+    from simulator.ollama import running_fleet
     from sollol import DashboardClient
 
     with running_fleet(3, base="127.7.0.1", port=0, seed=31) as fleet:
@@ -246,7 +246,7 @@ def events(base: str, type: str) -> list[dict]:
 
 
 def flapping(workspace: run.Workspace) -> dict:
-    from network.simulator.ollama import running_fleet
+    from simulator.ollama import running_fleet
 
     with running_fleet(1, base="127.7.1.1", port=0, seed=32) as fleet:
         server = serve(

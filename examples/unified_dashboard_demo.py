@@ -5,7 +5,7 @@
 
 It starts, all on loopback:
 
-- a simulated fleet (network.simulator): Ollama nodes on 127.0.0.2, .3, .4 … and
+- a simulated fleet (simulator): Ollama nodes on 127.0.0.2, .3, .4 … and
   llama.cpp RPC backends beside them. The nodes answer Ollama's real HTTP API:
   models load when asked for, and unload again when their keep_alive runs out;
 - a local Dask cluster (two worker processes) whose own dashboard the SOLLOL
@@ -47,13 +47,13 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from network.simulator.ollama import (  # noqa: E402
+from simulator.ollama import (  # noqa: E402
     EMBEDDING_MODELS,
     GIB,
     Fleet,
     running_fleet,
 )
-from network.simulator.rpc import SimulatedRpcServer, running_rpc_server  # noqa: E402
+from simulator.rpc import SimulatedRpcServer, running_rpc_server  # noqa: E402
 from sollol import DashboardClient, UnifiedDashboard  # noqa: E402
 
 FIRST_HOST = "127.0.0.2"

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from conftest import require
-from network.simulator.ollama import running_fleet
+from simulator.ollama import running_fleet
 from tests.clusters import importable
 from tests.liveserver import REPO, free_port, wait_for
 from tests.processtree import (

@@ -9,8 +9,8 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
-from network.simulator.ollama import running_fleet
-from network.simulator.rpc import running_rpc_server
+from simulator.ollama import running_fleet
+from simulator.rpc import running_rpc_server
 from tests.liveserver import wait_for
 
 pytestmark = pytest.mark.live

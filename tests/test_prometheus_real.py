@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from conftest import require
-from network.simulator.ollama import running_fleet
+from simulator.ollama import running_fleet
 from tests.liveserver import free_port
 
 pytestmark = pytest.mark.live

@@ -26,7 +26,7 @@ import requests
 from websockets.sync.client import connect
 
 from conftest import require
-from network.simulator.ollama import running_fleet
+from simulator.ollama import running_fleet
 from tests.liveserver import REPO
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"

@@ -203,7 +203,7 @@ def test_it_reads_chunked_request_bodies_on_every_lane(live_server_factory, kind
 def test_after_a_restart_apps_are_back_within_a_heartbeat_and_nodes_keep_history(
     live_server_factory,
 ):
-    from network.simulator.ollama import running_fleet
+    from simulator.ollama import running_fleet
     from sollol import DashboardClient
 
     with running_fleet(1, base="127.0.0.2", port=0, seed=41) as fleet:

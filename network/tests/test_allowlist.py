@@ -24,7 +24,7 @@ from network import probes, rpc, services
 from network.choices import Source
 from network.cycle import run_cycle
 from network.models import OllamaNode, RpcBackend
-from network.simulator.ollama import running_fleet
+from simulator.ollama import running_fleet
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

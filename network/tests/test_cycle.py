@@ -17,9 +17,9 @@ from network import services
 from network.choices import Source
 from network.cycle import run_cycle
 from network.models import OllamaNode, RpcBackend
-from network.simulator.ollama import running_fleet
-from network.simulator.rpc import running_rpc_server
 from network.tests.held import assert_busy_while_held_then_online_then_offline
+from simulator.ollama import running_fleet
+from simulator.rpc import running_rpc_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from network.discovery import scan, scan_hosts
-from network.simulator.ollama import running_fleet
+from simulator.ollama import running_fleet
 
 
 def test_it_scans_only_what_the_operator_listed_and_nothing_too_large(caplog):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from network.probes import probe_node
-from network.simulator.ollama import running_fleet
+from simulator.ollama import running_fleet
 
 
 @pytest.fixture(scope="module")

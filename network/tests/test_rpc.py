@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from network.rpc import RpcDevice, probe_backend
-from network.simulator.rpc import SimulatedRpcServer, running_rpc_server
+from simulator.rpc import SimulatedRpcServer, running_rpc_server
 
 GIB = 1024**3
 MakeServer = Callable[..., Awaitable[SimulatedRpcServer]]

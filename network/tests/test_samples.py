@@ -13,7 +13,7 @@ from applications import services as applications
 from applications.tests.factories import register
 from network import services as network
 from network.cycle import run_cycle
-from network.simulator.ollama import running_fleet
+from simulator.ollama import running_fleet
 from sollol_site.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)

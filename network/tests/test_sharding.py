@@ -11,7 +11,7 @@ from network import services, tasks
 from network.choices import Source
 from network.cycle import run_cycle
 from network.models import OllamaNode
-from network.simulator.ollama import running_fleet
+from simulator.ollama import running_fleet
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

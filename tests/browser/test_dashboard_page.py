@@ -15,8 +15,8 @@ from playwright.sync_api import expect
 from websockets.sync.client import connect
 
 from frameworks.tests.fakes import FakeDashboard
-from network.simulator.ollama import running_fleet
-from network.simulator.rpc import running_rpc_server
+from simulator.ollama import running_fleet
+from simulator.rpc import running_rpc_server
 from tests.browser.conftest import ARTIFACTS
 from tests.liveserver import wait_for
 

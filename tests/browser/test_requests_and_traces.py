@@ -10,7 +10,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from network.simulator.ollama import running_fleet
+from simulator.ollama import running_fleet
 from tests.browser.test_dashboard_page import (
     FAST_PROBING,
     HOSTILE,

@@ -2,7 +2,7 @@
 
 For demos, benchmarks and live tests: the dashboard watches these as it would a LAN
 of Ollama machines, and a JSON control server makes nodes die, hang, slow down or
-load models on request (see ``network.simulator.ollama``).
+load models on request (see ``simulator.ollama``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from network.simulator.ollama import (
+from simulator.ollama import (
     DEFAULT_PORT,
     DEFAULT_VERSION,
     GIB,
@@ -113,10 +113,10 @@ class Command(BaseCommand):
     @staticmethod
     def _rpc_class() -> Any:
         try:
-            from network.simulator.rpc import SimulatedRpcServer
+            from simulator.rpc import SimulatedRpcServer
         except ImportError as exc:
             raise CommandError(
-                "--rpc needs network/simulator/rpc.py (SimulatedRpcServer), which is "
+                "--rpc needs simulator/rpc.py (SimulatedRpcServer), which is "
                 f"not available: {exc}"
             ) from exc
         return SimulatedRpcServer

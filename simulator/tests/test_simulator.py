@@ -14,7 +14,7 @@ import httpx
 import pytest
 from django.core.management import call_command
 
-from network.simulator.ollama import (
+from simulator.ollama import (
     BUSY_MESSAGE,
     FOREVER_NS,
     Fleet,

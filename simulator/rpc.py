@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
-from network.simulator.loops import ListeningServer, on_loop
+from simulator.loops import ListeningServer, on_loop
 
 DEFAULT_PROTOCOL = "7.0.0"  # llama.cpp as vendored by llama-cpp-python 0.3.36
 GIB = 1024**3

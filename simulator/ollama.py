@@ -46,7 +46,7 @@ from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
-from network.simulator.loops import ListeningServer, on_loop
+from simulator.loops import ListeningServer, on_loop
 
 DEFAULT_VERSION = "0.12.3"
 DEFAULT_PORT = 11434
@@ -1503,7 +1503,7 @@ class Fleet:
         self.control_port = control_port
         self._control: _Listener | None = None
         self._control_site: _ControlSite | None = None
-        # Simulated RPC backends (network.simulator.rpc) the control server
+        # Simulated RPC backends (simulator.rpc) the control server
         # shows and drives; whoever starts them stops them.
         self.rpc_servers: list[Any] = []
 
