@@ -6,4 +6,7 @@ class ActivityConfig(AppConfig):
     verbose_name = "Activity and event log"
 
     def ready(self) -> None:
-        from activity import signals  # noqa: F401
+        from activity import prometheus, signals  # noqa: F401
+
+        prometheus.register(prometheus.events)
+        prometheus.register(prometheus.router)

@@ -9,8 +9,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from activity import logs, services
-from activity.choices import Stream
+from activity import logs, services, streams
 from activity.tail import get_tail
 from core import realtime
 from core.jsonio import PayloadError
@@ -101,7 +100,7 @@ async def reject(consumer: AsyncWebsocketConsumer, reason: str) -> None:
 
 
 class ModelActivityConsumer(EventStreamConsumer):
-    stream = Stream.OLLAMA_ACTIVITY
+    stream = streams.MODEL_ACTIVITY
 
 
 class LogStreamConsumer(AsyncWebsocketConsumer):
@@ -128,7 +127,7 @@ class LogStreamConsumer(AsyncWebsocketConsumer):
             await reject(self, "since must be a non-negative integer log id")
             return
         self.batch = query.get("batch", "") in ("1", "true", "yes")
-        await realtime.subscribe(Stream.LOGS, self.channel_name)
+        await realtime.subscribe(streams.LOGS, self.channel_name)
         tail = get_tail()
         await tail.catch_up()
         self.last_sent = tail.high if since < 0 else since
@@ -136,7 +135,7 @@ class LogStreamConsumer(AsyncWebsocketConsumer):
         await self._send_new_lines()
 
     async def disconnect(self, code: int) -> None:
-        await realtime.unsubscribe(Stream.LOGS, self.channel_name)
+        await realtime.unsubscribe(streams.LOGS, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         return

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from activity.choices import Stream
+from activity import streams
 from activity.models import LogRecord
 from activity.services import prune_oldest
 from core import realtime
@@ -195,7 +195,7 @@ def record_logs(lines: Sequence[LogLine], *, now: dt.datetime) -> int:
             ]
         )
         newest = max(row.id for row in rows)
-        transaction.on_commit(lambda: realtime.announce(Stream.LOGS, newest))
+        transaction.on_commit(lambda: realtime.announce(streams.LOGS, newest))
     return len(rows)
 
 

@@ -14,14 +14,14 @@ import datetime as dt
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
 from django.db.models import Max
 
-from activity.choices import Stream
+from activity import streams
 from activity.models import RequestRecord, RequestTotals
 from activity.services import NewEvent, prune_oldest, record_events
 from core import realtime
@@ -255,21 +255,39 @@ def _add_to_totals(reports: Iterable[RequestReport]) -> None:
         totals.save()
 
 
+ModelSizes = Callable[[set[str]], dict[tuple[str, str], tuple[int | None, int | None]]]
+
+
+def _unknown_sizes(nodes: set[str]) -> dict:
+    return {}
+
+
+_loaded_model_sizes: ModelSizes = _unknown_sizes
+
+
+def register_loaded_model_sizes(lookup: ModelSizes) -> None:
+    """Say where the VRAM of a model a node holds is known: the network's probes.
+
+    lookup({"host:port", ...}) returns {(host:port, model): (size_vram, size)};
+    activity itself knows no node.
+    """
+    global _loaded_model_sizes
+    _loaded_model_sizes = lookup
+
+
 def _processing_events(reports: Sequence[RequestReport]) -> list[NewEvent]:
     """One model_processing event per node and model in the report, not per request.
 
     A busy router reports hundreds of requests a second; the activity feed needs to
     know which models work, with how many requests and how fast, not every one.
     """
-    from network.models import OllamaNode  # activity must not import network early
-
     grouped: dict[tuple[str, str], list[RequestReport]] = defaultdict(list)
     for report in reports:
         if report.node and report.model:
             grouped[(report.node, report.model)].append(report)
     if not grouped:
         return []
-    vram = _loaded_vram(OllamaNode, {node for node, _ in grouped})
+    vram = _loaded_model_sizes({node for node, _ in grouped})
     events = []
     for (node, model), group in grouped.items():
         size_vram, size = vram.get((node, model), (None, None))
@@ -282,7 +300,7 @@ def _processing_events(reports: Sequence[RequestReport]) -> list[NewEvent]:
         errors = f", {failed} failed" if failed else ""
         events.append(
             NewEvent(
-                Stream.OLLAMA_ACTIVITY,
+                streams.MODEL_ACTIVITY,
                 "model_processing",
                 f"🔄 Processing on {node}: {model} ({detail}; {count} {plural}, "
                 f"{latency:.0f} ms avg{errors})",
@@ -303,22 +321,6 @@ def _processing_events(reports: Sequence[RequestReport]) -> list[NewEvent]:
     return events
 
 
-def _loaded_vram(node_model, addresses: set[str]) -> dict[tuple[str, str], tuple]:
-    """Return {(host:port, model): (size_vram, size)} from the nodes' last probes."""
-    found = {}
-    hosts = {address.rsplit(":", 1)[0].strip("[]") for address in addresses}
-    for host, port, loaded in node_model.objects.filter(host__in=hosts).values_list(
-        "host", "port", "loaded_models"
-    ):
-        address = f"{host}:{port}"
-        if address not in addresses:
-            continue
-        for model in loaded or []:
-            name = model.get("name") or model.get("model")
-            found[(address, name)] = (model.get("size_vram"), model.get("size"))
-    return found
-
-
 def publish_metrics_sample(*, now: dt.datetime) -> None:
     """Tell viewers (/ws/ollama_activity?samples=1) the time and the newest request.
 
@@ -333,7 +335,7 @@ def publish_metrics_sample(*, now: dt.datetime) -> None:
         newest=Max("timestamp")
     )["newest"]
     realtime.publish_samples(
-        Stream.OLLAMA_ACTIVITY,
+        streams.MODEL_ACTIVITY,
         {
             "metrics": {
                 "at": now.timestamp(),

@@ -4,14 +4,15 @@ from typing import Any
 
 from django.db import models
 
-from activity.choices import SpanKind, SpanStatus, Stream
+from activity import streams
+from activity.choices import SpanKind, SpanStatus
 
 
 class Event(models.Model):
     """One observable change; every live stream, replay and feed is read from these."""
 
     id = models.BigAutoField(primary_key=True)
-    stream = models.CharField(max_length=32, choices=Stream.choices)
+    stream = models.CharField(max_length=32, choices=streams.choices)
     type = models.CharField(max_length=40, db_index=True)
     timestamp = models.DateTimeField(db_index=True)
     message = models.TextField()
@@ -40,7 +41,7 @@ class Event(models.Model):
 class EventCount(models.Model):
     """How many events of a type were ever written: a counter pruning never lowers."""
 
-    stream = models.CharField(max_length=32, choices=Stream.choices)
+    stream = models.CharField(max_length=32, choices=streams.choices)
     type = models.CharField(max_length=40)
     count = models.BigIntegerField(default=0)
 

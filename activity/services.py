@@ -12,6 +12,7 @@ from django.db import connection, models, transaction
 from django.db.models import F
 
 from activity.models import Event, EventCount
+from core.db import prune_newest
 
 # Key of the PostgreSQL advisory lock that serializes transactions writing events.
 # Ids are handed out at insert; holding this lock from the first event insert to
@@ -96,10 +97,4 @@ def prune_oldest(
     deleted, _ = model.objects.filter(
         timestamp__lt=now - dt.timedelta(seconds=max_age)
     ).delete()
-    boundary = (
-        model.objects.order_by("-id").values_list("id", flat=True)[max_count:][:1]
-    ).first()
-    if boundary is not None:
-        more, _ = model.objects.filter(id__lte=boundary).delete()
-        deleted += more
-    return deleted
+    return deleted + prune_newest(model.objects.all(), keep=max_count)

@@ -21,7 +21,8 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Count, F, Max, Min, Q, RowRange, Sum, Window
 
-from activity.choices import SpanKind, SpanStatus, Stream
+from activity import streams
+from activity.choices import SpanKind, SpanStatus
 from activity.models import Span, Trace
 from core import realtime
 from core.jsonio import PayloadError, check_document, check_text
@@ -357,7 +358,7 @@ def publish_trace_samples(trace_ids: Sequence[str], *, now: dt.datetime) -> None
     samples instead of asking on a timer.
     """
     realtime.publish_samples(
-        Stream.OLLAMA_ACTIVITY,
+        streams.MODEL_ACTIVITY,
         {
             "traces": list(trace_ids[:SAMPLE_TRACE_IDS]),
             "traces_total": len(trace_ids),

@@ -4,3 +4,9 @@ from django.apps import AppConfig
 class ApplicationsConfig(AppConfig):
     name = "applications"
     verbose_name = "Applications"
+
+    def ready(self) -> None:
+        from activity import prometheus
+        from applications import metrics
+
+        prometheus.register(metrics.collect)

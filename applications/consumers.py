@@ -1,6 +1,6 @@
-from activity.choices import Stream
 from activity.consumers import EventStreamConsumer
+from applications.choices import APPLICATION_STREAM
 
 
 class ApplicationsConsumer(EventStreamConsumer):
-    stream = Stream.APPLICATIONS
+    stream = APPLICATION_STREAM

@@ -11,10 +11,9 @@ from collections.abc import Iterable
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from activity.choices import Stream
 from activity.services import NewEvent, record_events
 from applications.api.serializers import AppReport, application_data, check_metadata
-from applications.choices import AppStatus
+from applications.choices import APPLICATION_STREAM, AppStatus
 from applications.models import Application, SweepMark
 from applications.signals import application_reported
 from core import realtime
@@ -48,7 +47,7 @@ def _event(
     type: str, app: Application, now: dt.datetime, message: str, **extra
 ) -> NewEvent:
     return NewEvent(
-        stream=Stream.APPLICATIONS,
+        stream=APPLICATION_STREAM,
         type=type,
         message=message,
         payload={**application_data(app, now), **extra},
@@ -466,7 +465,7 @@ def publish_heartbeat_samples(*, now: dt.datetime) -> int:
     )
     if rows:
         realtime.publish_samples(
-            Stream.APPLICATIONS,
+            APPLICATION_STREAM,
             {
                 "apps": [[app_id, seen.timestamp()] for app_id, seen in rows],
                 "fields": ["app_id", "last_heartbeat"],

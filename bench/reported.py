@@ -49,13 +49,13 @@ def seed(requests: int) -> list[int]:
     from django.utils import timezone
 
     from activity.models import RequestRecord
-    from network import services
     from network.choices import Source
     from network.models import OllamaNode
+    from network.services import lifecycle
 
     now = timezone.now()
     urls = [f"http://127.1.{i // 250}.{i % 250 + 1}:11434" for i in range(NODES)]
-    services.ensure_nodes(urls, source=Source.CONFIG, now=now)
+    lifecycle.ensure_nodes(urls, source=Source.CONFIG, now=now)
     nodes = list(OllamaNode.objects.order_by("id"))
     rng = random.Random(7)
     RequestRecord.objects.bulk_create(
@@ -78,8 +78,8 @@ def time_batches(node_ids: list[int], window: float, rounds: int) -> list[float]
     from django.test import override_settings
     from django.utils import timezone
 
-    from network import services
     from network.probes import NodeProbe
+    from network.services import recording
 
     probe = NodeProbe(ok=True, answered=True, latency_ms=5.0, version="0.12.3")
     seconds = []
@@ -88,7 +88,7 @@ def time_batches(node_ids: list[int], window: float, rounds: int) -> list[float]
             for start in range(0, len(node_ids), BATCH):
                 batch = [(i, probe) for i in node_ids[start : start + BATCH]]
                 began = time.perf_counter()
-                services.record_node_probes(batch, now=timezone.now())
+                recording.record_node_probes(batch, now=timezone.now())
                 seconds.append(time.perf_counter() - began)
     return seconds
 

@@ -65,6 +65,14 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def split_host_port(value: str) -> tuple[str, int]:
+    """Return (host, port) of host:port as events name nodes ([::1]:11434 for IPv6)."""
+    host, separator, port = value.rpartition(":")
+    if not separator or not port.isdigit():
+        raise PayloadError(f"{value!r} is not host:port")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
 def node_url(value: str) -> tuple[str, str, int]:
     """Return (url, host, port) of an Ollama node given as a URL or host[:port]."""
     scheme, host, port = _split(value, "http")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from django.db import connection, models
+from django.db.models import QuerySet
 
 
 def save_fields(objects: Sequence[models.Model], field_names: Sequence[str]) -> None:
@@ -35,3 +36,16 @@ def save_fields(objects: Sequence[models.Model], field_names: Sequence[str]) -> 
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
+
+
+def prune_newest(rows: QuerySet, *, keep: int) -> int:
+    """Delete all of rows but the newest `keep` (by id); return how many went.
+
+    One query finds the id of the newest row to go, one deletes it and all older:
+    no row is read into Python, however long the table.
+    """
+    boundary = rows.order_by("-pk").values_list("pk", flat=True)[keep:][:1].first()
+    if boundary is None:
+        return 0
+    deleted, _ = rows.filter(pk__lte=boundary).delete()
+    return deleted

@@ -4,3 +4,9 @@ from django.apps import AppConfig
 class FrameworksConfig(AppConfig):
     name = "frameworks"
     verbose_name = "Ray and Dask clusters"
+
+    def ready(self) -> None:
+        from activity import prometheus
+        from frameworks import metrics
+
+        prometheus.register(metrics.collect)

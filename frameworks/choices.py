@@ -1,5 +1,7 @@
 from django.db import models
 
+from activity import streams
+
 
 class Kind(models.TextChoices):
     """The frameworks the dashboard watches."""
@@ -15,3 +17,6 @@ class FrameworkStatus(models.TextChoices):
     UNREACHABLE = "unreachable", "Unreachable"  # no usable answer in time
     AUTH_REQUIRED = "auth_required", "Authentication required"  # 401/403
     NOT_CONFIGURED = "not_configured", "Not configured"  # no URL set
+
+
+FRAMEWORK_STREAM = streams.register("frameworks", "Frameworks")

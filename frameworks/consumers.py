@@ -1,6 +1,6 @@
-from activity.choices import Stream
 from activity.consumers import EventStreamConsumer
+from frameworks.choices import FRAMEWORK_STREAM
 
 
 class FrameworksConsumer(EventStreamConsumer):
-    stream = Stream.FRAMEWORKS
+    stream = FRAMEWORK_STREAM

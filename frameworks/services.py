@@ -16,12 +16,12 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http.request import split_domain_port
 
-from activity.choices import Stream
 from activity.services import NewEvent, record_events
 from core import realtime
 from core.addresses import is_loopback
+from core.db import prune_newest
 from frameworks import collectors
-from frameworks.choices import FrameworkStatus, Kind
+from frameworks.choices import FRAMEWORK_STREAM, FrameworkStatus, Kind
 from frameworks.collectors import Collection
 from frameworks.models import FrameworkSnapshot, FrameworkState
 
@@ -148,7 +148,7 @@ def publish_framework_samples(
         return
     at = now.timestamp()
     realtime.publish_samples(
-        Stream.FRAMEWORKS,
+        FRAMEWORK_STREAM,
         {
             "frameworks": [
                 {
@@ -254,7 +254,7 @@ def _status_event(
     if collection.error and new_status != FrameworkStatus.ACTIVE:
         message += f" ({collection.error[:200]})"
     return NewEvent(
-        stream=Stream.FRAMEWORKS,
+        stream=FRAMEWORK_STREAM,
         type="framework_status_change",
         message=message,
         payload={
@@ -270,16 +270,7 @@ def _status_event(
 
 def prune_snapshots(kind: str, *, keep: int) -> int:
     """Delete all but the newest `keep` snapshots of a framework."""
-    boundary = (
-        FrameworkSnapshot.objects.filter(kind=kind)
-        .order_by("-id")
-        .values_list("id", flat=True)[keep : keep + 1]
-        .first()
-    )
-    if boundary is None:
-        return 0
-    deleted, _ = FrameworkSnapshot.objects.filter(kind=kind, id__lte=boundary).delete()
-    return deleted
+    return prune_newest(FrameworkSnapshot.objects.filter(kind=kind), keep=keep)
 
 
 def metrics(kind: str, *, now: dt.datetime, host: str = "") -> dict[str, Any]:

@@ -6,4 +6,10 @@ class NetworkConfig(AppConfig):
     verbose_name = "Ollama nodes and RPC backends"
 
     def ready(self) -> None:
-        from network import signals  # noqa: F401
+        from activity import metrics as activity_metrics
+        from activity import prometheus
+        from network import metrics, signals  # noqa: F401
+        from network.services import recording
+
+        prometheus.register(metrics.collect)
+        activity_metrics.register_loaded_model_sizes(recording.loaded_model_sizes)

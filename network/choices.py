@@ -1,5 +1,7 @@
 from django.db import models
 
+from activity import streams
+
 
 class NodeStatus(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"  # found, not probed yet
@@ -30,3 +32,7 @@ class Source(models.TextChoices):
     APPLICATION = "application", "Reported by an application"
     API = "api", "Added through the API"
     SCAN = "scan", "Subnet scan"
+
+
+NODE_STREAM = streams.register("nodes", "Ollama nodes")
+BACKEND_STREAM = streams.register("backends", "RPC backends")

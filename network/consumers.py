@@ -1,10 +1,10 @@
-from activity.choices import Stream
 from activity.consumers import EventStreamConsumer
+from network.choices import BACKEND_STREAM, NODE_STREAM
 
 
 class NodesConsumer(EventStreamConsumer):
-    stream = Stream.NODES
+    stream = NODE_STREAM
 
 
 class BackendsConsumer(EventStreamConsumer):
-    stream = Stream.BACKENDS
+    stream = BACKEND_STREAM

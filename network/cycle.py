@@ -13,11 +13,13 @@ from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
-from network import allowlist, services
+from network import allowlist
 from network.choices import BackendStatus
 from network.models import OllamaNode, RpcBackend
 from network.probes import NodeProbe, probe_node
 from network.rpc import RpcProbe, probe_backend
+from network.services import recording, rounds
+from network.status import needs_session
 
 FLUSH_EVERY = 0.05  # seconds: results that arrive together are written together
 
@@ -78,7 +80,7 @@ def run_cycle(
             backend.id,
             backend.host,
             backend.port,
-            services.needs_session(backend, now),
+            needs_session(backend, now),
             _gate(backend),
         )
         for backend in backend_rows
@@ -97,8 +99,8 @@ def run_cycle(
         changes=changes,
         seconds=time.perf_counter() - started,
     )
-    services.record_cycle(report.as_dict(), started_at=now, round=round)
-    services.publish_node_samples([node[0] for node in nodes])
+    rounds.record_cycle(report.as_dict(), started_at=now, round=round)
+    recording.publish_node_samples([node[0] for node in nodes])
     return report
 
 
@@ -125,11 +127,11 @@ async def _probe_all(
             changes += await loop.run_in_executor(writer, _record_refused, *refused)
         if batch_nodes:
             changes += await loop.run_in_executor(
-                writer, _record, services.record_node_probes, batch_nodes, round
+                writer, _record, recording.record_node_probes, batch_nodes, round
             )
         if batch_backends:
             changes += await loop.run_in_executor(
-                writer, _record, services.record_backend_probes, batch_backends, round
+                writer, _record, recording.record_backend_probes, batch_backends, round
             )
 
     async def probe_one_node(
@@ -195,7 +197,7 @@ def _record(record, results, round=None) -> int:
 
 
 def _record_refused(nodes, backends) -> int:
-    return services.record_rejections(nodes, backends, now=timezone.now())
+    return recording.record_rejections(nodes, backends, now=timezone.now())
 
 
 def _gate(target: OllamaNode | RpcBackend) -> tuple[str, int] | None:

@@ -14,8 +14,8 @@ import logging
 from django.conf import settings
 
 from core.addresses import OLLAMA_PORT, RPC_PORT
-from network import services
 from network.choices import Source
+from network.services import lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +78,12 @@ def scan_configured(*, now: dt.datetime) -> dict[str, int]:
     if not hosts:
         return {"scanned": 0, "nodes": 0, "backends": 0}
     found = asyncio.run(scan(hosts, [OLLAMA_PORT, RPC_PORT]))
-    nodes = services.ensure_nodes(
+    nodes = lifecycle.ensure_nodes(
         [f"{host}:{OLLAMA_PORT}" for host in found[OLLAMA_PORT]],
         source=Source.SCAN,
         now=now,
     )
-    backends = services.ensure_backends(
+    backends = lifecycle.ensure_backends(
         [f"{host}:{RPC_PORT}" for host in found[RPC_PORT]], source=Source.SCAN, now=now
     )
     return {"scanned": len(hosts), "nodes": len(nodes), "backends": len(backends)}

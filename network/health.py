@@ -7,16 +7,17 @@ from typing import Any
 
 from django.db.models import Count, Q
 
-from applications.models import Application
 from network.choices import BackendStatus, NodeStatus
-from network.models import OllamaNode, ProbeCycle, RpcBackend
+from network.models import OllamaNode, RpcBackend
+from network.services.rounds import last_cycle
+from network.status import BACKEND_ANSWERING, usable_nodes
 
 
 def network_health(*, now: dt.datetime) -> dict[str, Any]:
     """Return healthy / degraded / critical / unknown, with counts and reasons.
 
-    critical: nodes are known and none is usable (healthy or degraded), or there
-    are only RPC backends and none is usable (online or busy);
+    critical: nodes are known and none is usable (network.status), or there are
+    only RPC backends and none is usable;
     degraded: some node or backend is not healthy/online; unknown: nothing is
     known or nothing has been probed yet.
     """
@@ -30,6 +31,7 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         unknown=Count("id", filter=Q(status=NodeStatus.UNKNOWN)),
         rejected=Count("id", filter=Q(status=NodeStatus.REJECTED)),
         flapping=Count("id", filter=Q(status=NodeStatus.FLAPPING)),
+        usable=Count("id", filter=usable_nodes()),
     )
     backends = RpcBackend.objects.aggregate(
         total=Count("id"),
@@ -39,6 +41,7 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         incompatible=Count("id", filter=Q(status=BackendStatus.INCOMPATIBLE)),
         rejected=Count("id", filter=Q(status=BackendStatus.REJECTED)),
         unknown=Count("id", filter=Q(status=BackendStatus.UNKNOWN)),
+        usable=Count("id", filter=Q(status__in=BACKEND_ANSWERING)),
     )
     reasons = []
     if nodes["down"]:
@@ -66,18 +69,18 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         else []
     )
     probed = nodes["total"] - nodes["unknown"] - nodes["rejected"]
-    if probed and not (nodes["healthy"] or nodes["degraded"] or nodes["flapping"]):
+    if probed and not nodes["usable"]:
         status = "critical"
         reasons.insert(0, "no node is usable")
     elif (
         not probed
         and backends["total"] - backends["unknown"] - backends["rejected"]
-        and not (backends["online"] or backends["busy"])
+        and not backends["usable"]
     ):
         # A fleet of RPC backends only, and none of them answers.
         status = "critical"
         reasons.insert(0, "no RPC backend is usable")
-    elif not probed and not (backends["online"] or backends["busy"]):
+    elif not probed and not backends["usable"]:
         status = "unknown"
         reasons.append(
             "no node has been probed yet" if nodes["total"] else "no nodes known"
@@ -103,31 +106,5 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         "backends_busy": backends["busy"],
         "backends_offline": backends["offline"],
         "backends_rejected": backends["rejected"],
-        "applications_active": Application.objects.filter(stale_after__gt=now).count(),
-        "probe_cycle": _last_cycle(),
+        "probe_cycle": last_cycle(),
     }
-
-
-def _last_cycle() -> dict[str, Any] | None:
-    cycle = ProbeCycle.objects.filter(name="network").first()
-    if cycle is None:
-        return None
-    return {
-        "started_at": cycle.started_at.timestamp(),
-        "seconds": cycle.seconds,
-        "nodes": cycle.nodes,
-        "backends": cycle.backends,
-        "changes": cycle.changes,
-        # Sharded probing: the numbered round these totals are for, and how many
-        # nodes and backends the last finished round left unprobed (a worker died
-        # with their batch; they were probed a round later).
-        "round": cycle.round or None,
-        "missed": _missed() if cycle.round else None,
-    }
-
-
-def _missed() -> dict[str, int] | None:
-    marker = ProbeCycle.objects.filter(name="round").first()
-    if marker is None or marker.round < 2:
-        return None
-    return {"round": marker.round - 1, "count": marker.missed}

@@ -6,38 +6,46 @@ from core.addresses import host_port
 from network.choices import BackendStatus, NodeStatus, Source
 
 
-class OllamaNode(models.Model):
-    """An Ollama server the dashboard probes over its HTTP API."""
+class ProbedTarget(models.Model):
+    """What the dashboard keeps of all it probes: where, whence, how it answered."""
 
-    url = models.CharField(max_length=300, unique=True)  # http://host:port
     host = models.CharField(max_length=255)
     port = models.PositiveIntegerField()
     source = models.CharField(max_length=16, choices=Source.choices)
+    latency_ms = models.FloatField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    last_probe = models.DateTimeField(null=True, blank=True)
+    # The last sharded probe round that recorded it (network/tasks.py): a batch
+    # delivered again after a worker died skips what was already probed.
+    probe_round = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        abstract = True
+
+
+class OllamaNode(ProbedTarget):
+    """An Ollama server the dashboard probes over its HTTP API."""
+
+    url = models.CharField(max_length=300, unique=True)  # http://host:port
     status = models.CharField(
         max_length=16, choices=NodeStatus.choices, default=NodeStatus.UNKNOWN
     )
     version = models.CharField(max_length=64, blank=True)
-    latency_ms = models.FloatField(null=True, blank=True)
     latency_avg_ms = models.FloatField(null=True, blank=True)
     disk_models = models.JSONField(default=list, blank=True)  # from /api/tags
     loaded_models = models.JSONField(default=list, blank=True)  # in memory, /api/ps
     vram_used_bytes = models.BigIntegerField(default=0)
-    consecutive_failures = models.PositiveIntegerField(default=0)
     consecutive_successes = models.PositiveIntegerField(default=0)
     # Flap detection: the status the last probe alone gave, and a score that each
-    # change of it raises by 1 and every probe decays (network.services).
+    # change of it raises by 1 and every probe decays (network.status).
     probe_status = models.CharField(
         max_length=16, choices=NodeStatus.choices, default=NodeStatus.UNKNOWN
     )
     flap_score = models.FloatField(default=0.0)
-    last_error = models.TextField(blank=True)
-    last_seen = models.DateTimeField(null=True, blank=True)
-    last_probe = models.DateTimeField(null=True, blank=True)
     tags_checked_at = models.DateTimeField(null=True, blank=True)
-    # The last sharded probe round that recorded this node (network/tasks.py): a
-    # batch delivered again after a worker died skips what was already probed.
-    probe_round = models.PositiveBigIntegerField(default=0)
-    created_at = models.DateTimeField()
 
     class Meta:
         ordering = ["url"]
@@ -70,28 +78,18 @@ class NodeStatusChange(models.Model):
         return f"{self.node}: {self.old_status} → {self.new_status}"
 
 
-class RpcBackend(models.Model):
+class RpcBackend(ProbedTarget):
     """A llama.cpp ggml-rpc-server the dashboard probes over its binary protocol."""
 
     address = models.CharField(max_length=300, unique=True)  # host:port
-    host = models.CharField(max_length=255)
-    port = models.PositiveIntegerField()
-    source = models.CharField(max_length=16, choices=Source.choices)
     status = models.CharField(
         max_length=16, choices=BackendStatus.choices, default=BackendStatus.UNKNOWN
     )
     protocol = models.CharField(max_length=32, blank=True)
     devices = models.JSONField(default=list, blank=True)  # [{index, free, total}]
-    latency_ms = models.FloatField(null=True, blank=True)
-    consecutive_failures = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
-    last_seen = models.DateTimeField(null=True, blank=True)
-    last_probe = models.DateTimeField(null=True, blank=True)
     # The protocol session is opened sparingly (the server serves one client at a
     # time); between sessions a TCP connect tells whether it is alive.
     session_at = models.DateTimeField(null=True, blank=True)
-    probe_round = models.PositiveBigIntegerField(default=0)  # as OllamaNode's
-    created_at = models.DateTimeField()
 
     class Meta:
         ordering = ["address"]
@@ -103,7 +101,13 @@ class RpcBackend(models.Model):
 class ProbeCycle(models.Model):
     """The last probe cycle, so operators can see whether probing keeps up."""
 
-    name = models.CharField(max_length=32, primary_key=True)
+    class Name(models.TextChoices):
+        # The last cycle's figures (sharded: the current round's, summed).
+        LAST_CYCLE = "network", "Last cycle"
+        # The number of the last sharded round begun, and what the one before missed.
+        ROUND = "round", "Sharded round"
+
+    name = models.CharField(max_length=32, primary_key=True, choices=Name.choices)
     started_at = models.DateTimeField()
     seconds = models.FloatField()
     nodes = models.PositiveIntegerField()

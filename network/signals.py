@@ -8,7 +8,7 @@ from django.db import transaction
 from django.dispatch import receiver
 
 from applications.signals import application_reported
-from network import services
+from network.services import lifecycle
 
 
 @receiver(application_reported, dispatch_uid="network_ensure_reported")
@@ -17,5 +17,5 @@ def watch_reported_fleet(sender, metadata: dict, now, **kwargs) -> None:
         return
     # After the app's own transaction: its events stay last in it (see record_events).
     transaction.on_commit(
-        partial(services.ensure_reported, metadata, now=now), robust=True
+        partial(lifecycle.ensure_reported, metadata, now=now), robust=True
     )

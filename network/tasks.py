@@ -4,7 +4,8 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from network import cycle, discovery, services
+from network import cycle, discovery
+from network.services import lifecycle, rounds
 
 
 @shared_task(name="network.tasks.probe_network")
@@ -18,11 +19,11 @@ def probe_network() -> dict:
     A batch still queued when the next round begins has expired: not probed twice.
     """
     now = timezone.now()
-    services.sync_configured(now=now)
+    lifecycle.sync_configured(now=now)
     size = settings.SOLLOL_PROBE_SHARD_SIZE
     if size <= 0:
         return cycle.run_cycle(now=now).as_dict()
-    round, nodes, backends = services.begin_round()
+    round, nodes, backends = rounds.begin_round()
     batches = [
         (nodes[i : i + size], backends[i : i + size])
         for i in range(0, max(len(nodes), len(backends)), size)
@@ -51,4 +52,4 @@ def scan_subnets() -> dict:
 
 @shared_task(name="network.tasks.prune_node_history")
 def prune_node_history() -> int:
-    return services.prune_node_history(keep=settings.SOLLOL_NODE_HISTORY)
+    return lifecycle.prune_node_history(keep=settings.SOLLOL_NODE_HISTORY)

@@ -7,13 +7,15 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from activity.api import traces
 from activity.api.prometheus import prometheus_metrics
 from applications.api.views import ApplicationListView
-from sollol_site import views
+from sollol_site import health, views
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("admin/", admin.site.urls),
     path("api/applications", ApplicationListView.as_view()),
     path("api/applications/", include("applications.api.urls")),
+    # The network's health counts the applications too: the roof joins them.
+    path("api/network/health", health.HealthView.as_view(), name="network-health"),
     path("api/network/", include("network.api.urls")),
     path("api/", include("frameworks.api.urls")),
     path("api/traces", traces.TraceListView.as_view(), name="trace-list"),

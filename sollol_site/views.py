@@ -9,16 +9,18 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views import defaults
 
-from activity import logs, metrics, traces
-from activity.choices import Stream
+from activity import logs, metrics, streams, traces
 from activity.models import Event
 from activity.services import last_event_id
 from applications.api.serializers import application_data
+from applications.choices import APPLICATION_STREAM
 from applications.models import Application
 from frameworks import services as frameworks
-from frameworks.choices import Kind
-from network import health, services
+from frameworks.choices import FRAMEWORK_STREAM, Kind
+from network.api.serializers import backend_data, node_list_json
+from network.choices import BACKEND_STREAM, NODE_STREAM
 from network.models import OllamaNode, RpcBackend
+from sollol_site.health import fleet_health
 
 bad_request = defaults.bad_request
 page_not_found = defaults.page_not_found
@@ -31,11 +33,11 @@ SNAPSHOT_FEED = 200
 SNAPSHOT_LOGS = 200
 SNAPSHOT_TRACES = 25
 EVENT_STREAMS = [
-    Stream.NODES,
-    Stream.BACKENDS,
-    Stream.APPLICATIONS,
-    Stream.OLLAMA_ACTIVITY,
-    Stream.FRAMEWORKS,
+    NODE_STREAM,
+    BACKEND_STREAM,
+    APPLICATION_STREAM,
+    streams.MODEL_ACTIVITY,
+    FRAMEWORK_STREAM,
 ]
 
 
@@ -45,8 +47,8 @@ def index(request):
     The page's scripts resume each stream after the watermark read here, before the
     state: whatever changes while the state is read is replayed, nothing is lost.
     """
-    watermarks = {stream.value: last_event_id(stream) for stream in EVENT_STREAMS}
-    watermarks[Stream.LOGS.value] = logs.last_log_id()
+    watermarks = {stream: last_event_id(stream) for stream in EVENT_STREAMS}
+    watermarks[streams.LOGS] = logs.last_log_id()
     now = timezone.now()
     snapshot = _snapshot(now, watermarks, request.get_host())
     response = render(
@@ -71,9 +73,9 @@ def _snapshot(now, watermarks: dict[str, int], host: str) -> dict[str, Any]:
     return {
         "generated_at": now.timestamp(),
         "watermarks": watermarks,
-        "health": health.network_health(now=now),
-        "nodes": json.loads(services.node_list_json(OllamaNode.objects.all()))["nodes"],
-        "backends": [services.backend_data(b) for b in RpcBackend.objects.all()],
+        "health": fleet_health(now=now),
+        "nodes": json.loads(node_list_json(OllamaNode.objects.all()))["nodes"],
+        "backends": [backend_data(b) for b in RpcBackend.objects.all()],
         "applications": [application_data(app, now) for app in apps],
         "applications_total": Application.objects.count(),
         "feed": [

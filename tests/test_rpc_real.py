@@ -22,11 +22,11 @@ from django.test import override_settings
 from django.utils import timezone
 
 from conftest import require
-from network import services
 from network.choices import Source
 from network.cycle import run_cycle
 from network.models import RpcBackend
 from network.rpc import probe_backend
+from network.services import lifecycle
 from network.tests.held import assert_busy_while_held_then_online_then_offline
 
 pytestmark = pytest.mark.live
@@ -175,7 +175,7 @@ def test_it_shows_the_real_server_busy_for_as_long_as_a_client_holds_it(
     real_server,
 ):
     started = timezone.now()
-    services.ensure_backends(
+    lifecycle.ensure_backends(
         [f"{HOST}:{real_server.port}"], source=Source.CONFIG, now=started
     )
     run_cycle(now=started)

@@ -6,6 +6,7 @@ from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from activity import prometheus
+from core.prometheus import CONTENT_TYPE
 
 
 @csrf_exempt  # it writes nothing; a POST gets its JSON 405, not the CSRF page
@@ -18,4 +19,4 @@ def prometheus_metrics(request):
         response.status_code = 405
         response["Allow"] = "GET, HEAD"
         return response
-    return HttpResponse(prometheus.exposition(), content_type=prometheus.CONTENT_TYPE)
+    return HttpResponse(prometheus.exposition(), content_type=CONTENT_TYPE)

@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from activity import metrics
 from activity.models import Event, RequestRecord, RequestTotals
-from network import services as network
 from network.probes import NodeProbe
+from network.services import lifecycle, recording
 from sollol_site.asgi import application
 
 HOST = [(b"host", b"127.0.0.1:8080")]
@@ -115,9 +115,9 @@ def test_totals_keep_a_histogram_that_pruning_never_lowers():
 @pytest.mark.django_db
 def test_a_report_becomes_one_processing_event_per_node_and_model():
     now = timezone.now()
-    [node] = network.ensure_nodes(["127.0.0.2:11434"], source="config", now=now)
+    [node] = lifecycle.ensure_nodes(["127.0.0.2:11434"], source="config", now=now)
     loaded = [{"name": "llama3.2:3b", "size": 3 * 2**30, "size_vram": 2576980378}]
-    network.record_node_probes(
+    recording.record_node_probes(
         [
             (
                 node.id,

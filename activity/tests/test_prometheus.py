@@ -13,10 +13,10 @@ from activity.metrics import LATENCY_BUCKETS
 from activity.models import EventCount, RequestTotals
 from applications.models import Application
 from core.jsonio import storable
-from network import services
 from network.choices import Source
 from network.models import OllamaNode, RpcBackend
 from network.probes import NodeProbe
+from network.services import lifecycle, recording
 
 pytestmark = pytest.mark.django_db
 
@@ -55,11 +55,11 @@ def probe(node: OllamaNode, now: dt.datetime, loaded=None) -> None:
             loaded_models=loaded,
             disk_models=[],
         )
-    services.record_node_probes([(node.id, result)], now=now)
+    recording.record_node_probes([(node.id, result)], now=now)
 
 
 def node(address: str) -> OllamaNode:
-    services.ensure_nodes([address], source=Source.CONFIG, now=T0)
+    lifecycle.ensure_nodes([address], source=Source.CONFIG, now=T0)
     return OllamaNode.objects.get(host=address.split(":")[0])
 
 

@@ -9,5 +9,4 @@ urlpatterns = [
     path(
         "backends/<int:backend_id>", views.BackendDetailView.as_view(), name="backend"
     ),
-    path("health", views.HealthView.as_view(), name="network-health"),
 ]

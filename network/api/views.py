@@ -7,8 +7,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.jsonio import PayloadError
-from network import health, services
+from network.api.serializers import (
+    backend_data,
+    node_data,
+    node_history,
+    node_list_json,
+)
 from network.models import OllamaNode, RpcBackend
+from network.services import lifecycle
 
 
 class StillConfigured(APIException):
@@ -21,7 +27,7 @@ class StillConfigured(APIException):
 def _removed(remove, target_id: int, what: str):
     try:
         removed = remove(target_id, now=timezone.now())
-    except services.StillConfigured as exc:
+    except lifecycle.StillConfigured as exc:
         raise StillConfigured(str(exc)) from None
     if removed is None:
         raise NotFound(f"no {what} with id {target_id}")
@@ -38,19 +44,19 @@ def _address(request, field: str) -> str:
 class NodeListView(APIView):
     def get(self, request):
         return HttpResponse(
-            services.node_list_json(OllamaNode.objects.all()),
+            node_list_json(OllamaNode.objects.all()),
             content_type="application/json",
         )
 
     def post(self, request):
         try:
-            node, created = services.add_node(
+            node, created = lifecycle.add_node(
                 _address(request, "url"), now=timezone.now()
             )
         except PayloadError as exc:
             raise ParseError(str(exc)) from None
         return Response(
-            {"status": "ok", "created": created, "node": services.node_data(node)},
+            {"status": "ok", "created": created, "node": node_data(node)},
             status=201 if created else 200,
         )
 
@@ -60,22 +66,20 @@ class NodeDetailView(APIView):
         node = OllamaNode.objects.filter(pk=node_id).first()
         if node is None:
             raise NotFound(f"no node with id {node_id}")
-        return Response(
-            {**services.node_data(node), "history": services.node_history(node)}
-        )
+        return Response({**node_data(node), "history": node_history(node)})
 
     def delete(self, request, node_id: int):
-        return _removed(services.remove_node, node_id, "node")
+        return _removed(lifecycle.remove_node, node_id, "node")
 
 
 class BackendListView(APIView):
     def get(self, request):
-        backends = [services.backend_data(b) for b in RpcBackend.objects.all()]
+        backends = [backend_data(b) for b in RpcBackend.objects.all()]
         return Response({"backends": backends, "total": len(backends)})
 
     def post(self, request):
         try:
-            backend, created = services.add_backend(
+            backend, created = lifecycle.add_backend(
                 _address(request, "address"), now=timezone.now()
             )
         except PayloadError as exc:
@@ -84,7 +88,7 @@ class BackendListView(APIView):
             {
                 "status": "ok",
                 "created": created,
-                "backend": services.backend_data(backend),
+                "backend": backend_data(backend),
             },
             status=201 if created else 200,
         )
@@ -95,12 +99,7 @@ class BackendDetailView(APIView):
         backend = RpcBackend.objects.filter(pk=backend_id).first()
         if backend is None:
             raise NotFound(f"no RPC backend with id {backend_id}")
-        return Response(services.backend_data(backend))
+        return Response(backend_data(backend))
 
     def delete(self, request, backend_id: int):
-        return _removed(services.remove_backend, backend_id, "RPC backend")
-
-
-class HealthView(APIView):
-    def get(self, request):
-        return Response(health.network_health(now=timezone.now()))
+        return _removed(lifecycle.remove_backend, backend_id, "RPC backend")

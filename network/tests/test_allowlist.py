@@ -20,10 +20,11 @@ from django.test import override_settings
 from django.utils import timezone
 
 from activity.models import Event
-from network import probes, rpc, services
+from network import probes, rpc
 from network.choices import Source
 from network.cycle import run_cycle
 from network.models import OllamaNode, RpcBackend
+from network.services import lifecycle
 from simulator.ollama import running_fleet
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -101,8 +102,8 @@ def test_an_api_node_outside_the_allowed_ranges_is_stored_as_rejected(
 
 def test_allowed_nodes_from_every_source_are_probed(client, connections):
     with running_fleet(2, base="127.0.0.2", port=0, seed=5) as fleet:
-        services.add_node(fleet.urls[0], now=timezone.now())
-        services.ensure_reported({"nodes": [fleet.urls[1]]}, now=timezone.now())
+        lifecycle.add_node(fleet.urls[0], now=timezone.now())
+        lifecycle.ensure_reported({"nodes": [fleet.urls[1]]}, now=timezone.now())
         run_cycle(now=timezone.now())
     assert set(OllamaNode.objects.values_list("status", flat=True)) == {"healthy"}
     assert {host for host, _ in connections} == {"127.0.0.2", "127.0.0.3"}
@@ -114,9 +115,9 @@ def test_the_operator_narrows_the_ranges_but_trusts_its_own_configuration(
 ):
     with running_fleet(3, base="127.0.0.2", port=0, seed=5) as fleet:
         now = timezone.now()
-        services.add_node(fleet.urls[0], now=now)  # 127.0.0.2: inside
-        services.add_node(fleet.urls[1], now=now)  # 127.0.0.3: outside
-        services.ensure_nodes([fleet.urls[2]], source=Source.CONFIG, now=now)
+        lifecycle.add_node(fleet.urls[0], now=now)  # 127.0.0.2: inside
+        lifecycle.add_node(fleet.urls[1], now=now)  # 127.0.0.3: outside
+        lifecycle.ensure_nodes([fleet.urls[2]], source=Source.CONFIG, now=now)
         run_cycle(now=timezone.now())
         statuses = dict(OllamaNode.objects.values_list("url", "status"))
     assert statuses == {
@@ -135,9 +136,9 @@ def test_a_name_is_checked_where_it_resolves_and_the_checked_address_is_used(
         resolver["gpu-box.local"] = ["127.0.0.2"]
         resolver["metadata.evil"] = ["127.0.0.5", "169.254.169.254"]
         now = timezone.now()
-        good, _ = services.add_node(f"gpu-box.local:{port}", now=now)
-        evil, _ = services.add_node(f"metadata.evil:{port}", now=now)
-        lost, _ = services.add_node(f"nowhere.invalid:{port}", now=now)
+        good, _ = lifecycle.add_node(f"gpu-box.local:{port}", now=now)
+        evil, _ = lifecycle.add_node(f"metadata.evil:{port}", now=now)
+        lost, _ = lifecycle.add_node(f"nowhere.invalid:{port}", now=now)
         assert good.status == evil.status == lost.status == "unknown"
         run_cycle(now=timezone.now())
         good.refresh_from_db(), evil.refresh_from_db(), lost.refresh_from_db()
@@ -152,7 +153,7 @@ def test_a_name_is_checked_where_it_resolves_and_the_checked_address_is_used(
 
 
 def test_backends_reported_by_apps_are_gated_the_same_way(connections):
-    services.ensure_reported(
+    lifecycle.ensure_reported(
         {"rpc_backends": ["169.254.169.254:50052", "127.0.0.9:1"]},
         now=timezone.now(),
     )
@@ -165,7 +166,7 @@ def test_backends_reported_by_apps_are_gated_the_same_way(connections):
 def test_widening_the_ranges_lets_a_rejected_node_be_probed(connections):
     with running_fleet(1, base="127.0.0.2", port=0, seed=5) as fleet:
         with override_settings(SOLLOL_ALLOWED_NODE_CIDRS=["10.0.0.0/8"]):
-            node, _ = services.add_node(fleet.urls[0], now=timezone.now())
+            node, _ = lifecycle.add_node(fleet.urls[0], now=timezone.now())
             run_cycle(now=timezone.now())
             node.refresh_from_db()
             assert node.status == "rejected"
@@ -181,7 +182,7 @@ def test_widening_the_ranges_lets_a_rejected_node_be_probed(connections):
 
 
 def test_health_mentions_rejected_nodes_without_calling_the_fleet_unhealthy(client):
-    services.add_node("169.254.169.254", now=timezone.now())
+    lifecycle.add_node("169.254.169.254", now=timezone.now())
     health = client.get("/api/network/health").json()
     assert health["nodes_rejected"] == 1
     assert "not contacted" in health["notes"][0]

@@ -8,10 +8,10 @@ from django.test import override_settings
 from django.utils import timezone
 
 from activity.models import Event
-from network import services
 from network.choices import Source
 from network.models import OllamaNode, RpcBackend
 from network.probes import NodeProbe
+from network.services import lifecycle, recording
 
 pytestmark = pytest.mark.django_db
 
@@ -32,11 +32,11 @@ def answered(node, *, loaded, disk):
         loaded_models=loaded,
         disk_models=disk,
     )
-    services.record_node_probes([(node.id, probe)], now=timezone.now())
+    recording.record_node_probes([(node.id, probe)], now=timezone.now())
 
 
 def test_it_lists_nodes_with_what_an_operator_needs(client):
-    [node] = services.ensure_nodes(
+    [node] = lifecycle.ensure_nodes(
         ["127.0.0.2"], source=Source.CONFIG, now=timezone.now()
     )
     loaded = [{"name": "llama3.2:3b", "size": 3, "size_vram": 2}]
@@ -85,7 +85,7 @@ def test_the_same_host_and_port_is_one_node_whatever_the_scheme(client):
     again = post(client, "/api/network/nodes", {"url": "https://127.0.0.2:11434"})
     assert again.status_code == 200 and again.json()["created"] is False
     assert again.json()["node"]["id"] == created.json()["node"]["id"]
-    services.ensure_reported(
+    lifecycle.ensure_reported(
         {"nodes": ["https://127.0.0.2:11434", "127.0.0.3", "https://127.0.0.3"]},
         now=timezone.now(),
     )
@@ -96,7 +96,7 @@ def test_the_same_host_and_port_is_one_node_whatever_the_scheme(client):
 
 
 def test_an_ipv6_node_is_named_as_activity_names_it(client):
-    node, _ = services.add_node("http://[::1]:11434", now=timezone.now())
+    node, _ = lifecycle.add_node("http://[::1]:11434", now=timezone.now())
     assert node.address == "[::1]:11434"
     [listed] = client.get("/api/network/nodes").json()["nodes"]
     assert listed["address"] == "[::1]:11434"
@@ -105,11 +105,11 @@ def test_an_ipv6_node_is_named_as_activity_names_it(client):
 def test_a_removed_node_stays_removed_when_an_app_reports_it_again(client):
     now = timezone.now()
     url = "http://127.0.0.2:11434"
-    [reported] = services.ensure_nodes([url], source=Source.APPLICATION, now=now)
+    [reported] = lifecycle.ensure_nodes([url], source=Source.APPLICATION, now=now)
     assert client.delete(f"/api/network/nodes/{reported.id}").status_code == 200
     # The app's next heartbeat reports it again, and so does the opt-in scan.
-    services.ensure_reported({"nodes": [url], "rpc_backends": []}, now=now)
-    services.ensure_nodes([url], source=Source.SCAN, now=now)
+    lifecycle.ensure_reported({"nodes": [url], "rpc_backends": []}, now=now)
+    lifecycle.ensure_nodes([url], source=Source.SCAN, now=now)
     assert not OllamaNode.objects.exists()
     # The operator adding it through the API brings it back, watched again by all.
     assert post(client, "/api/network/nodes", {"url": url}).status_code == 201
@@ -123,11 +123,11 @@ def test_a_removed_node_stays_removed_when_an_app_reports_it_again(client):
 
 def test_a_removed_backend_stays_removed_too(client):
     now = timezone.now()
-    [backend] = services.ensure_backends(
+    [backend] = lifecycle.ensure_backends(
         ["127.0.0.2:50052"], source=Source.APPLICATION, now=now
     )
     assert client.delete(f"/api/network/backends/{backend.id}").status_code == 200
-    services.ensure_reported({"rpc_backends": ["127.0.0.2:50052"]}, now=now)
+    lifecycle.ensure_reported({"rpc_backends": ["127.0.0.2:50052"]}, now=now)
     assert not RpcBackend.objects.exists()
 
 
@@ -137,7 +137,7 @@ def test_a_removed_backend_stays_removed_too(client):
     SOLLOL_DISCOVER_LOCALHOST=True,
 )
 def test_what_the_configuration_adds_is_removed_there_not_here(client):
-    services.sync_configured(now=timezone.now())
+    lifecycle.sync_configured(now=timezone.now())
     for node in OllamaNode.objects.all():
         response = client.delete(f"/api/network/nodes/{node.id}")
         assert response.status_code == 409, response.content
@@ -152,7 +152,7 @@ def test_what_the_configuration_adds_is_removed_there_not_here(client):
 
 @override_settings(SOLLOL_OLLAMA_NODES=[], SOLLOL_DISCOVER_LOCALHOST=False)
 def test_a_node_no_longer_configured_can_be_removed(client):
-    [node] = services.ensure_nodes(
+    [node] = lifecycle.ensure_nodes(
         ["127.0.0.3"], source=Source.CONFIG, now=timezone.now()
     )
     assert client.delete(f"/api/network/nodes/{node.id}").status_code == 200
@@ -197,20 +197,20 @@ def test_it_protects_fleet_changes_with_the_token(client):
 def test_it_reports_health_with_reasons(client):
     now = timezone.now()
     assert client.get("/api/network/health").json()["status"] == "unknown"
-    a, b = services.ensure_nodes(["127.0.0.2", "127.0.0.3"], source="config", now=now)
+    a, b = lifecycle.ensure_nodes(["127.0.0.2", "127.0.0.3"], source="config", now=now)
     up = NodeProbe(
         ok=True, answered=True, latency_ms=5.0, version="1", loaded_models=[]
     )
     down = NodeProbe(ok=False, answered=False, error="refused")
-    services.record_node_probes([(a.id, up), (b.id, up)], now=now)
+    recording.record_node_probes([(a.id, up), (b.id, up)], now=now)
     health = client.get("/api/network/health").json()
     assert health["status"] == "healthy" and health["reason"] == ""
     assert (health["nodes_total"], health["nodes_healthy"]) == (2, 2)
-    services.record_node_probes([(b.id, down)], now=now + dt.timedelta(seconds=1))
+    recording.record_node_probes([(b.id, down)], now=now + dt.timedelta(seconds=1))
     health = client.get("/api/network/health").json()
     assert health["status"] == "degraded"
     assert health["reason"] == "1 of 2 nodes are down"
-    services.record_node_probes([(a.id, down)], now=now + dt.timedelta(seconds=2))
+    recording.record_node_probes([(a.id, down)], now=now + dt.timedelta(seconds=2))
     health = client.get("/api/network/health").json()
     assert health["status"] == "critical"
     assert health["reason"].startswith("no node is usable")
@@ -224,7 +224,7 @@ def test_it_reports_health_with_reasons(client):
 
 
 def test_a_fleet_of_backends_only_is_critical_when_none_answers(client):
-    services.ensure_backends(
+    lifecycle.ensure_backends(
         ["127.0.0.2:50052", "127.0.0.3:50052"], source="config", now=timezone.now()
     )
     assert client.get("/api/network/health").json()["status"] == "unknown"
@@ -239,8 +239,8 @@ def test_a_fleet_of_backends_only_is_critical_when_none_answers(client):
 def test_the_list_shows_each_node_as_its_detail_does(client):
     """The list copies the stored models JSON: it must say what the detail says."""
     odd = 'llama3.2:3b "quoted" \\ \u2028 ünï <b>'
-    node, _ = services.add_node("127.0.0.2:11434", now=timezone.now())
-    services.add_node("127.0.0.3:11434", now=timezone.now())  # never probed
+    node, _ = lifecycle.add_node("127.0.0.2:11434", now=timezone.now())
+    lifecycle.add_node("127.0.0.3:11434", now=timezone.now())  # never probed
     answered(
         node,
         loaded=[{"name": odd, "size": 3, "size_vram": 2}],

@@ -13,10 +13,10 @@ from django.utils import timezone
 
 from activity.metrics import parse_activity, record_requests
 from activity.models import Event, RequestRecord
-from network import services
 from network.choices import Source
 from network.cycle import run_cycle
 from network.models import OllamaNode, RpcBackend
+from network.services import lifecycle
 from network.tests.held import assert_busy_while_held_then_online_then_offline
 from simulator.ollama import running_fleet
 from simulator.rpc import running_rpc_server
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def fleet():
     with running_fleet(3, base="127.0.0.2", port=0, seed=3) as fleet:
-        services.ensure_nodes(fleet.urls, source=Source.CONFIG, now=timezone.now())
+        lifecycle.ensure_nodes(fleet.urls, source=Source.CONFIG, now=timezone.now())
         yield fleet
 
 
@@ -73,7 +73,7 @@ def test_it_probes_rpc_backends_in_the_same_cycle():
     with running_rpc_server(
         "127.0.0.2", 0, protocol="3.0.0", devices=[(6_000, 8_000)]
     ) as server:
-        services.ensure_backends(
+        lifecycle.ensure_backends(
             [f"127.0.0.2:{server.port}"], source=Source.CONFIG, now=timezone.now()
         )
         run_cycle(now=timezone.now())
@@ -94,7 +94,7 @@ def test_it_probes_rpc_backends_in_the_same_cycle():
 def test_it_shows_a_backend_busy_for_as_long_as_another_client_holds_it():
     with running_rpc_server("127.0.0.3", 0, protocol="7.0.0") as server:
         started = timezone.now()
-        services.ensure_backends([server.address], source=Source.CONFIG, now=started)
+        lifecycle.ensure_backends([server.address], source=Source.CONFIG, now=started)
         run_cycle(now=started)
         accepted = server.connections_accepted
         server.attach()

@@ -6,10 +6,10 @@ import pytest
 from django.utils import timezone
 
 from activity.models import Event
-from network import services
 from network.choices import Source
 from network.models import OllamaNode
 from network.probes import NodeProbe
+from network.services import lifecycle, recording
 
 pytestmark = pytest.mark.django_db
 
@@ -18,7 +18,7 @@ DOWN = NodeProbe(ok=False, answered=False, error="connection refused")
 
 
 def probe(node: OllamaNode, result: NodeProbe) -> str:
-    services.record_node_probes([(node.id, result)], now=timezone.now())
+    recording.record_node_probes([(node.id, result)], now=timezone.now())
     node.refresh_from_db()
     return node.status
 
@@ -31,7 +31,7 @@ def changes() -> list[tuple[str, str]]:
 
 
 def test_a_flapping_node_makes_one_event_then_one_more_when_it_settles(client):
-    [node] = services.ensure_nodes(
+    [node] = lifecycle.ensure_nodes(
         ["127.0.0.2"], source=Source.CONFIG, now=timezone.now()
     )
     statuses = [probe(node, UP if i % 2 == 0 else DOWN) for i in range(40)]
@@ -59,7 +59,7 @@ def test_a_flapping_node_makes_one_event_then_one_more_when_it_settles(client):
 
 
 def test_a_flapping_node_that_dies_is_offline_as_soon_as_a_steady_one_would_be():
-    [node] = services.ensure_nodes(
+    [node] = lifecycle.ensure_nodes(
         ["127.0.0.2"], source=Source.CONFIG, now=timezone.now()
     )
     for i in range(13):  # up, down, … up
@@ -73,7 +73,7 @@ def test_a_flapping_node_that_dies_is_offline_as_soon_as_a_steady_one_would_be()
 
 
 def test_a_node_that_fails_now_and_then_is_not_called_flapping():
-    [node] = services.ensure_nodes(
+    [node] = lifecycle.ensure_nodes(
         ["127.0.0.2"], source=Source.CONFIG, now=timezone.now()
     )
     pattern = ([UP] * 9 + [DOWN]) * 4  # one failure in ten probes

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from network.probes import probe_node
+from network.services import lifecycle, recording
 from simulator.ollama import running_fleet
 
 
@@ -155,7 +156,6 @@ def test_what_a_node_says_is_stored_even_when_no_database_could_store_it_as_is()
     """JSON may carry \\u0000 and lone surrogates; PostgreSQL stores neither."""
     from django.utils import timezone
 
-    from network import services
     from network.models import OllamaNode
     from network.probes import NodeProbe, _models
 
@@ -166,9 +166,9 @@ def test_what_a_node_says_is_stored_even_when_no_database_could_store_it_as_is()
     [model] = _models(body, ("name", "size", "size_vram"))
     assert model["name"] == "evil\ufffdname"
     assert model["details"]["family"] == "lone\ufffd"
-    [node] = services.ensure_nodes(["127.0.0.2"], source="config", now=timezone.now())
+    [node] = lifecycle.ensure_nodes(["127.0.0.2"], source="config", now=timezone.now())
     probe = NodeProbe(ok=True, answered=True, latency_ms=1.0, loaded_models=[model])
-    services.record_node_probes([(node.id, probe)], now=timezone.now())
+    recording.record_node_probes([(node.id, probe)], now=timezone.now())
     assert OllamaNode.objects.get().loaded_models[0]["name"] == "evil\ufffdname"
 
 

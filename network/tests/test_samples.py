@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from applications import services as applications
 from applications.tests.factories import register
-from network import services as network
 from network.cycle import run_cycle
+from network.services import lifecycle
 from simulator.ollama import running_fleet
 from sollol_site.asgi import application
 
@@ -39,7 +39,13 @@ async def test_each_probe_cycle_sends_the_nodes_latencies_to_who_asked():
         rows = {row[0]: row for row in samples[0]["nodes"]}
         assert len(rows) == 2
         assert all(row[1] == "healthy" and row[2] > 0 for row in rows.values())
-        assert samples[0]["fields"] == ["id", "status", "latency_ms", "last_seen"]
+        assert samples[0]["fields"] == [
+            "id",
+            "status",
+            "latency_ms",
+            "last_seen",
+            "usable",
+        ]
         # The event stream's contract stays: without ?samples=1, events only.
         events = [await plain.receive_json_from(timeout=5) for _ in range(2)]
         assert all(m["type"] == "status_change" and "id" in m for m in events)
@@ -49,7 +55,7 @@ async def test_each_probe_cycle_sends_the_nodes_latencies_to_who_asked():
 
 
 def watch(urls: list[str]) -> None:
-    network.ensure_nodes(urls, source="config", now=timezone.now())
+    lifecycle.ensure_nodes(urls, source="config", now=timezone.now())
 
 
 async def test_heartbeats_that_change_nothing_still_reach_the_page_as_samples(

@@ -6,10 +6,11 @@ import pytest
 from django.test import override_settings
 
 from activity.models import Event
-from network import services
+from network.api.serializers import node_history
 from network.choices import NodeStatus, Source
 from network.models import OllamaNode
 from network.probes import NodeProbe
+from network.services import lifecycle, recording
 
 pytestmark = pytest.mark.django_db
 
@@ -37,21 +38,21 @@ def node_events(type=None):
 
 
 def make_node(url="127.0.0.2") -> OllamaNode:
-    [node] = services.ensure_nodes([url], source=Source.CONFIG, now=T0)
+    [node] = lifecycle.ensure_nodes([url], source=Source.CONFIG, now=T0)
     return node
 
 
 def probe(node, result, at=T0):
-    services.record_node_probes([(node.id, result)], now=at)
+    recording.record_node_probes([(node.id, result)], now=at)
     node.refresh_from_db()
     return node.status
 
 
 def test_it_announces_a_node_once_however_often_it_is_found():
-    services.ensure_nodes(
+    lifecycle.ensure_nodes(
         ["127.0.0.2", "http://127.0.0.2:11434/"], source="config", now=T0
     )
-    services.ensure_nodes(["127.0.0.2:11434"], source="application", now=T0)
+    lifecycle.ensure_nodes(["127.0.0.2:11434"], source="application", now=T0)
     assert OllamaNode.objects.count() == 1
     [event] = node_events()
     message = event.as_message()
@@ -62,7 +63,7 @@ def test_it_announces_a_node_once_however_often_it_is_found():
 
 
 def test_it_skips_bad_addresses_but_keeps_the_good_ones():
-    created = services.ensure_nodes(
+    created = lifecycle.ensure_nodes(
         ["not a host!", "127.0.0.4"], source="config", now=T0
     )
     assert [n.url for n in created] == ["http://127.0.0.4:11434"]
@@ -135,7 +136,7 @@ def test_it_keeps_the_recent_status_history_of_a_node():
     node = make_node()
     for i, result in enumerate([OK, DOWN, OK, BUSY]):
         probe(node, result, T0 + dt.timedelta(seconds=i))
-    history = services.node_history(node)
+    history = node_history(node)
     assert [(h["old_status"], h["new_status"]) for h in history] == [
         ("healthy", "degraded"),
         ("unhealthy", "healthy"),
@@ -146,8 +147,8 @@ def test_it_keeps_the_recent_status_history_of_a_node():
 
 def test_it_ignores_results_for_a_node_removed_meanwhile():
     node = make_node()
-    services.remove_node(node.id, now=T0)
-    assert services.record_node_probes([(node.id, DOWN)], now=T0) == 0
+    lifecycle.remove_node(node.id, now=T0)
+    assert recording.record_node_probes([(node.id, DOWN)], now=T0) == 0
     assert node_events()[-1].type == "node_removed"
 
 
@@ -188,8 +189,8 @@ def test_it_watches_the_nodes_and_backends_applications_report(
 def test_it_watches_configured_nodes_and_localhost():
     from network.models import RpcBackend
 
-    services.sync_configured(now=T0)
-    services.sync_configured(now=T0)
+    lifecycle.sync_configured(now=T0)
+    lifecycle.sync_configured(now=T0)
     assert dict(OllamaNode.objects.values_list("url", "source")) == {
         "http://127.0.0.8:11434": "config",
         "http://127.0.0.9:11500": "config",
@@ -204,12 +205,12 @@ def test_it_watches_configured_nodes_and_localhost():
 def make_backend(address="127.0.0.2:50052"):
     from network.models import RpcBackend
 
-    services.ensure_backends([address], source=Source.CONFIG, now=T0)
+    lifecycle.ensure_backends([address], source=Source.CONFIG, now=T0)
     return RpcBackend.objects.get(address=address)
 
 
 def backend_probe(backend, result, session=True, at=T0):
-    services.record_backend_probes([(backend.id, result, session)], now=at)
+    recording.record_backend_probes([(backend.id, result, session)], now=at)
     backend.refresh_from_db()
     return backend.status
 
@@ -319,9 +320,9 @@ def test_it_keeps_only_the_newest_history_of_each_node():
     for i in range(6):
         probe(node, DOWN if i % 2 else OK, T0 + dt.timedelta(seconds=i))
     probe(other, OK)
-    assert services.prune_node_history(keep=2) == 4
-    assert [h["new_status"] for h in services.node_history(node)] == [
+    assert lifecycle.prune_node_history(keep=2) == 4
+    assert [h["new_status"] for h in node_history(node)] == [
         "unhealthy",
         "healthy",
     ]
-    assert len(services.node_history(other)) == 1
+    assert len(node_history(other)) == 1

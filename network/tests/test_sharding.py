@@ -7,10 +7,11 @@ from django.test import override_settings
 from django.utils import timezone
 
 from activity.models import Event
-from network import services, tasks
+from network import tasks
 from network.choices import Source
 from network.cycle import run_cycle
 from network.models import OllamaNode
+from network.services import lifecycle, rounds
 from simulator.ollama import running_fleet
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def fleet():
     with running_fleet(5, base="127.0.0.2", port=0, seed=9) as fleet:
-        services.ensure_nodes(fleet.urls, source=Source.CONFIG, now=timezone.now())
+        lifecycle.ensure_nodes(fleet.urls, source=Source.CONFIG, now=timezone.now())
         yield fleet
 
 
@@ -53,7 +54,7 @@ def test_beat_enqueues_batches_that_cover_every_node_exactly_once(fleet, monkeyp
 
 
 def test_a_batch_delivered_again_probes_only_what_its_dead_worker_left(fleet):
-    round, node_ids, _ = services.begin_round()
+    round, node_ids, _ = rounds.begin_round()
     # The first delivery recorded two nodes, then its worker died.
     run_cycle(now=timezone.now(), node_ids=node_ids[:2], round=round)
     events = Event.objects.count()
@@ -70,9 +71,9 @@ def test_a_batch_delivered_again_probes_only_what_its_dead_worker_left(fleet):
 
 
 def test_a_result_recorded_late_for_an_old_round_changes_nothing(fleet):
-    round, node_ids, _ = services.begin_round()
+    round, node_ids, _ = rounds.begin_round()
     run_cycle(now=timezone.now(), node_ids=node_ids, round=round)
-    newer, _, _ = services.begin_round()
+    newer, _, _ = rounds.begin_round()
     run_cycle(now=timezone.now(), node_ids=node_ids, round=newer)
     fleet.nodes[0].die()
     # A straggler of the older round: its results must not overwrite newer ones.
@@ -81,7 +82,7 @@ def test_a_result_recorded_late_for_an_old_round_changes_nothing(fleet):
 
 
 def test_operators_see_the_whole_round_not_its_last_batch(fleet, client):
-    round, node_ids, _ = services.begin_round()
+    round, node_ids, _ = rounds.begin_round()
     run_cycle(now=timezone.now(), node_ids=node_ids[:2], round=round)
     run_cycle(now=timezone.now(), node_ids=node_ids[2:4], round=round)
     # The first batch delivered again after its worker died: nothing new to count.
@@ -97,7 +98,7 @@ def test_operators_see_the_whole_round_not_its_last_batch(fleet, client):
     assert 'cycle="round"' not in scraped  # the round counter is not a cycle
 
     # A straggler of this round, once the next one began, counts for neither.
-    newer, _, _ = services.begin_round()
+    newer, _, _ = rounds.begin_round()
     run_cycle(now=timezone.now(), node_ids=node_ids[:1], round=newer)
     run_cycle(now=timezone.now(), node_ids=node_ids[1:], round=round)
     cycle = client.get("/api/network/health").json()["probe_cycle"]
@@ -106,19 +107,19 @@ def test_operators_see_the_whole_round_not_its_last_batch(fleet, client):
 
 @override_settings(SOLLOL_PROBE_SHARD_SIZE=0)
 def test_an_unsharded_cycle_has_no_round(fleet, client):
-    services.begin_round()  # left over from a time the operator sharded
+    rounds.begin_round()  # left over from a time the operator sharded
     tasks.probe_network()
     cycle = client.get("/api/network/health").json()["probe_cycle"]
     assert cycle["round"] is None and cycle["nodes"] >= 5
 
 
 def test_operators_see_what_a_dead_worker_left_unprobed(fleet, client, caplog):
-    round, node_ids, _ = services.begin_round()
+    round, node_ids, _ = rounds.begin_round()
     # Two batches were recorded; the worker holding the third died with it.
     run_cycle(now=timezone.now(), node_ids=node_ids[:2], round=round)
     run_cycle(now=timezone.now(), node_ids=node_ids[2:4], round=round)
 
-    newer, next_ids, _ = services.begin_round()
+    newer, next_ids, _ = rounds.begin_round()
     assert set(next_ids) == set(node_ids)  # the missed one is in the next round
     assert f"probe round {round} left 1 nodes and backends unprobed" in caplog.text
     run_cycle(now=timezone.now(), node_ids=next_ids, round=newer)
@@ -126,6 +127,6 @@ def test_operators_see_what_a_dead_worker_left_unprobed(fleet, client, caplog):
     assert cycle["round"] == newer
     assert cycle["missed"] == {"round": round, "count": 1}
 
-    services.begin_round()  # the round before it missed nothing
+    rounds.begin_round()  # the round before it missed nothing
     cycle = client.get("/api/network/health").json()["probe_cycle"]
     assert cycle["missed"] == {"round": newer, "count": 0}

@@ -9,8 +9,8 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
-from network import services
 from network.probes import NodeProbe
+from network.services import lifecycle, recording
 from sollol_site.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,11 +25,11 @@ def probed(loaded):
 @database_sync_to_async
 def node_life():
     now = timezone.now()
-    [node] = services.ensure_nodes(["127.0.0.2"], source="config", now=now)
-    services.record_node_probes([(node.id, probed([]))], now=now)
+    [node] = lifecycle.ensure_nodes(["127.0.0.2"], source="config", now=now)
+    recording.record_node_probes([(node.id, probed([]))], now=now)
     model = {"name": "qwen2.5:7b", "size": 5_000_000_000, "size_vram": 4_500_000_000}
     later = now + dt.timedelta(seconds=1)
-    services.record_node_probes([(node.id, probed([model]))], now=later)
+    recording.record_node_probes([(node.id, probed([model]))], now=later)
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ import re
 import pytest
 from django.utils import timezone
 
-from activity.choices import Stream
 from activity.services import NewEvent, record_events
 from applications.api.serializers import AppReport
 from applications.services import register_application
+from network.choices import NODE_STREAM
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 SCRIPT_TAG = re.compile(r"<script\b([^>]*)>", re.IGNORECASE)
@@ -97,7 +97,7 @@ def test_it_escapes_a_hostile_app_name_in_the_html_and_the_snapshot(client):
 
 def test_it_resumes_each_stream_after_the_events_it_rendered(client):
     [event] = record_events(
-        [NewEvent(Stream.NODES, "node_discovered", "Node found", {"node": "x"})],
+        [NewEvent(NODE_STREAM, "node_discovered", "Node found", {"node": "x"})],
         now=timezone.now(),
     )
     snapshot = snapshot_of(client.get("/"))

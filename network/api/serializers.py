@@ -1,0 +1,154 @@
+"""The shapes of nodes and backends in the API, the page's snapshot and samples.
+
+Events carry the same verdicts (network.services.events), so a pushed event and a
+GET agree on what a node is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from django.conf import settings
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from core import addresses
+from network import status
+from network.models import OllamaNode, RpcBackend
+
+_NODE_COLUMNS = (
+    "id",
+    "url",
+    "host",
+    "port",
+    "status",
+    "probe_status",
+    "source",
+    "version",
+    "latency_ms",
+    "latency_avg_ms",
+    "vram_used_bytes",
+    "consecutive_failures",
+    "last_error",
+    "last_seen",
+    "last_probe",
+)
+
+
+def node_data(node: OllamaNode) -> dict[str, Any]:
+    """Return the node as the API shows it."""
+    return {
+        **_node_summary({column: getattr(node, column) for column in _NODE_COLUMNS}),
+        "models": node.disk_models,
+        "loaded_models": node.loaded_models,
+    }
+
+
+def node_list_json(nodes: QuerySet[OllamaNode]) -> str:
+    """Return ``{"nodes": [...], "total": n}`` as JSON text, as node_data shows each.
+
+    The models lists are the bulk of the list (1.7 MB for 1,000 nodes), and they are
+    stored as JSON already: their text is copied from the database into the answer
+    instead of being decoded into objects and encoded again (five times faster at
+    1,000 nodes, see bench/RESULTS.md g).
+    """
+    rows = nodes.annotate(
+        models_json=Cast("disk_models", TextField()),
+        loaded_json=Cast("loaded_models", TextField()),
+    ).values_list(*_NODE_COLUMNS, "models_json", "loaded_json")
+    parts = []
+    for *columns, models, loaded in rows:
+        summary = _dumps(_node_summary(dict(zip(_NODE_COLUMNS, columns, strict=True))))
+        parts.append(f'{summary[:-1]},"models":{models},"loaded_models":{loaded}}}')
+    return f'{{"nodes":[{",".join(parts)}],"total":{len(parts)}}}'
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _node_summary(row: dict[str, Any]) -> dict[str, Any]:
+    usable = status.node_usable(row["status"], row["probe_status"])
+    return {
+        "id": row["id"],
+        "url": row["url"],
+        "address": addresses.host_port(row["host"], row["port"]),
+        "status": row["status"],
+        "source": row["source"],
+        "version": row["version"],
+        "latency_ms": rounded(row["latency_ms"]),
+        "latency_avg_ms": rounded(row["latency_avg_ms"]),
+        # A node that does not answer unloads nothing: what it held is unknown.
+        "usable": usable,
+        "loaded_models_known": usable,
+        "vram_used_bytes": row["vram_used_bytes"],
+        "consecutive_failures": row["consecutive_failures"],
+        "last_error": row["last_error"],
+        "last_seen": epoch(row["last_seen"]),
+        "last_probe": epoch(row["last_probe"]),
+    }
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def epoch(value: dt.datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def node_history(node: OllamaNode) -> list[dict[str, Any]]:
+    """Return the node's newest status changes, newest first."""
+    limit = settings.SOLLOL_NODE_HISTORY
+    return [
+        {
+            "at": change.at.timestamp(),
+            "old_status": change.old_status,
+            "new_status": change.new_status,
+            "reason": change.reason,
+        }
+        for change in node.status_changes.all()[:limit]
+    ]
+
+
+def backend_data(backend: RpcBackend) -> dict[str, Any]:
+    """Return the backend as the API shows it."""
+    return {
+        "id": backend.id,
+        "address": backend.address,
+        "host": backend.host,
+        "port": backend.port,
+        "status": backend.status,
+        "usable": status.backend_usable(backend.status),
+        "source": backend.source,
+        "protocol": backend.protocol,
+        "device_count": len(backend.devices),
+        "devices": backend.devices,
+        "latency_ms": rounded(backend.latency_ms),
+        "consecutive_failures": backend.consecutive_failures,
+        "last_error": backend.last_error,
+        "last_seen": epoch(backend.last_seen),
+        "last_probe": epoch(backend.last_probe),
+    }
+
+
+# Positions are kept: a field a client does not know comes last.
+SAMPLE_FIELDS = ["id", "status", "latency_ms", "last_seen", "usable"]
+
+
+def node_samples(node_ids: list[int]) -> dict[str, Any]:
+    """Return the nodes' latest measurements as a sample (core.realtime)."""
+    rows = OllamaNode.objects.filter(id__in=node_ids).values_list(
+        "id", "status", "probe_status", "latency_ms", "last_seen"
+    )
+    return {
+        "nodes": [
+            [id, state, rounded(latency), epoch(seen), status.node_usable(state, probe)]
+            for id, state, probe, latency, seen in rows
+        ],
+        "fields": SAMPLE_FIELDS,
+        "at": timezone.now().timestamp(),
+    }

@@ -1,0 +1,172 @@
+"""Nodes, backends and probe cycles for /api/prometheus (activity.prometheus).
+
+A node that does not answer (unhealthy, offline, not probed yet) is ``up`` 0 and
+has no latency, model or VRAM series: what it holds is unknown, not zero.
+Backends likewise. Nodes are labelled ``node="host:port"``, as activity events and
+router reports name them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from django.db.models import TextField
+from django.db.models.functions import Cast
+
+from core.addresses import host_port
+from core.prometheus import Family, escape, integer
+from network.choices import BackendStatus, NodeStatus
+from network.models import OllamaNode, ProbeCycle, RpcBackend
+from network.status import backend_usable, node_usable
+
+
+def collect() -> Iterator[Family]:
+    yield from nodes()
+    yield from backends()
+    yield from probe_cycles()
+
+
+def nodes() -> Iterator[Family]:
+    up = Family(
+        "sollol_node_up",
+        "gauge",
+        "Whether the Ollama node answered its last probe (network.status).",
+    )
+    status = Family(
+        "sollol_node_status",
+        "gauge",
+        "Status of the Ollama node: 1 for its current status, 0 for the others.",
+    )
+    info = Family(
+        "sollol_node_info", "gauge", "Ollama node URL and version (always 1)."
+    )
+    latency = Family(
+        "sollol_node_probe_latency_seconds",
+        "gauge",
+        "How long the node took to answer its last probe.",
+    )
+    loaded = Family(
+        "sollol_node_loaded_models",
+        "gauge",
+        "Number of models the node holds in memory (GET /api/ps).",
+    )
+    vram = Family(
+        "sollol_node_vram_used_bytes", "gauge", "VRAM the node's loaded models use."
+    )
+    model_vram = Family(
+        "sollol_node_model_vram_bytes",
+        "gauge",
+        "VRAM one loaded model uses on the node.",
+    )
+    model_size = Family(
+        "sollol_node_model_size_bytes",
+        "gauge",
+        "Memory one loaded model takes on the node, in VRAM and RAM together.",
+    )
+    statuses = [(name, f',status="{name}"}} ') for name in NodeStatus.values]
+    seen: set[str] = set()
+    rows = OllamaNode.objects.annotate(
+        loaded_json=Cast("loaded_models", TextField())
+    ).values_list(
+        "host", "port", "url", "status", "probe_status", "version", "latency_ms",
+        "vram_used_bytes", "loaded_json",
+    )  # fmt: skip
+    for (
+        host, port, url, node_status, probe_status, version, latency_ms, used, models
+    ) in rows:  # fmt: skip
+        node = host_port(host, port)
+        if node in seen:  # http and https on one host:port: tell them apart
+            node = url
+        seen.add(node)
+        label = f'node="{escape(node)}"'
+        is_up = node_usable(node_status, probe_status)
+        up.add(label, 1 if is_up else 0)
+        # Five lines per node: written directly, not through add().
+        status.lines += [
+            f"sollol_node_status{{{label}{rest}{1 if name == node_status else 0}\n"
+            for name, rest in statuses
+        ]
+        info.add(f'{label},url="{escape(url)}",version="{escape(version)}"', 1)
+        if not is_up:
+            continue
+        if latency_ms is not None:
+            latency.add(label, latency_ms / 1000.0)
+        vram.add(label, used)
+        per_model: dict[str, list[int]] = {}
+        for entry in json.loads(models) if models else ():
+            if type(entry) is not dict or type(entry.get("name")) is not str:
+                continue
+            sizes = per_model.setdefault(entry["name"], [0, 0])
+            sizes[0] += integer(entry.get("size_vram")) or 0
+            sizes[1] += integer(entry.get("size")) or 0
+        loaded.add(label, len(per_model))
+        for model, (model_vram_bytes, size) in per_model.items():
+            labels = f'{label},model="{escape(model)}"'
+            model_vram.add(labels, model_vram_bytes)
+            model_size.add(labels, size)
+    yield from (up, status, info, latency, loaded, vram, model_vram, model_size)
+
+
+def backends() -> Iterator[Family]:
+    up = Family(
+        "sollol_backend_up",
+        "gauge",
+        "Whether the llama.cpp RPC backend accepted its last probe (online, busy).",
+    )
+    status = Family(
+        "sollol_backend_status",
+        "gauge",
+        "Status of the RPC backend: 1 for its current status, 0 for the others.",
+    )
+    latency = Family(
+        "sollol_backend_probe_latency_seconds",
+        "gauge",
+        "How long the backend took to accept its last probe.",
+    )
+    free = Family(
+        "sollol_backend_device_memory_free_bytes",
+        "gauge",
+        "Free memory of a device of the backend, at its last protocol session.",
+    )
+    total = Family(
+        "sollol_backend_device_memory_total_bytes",
+        "gauge",
+        "Total memory of a device of the backend.",
+    )
+    rows = RpcBackend.objects.annotate(
+        devices_json=Cast("devices", TextField())
+    ).values_list("address", "status", "latency_ms", "devices_json")
+    for backend, backend_status, latency_ms, devices in rows:
+        label = f'backend="{escape(backend)}"'
+        is_up = backend_usable(backend_status)
+        up.add(label, 1 if is_up else 0)
+        for name in BackendStatus.values:
+            status.add(f'{label},status="{name}"', 1 if name == backend_status else 0)
+        if not is_up:
+            continue
+        if latency_ms is not None:
+            latency.add(label, latency_ms / 1000.0)
+        for device in json.loads(devices) if devices else ():
+            if type(device) is not dict or integer(device.get("index")) is None:
+                continue
+            labels = f'{label},device="{device["index"]}"'
+            if (value := integer(device.get("free"))) is not None:
+                free.add(labels, value)
+            if (value := integer(device.get("total"))) is not None:
+                total.add(labels, value)
+    yield from (up, status, latency, free, total)
+
+
+def probe_cycles() -> Iterator[Family]:
+    family = Family(
+        "sollol_probe_cycle_duration_seconds",
+        "gauge",
+        "How long the last probe cycle took (longer than the interval: behind).",
+    )
+    # ROUND only numbers sharded rounds; LAST_CYCLE holds the last cycle's
+    # (or, sharded, the current round's) figures.
+    cycles = ProbeCycle.objects.filter(name=ProbeCycle.Name.LAST_CYCLE)
+    for name, seconds in cycles.values_list("name", "seconds"):
+        family.add(f'cycle="{escape(name)}"', seconds)
+    yield family

@@ -1,0 +1,294 @@
+"""Which nodes and backends the dashboard watches: found, added, removed.
+
+Sources: the operator's configuration and localhost (sync_configured), the API
+(add_*/remove_*), applications' reports (ensure_reported) and the opt-in scan
+(network.discovery). What the operator removed stays removed when an app or the
+scan reports it again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count
+
+from activity.services import record_events
+from core import addresses
+from core.db import prune_newest
+from core.jsonio import PayloadError
+from network import allowlist
+from network.choices import NodeStatus, Source
+from network.models import NodeStatusChange, OllamaNode, Removed, RpcBackend
+from network.services.events import backend_event, node_event
+
+logger = logging.getLogger(__name__)
+
+LOCALHOST_NODE = "http://127.0.0.1:11434"
+
+
+LOCALHOST_BACKEND = "127.0.0.1:50052"
+
+
+def _parse_all(
+    values: Iterable[str], parse: Callable[[str], tuple[str, str, int]], source: str
+) -> dict[str, tuple[str, int]]:
+    """Return {address: (host, port)} of the values that parse; log the others.
+
+    One bad entry from an app or the environment must not hide the good ones.
+    """
+    parsed: dict[str, tuple[str, int]] = {}
+    for value in values:
+        try:
+            address, host, port = parse(value)
+        except PayloadError as exc:
+            logger.warning("ignoring an address from %s: %s", source, exc)
+            continue
+        parsed[address] = (host, port)
+    return parsed
+
+
+# Sources that are the operator's own say: they bring back what was removed.
+OPERATOR_SOURCES = frozenset({Source.CONFIG, Source.LOCALHOST, Source.API})
+
+
+def ensure_nodes(
+    values: Iterable[str], *, source: str, now: dt.datetime
+) -> list[OllamaNode]:
+    """Make sure the nodes exist; return the ones that were new."""
+    wanted = _parse_all(values, addresses.node_url, source)
+    if not wanted:
+        return []
+    with transaction.atomic():
+        created = _create_missing(OllamaNode, "url", wanted, source=source, now=now)
+        record_events(
+            [
+                node_event(
+                    "node_discovered",
+                    node,
+                    f"✅ New node discovered: {node.url}"
+                    + (f" (rejected: {node.last_error})" if node.last_error else ""),
+                    source=node.source,
+                )
+                for node in created
+            ],
+            now=now,
+        )
+    return created
+
+
+def _create_missing(
+    model: type[OllamaNode] | type[RpcBackend],
+    key: str,
+    wanted: dict[str, tuple[str, int]],
+    *,
+    source: str,
+    now: dt.datetime,
+) -> list:
+    """Insert the wanted nodes or backends not stored yet; return those it made.
+
+    What the operator removed stays removed when an application or the scan
+    reports it again; the operator's own sources (configuration, localhost, the
+    API) bring it back and lift the removal.
+    """
+    kind = Removed.Kind.NODE if model is OllamaNode else Removed.Kind.BACKEND
+    removed = Removed.objects.filter(kind=kind, key__in=list(wanted))
+    if source in OPERATOR_SOURCES:
+        removed.delete()
+        known = set()
+    else:
+        known = set(removed.values_list("key", flat=True))
+    known |= set(
+        model.objects.filter(**{f"{key}__in": list(wanted)}).values_list(key, flat=True)
+    )
+    # The same host:port is one node, whatever the scheme it was given with.
+    taken = set(
+        model.objects.filter(
+            host__in={host for host, _ in wanted.values()}
+        ).values_list("host", "port")
+    )
+    new = []
+    for value, (host, port) in wanted.items():
+        if value in known or (host, port) in taken:
+            continue
+        taken.add((host, port))
+        new.append(
+            _refused_at_once(
+                model(
+                    **{key: value}, host=host, port=port, source=source, created_at=now
+                )
+            )
+        )
+    model.objects.bulk_create(new, ignore_conflicts=True)
+    # ignore_conflicts leaves pks unset: read back the rows this call created.
+    return list(
+        model.objects.filter(
+            **{f"{key}__in": [getattr(row, key) for row in new]},
+            created_at=now,
+            source=source,
+        )
+    )
+
+
+def _refused_at_once(target: OllamaNode | RpcBackend) -> OllamaNode | RpcBackend:
+    """Store a told-about IP literal outside the allowed ranges as rejected.
+
+    Host names are checked when they are resolved, before each probe.
+    """
+    if target.source in allowlist.GATED_SOURCES:
+        reason = allowlist.literal_refusal(target.host)
+        if reason:
+            target.status = NodeStatus.REJECTED  # the same value for backends
+            target.last_error = f"not contacted: {reason}"
+    return target
+
+
+def add_node(value: str, *, now: dt.datetime) -> tuple[OllamaNode, bool]:
+    """Add a node by hand (API); return it and whether it was new."""
+    url, host, port = addresses.node_url(value)
+    created = ensure_nodes([url], source=Source.API, now=now)
+    if created:
+        return created[0], True
+    return OllamaNode.objects.get(host=host, port=port), False
+
+
+class StillConfigured(Exception):
+    """The operator's configuration would add it back at once; its text says where."""
+
+
+def _still_configured(
+    key: str, source: str, parse: Callable, setting: str, localhost: str
+) -> str | None:
+    """Say why the operator's configuration would add key back at once, if it would."""
+    configured = _parse_all(getattr(settings, setting), parse, Source.CONFIG)
+    if source == Source.CONFIG and key in configured:
+        return f"{key} is in {setting}: remove it there"
+    if (
+        source == Source.LOCALHOST
+        and settings.SOLLOL_DISCOVER_LOCALHOST
+        and key in _parse_all([localhost], parse, Source.LOCALHOST)
+    ):
+        return f"{key} is watched because SOLLOL_DISCOVER_LOCALHOST is true"
+    return None
+
+
+def _remember_removal(kind: str, key: str, now: dt.datetime) -> None:
+    Removed.objects.update_or_create(kind=kind, key=key, defaults={"removed_at": now})
+
+
+def remove_node(node_id: int, *, now: dt.datetime) -> OllamaNode | None:
+    """Forget a node; return it, or None if there was none with that id.
+
+    Raise StillConfigured for one the configuration would add back at once.
+    """
+    with transaction.atomic():
+        node = OllamaNode.objects.select_for_update().filter(pk=node_id).first()
+        if node is None:
+            return None
+        if why := _still_configured(
+            node.url,
+            node.source,
+            addresses.node_url,
+            "SOLLOL_OLLAMA_NODES",
+            LOCALHOST_NODE,
+        ):
+            raise StillConfigured(why)
+        event = node_event("node_removed", node, f"🗑️ Node removed: {node.url}")
+        node.delete()
+        _remember_removal(Removed.Kind.NODE, node.url, now)
+        record_events([event], now=now)
+    return node
+
+
+def ensure_backends(
+    values: Iterable[str], *, source: str, now: dt.datetime
+) -> list[RpcBackend]:
+    """Make sure the backends exist; return the ones that were new."""
+    wanted = _parse_all(values, addresses.backend_address, source)
+    if not wanted:
+        return []
+    with transaction.atomic():
+        return _create_missing(RpcBackend, "address", wanted, source=source, now=now)
+
+
+def add_backend(value: str, *, now: dt.datetime) -> tuple[RpcBackend, bool]:
+    """Add a backend by hand (API); return it and whether it was new."""
+    address, _, _ = addresses.backend_address(value)
+    created = ensure_backends([address], source=Source.API, now=now)
+    if created:
+        return created[0], True
+    return RpcBackend.objects.get(address=address), False
+
+
+def remove_backend(backend_id: int, *, now: dt.datetime) -> RpcBackend | None:
+    """Forget a backend; return it, or None if there was none with that id.
+
+    Raise StillConfigured for one the configuration would add back at once.
+    """
+    with transaction.atomic():
+        backend = RpcBackend.objects.select_for_update().filter(pk=backend_id).first()
+        if backend is None:
+            return None
+        if why := _still_configured(
+            backend.address,
+            backend.source,
+            addresses.backend_address,
+            "SOLLOL_RPC_BACKENDS",
+            LOCALHOST_BACKEND,
+        ):
+            raise StillConfigured(why)
+        event = backend_event(
+            "backend_disconnected",
+            backend,
+            f"🗑️ RPC backend removed: {backend.address}",
+            removed=True,
+        )
+        backend.delete()
+        _remember_removal(Removed.Kind.BACKEND, backend.address, now)
+        record_events([event], now=now)
+    return backend
+
+
+def sync_configured(*, now: dt.datetime) -> None:
+    """Add the nodes and backends the operator configured (and localhost)."""
+    ensure_nodes(settings.SOLLOL_OLLAMA_NODES, source=Source.CONFIG, now=now)
+    ensure_backends(settings.SOLLOL_RPC_BACKENDS, source=Source.CONFIG, now=now)
+    if settings.SOLLOL_DISCOVER_LOCALHOST:
+        ensure_nodes([LOCALHOST_NODE], source=Source.LOCALHOST, now=now)
+        ensure_backends([LOCALHOST_BACKEND], source=Source.LOCALHOST, now=now)
+
+
+def _addresses(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)][:1000]
+    return []
+
+
+def ensure_reported(metadata: dict[str, Any], *, now: dt.datetime) -> None:
+    """Add the nodes and backends an application reports in its metadata."""
+    nodes = _addresses(metadata.get("nodes")) + _addresses(metadata.get("ollama_nodes"))
+    backends = _addresses(metadata.get("rpc_backends"))
+    if nodes:
+        ensure_nodes(nodes, source=Source.APPLICATION, now=now)
+    if backends:
+        ensure_backends(backends, source=Source.APPLICATION, now=now)
+
+
+def prune_node_history(*, keep: int) -> int:
+    """Delete status changes beyond the newest `keep` of each node."""
+    crowded = (
+        NodeStatusChange.objects.values("node_id")
+        .annotate(count=Count("id"))
+        .filter(count__gt=keep)
+        .values_list("node_id", flat=True)
+    )
+    return sum(
+        prune_newest(NodeStatusChange.objects.filter(node_id=node_id), keep=keep)
+        for node_id in crowded
+    )

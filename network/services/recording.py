@@ -1,0 +1,386 @@
+"""What probes found, stored: a batch of results in one transaction, with its events.
+
+The status each result moves a node or backend to is decided by network.status;
+this applies it to the rows, keeps each node's status history, and writes the
+events (network.services.events) last in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
+
+from activity.models import RequestRecord
+from activity.services import NewEvent, record_events
+from core import addresses, realtime
+from core.db import save_fields
+from core.jsonio import PayloadError
+from network.api.serializers import node_samples, rounded
+from network.choices import NODE_STREAM, BackendStatus, NodeStatus
+from network.models import NodeStatusChange, OllamaNode, RpcBackend
+from network.probes import NodeProbe
+from network.services.events import (
+    backend_transition,
+    model_activity,
+    status_event,
+)
+from network.status import next_node_status, without_flapping
+
+if TYPE_CHECKING:
+    from network.rpc import RpcProbe
+
+LATENCY_SMOOTHING = 0.2  # weight of the newest sample in the moving average
+
+
+NODE_PROBE_FIELDS = [
+    "status",
+    "probe_status",
+    "flap_score",
+    "version",
+    "latency_ms",
+    "latency_avg_ms",
+    "disk_models",
+    "loaded_models",
+    "vram_used_bytes",
+    "consecutive_failures",
+    "consecutive_successes",
+    "last_error",
+    "last_seen",
+    "last_probe",
+    "tags_checked_at",
+    "probe_round",
+]
+
+
+def _apply_node_probe(node: OllamaNode, probe: NodeProbe, now: dt.datetime) -> None:
+    node.last_probe = now
+    if probe.answered:
+        node.last_seen = now
+        node.consecutive_failures = 0
+    else:
+        node.consecutive_failures += 1
+    clean = probe.ok and (
+        probe.latency_ms is None
+        or probe.latency_ms <= settings.SOLLOL_PROBE_SLOW_AFTER * 1000
+    )
+    node.consecutive_successes = node.consecutive_successes + 1 if clean else 0
+    node.last_error = probe.error
+    if probe.version:
+        node.version = probe.version
+    if probe.latency_ms is not None:
+        node.latency_ms = probe.latency_ms
+        node.latency_avg_ms = (
+            probe.latency_ms
+            if node.latency_avg_ms is None
+            else (1 - LATENCY_SMOOTHING) * node.latency_avg_ms
+            + LATENCY_SMOOTHING * probe.latency_ms
+        )
+    if probe.loaded_models is not None:
+        node.loaded_models = probe.loaded_models
+        node.vram_used_bytes = sum(
+            m.get("size_vram", 0) for m in probe.loaded_models if m.get("size_vram")
+        )
+    if probe.disk_models is not None:
+        node.disk_models = probe.disk_models
+        node.tags_checked_at = now
+
+
+def record_node_probes(
+    results: Sequence[tuple[int, NodeProbe]],
+    *,
+    now: dt.datetime,
+    round: int | None = None,
+) -> int:
+    """Store what a batch of probes found; return how many events it made.
+
+    With a sharded round, a node another delivery of the batch already recorded
+    in this round is left as it is: no probe is counted twice.
+    """
+    if not results:
+        return 0
+    events: list[NewEvent] = []
+    history: list[NodeStatusChange] = []
+    with transaction.atomic():
+        nodes = OllamaNode.objects.select_for_update().in_bulk(
+            sorted({node_id for node_id, _ in results})
+        )
+        reported = reported_outcomes(nodes.values(), now=now)
+        for node_id, probe in results:
+            node = nodes.get(node_id)
+            if node is None:
+                continue  # removed while it was being probed
+            if round is not None:
+                if node.probe_round >= round:
+                    continue
+                node.probe_round = round
+            old_status = node.status
+            # The first look at a node is its baseline: what it already holds was
+            # not loaded just now.
+            if probe.loaded_models is not None and node.last_seen is not None:
+                events.extend(
+                    model_activity(node, node.loaded_models, probe.loaded_models)
+                )
+            _apply_node_probe(node, probe, now)
+            node.status, reason = without_flapping(
+                node, *next_node_status(node, probe, reported.get(node.address))
+            )
+            if node.status != old_status:
+                history.append(_history(node, old_status, reason, now))
+                events.append(
+                    status_event(
+                        node,
+                        old_status,
+                        reason,
+                        f"Node {node.url}: {old_status} → {node.status}",
+                        latency_ms=rounded(node.latency_ms),
+                    )
+                )
+        save_fields(list(nodes.values()), NODE_PROBE_FIELDS)
+        NodeStatusChange.objects.bulk_create(history)
+        record_events(events, now=now)
+    return len(events)
+
+
+def reported_outcomes(
+    nodes: Iterable[OllamaNode], *, now: dt.datetime
+) -> dict[str, tuple[int, int]]:
+    """Return {host:port: (requests, failed)} reported over SOLLOL_REPORTED_WINDOW."""
+    addresses = [node.address for node in nodes]
+    if not addresses or settings.SOLLOL_REPORTED_WINDOW <= 0:
+        return {}
+    since = now - dt.timedelta(seconds=settings.SOLLOL_REPORTED_WINDOW)
+    rows = (
+        RequestRecord.objects.filter(node__in=addresses, timestamp__gt=since)
+        .values("node")
+        .annotate(requests=Count("pk"), failed=Count("pk", filter=Q(ok=False)))
+    )
+    return {row["node"]: (row["requests"], row["failed"]) for row in rows}
+
+
+def _history(
+    node: OllamaNode, old_status: str, reason: str, now: dt.datetime
+) -> NodeStatusChange:
+    return NodeStatusChange(
+        node=node, old_status=old_status, new_status=node.status, reason=reason, at=now
+    )
+
+
+BACKEND_PROBE_FIELDS = [
+    "status",
+    "protocol",
+    "devices",
+    "latency_ms",
+    "consecutive_failures",
+    "last_error",
+    "last_seen",
+    "last_probe",
+    "session_at",
+    "probe_round",
+]
+
+
+QUEUE_FULL = (
+    "serving another client, with its queue of waiting connections full: "
+    "new connections time out until that client lets go"
+)
+
+
+def _record_connect_timeout(backend: RpcBackend) -> None:
+    """Judge a TCP connect to backend that timed out: busy, or gone.
+
+    ggml-rpc-server listens with a backlog of 1 and accept()s only when it is free.
+    While it serves a client, Linux keeps two more connections waiting (ours too:
+    closing them, with a FIN or an RST, does not take them out of the queue) and
+    then drops every SYN, so our third probe's connect times out, and every one
+    after it, for as long as that client holds the server: hours, for a llama.cpp
+    client that keeps its RPC servers while it runs. From the port, that looks
+    exactly like a host that stopped answering. What tells them apart is what the
+    last probe that connected saw, and a probe that connects sees busy before the
+    queue can be full of our own connections:
+
+    - busy (the server left our connection in its queue, or left HELLO
+      unanswered): its queue is full behind the client it serves. Busy, for as long
+      as the timeouts last;
+    - online (the server took our connection and closed it: it was free): for the
+      queue to be full, a client must have taken it and two more must have queued
+      within one probe interval. Nothing says it is busy, so each timeout counts as
+      a failure, and after SOLLOL_PROBE_OFFLINE_AFTER of them in a row it is
+      offline; until then it keeps its status, with the error;
+    - anything else: offline at once, as after a refused connect.
+
+    The trade-off: a host that dies while its server is serving a client stays busy
+    until something refuses or answers there again, since a long session and a dead
+    host give the same timeouts on this port; telling them apart would take
+    evidence from elsewhere. A server process that dies is never in doubt: its port
+    refuses at once, and the kernel resets the connections waiting in its queue.
+    """
+    if backend.status == BackendStatus.BUSY:
+        backend.consecutive_failures = 0
+        backend.last_error = QUEUE_FULL
+        return
+    backend.consecutive_failures += 1
+    if (
+        backend.status != BackendStatus.ONLINE
+        or backend.consecutive_failures >= settings.SOLLOL_PROBE_OFFLINE_AFTER
+    ):
+        backend.status = BackendStatus.OFFLINE
+
+
+def record_backend_probes(
+    results: Sequence[tuple[int, RpcProbe, bool]],
+    *,
+    now: dt.datetime,
+    round: int | None = None,
+) -> int:
+    """Store what a batch of backend probes found (id, probe, was a session).
+
+    A probe that was only a TCP connect says free, busy or gone; it keeps what the
+    last protocol session learned (protocol and devices stay as they were). A
+    connect that timed out is judged by `_record_connect_timeout`.
+    """
+    if not results:
+        return 0
+    events: list[NewEvent] = []
+    with transaction.atomic():
+        backends = RpcBackend.objects.select_for_update().in_bulk(
+            sorted({backend_id for backend_id, _, _ in results})
+        )
+        for backend_id, probe, session in results:
+            backend = backends.get(backend_id)
+            if backend is None:
+                continue
+            if round is not None:
+                if backend.probe_round >= round:
+                    continue
+                backend.probe_round = round
+            old_status = backend.status
+            backend.last_probe = now
+            backend.last_error = probe.error or ""
+            if probe.latency_ms is not None:
+                backend.latency_ms = probe.latency_ms
+            if probe.status == BackendStatus.OFFLINE and probe.connect_timed_out:
+                _record_connect_timeout(backend)
+            elif probe.status == BackendStatus.OFFLINE:
+                backend.consecutive_failures += 1
+                backend.status = BackendStatus.OFFLINE
+            else:
+                backend.consecutive_failures = 0
+                backend.last_seen = now
+                if session:
+                    backend.session_at = now
+                    backend.status = probe.status
+                    if probe.status == BackendStatus.ONLINE:
+                        backend.protocol = probe.protocol or ""
+                        backend.devices = [
+                            {"index": d.index, "free": d.free, "total": d.total}
+                            for d in probe.devices
+                        ]
+                elif backend.status in (BackendStatus.OFFLINE, BackendStatus.UNKNOWN):
+                    # Alive again, but what it is now takes a session to tell.
+                    backend.session_at = None
+                elif backend.status in (BackendStatus.ONLINE, BackendStatus.BUSY):
+                    # Free or serving someone: a bare connect tells that much.
+                    backend.status = probe.status
+            event = backend_transition(backend, old_status)
+            if event is not None:
+                events.append(event)
+        save_fields(list(backends.values()), BACKEND_PROBE_FIELDS)
+        record_events(events, now=now)
+    return len(events)
+
+
+def record_rejections(
+    nodes: Sequence[tuple[int, str]],
+    backends: Sequence[tuple[int, str]],
+    *,
+    now: dt.datetime,
+) -> int:
+    """Mark nodes and backends the allow-list refused (id, reason); count events.
+
+    They were not contacted: nothing about them is measured but the refusal.
+    """
+    events: list[NewEvent] = []
+    history: list[NodeStatusChange] = []
+    with transaction.atomic():
+        found_nodes = OllamaNode.objects.select_for_update().in_bulk(
+            sorted(node_id for node_id, _ in nodes)
+        )
+        for node_id, reason in nodes:
+            node = found_nodes.get(node_id)
+            if node is None:
+                continue
+            old_status, reason = node.status, f"not contacted: {reason}"
+            node.status = node.probe_status = NodeStatus.REJECTED
+            node.last_error, node.last_probe = reason, now
+            node.consecutive_failures = node.consecutive_successes = 0
+            if old_status != node.status:
+                history.append(_history(node, old_status, reason, now))
+                events.append(
+                    status_event(
+                        node,
+                        old_status,
+                        reason,
+                        f"Node {node.url}: {old_status} → rejected ({reason})",
+                    )
+                )
+        save_fields(list(found_nodes.values()), NODE_PROBE_FIELDS)
+        NodeStatusChange.objects.bulk_create(history)
+        found_backends = RpcBackend.objects.select_for_update().in_bulk(
+            sorted(backend_id for backend_id, _ in backends)
+        )
+        for backend_id, reason in backends:
+            backend = found_backends.get(backend_id)
+            if backend is None:
+                continue
+            old_status = backend.status
+            backend.status = BackendStatus.REJECTED
+            backend.last_error = f"not contacted: {reason}"
+            backend.last_probe = now
+            event = backend_transition(backend, old_status)
+            if event is not None:
+                events.append(event)
+        save_fields(list(found_backends.values()), BACKEND_PROBE_FIELDS)
+        record_events(events, now=now)
+    return len(events)
+
+
+def publish_node_samples(node_ids: list[int]) -> None:
+    """Send the probed nodes' latest measurements to viewers that asked for them.
+
+    Latency changes at every probe without being an event; the page's sparklines
+    and "last seen" follow these samples instead of polling the node list.
+    """
+    if node_ids:
+        realtime.publish_samples(NODE_STREAM, node_samples(node_ids))
+
+
+def loaded_model_sizes(
+    nodes: set[str],
+) -> dict[tuple[str, str], tuple[int | None, int | None]]:
+    """Return {(host:port, model): (size_vram, size)} from the nodes' last probes.
+
+    Registered with activity.metrics, which names nodes as routers report them
+    (host:port) and knows no node itself.
+    """
+    hosts = set()
+    for node in nodes:
+        try:
+            hosts.add(addresses.split_host_port(node)[0])
+        except PayloadError:
+            continue
+    found = {}
+    for host, port, loaded in OllamaNode.objects.filter(host__in=hosts).values_list(
+        "host", "port", "loaded_models"
+    ):
+        address = addresses.host_port(host, port)
+        if address not in nodes:
+            continue
+        for model in loaded or []:
+            name = model.get("name") or model.get("model")
+            found[(address, name)] = (model.get("size_vram"), model.get("size"))
+    return found
