@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,7 @@ from django.db import connection, transaction
 from activity import streams
 from activity.models import LogRecord
 from activity.services import prune_oldest
-from core import realtime
+from core import realtime, validators
 from core.jsonio import PayloadError, check_document, check_text
 
 MAX_LINES_PER_BATCH = 5000
@@ -93,7 +92,7 @@ def parse_logs(data: Any) -> list[LogLine]:
     """
     default_app = ""
     if isinstance(data, dict) and "records" in data:
-        default_app = _string(data, "app_id", 128, "")
+        default_app = validators.text(data.get("app_id"), "app_id", max_length=128)
         data = data["records"]
     elif isinstance(data, dict):
         data = [data]
@@ -110,12 +109,11 @@ def _parse_line(item: Any, index: int, default_app: str) -> LogLine:
     where = f"records[{index}]."
     if not isinstance(item, dict):
         raise PayloadError(f"records[{index}] must be a JSON object")
-    message = item.get("message")
-    if not isinstance(message, str):
+    if not isinstance(item.get("message"), str):
         raise PayloadError(f"{where}message must be a string")
-    check_text(message, f"{where}message")
-    if len(message) > MAX_MESSAGE_CHARS:
-        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
+    message = validators.text(
+        item["message"], f"{where}message", max_length=MAX_MESSAGE_CHARS, truncate=True
+    )
     level, levelno = parse_level(item.get("level", "INFO"), f"{where}level")
     extra = item.get("extra") or {}
     if not isinstance(extra, dict):
@@ -125,48 +123,12 @@ def _parse_line(item: Any, index: int, default_app: str) -> LogLine:
         level=level,
         levelno=levelno,
         message=message,
-        logger=_string(item, "logger", 200, where),
-        app_id=_string(item, "app_id", 128, where) or default_app,
-        timestamp=_timestamp(item.get("timestamp"), where),
+        logger=validators.text(item.get("logger"), f"{where}logger", max_length=200),
+        app_id=validators.text(item.get("app_id"), f"{where}app_id", max_length=128)
+        or default_app,
+        timestamp=validators.timestamp(item.get("timestamp"), f"{where}timestamp"),
         extra=extra,
     )
-
-
-def _string(data: dict, name: str, max_length: int, where: str) -> str:
-    value = data.get(name)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise PayloadError(f"{where}{name} must be a string")
-    check_text(value, f"{where}{name}")
-    if len(value) > max_length:
-        raise PayloadError(f"{where}{name} is longer than {max_length} characters")
-    return value
-
-
-def _timestamp(value: Any, where: str) -> dt.datetime | None:
-    """Accept Unix seconds or ISO 8601; None means "when it arrived"."""
-    if value is None:
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise PayloadError(f"{where}timestamp must be finite")
-        try:
-            return dt.datetime.fromtimestamp(value, tz=dt.UTC)
-        except (OverflowError, OSError, ValueError):
-            raise PayloadError(f"{where}timestamp is out of range") from None
-    if isinstance(value, str):
-        try:
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise PayloadError(f"{where}timestamp is not ISO 8601") from None
-        if parsed.tzinfo is None:
-            return parsed.replace(tzinfo=dt.UTC)
-        try:  # 0001-01-01T00:00+14:00 is a valid string and no storable instant
-            return parsed.astimezone(dt.UTC)
-        except OverflowError:
-            raise PayloadError(f"{where}timestamp is out of range") from None
-    raise PayloadError(f"{where}timestamp must be Unix seconds or ISO 8601")
 
 
 # --- writing --------------------------------------------------------------------
@@ -207,20 +169,17 @@ def prune_logs(*, now: dt.datetime, max_age: float, max_count: int) -> int:
 # --- reading --------------------------------------------------------------------
 
 
-def log_message(row: LogRecord | tuple) -> dict[str, Any]:
-    """Return a line as /ws/logs and GET /api/logs show it."""
-    if isinstance(row, LogRecord):
-        row = tuple(getattr(row, column) for column in COLUMNS)
-    id, timestamp, level, _, logger, message, app_id, extra = row
+def log_message(row: Any) -> dict[str, Any]:
+    """Return a line (a LogRecord or a row of COLUMNS) as /ws/logs and /api/logs do."""
     return {
-        "id": id,
+        "id": row.id,
         "type": "log",
-        "timestamp": timestamp.timestamp(),
-        "level": level,
-        "logger": logger,
-        "message": message,
-        "app_id": app_id,
-        "extra": extra,
+        "timestamp": row.timestamp.timestamp(),
+        "level": row.level,
+        "logger": row.logger,
+        "message": row.message,
+        "app_id": row.app_id,
+        "extra": row.extra,
     }
 
 
@@ -281,11 +240,11 @@ def parse_filter(query: dict[str, str]) -> LogFilter:
 def rows_after(
     after_id: int, *, up_to: int | None = None, filter: LogFilter, limit: int
 ) -> list[tuple]:
-    """Return the stored lines after after_id that pass filter, as COLUMNS tuples."""
+    """Return the stored lines after after_id that pass filter, as COLUMNS rows."""
     rows = filter.apply(LogRecord.objects.filter(id__gt=after_id))
     if up_to is not None:
         rows = rows.filter(id__lte=up_to)
-    return list(rows.order_by("id").values_list(*COLUMNS)[:limit])
+    return list(rows.order_by("id").values_list(*COLUMNS, named=True)[:limit])
 
 
 def lines_after(
@@ -293,7 +252,7 @@ def lines_after(
 ) -> list[tuple[int, str]]:
     """Return (id, JSON text) of stored lines after after_id that pass filter."""
     return [
-        (row[0], json.dumps(log_message(row), ensure_ascii=False))
+        (row.id, json.dumps(log_message(row), ensure_ascii=False))
         for row in rows_after(after_id, up_to=up_to, filter=filter, limit=limit)
     ]
 
@@ -305,7 +264,7 @@ def recent_lines(
     rows = filter.apply(LogRecord.objects.all())
     if before_id is not None:
         rows = rows.filter(id__lt=before_id)
-    newest = list(rows.order_by("-id").values_list(*COLUMNS)[:limit])
+    newest = list(rows.order_by("-id").values_list(*COLUMNS, named=True)[:limit])
     return [log_message(row) for row in reversed(newest)]
 
 

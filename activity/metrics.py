@@ -24,8 +24,9 @@ from django.db.models import Max
 from activity import streams
 from activity.models import RequestRecord, RequestTotals
 from activity.services import NewEvent, prune_oldest, record_events
-from core import realtime
-from core.jsonio import PayloadError, check_text
+from core import realtime, validators
+from core.addresses import node_name
+from core.jsonio import PayloadError
 
 # Upper bounds, in seconds, of the latency histogram kept in RequestTotals.buckets
 # (and exported to Prometheus as sollol_router_request_duration_seconds).
@@ -81,7 +82,7 @@ def parse_activity(data: Any) -> list[RequestReport]:
         raise PayloadError(
             f"at most {MAX_REQUESTS_PER_REPORT} requests per report, got {len(items)}"
         )
-    app_id = _text(data, "app_id", 128, where="")
+    app_id = validators.text(data.get("app_id"), "app_id", max_length=128)
     return [
         _parse_request(item, default_app=app_id, index=i)
         for i, item in enumerate(items)
@@ -106,63 +107,27 @@ def _parse_request(item: Any, *, default_app: str, index: int | None) -> Request
     if not isinstance(ok, bool):
         raise PayloadError(f"{where}ok must be true or false")
     return RequestReport(
-        node=_node(_text(item, "node", 300, where=where)),
-        model=_text(item, "model", 200, where=where),
+        node=node_name(
+            validators.text(item.get("node"), f"{where}node", max_length=300)
+        ),
+        model=validators.text(item.get("model"), f"{where}model", max_length=200),
         latency_ms=float(latency),
         ok=ok,
-        app_id=_text(item, "app_id", 128, where=where) or default_app,
-        prompt_tokens=_count(item, "prompt_tokens", where),
-        completion_tokens=_count(item, "completion_tokens", where),
-        error=_text(item, "error", 500, where=where, truncate=True),
-        timestamp=_finished_at(item.get("timestamp"), where),
+        app_id=validators.text(item.get("app_id"), f"{where}app_id", max_length=128)
+        or default_app,
+        prompt_tokens=validators.count(
+            item.get("prompt_tokens"), f"{where}prompt_tokens"
+        ),
+        completion_tokens=validators.count(
+            item.get("completion_tokens"), f"{where}completion_tokens"
+        ),
+        error=validators.text(
+            item.get("error"), f"{where}error", max_length=500, truncate=True
+        ),
+        timestamp=validators.timestamp(
+            item.get("timestamp"), f"{where}timestamp", iso=False
+        ),
     )
-
-
-def _text(
-    data: dict, field: str, max_length: int, *, where: str, truncate: bool = False
-) -> str:
-    value = data.get(field)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise PayloadError(f"{where}{field} must be a string")
-    check_text(value, f"{where}{field}")
-    if len(value) > max_length:
-        if not truncate:
-            raise PayloadError(f"{where}{field} is longer than {max_length} characters")
-        value = value[: max_length - 1] + "…"
-    return value
-
-
-def _node(value: str) -> str:
-    """Name a node as activity events do (host:port), whether given as URL or not."""
-    if "://" in value:
-        value = value.split("://", 1)[1]
-    return value.rstrip("/")
-
-
-def _count(data: dict, field: str, where: str) -> int | None:
-    value = data.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise PayloadError(f"{where}{field} must be a whole number ≥ 0")
-    if value > 2**31 - 1:
-        raise PayloadError(f"{where}{field} is implausibly large")
-    return value
-
-
-def _finished_at(value: Any, where: str) -> dt.datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PayloadError(f"{where}timestamp must be Unix seconds")
-    if not math.isfinite(value):
-        raise PayloadError(f"{where}timestamp must be finite")
-    try:
-        return dt.datetime.fromtimestamp(value, tz=dt.UTC)
-    except (OverflowError, OSError, ValueError):
-        raise PayloadError(f"{where}timestamp is out of range") from None
 
 
 def parse_window(value: str | None) -> float:
@@ -369,11 +334,16 @@ def window_metrics(
             "ok",
             "completion_tokens",
             "timestamp",
+            named=True,
         )
     )
     groups: dict[str, dict[str, list]] = {"node": {}, "model": {}, "app": {}}
     for row in rows:
-        for key, value in (("node", row[0]), ("model", row[1]), ("app", row[2])):
+        for key, value in (
+            ("node", row.node),
+            ("model", row.model),
+            ("app", row.app_id),
+        ):
             groups[key].setdefault(value, []).append(row)
     summary = {
         "window_seconds": window,
@@ -401,10 +371,10 @@ def _breakdown(groups: dict[str, list], window: float, label: str) -> list[dict]
 
 
 def _analyse(rows: list[tuple], window: float) -> dict[str, Any]:
-    latencies = sorted(row[3] for row in rows)
-    failed = sum(1 for row in rows if not row[4])
-    tokens = [row for row in rows if row[5] is not None]
-    token_seconds = sum(row[3] for row in tokens) / 1000
+    latencies = sorted(row.latency_ms for row in rows)
+    failed = sum(1 for row in rows if not row.ok)
+    tokens = [row for row in rows if row.completion_tokens is not None]
+    token_seconds = sum(row.latency_ms for row in tokens) / 1000
     return {
         "requests": len(rows),
         "errors": failed,
@@ -419,11 +389,13 @@ def _analyse(rows: list[tuple], window: float) -> dict[str, Any]:
         # Completion tokens per second of request time, over the requests that said
         # how many tokens they made.
         "tokens_per_second": (
-            round(sum(row[5] for row in tokens) / token_seconds, 2)
+            round(sum(row.completion_tokens for row in tokens) / token_seconds, 2)
             if token_seconds > 0
             else None
         ),
-        "completion_tokens": sum(row[5] for row in tokens) if tokens else None,
+        "completion_tokens": (
+            sum(row.completion_tokens for row in tokens) if tokens else None
+        ),
     }
 
 
@@ -450,9 +422,10 @@ def _series(
     latencies: list[list[float]] = [[] for _ in range(first, last + 1)]
     errors = [0] * len(latencies)
     for row in rows:
-        k = min(max(index((row[6] - _EPOCH) // _MICROSECOND), first), last) - first
-        latencies[k].append(row[3])
-        errors[k] += not row[4]
+        finished = (row.timestamp - _EPOCH) // _MICROSECOND
+        k = min(max(index(finished), first), last) - first
+        latencies[k].append(row.latency_ms)
+        errors[k] += not row.ok
     series = []
     for k, (values, failed) in enumerate(zip(latencies, errors, strict=True)):
         start = max(since_us, (first + k) * span / buckets)

@@ -26,6 +26,7 @@ from activity.traces import (
     parse_span_id,
     parse_trace_id,
 )
+from core import validators
 from core.jsonio import PayloadError, check_text
 
 # Indexes are the protobuf enum numbers (SpanKind, Status.StatusCode).
@@ -216,14 +217,6 @@ def key_values_json(pairs: Any, depth: int = 1) -> dict[str, Any]:
     return result
 
 
-def _text(value: Any, where: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise PayloadError(f"{where} must be a string")
-    return check_text(value, where)
-
-
 def _hex_id(value: Any, parse: Callable[..., str], where: str, **kwargs) -> str:
     if not isinstance(value, str) and value is not None:
         raise PayloadError(f"{where} must be a hex string")
@@ -238,7 +231,9 @@ def _span_json(span: Any, service: str) -> SpanIn:
         event = _object(event, "event")
         events.append(
             {
-                "name": _text(event.get("name"), "event name"),
+                "name": validators.text(
+                    event.get("name"), "event name", max_length=500, truncate=True
+                ),
                 "timestamp": check_time_ns(
                     _integer(_get(event, "timeUnixNano"), "event time", UINT64),
                     "event timeUnixNano",

@@ -49,13 +49,13 @@ class LogTail:
             while True:
                 rows = await database_sync_to_async(_fetch)(self.high)
                 for row in rows:
-                    self._ids.append(row[0])
-                    self._lines.append((row[3], row[6], row[5]))
+                    self._ids.append(row.id)
+                    self._lines.append((row.levelno, row.app_id, row.message))
                     self._texts.append(
                         json.dumps(logs.log_message(row), ensure_ascii=False)
                     )
                 if rows:
-                    self.high = rows[-1][0]
+                    self.high = rows[-1].id
                 if len(rows) < FETCH:
                     break
             self._trim()
@@ -82,7 +82,7 @@ def _fetch(after_id: int) -> list[tuple]:
     return list(
         LogRecord.objects.filter(id__gt=after_id)
         .order_by("id")
-        .values_list(*logs.COLUMNS)[:FETCH]
+        .values_list(*logs.COLUMNS, named=True)[:FETCH]
     )
 
 

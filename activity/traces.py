@@ -24,8 +24,8 @@ from django.db.models import Count, F, Max, Min, Q, RowRange, Sum, Window
 from activity import streams
 from activity.choices import SpanKind, SpanStatus
 from activity.models import Span, Trace
-from core import realtime
-from core.jsonio import PayloadError, check_document, check_text
+from core import realtime, validators
+from core.jsonio import PayloadError, check_document
 
 HEX_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 HEX_SPAN_ID = re.compile(r"[0-9a-f]{16}")
@@ -148,15 +148,6 @@ def _time_ns(value: Any, field: str) -> int:
     raise PayloadError(f"{field} must be Unix seconds or an RFC 3339 time")
 
 
-def _text(value: Any, field: str, *, limit: int, default: str = "") -> str:
-    """Return storable text cut to limit characters (long text is not wrong text)."""
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise PayloadError(f"{field} must be a string")
-    return check_text(value, field)[:limit]
-
-
 def make_span(
     *,
     trace_id: str,
@@ -185,20 +176,29 @@ def make_span(
         trace_id=trace_id,
         span_id=span_id,
         parent_span_id=parent_span_id,
-        name=_text(name, "name", limit=Span._meta.get_field("name").max_length),
-        service=_text(
+        name=validators.text(
+            name,
+            "name",
+            max_length=Span._meta.get_field("name").max_length,
+            truncate=True,
+        ),
+        service=validators.text(
             service,
             "service",
-            limit=Span._meta.get_field("service").max_length,
+            max_length=Span._meta.get_field("service").max_length,
             default=UNKNOWN_SERVICE,
+            truncate=True,
         )
         or UNKNOWN_SERVICE,
         kind=kind,
         start_ns=start_ns,
         end_ns=end_ns,
         status=status,
-        status_message=_text(
-            status_message, "status message", limit=MAX_STATUS_MESSAGE
+        status_message=validators.text(
+            status_message,
+            "status message",
+            max_length=MAX_STATUS_MESSAGE,
+            truncate=True,
         ),
         attributes=attributes,
         events=events,
@@ -247,7 +247,9 @@ def _native_events(value: Any) -> list[dict[str, Any]]:
         when = event.get("timestamp", event.get("time"))
         events.append(
             {
-                "name": _text(event.get("name"), f"{where}.name", limit=500),
+                "name": validators.text(
+                    event.get("name"), f"{where}.name", max_length=500, truncate=True
+                ),
                 "timestamp": _time_ns(when, f"{where}.timestamp") / 1e9,
                 "attributes": attributes,
             }

@@ -73,6 +73,17 @@ def split_host_port(value: str) -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
+def node_name(reported: str) -> str:
+    """Return how activity events name a node (host:port) from what a router said.
+
+    Routers name nodes as they like: a URL loses its scheme and trailing slash,
+    anything else is kept as given, so a report is never refused for its name.
+    """
+    if "://" in reported:
+        reported = reported.split("://", 1)[1]
+    return reported.rstrip("/")
+
+
 def node_url(value: str) -> tuple[str, str, int]:
     """Return (url, host, port) of an Ollama node given as a URL or host[:port]."""
     scheme, host, port = _split(value, "http")

@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
-from rest_framework.exceptions import NotFound, ParseError
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -25,27 +25,13 @@ from core import jsonio
 from core.parsers import too_large_message
 from core.schema import query
 from core.tokens import check_bearer
+from core.validators import query_number
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 PROTOBUF = "application/x-protobuf"
-
-
-def _number_param(
-    request, name: str, default: float | None, maximum: float
-) -> float | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ParseError(f"{name} must be a number") from None
-    if not 0 <= value <= maximum:  # also refuses NaN
-        raise ParseError(f"{name} must be between 0 and {maximum:g}")
-    return value
 
 
 class TraceListView(APIView):
@@ -58,11 +44,26 @@ class TraceListView(APIView):
     }
 
     def get(self, request):
-        limit = int(_number_param(request, "limit", DEFAULT_LIMIT, MAX_LIMIT))
-        service = request.query_params.get("service") or None
+        query = request.query_params
+        limit = int(
+            query_number(
+                query.get("limit"),
+                "limit",
+                default=DEFAULT_LIMIT,
+                low=0,
+                high=MAX_LIMIT,
+            )
+        )
+        service = query.get("service") or None
         found = traces.recent_traces(
             service=service,
-            min_duration_ms=_number_param(request, "min_duration_ms", None, 1e12),
+            min_duration_ms=query_number(
+                query.get("min_duration_ms"),
+                "min_duration_ms",
+                default=None,
+                low=0,
+                high=1e12,
+            ),
             limit=limit,
         )
         return Response(
@@ -77,10 +78,7 @@ class TraceListView(APIView):
 
 class TraceDetailView(APIView):
     def get(self, request, trace_id: str):
-        try:
-            trace_id = traces.parse_trace_id(trace_id)
-        except jsonio.PayloadError as exc:
-            raise ParseError(str(exc)) from None
+        trace_id = traces.parse_trace_id(trace_id)
         tree = traces.trace_tree(trace_id)
         if tree is None:
             raise NotFound(f"no trace with trace_id {trace_id}")

@@ -2,13 +2,12 @@ from __future__ import annotations
 
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from rest_framework.exceptions import ParseError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from activity import logs, metrics
-from core.jsonio import PayloadError
 from core.schema import query
+from core.validators import query_int
 
 MAX_LOG_LIMIT = 1000
 
@@ -30,16 +29,16 @@ class MetricsView(APIView):
     }
 
     def get(self, request):
-        try:
-            window = metrics.parse_window(request.query_params.get("window"))
-            buckets = metrics.parse_buckets(
-                request.query_params.get("buckets"), window=window
-            )
-        except PayloadError as exc:
-            raise ParseError(str(exc)) from None
+        window = metrics.parse_window(request.query_params.get("window"))
+        buckets = metrics.parse_buckets(
+            request.query_params.get("buckets"), window=window
+        )
         return Response(
             metrics.window_metrics(window=window, now=timezone.now(), buckets=buckets)
         )
+
+
+ID_MAX = 2**63 - 1
 
 
 class LogListView(APIView):
@@ -61,13 +60,14 @@ class LogListView(APIView):
 
     def get(self, request):
         query = request.query_params
-        try:
-            filter = logs.parse_filter(query.dict())
-            limit = _int(query.get("limit"), "limit", 200, 1, MAX_LOG_LIMIT)
-            since = _int(query.get("since"), "since", None, 0, 2**63 - 1)
-            before = _int(query.get("before"), "before", None, 1, 2**63 - 1)
-        except PayloadError as exc:
-            raise ParseError(str(exc)) from None
+        filter = logs.parse_filter(query.dict())
+        limit = query_int(
+            query.get("limit"), "limit", default=200, low=1, high=MAX_LOG_LIMIT
+        )
+        since = query_int(query.get("since"), "since", default=None, low=0, high=ID_MAX)
+        before = query_int(
+            query.get("before"), "before", default=None, low=1, high=ID_MAX
+        )
         if since is not None:
             lines = [
                 logs.log_message(row)
@@ -82,15 +82,3 @@ class LogListView(APIView):
                 "last_id": lines[-1]["id"] if lines else since,
             }
         )
-
-
-def _int(value, name: str, default, low: int, high: int):
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise PayloadError(f"{name} must be a whole number") from None
-    if not low <= number <= high:
-        raise PayloadError(f"{name} must be between {low} and {high}")
-    return number

@@ -11,7 +11,8 @@ from typing import Any
 from django.conf import settings
 
 from applications.models import Application
-from core.jsonio import PayloadError, check_document, check_text, dumps
+from core import validators
+from core.jsonio import PayloadError, check_document, dumps
 
 APP_ID_PATTERN = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 
@@ -66,18 +67,6 @@ def parse_app_id(value: Any) -> str:
     return value
 
 
-def _optional_text(data: dict, field: str, max_length: int) -> str | None:
-    value = data.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise PayloadError(f"{field} must be a string")
-    value = check_text(value.strip(), field)
-    if len(value) > max_length:
-        raise PayloadError(f"{field} must be at most {max_length} characters")
-    return value
-
-
 def parse_report(data: Any, *, registering: bool, owner: str = "") -> AppReport:
     """Validate a register (registering=True) or heartbeat body into an AppReport.
 
@@ -92,7 +81,13 @@ def parse_report(data: Any, *, registering: bool, owner: str = "") -> AppReport:
         app_id = str(uuid.uuid4())
     else:
         app_id = parse_app_id(data["app_id"])
-    name = _optional_text(data, "name", Application._meta.get_field("name").max_length)
+    name = validators.text(
+        data.get("name"),
+        "name",
+        max_length=Application._meta.get_field("name").max_length,
+        default=None,
+        strip=True,
+    )
     if registering and not name:
         raise PayloadError("name is required")
     if name == "":
@@ -105,8 +100,16 @@ def parse_report(data: Any, *, registering: bool, owner: str = "") -> AppReport:
     return AppReport(
         app_id=app_id,
         name=name,
-        router_type=_optional_text(data, "router_type", 100),
-        version=_optional_text(data, "version", 64),
+        router_type=validators.text(
+            data.get("router_type"),
+            "router_type",
+            max_length=100,
+            default=None,
+            strip=True,
+        ),
+        version=validators.text(
+            data.get("version"), "version", max_length=64, default=None, strip=True
+        ),
         metadata=metadata,
         owner=owner,
     )

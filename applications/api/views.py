@@ -16,26 +16,13 @@ from applications.api.serializers import (
 )
 from applications.choices import AppStatus
 from applications.models import Application
-from core.jsonio import PayloadError
 from core.schema import query
 from core.tokens import token_owner
+from core.validators import query_int
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 MAX_OFFSET = 10**9  # past any fleet; a bigger one overflowed the SQL (500)
-
-
-def _int_param(request, name: str, default: int, maximum: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ParseError(f"{name} must be a whole number") from None
-    if not 0 <= value <= maximum:
-        raise ParseError(f"{name} must be between 0 and {maximum}")
-    return value
 
 
 class ApplicationListView(APIView):
@@ -50,9 +37,14 @@ class ApplicationListView(APIView):
 
     def get(self, request):
         now = timezone.now()
-        limit = _int_param(request, "limit", DEFAULT_PAGE, MAX_PAGE)
-        offset = _int_param(request, "offset", 0, MAX_OFFSET)
-        wanted = request.query_params.get("status")
+        query = request.query_params
+        limit = query_int(
+            query.get("limit"), "limit", default=DEFAULT_PAGE, low=0, high=MAX_PAGE
+        )
+        offset = query_int(
+            query.get("offset"), "offset", default=0, low=0, high=MAX_OFFSET
+        )
+        wanted = query.get("status")
         apps = Application.objects.all()
         if wanted == AppStatus.ACTIVE:
             apps = apps.filter(stale_after__gt=now)
@@ -60,7 +52,7 @@ class ApplicationListView(APIView):
             apps = apps.filter(stale_after__lte=now)
         elif wanted:
             raise ParseError("status must be active or stale")
-        router_type = request.query_params.get("router_type")
+        router_type = query.get("router_type")
         if router_type:
             apps = apps.filter(router_type=router_type)
         counts = apps.aggregate(
@@ -90,11 +82,9 @@ class ApplicationDetailView(APIView):
 class RegisterView(APIView):
     def post(self, request):
         owner = token_owner(request.headers.get("Authorization"))
+        report = parse_report(request.data, registering=True, owner=owner)
         try:
-            report = parse_report(request.data, registering=True, owner=owner)
             app, created = services.register_application(report, now=timezone.now())
-        except PayloadError as exc:
-            raise ParseError(str(exc)) from None
         except services.TooManyApplications as exc:
             raise PermissionDenied(str(exc)) from None
         return Response(
@@ -111,10 +101,7 @@ class UnregisterView(APIView):
             body = request.data
             if not isinstance(body, dict) or "app_id" not in body:
                 raise ParseError('the body must be {"app_id": "..."}')
-            try:
-                app_id = parse_app_id(body["app_id"])
-            except PayloadError as exc:
-                raise ParseError(str(exc)) from None
+            app_id = parse_app_id(body["app_id"])
         if services.unregister_application(app_id, now=timezone.now()) is None:
             raise NotFound(f"no application with app_id {app_id}")
         return Response({"status": "ok", "app_id": app_id})

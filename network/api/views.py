@@ -6,7 +6,6 @@ from rest_framework.exceptions import APIException, NotFound, ParseError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.jsonio import PayloadError
 from network.api.serializers import (
     backend_data,
     node_data,
@@ -49,12 +48,7 @@ class NodeListView(APIView):
         )
 
     def post(self, request):
-        try:
-            node, created = lifecycle.add_node(
-                _address(request, "url"), now=timezone.now()
-            )
-        except PayloadError as exc:
-            raise ParseError(str(exc)) from None
+        node, created = lifecycle.add_node(_address(request, "url"), now=timezone.now())
         return Response(
             {"status": "ok", "created": created, "node": node_data(node)},
             status=201 if created else 200,
@@ -78,12 +72,9 @@ class BackendListView(APIView):
         return Response({"backends": backends, "total": len(backends)})
 
     def post(self, request):
-        try:
-            backend, created = lifecycle.add_backend(
-                _address(request, "address"), now=timezone.now()
-            )
-        except PayloadError as exc:
-            raise ParseError(str(exc)) from None
+        backend, created = lifecycle.add_backend(
+            _address(request, "address"), now=timezone.now()
+        )
         return Response(
             {
                 "status": "ok",
