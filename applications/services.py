@@ -12,10 +12,10 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from activity.services import NewEvent, record_events
+from activity.signals import application_reported
 from applications.api.serializers import AppReport, application_data, check_metadata
 from applications.choices import APPLICATION_STREAM, AppStatus
 from applications.models import Application, SweepMark
-from applications.signals import application_reported
 from core import realtime
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from functools import partial
 from django.db import transaction
 from django.dispatch import receiver
 
-from applications.signals import application_reported
+from activity.signals import application_reported
 from network.services import lifecycle
 
 

@@ -1,4 +1,4 @@
-"""GET /api/prometheus, read back with Prometheus' own text parser semantics."""
+"""GET /api/prometheus joins every app's collector; read back as Prometheus reads it."""
 
 from __future__ import annotations
 

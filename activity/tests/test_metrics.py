@@ -11,9 +11,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from activity import metrics
-from activity.models import Event, RequestRecord, RequestTotals
-from network.probes import NodeProbe
-from network.services import lifecycle, recording
+from activity.models import RequestRecord, RequestTotals
 from sollol_site.asgi import application
 
 HOST = [(b"host", b"127.0.0.1:8080")]
@@ -110,33 +108,6 @@ def test_totals_keep_a_histogram_that_pruning_never_lowers():
     assert totals.buckets[6] == 1  # 3 s ≤ 5 s
     assert totals.buckets[-1] == 1  # 500 s: beyond every bound
     assert totals.latency_seconds_sum == pytest.approx(503.21)
-
-
-@pytest.mark.django_db
-def test_a_report_becomes_one_processing_event_per_node_and_model():
-    now = timezone.now()
-    [node] = lifecycle.ensure_nodes(["127.0.0.2:11434"], source="config", now=now)
-    loaded = [{"name": "llama3.2:3b", "size": 3 * 2**30, "size_vram": 2576980378}]
-    recording.record_node_probes(
-        [
-            (
-                node.id,
-                NodeProbe(ok=True, answered=True, latency_ms=1.0, loaded_models=loaded),
-            )
-        ],
-        now=now,
-    )
-    metrics.record_requests([report(app_id="a"), report(ok=False, app_id="b")], now=now)
-    [event] = Event.objects.filter(type="model_processing")
-    message = event.as_message()
-    assert message["node"] == "127.0.0.2:11434"
-    assert message["model"] == "llama3.2:3b"
-    assert message["vram_gb"] == 2.4
-    assert message["requests"] == 2 and message["errors"] == 1
-    assert message["app_ids"] == ["a", "b"]
-    assert message["message"].startswith(
-        "🔄 Processing on 127.0.0.2:11434: llama3.2:3b (VRAM: 2.40GB; 2 requests"
-    )
 
 
 @pytest.mark.django_db(transaction=True)

@@ -152,35 +152,6 @@ def test_it_ignores_results_for_a_node_removed_meanwhile():
     assert node_events()[-1].type == "node_removed"
 
 
-def test_it_watches_the_nodes_and_backends_applications_report(
-    django_capture_on_commit_callbacks,
-):
-    from applications.api.serializers import AppReport
-    from applications.services import register_application
-    from network.models import RpcBackend
-
-    with django_capture_on_commit_callbacks(execute=True):
-        register_application(
-            AppReport(
-                app_id="router",
-                name="Router",
-                metadata={
-                    "nodes": ["http://127.0.0.5:11434"],
-                    "ollama_nodes": "127.0.0.6",
-                    "rpc_backends": ["127.0.0.7:50052", 42],
-                },
-            ),
-            now=T0,
-        )
-    assert set(OllamaNode.objects.values_list("url", "source")) == {
-        ("http://127.0.0.5:11434", "application"),
-        ("http://127.0.0.6:11434", "application"),
-    }
-    assert list(RpcBackend.objects.values_list("address", flat=True)) == [
-        "127.0.0.7:50052"
-    ]
-
-
 @override_settings(
     SOLLOL_OLLAMA_NODES=["127.0.0.8", "127.0.0.9:11500"],
     SOLLOL_RPC_BACKENDS=["127.0.0.8"],
