@@ -26,7 +26,7 @@ class Event(models.Model):
         return f"#{self.id} {self.type}: {self.message}"
 
     def as_message(self) -> dict[str, Any]:
-        """Return the event as sent on its stream (DESIGN.md §5)."""
+        """Return the event as sent on its stream (docs/ARCHITECTURE.md)."""
         message = {
             "id": self.id,
             "type": self.type,

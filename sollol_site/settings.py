@@ -1,7 +1,8 @@
 """Settings for the SOLLOL dashboard: embedded defaults, production through the env.
 
-Every knob an operator may turn is an environment variable (DESIGN.md §5). Without any
-of them the dashboard runs in one process on SQLite with an in-memory channel layer.
+Every knob an operator may turn is an environment variable (the README's
+Configuration). Without any of them the dashboard runs in one process on SQLite
+with an in-memory channel layer.
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ REST_FRAMEWORK = {
 # files from drf-spectacular-sidecar: no CDN).
 SPECTACULAR_SETTINGS = {
     "TITLE": "SOLLOL Unified Dashboard API",
-    "DESCRIPTION": "Fleet state, the application registry and activity (DESIGN.md).",
+    "DESCRIPTION": "Fleet state, the application registry and activity.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
