@@ -9,4 +9,4 @@ class ApplicationsConfig(AppConfig):
         from activity import prometheus
         from applications import metrics
 
-        prometheus.register(metrics.collect)
+        prometheus.register(metrics.applications)

@@ -11,7 +11,7 @@ from applications.models import Application
 from core.prometheus import Family, escape
 
 
-def collect() -> Iterator[Family]:
+def applications() -> Iterator[Family]:
     counts = dict.fromkeys(AppStatus.values, 0)
     rows = (
         Application.objects.order_by().values_list("status").annotate(count=Count("*"))

@@ -398,10 +398,10 @@ def rounds(
 
 PROFILE_PARTS = [
     ("`prometheus_metrics` view (all)", "prometheus_metrics (", ""),
-    ("… collector: node rows and their loaded models", "FleetCollector.nodes (", ""),
-    ("… collector: backends", "FleetCollector.backends (", ""),
-    ("… collector: applications by status", "FleetCollector.applications (", ""),
-    ("… collector: router totals", "FleetCollector.router (", ""),
+    ("… collector: node rows and their loaded models", "nodes (", ""),
+    ("… collector: backends", "backends (", ""),
+    ("… collector: applications by status", "applications (", ""),
+    ("… collector: router totals", "router (", ""),
     ("… ORM: iterating rows", "ValuesListIterable.__iter__ (", ""),
     ("request plumbing: outside the view", "!prometheus_metrics (", ""),
 ]

@@ -9,4 +9,4 @@ class FrameworksConfig(AppConfig):
         from activity import prometheus
         from frameworks import metrics
 
-        prometheus.register(metrics.collect)
+        prometheus.register(metrics.frameworks)

@@ -15,7 +15,7 @@ from frameworks.choices import FrameworkStatus
 from frameworks.models import FrameworkSnapshot, FrameworkState
 
 
-def collect() -> Iterator[Family]:
+def frameworks() -> Iterator[Family]:
     up = Family(
         "sollol_framework_up",
         "gauge",

@@ -11,5 +11,6 @@ class NetworkConfig(AppConfig):
         from network import metrics, signals  # noqa: F401
         from network.services import recording
 
-        prometheus.register(metrics.collect)
+        for collector in (metrics.nodes, metrics.backends, metrics.probe_cycles):
+            prometheus.register(collector)
         activity_metrics.register_loaded_model_sizes(recording.loaded_model_sizes)

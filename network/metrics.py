@@ -21,12 +21,6 @@ from network.models import OllamaNode, ProbeCycle, RpcBackend
 from network.status import backend_usable, node_usable
 
 
-def collect() -> Iterator[Family]:
-    yield from nodes()
-    yield from backends()
-    yield from probe_cycles()
-
-
 def nodes() -> Iterator[Family]:
     up = Family(
         "sollol_node_up",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 
 import pytest
@@ -133,3 +134,31 @@ async def test_it_lets_scripts_without_an_origin_connect():
     await register_now("app-1")
     assert (await ws.receive_json_from(timeout=5))["type"] == "app_registered"
     await ws.disconnect()
+
+
+async def test_heartbeats_that_change_nothing_still_reach_the_page_as_samples(
+    monkeypatch,
+):
+    monkeypatch.setattr(services, "_samples_published", None)
+    now = timezone.now()
+    await database_sync_to_async(register)("app-1", now=now - dt.timedelta(seconds=2))
+    asked = await connect("/ws/applications?samples=1")
+    await database_sync_to_async(services.record_heartbeats)(
+        [services.AppReport(app_id="app-1")], now=now
+    )
+    sent = await database_sync_to_async(services.publish_heartbeat_samples)(now=now)
+    assert sent == 1
+    message = await asked.receive_json_from(timeout=5)
+    assert message["type"] == "samples"
+    assert message["apps"] == [["app-1", now.timestamp()]]
+    # Within the interval nothing more is sent; after it, only what is new.
+    later = now + dt.timedelta(seconds=1)
+    assert (
+        await database_sync_to_async(services.publish_heartbeat_samples)(now=later) == 0
+    )
+    quiet = now + dt.timedelta(seconds=6)
+    assert (
+        await database_sync_to_async(services.publish_heartbeat_samples)(now=quiet) == 0
+    )
+    assert await asked.receive_nothing(timeout=0.3)
+    await asked.disconnect()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
+from activity import prometheus
 from activity.models import Event
 from network.choices import Source
 from network.models import OllamaNode
@@ -80,3 +81,26 @@ def test_a_node_that_fails_now_and_then_is_not_called_flapping():
     statuses = [probe(node, result) for result in pattern]
     assert "flapping" not in statuses
     assert statuses[-1] == "unhealthy" and statuses[-2] == "healthy"
+
+
+def test_a_flapping_node_is_usable_exactly_when_its_latest_probe_answered(client):
+    [node] = lifecycle.ensure_nodes(
+        ["127.0.0.2"], source=Source.CONFIG, now=timezone.now()
+    )
+    for i in range(12):  # up, down, … down: flapping, and down just now
+        probe(node, UP if i % 2 == 0 else DOWN)
+    assert node.status == "flapping"
+
+    def seen() -> tuple[bool, str, float]:
+        [listed] = client.get("/api/network/nodes").json()["nodes"]
+        health = client.get("/api/network/health").json()
+        up = prometheus.exposition().decode()
+        line = next(x for x in up.splitlines() if x.startswith("sollol_node_up{"))
+        assert listed["loaded_models_known"] == listed["usable"]
+        return listed["usable"], health["status"], float(line.rsplit(" ", 1)[1])
+
+    # One rule everywhere: the node list, the fleet's health and Prometheus.
+    assert seen() == (False, "critical", 0.0)
+    probe(node, UP)
+    assert node.status == "flapping"
+    assert seen() == (True, "degraded", 1.0)

@@ -297,3 +297,20 @@ def test_it_keeps_only_the_newest_history_of_each_node():
         "healthy",
     ]
     assert len(node_history(other)) == 1
+
+
+def test_its_events_carry_the_verdict_clients_use_not_only_the_status():
+    node = make_node()
+    assert node_events("node_discovered")[0].payload["usable"] is False
+    recording.record_node_probes([(node.id, OK)], now=T0)
+    recording.record_node_probes([(node.id, BUSY)], now=T0)  # answers: degraded
+    recording.record_node_probes([(node.id, DOWN)], now=T0)
+    verdicts = [
+        (e.payload["new_status"], e.payload["usable"], e.payload["loaded_models_known"])
+        for e in node_events("status_change")
+    ]
+    assert verdicts == [
+        ("healthy", True, True),
+        ("degraded", True, True),
+        ("unhealthy", False, False),
+    ]
