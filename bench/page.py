@@ -29,7 +29,6 @@ import argparse
 import datetime as dt
 import json
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -61,33 +60,6 @@ new PerformanceObserver((list) => {
 }).observe({ type: "longtask", buffered: true });
 """
 log = run.log
-
-
-class OtherTree(run.Server):
-    """The dashboard of another checkout (--against), with this tree's venv."""
-
-    def __init__(self, root: Path, data_dir: Path, env: dict[str, str]) -> None:
-        super().__init__(run.KINDS["embedded"], data_dir, env)
-        self.root = root
-
-    def start(self, timeout: float = 60.0) -> float:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        self.process = subprocess.Popen(
-            self.kind.argv(self.port),
-            cwd=self.root,
-            env={**run.server_env(self.data_dir), **self.env},
-            stdout=self.log_path.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        while time.monotonic() - started < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.root} exited early:\n{self.log_tail()}")
-            if self.answers():
-                return time.monotonic() - started
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.root} not ready in {timeout}s:\n{self.log_tail()}")
 
 
 def post(port: int, path: str, body) -> int:
@@ -278,11 +250,17 @@ def main() -> int:
         server = workspace.server("embedded", env)
         servers.append(server)
         if args.against:
-            other = OtherTree(args.against.resolve(), workspace.root / "against", env)
-            servers.append(other)
-        server.prepare()
+            servers.append(
+                run.Server(
+                    run.KINDS["embedded"],
+                    workspace.root / "against",
+                    env,
+                    root=args.against.resolve(),
+                )
+            )
         code = network.code_state()
         for each in servers:
+            each.prepare()
             each.start()
         for each in servers:
             network.wait_until(
