@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/page.py               # 5 loads, 20 s of 50 events/s
     .venv/bin/python bench/page.py --loads 3 --seconds 10 --no-write
+    .venv/bin/python bench/page.py --loads 20 --against /tmp/base  # A/B
 
 Targets (issue 6): first contentful paint ≤ 1 s with 100 nodes and 1,000 apps;
 no long task over 200 ms while 50 events/s stream in.
@@ -14,6 +15,12 @@ page stays open while a paced producer makes 50 events a second, in turn an app
 heartbeat that changes metadata (app_updated on /ws/applications), a reported
 request batch (model_processing on /ws/ollama_activity) and a log POST (a line
 on /ws/logs); a PerformanceObserver collects every long task meanwhile.
+
+--against DIR compares first paint with another checkout of the project (`git
+worktree add /tmp/base <commit>`, or `git archive <commit> | tar -x -C
+/tmp/base`): its `manage.py serve` runs beside this one, on the same fleet with
+the same apps, and the loads alternate between the two (which goes first, too),
+so both see the same load from whatever else the machine is doing.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import run
 
@@ -131,34 +139,47 @@ def wait_in_page(page, expression: str, timeout: float = 30.0):
     raise TimeoutError(f"{expression} stayed false for {timeout} s")
 
 
-def measure(port: int, loads: int, seconds: float) -> dict:
+def first_paint(browser, url: str) -> tuple[float, int]:
+    """Load the page in a fresh context; return its FCP (ms) and its app rows."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    try:
+        page = context.new_page()
+        page.goto(url, wait_until="load")
+        wait_in_page(
+            page, "performance.getEntriesByName('first-contentful-paint').length"
+        )
+        fcp = page.evaluate(
+            "performance.getEntriesByName('first-contentful-paint')[0].startTime"
+        )
+        return fcp, page.locator("#apps-body tr").count()
+    finally:
+        context.close()
+
+
+def measure(port: int, loads: int, seconds: float, other: int | None = None) -> dict:
     from playwright.sync_api import sync_playwright
 
     url = f"http://{run.HOST}:{port}/"
-    fcps, rendered = [], []
+    other_url = f"http://{run.HOST}:{other}/" if other else None
+    fcps, rendered, other_fcps = [], [], []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
         )
         try:
-            for i in range(loads + 1):  # the first load warms caches; not counted
-                context = browser.new_context(viewport={"width": 1600, "height": 1000})
-                page = context.new_page()
-                page.goto(url, wait_until="load")
-                wait_in_page(
-                    page,
-                    "performance.getEntriesByName('first-contentful-paint').length",
-                )
-                fcp = page.evaluate(
-                    "performance.getEntriesByName('first-contentful-paint')[0]"
-                    ".startTime"
-                )
-                rows = page.locator("#apps-body tr").count()
-                if i:
-                    fcps.append(fcp)
-                    rendered.append(rows)
-                log(f"  load {i}: FCP {fcp:.0f} ms, {rows} app rows")
-                context.close()
+            # The first load (of each tree) warms caches; not counted. With
+            # --against, which tree goes first alternates too.
+            for i in range(loads + 1):
+                turns = [(url, fcps, "")]
+                if other_url:
+                    turns.insert(i % 2, (other_url, other_fcps, " --against"))
+                for where, kept, label in turns:
+                    fcp, rows = first_paint(browser, where)
+                    if i:
+                        kept.append(fcp)
+                        if where == url:
+                            rendered.append(rows)
+                    log(f"  load {i}{label}: FCP {fcp:.0f} ms, {rows} app rows")
 
             context = browser.new_context(viewport={"width": 1600, "height": 1000})
             context.add_init_script(LONG_TASKS)
@@ -191,6 +212,7 @@ def measure(port: int, loads: int, seconds: float) -> dict:
             browser.close()
     return {
         "fcp_ms": fcps,
+        "other_fcp_ms": other_fcps,
         "rows": rendered,
         "events_sent": len(sent),
         "seconds": seconds,
@@ -207,51 +229,89 @@ def main() -> int:
     parser.add_argument("--loads", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--against", type=Path, help="another checkout to compare first paint with"
+    )
     args = parser.parse_args()
     started = dt.datetime.now(dt.UTC)
     info = run.machine()
     workspace = run.Workspace(keep=False)
     fleet = network.FleetProcess(workspace.root / "fleet", NODES, 0, BASE)
-    server = None
+    servers = []
     try:
         fleet.start()
-        server = workspace.server(
-            "embedded",
-            # Apps registered once must not all go stale mid-run: that burst of
-            # 1,000 app_stale events is not the steady 50 events/s measured here.
-            network.network_env(
-                ollama_nodes=",".join(fleet.urls),
-                app_stale_after=600,
-                app_remove_after=1200,
-            ),
+        # Apps registered once must not all go stale mid-run: that burst of
+        # 1,000 app_stale events is not the steady 50 events/s measured here.
+        env = network.network_env(
+            ollama_nodes=",".join(fleet.urls),
+            app_stale_after=600,
+            app_remove_after=1200,
         )
-        server.prepare()
+        server = workspace.server("embedded", env)
+        servers.append(server)
+        if args.against:
+            servers.append(
+                run.Server(
+                    run.KINDS["embedded"],
+                    workspace.root / "against",
+                    env,
+                    root=args.against.resolve(),
+                )
+            )
         code = network.code_state()
-        server.start()
-        network.wait_until(
-            lambda: (
-                network.get_json(server.port, "/api/network/health")["nodes_healthy"]
-                == NODES
-            ),
-            60,
-            f"{NODES} healthy nodes",
+        for each in servers:
+            each.prepare()
+            each.start()
+        for each in servers:
+            network.wait_until(
+                lambda port=each.port: (
+                    network.get_json(port, "/api/network/health")["nodes_healthy"]
+                    == NODES
+                ),
+                60,
+                f"{NODES} healthy nodes",
+            )
+            log(f"registering {APPS} applications on port {each.port}")
+            register_apps(each.port, APPS)
+        results = measure(
+            server.port,
+            args.loads,
+            args.seconds,
+            other=servers[1].port if args.against else None,
         )
-        log(f"registering {APPS} applications")
-        register_apps(server.port, APPS)
-        results = measure(server.port, args.loads, args.seconds)
     finally:
-        if server is not None:
-            server.stop()
+        for each in servers:
+            each.stop()
         fleet.stop()
         workspace.close()
-    report = render(results, info, started, code, fleet.command)
+    against = None
+    if args.against:
+        against = (
+            run.shell("git", "-C", str(args.against), "rev-parse", "--short", "HEAD")
+            if (args.against / ".git").exists()
+            else str(args.against)
+        )
+    report = render(results, info, started, code, fleet.command, against)
     print(report)
     if not args.no_write:
         run.write_results(report, info)
     return 0
 
 
-def render(results, info, started, code, fleet_command) -> str:
+def against_rows(fcps: list[float], other: list[float], against: str) -> list[str]:
+    """Return the rows comparing first paint with --against, load by load."""
+    slower = [mine - theirs for mine, theirs in zip(fcps, other, strict=True)]
+    return [
+        f"| first contentful paint of `{against}` (--against, same fleet, loads "
+        f"alternating): median / max | {statistics.median(other):.0f} / "
+        f"{max(other):.0f} ms | | |",
+        f"| this tree minus `{against}`, load by load: median / mean; loads "
+        f"slower | {statistics.median(slower):+.0f} / {statistics.mean(slower):+.0f}"
+        f" ms; {sum(d > 0 for d in slower)} of {len(slower)} | | |",
+    ]
+
+
+def render(results, info, started, code, fleet_command, against=None) -> str:
     command = " ".join(["bench/page.py", *sys.argv[1:]])
     fcps = results["fcp_ms"]
     tasks = sorted(results["long_tasks"])
@@ -272,6 +332,7 @@ def render(results, info, started, code, fleet_command) -> str:
             f"| first contentful paint, {len(fcps)} fresh loads: median / max | "
             f"{statistics.median(fcps):.0f} / {max(fcps):.0f} ms | ≤ "
             f"{FCP_TARGET_MS:.0f} ms | {met[max(fcps) <= FCP_TARGET_MS]} |",
+            *(against_rows(fcps, results["other_fcp_ms"], against) if against else []),
             f"| application rows in the page after load | {min(results['rows'])} | "
             f"{APPS} | {'yes' if min(results['rows']) >= APPS else 'no'} |",
             f"| longest task while {rate:.0f} events/s streamed for "

@@ -151,9 +151,14 @@ class Server:
     """A server process this harness started, known and stopped by its PID."""
 
     def __init__(
-        self, kind: Kind, data_dir: Path, env: dict[str, str] | None = None
+        self,
+        kind: Kind,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        root: Path = REPO,
     ) -> None:
         self.kind = kind
+        self.root = root  # the checkout it runs (bench/page.py --against: another)
         self.data_dir = data_dir
         self.env = env or {}  # settings on top of server_env (bench/network.py)
         self.port = free_port()
@@ -166,7 +171,7 @@ class Server:
         if self.kind.name == "daphne":
             subprocess.run(
                 [str(PYTHON), "manage.py", "migrate", "--no-input", "-v", "0"],
-                cwd=REPO,
+                cwd=self.root,
                 env=server_env(self.data_dir),
                 check=True,
             )
@@ -176,7 +181,7 @@ class Server:
         started = time.perf_counter()
         self.process = subprocess.Popen(
             self.kind.argv(self.port),
-            cwd=REPO,
+            cwd=self.root,
             env={**server_env(self.data_dir), **self.env},
             stdout=self.log_path.open("ab"),
             stderr=subprocess.STDOUT,

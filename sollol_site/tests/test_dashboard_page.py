@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from activity.services import NewEvent, record_events
@@ -117,3 +119,25 @@ def test_the_page_comes_with_the_metrics_series_to_draw(client):
     assert len(series) in (30, 31)  # the page's default window and buckets
     drawn = [b for b in series if b["latency_ms"]["p50"] is not None]
     assert [b["latency_ms"]["p95"] for b in drawn] == [80.0]
+
+
+SCRIPTS = Path(settings.BASE_DIR) / "static" / "dashboard"
+COMMENTS = re.compile(r"/\*.*?\*/|(?<![:\"'])//[^\n]*", re.DOTALL)
+PARSES_HTML = re.compile(
+    r"\.(?:inner|outer)HTML\b|insertAdjacentHTML|document\.write|\beval\("
+)
+PANEL_IMPORT = re.compile(r'\bfrom\s+"\./([\w-]+\.js)"')
+
+
+def test_the_page_scripts_never_parse_what_they_show_as_html():
+    scripts = sorted(SCRIPTS.rglob("*.js"))
+    assert SCRIPTS / "main.js" in scripts
+    for script in scripts:
+        code = COMMENTS.sub("", script.read_text())
+        assert not PARSES_HTML.search(code), script.name
+
+
+def test_panels_import_no_other_panel():
+    # What one panel needs of another comes as a callback from main.js.
+    for panel in sorted((SCRIPTS / "panels").glob("*.js")):
+        assert PANEL_IMPORT.findall(panel.read_text()) == [], panel.name

@@ -1,0 +1,160 @@
+/* SOLLOL dashboard: renders the server's snapshot at once, then follows the streams.
+ *
+ * Rules the page keeps (every module under static/dashboard/):
+ * - Every value that came over the network is shown with textContent (or as an
+ *   attribute value of our own choosing); nothing is ever parsed as HTML: no
+ *   innerHTML, no insertAdjacentHTML.
+ * - The snapshot in the page carries, per stream, the id of the newest event read
+ *   before the state was: each WebSocket resumes after it (?since=), so nothing
+ *   that changes between the page's render and the socket's opening is lost, and
+ *   a reconnect resumes after the last id received (streams.js).
+ * - No periodic reloads or polling: values that are no events (per-probe
+ *   latency, quiet heartbeats, each Ray/Dask collection's numbers, the traces
+ *   that got spans, the metrics window's clock) arrive as "samples" on the node,
+ *   application, framework and activity streams (?samples=1). The API is read
+ *   again only when a stream says something changed.
+ * - Verdicts are the server's: whether a node or backend answers (`usable`),
+ *   whether a node's loaded models are known, an application's status, the
+ *   fleet's health. The page shows them and does not re-derive them.
+ * - Plain ES modules from this server, no build step: the Content-Security-Policy
+ *   allows scripts from 'self' only.
+ *
+ * This module wires them: which stream feeds which panel, the first paint, the
+ * clock that ages "last seen". Panels do not import each other; what one needs of
+ * another comes as a callback from here.
+ */
+
+import { num } from "./dom.js";
+import { snap } from "./state.js";
+import { renderConnection, Stream } from "./streams.js";
+import * as apps from "./panels/apps.js";
+import * as backends from "./panels/backends.js";
+import { bindDrawer, openNode } from "./panels/drawer.js";
+import * as feed from "./panels/feed.js";
+import * as frameworks from "./panels/frameworks.js";
+import { refreshHealth, renderHealth } from "./panels/health.js";
+import * as logs from "./panels/logs.js";
+import * as metrics from "./panels/metrics.js";
+import * as nodes from "./panels/nodes.js";
+import * as traces from "./panels/traces.js";
+
+/** A node or backend changed: count it now, and read the fleet's health again. */
+function fleetChanged() {
+  renderHealth();
+  refreshHealth();
+}
+
+function onNodeMessage(message) {
+  if (message.type === "samples") {
+    nodes.onNodeSamples(message);
+    return;
+  }
+  nodes.onNodeEvent(message);
+  fleetChanged();
+  feed.addFeed(message, "nodes");
+}
+
+function onBackendMessage(message) {
+  backends.onBackendEvent(message);
+  fleetChanged();
+  feed.addFeed(message, "backends");
+}
+
+function onAppMessage(message) {
+  if (message.type === "samples") {
+    apps.onAppSamples(message);
+    return;
+  }
+  apps.onAppEvent(message);
+  renderHealth();
+  feed.addFeed(message, "applications");
+}
+
+function onActivityMessage(message) {
+  if (message.type === "samples") {
+    // Spans make no events: a sample names the traces that just got some.
+    if (Array.isArray(message.traces) && message.traces.length) traces.refreshTraces();
+    if (message.metrics && typeof message.metrics === "object") metrics.onMetricsTick(message.metrics);
+    return;
+  }
+  if (message.type === "model_loaded" || message.type === "model_unloaded") nodes.refreshNodes();
+  if (message.source === "reported") {
+    metrics.refreshMetrics();
+    traces.refreshTraces();
+  }
+  feed.addFeed(message, "ollama_activity");
+}
+
+function onFrameworkMessage(message) {
+  if (message.type === "samples") {
+    frameworks.onFrameworkSamples(message);
+    return;
+  }
+  frameworks.refreshFrameworks();
+  feed.addFeed(message, "frameworks");
+}
+
+function start() {
+  const marks = snap.watermarks || {};
+  nodes.init({ onChange: renderHealth, openNode });
+  backends.init({ onChange: renderHealth });
+  feed.init({ openNode, showApp: apps.showApp });
+
+  // Subscribe first: each stream resumes after the snapshot's watermark.
+  new Stream("nodes", "/ws/network/nodes", marks.nodes || 0, onNodeMessage, { params: { samples: "1" } }).connect();
+  new Stream("backends", "/ws/network/backends", marks.backends || 0, onBackendMessage).connect();
+  new Stream("applications", "/ws/applications", marks.applications || 0, onAppMessage, {
+    params: { samples: "1" },
+  }).connect();
+  // Samples here: the traces that got spans, and the clock of the metrics window.
+  // Samples are not replayed, so the trace list is read again once subscribed.
+  new Stream("activity", "/ws/ollama_activity", marks.ollama_activity || 0, onActivityMessage, {
+    params: { samples: "1" },
+    onOpen: () => traces.refreshTraces(),
+  }).connect();
+  new Stream("logs", "/ws/logs", marks.logs || 0, logs.onLogMessage, { params: { batch: "1" } }).connect();
+
+  // The server rendered the snapshot's nodes, backends and applications into
+  // the page; the first paint shows them. The live tables take over from them
+  // just after that paint, so building them does not delay it.
+  for (const event of (snap.feed || []).slice().reverse()) feed.addFeed(event, event.stream);
+  logs.appendLogs(snap.logs || []);
+  // The chart is drawn from the series the server rendered into the page.
+  metrics.startMetrics();
+  renderConnection();
+  requestAnimationFrame(() =>
+    setTimeout(() => {
+      nodes.renderNodes();
+      backends.renderBackends();
+      apps.renderApps();
+      renderHealth();
+      traces.renderTraces();
+      document.body.dataset.live = "true";
+    }, 0),
+  );
+
+  apps.bindAppsControls();
+  feed.bindFeedControls();
+  logs.bindLogControls();
+  traces.bindTraceControls();
+  bindDrawer();
+
+  // The page came with both frameworks' answers. Subscribe, then fetch once
+  // subscribed (and after each reconnect): no change falls in between. Samples
+  // keep the numbers current from then on.
+  const frameworkStream = new Stream("frameworks", "/ws/frameworks", num(marks.frameworks), onFrameworkMessage, {
+    params: { samples: "1" },
+    onOpen: () => frameworks.refreshFrameworks(),
+  });
+  frameworks.startFrameworks({ whenNoneCollected: () => frameworkStream.close() });
+  frameworkStream.connect();
+
+  setInterval(() => {
+    apps.tickApps();
+    nodes.tickNodes();
+    frameworks.tickFrameworks();
+  }, 1000);
+  document.body.dataset.ready = "true";
+}
+
+start();

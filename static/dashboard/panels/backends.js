@@ -1,0 +1,61 @@
+/* The llama.cpp RPC backends table: status, protocol, each device's free memory.
+ * Whether a backend answers (online or busy) is the server's `usable`. */
+
+import { refresher } from "../api.js";
+import { $, badge, bar, el, fmtBytes, num, setText, showRows, throttle } from "../dom.js";
+import { state, takeVerdicts } from "../state.js";
+
+let changed = () => {};
+
+/** `onChange` is called when the backend list was read again (the header counts). */
+export function init({ onChange }) {
+  changed = onChange;
+}
+
+function devicesCell(backend) {
+  const cell = el("td");
+  const list = Array.isArray(backend.devices) ? backend.devices : [];
+  if (!list.length) cell.append(el("span", { className: "muted", text: backend.usable ? "not reported yet" : "—" }));
+  for (const device of list) {
+    const free = num(device.free);
+    const total = num(device.total);
+    const used = free !== null && total ? (total - free) / total : 0;
+    const label = "device " + device.index + ": " + fmtBytes(free) + " free of " + fmtBytes(total);
+    cell.append(el("div", { className: "device" }, bar(used, label), el("span", { className: "bar-label", text: label })));
+  }
+  return cell;
+}
+
+export function renderBackends() {
+  const backends = [...state.backends.values()].sort((a, b) => String(a.address).localeCompare(String(b.address)));
+  const rows = backends.map((backend) =>
+    el("tr", { id: "backend-" + backend.id, dataset: { key: String(backend.id) } },
+      el("td", { className: "url", text: backend.address }),
+      el("td", null, badge(backend.status)),
+      el("td", { text: backend.protocol || "—" }),
+      devicesCell(backend)));
+  showRows($("backends-body"), rows, "No RPC backends known.", 4);
+  setText($("backends-summary"), backends.length + " known");
+}
+
+const scheduleBackends = throttle(renderBackends, 250);
+
+/** Read the backend list again: devices and protocol come with it, not with events. */
+const refreshBackends = refresher("/api/network/backends", (data) => {
+  state.backends = new Map((data.backends || []).map((b) => [b.id, b]));
+  scheduleBackends();
+  changed();
+}, 2000);
+
+export function onBackendEvent(message) {
+  const id = message.backend_id;
+  if (message.type.endsWith("_removed")) state.backends.delete(id);
+  else if (id !== undefined) {
+    const backend = state.backends.get(id) || { id, address: message.backend, devices: [] };
+    backend.status = message.new_status || message.status || backend.status;
+    takeVerdicts(backend, message, ["usable"]);
+    state.backends.set(id, backend);
+  }
+  scheduleBackends();
+  refreshBackends();
+}

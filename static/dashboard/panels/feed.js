@@ -1,0 +1,93 @@
+/* The activity feed: every stream's events, newest first, each linked to what it
+ * is about. Opening a node or showing an app is the caller's (see init). */
+
+import { $, el, flash, fmtClock, num } from "../dom.js";
+import { state } from "../state.js";
+
+const FEED_MAX = 300;
+const KINDS = { nodes: "nodes", backends: "backends", applications: "applications", ollama_activity: "models" };
+const FRAMEWORK_TITLES = { ray: "Ray", dask: "Dask" };
+
+const shownIds = new Set();
+let openNode = () => {};
+let showApp = () => {};
+
+/** `openNode(id, returnFocusTo)` and `showApp(appId)` follow the feed's links. */
+export function init(callbacks) {
+  ({ openNode, showApp } = callbacks);
+}
+
+function link(href, text, follow) {
+  return el("a", { href, text, onclick: (event) => {
+    event.preventDefault();
+    follow(event);
+  } });
+}
+
+function nodeIdOf(message, stream) {
+  if (message.node_id !== undefined) return message.node_id;
+  if (stream !== "ollama_activity" && stream !== "nodes") return undefined;
+  let found;
+  for (const node of state.nodes.values()) {
+    if (node.address === message.node || node.url === message.node || node.url === message.node_url) found = node.id;
+  }
+  return found;
+}
+
+function feedLink(message, stream) {
+  if (stream === "applications" && message.app_id) {
+    return link("#app-" + encodeURIComponent(message.app_id), message.name || message.app_id, () => showApp(message.app_id));
+  }
+  const nodeId = nodeIdOf(message, stream);
+  if (nodeId !== undefined && nodeId !== null) {
+    return link("#node-" + encodeURIComponent(nodeId), message.node || message.node_url || "node " + nodeId,
+      (event) => openNode(nodeId, event.currentTarget));
+  }
+  if (stream === "frameworks") {
+    const name = message.framework === "ray" || message.framework === "dask" ? message.framework : null;
+    const target = name ? "framework-" + name : "frameworks";
+    return link("#" + target, name ? FRAMEWORK_TITLES[name] + " panel" : "Ray & Dask panel", () => {
+      $(target).scrollIntoView({ block: "center" });
+      flash($(target));
+    });
+  }
+  if (stream === "backends" && message.backend_id !== undefined) {
+    return el("a", { href: "#backend-" + encodeURIComponent(message.backend_id), text: message.backend || "backend" });
+  }
+  return null;
+}
+
+function feedItem(message, stream) {
+  const kind = KINDS[stream] || stream;
+  const item = el("li", { dataset: { kind, id: String(message.id), type: message.type } },
+    el("time", { datetime: new Date((num(message.timestamp) || 0) * 1000).toISOString(), text: fmtClock(message.timestamp) }),
+    el("span", { className: "kind badge", text: kind }),
+    el("span", { className: "msg", text: message.message || message.type }),
+    feedLink(message, stream));
+  const wanted = $("feed-kind").value;
+  if (wanted && wanted !== kind) item.hidden = true;
+  return item;
+}
+
+/** Add an event of `stream` once, in id order (replays may come after newer ones). */
+export function addFeed(message, stream) {
+  const id = num(message.id);
+  if (id === null || shownIds.has(id)) return;
+  shownIds.add(id);
+  const list = $("feed");
+  let before = list.firstElementChild;
+  while (before && Number(before.dataset.id) > id) before = before.nextElementSibling;
+  list.insertBefore(feedItem(message, stream), before);
+  while (list.children.length > FEED_MAX) {
+    const last = list.lastElementChild;
+    shownIds.delete(Number(last.dataset.id));
+    last.remove();
+  }
+}
+
+export function bindFeedControls() {
+  $("feed-kind").addEventListener("change", () => {
+    const wanted = $("feed-kind").value;
+    for (const item of $("feed").children) item.hidden = Boolean(wanted) && item.dataset.kind !== wanted;
+  });
+}

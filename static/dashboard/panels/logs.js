@@ -1,0 +1,109 @@
+/* The live log tail: level, app and text filters, and a pause that holds at most
+ * a screenful of new lines and says how many older ones it dropped. */
+
+import { $, el, fmtClock, num, setText, throttle } from "../dom.js";
+import { state } from "../state.js";
+
+const LOGS_MAX = 1000;
+const LEVELS = { DEBUG: 10, INFO: 20, WARNING: 30, ERROR: 40, CRITICAL: 50 };
+
+const lines = []; // what the list may show, oldest first, at most LOGS_MAX
+const lineIds = new Set();
+const appsSeen = new Set(); // the app filter's options
+let paused = false;
+let held = [];
+let dropped = 0;
+
+function passes(line) {
+  const level = Number($("logs-level").value) || 0;
+  if (level && (LEVELS[line.level] || 0) < level) return false;
+  const app = $("logs-app").value;
+  if (app && line.app_id !== app) return false;
+  const query = $("logs-search").value.trim().toLowerCase();
+  if (query && !(String(line.message) + " " + String(line.logger)).toLowerCase().includes(query)) return false;
+  return true;
+}
+
+function appLabel(appId) {
+  const app = state.apps.get(appId);
+  return app ? app.name : appId;
+}
+
+function logItem(line) {
+  return el("li", { dataset: { id: String(line.id) } },
+    el("time", { text: fmtClock(line.timestamp) }),
+    el("span", { className: "level level-" + String(line.level).replace(/[^A-Z]/g, ""), text: line.level }),
+    el("span", { className: "logger", text: line.logger || "" }),
+    line.app_id ? el("span", { className: "app", text: "[" + appLabel(line.app_id) + "]" }) : null,
+    el("span", { className: "text", text: line.message }));
+}
+
+function noteApp(appId) {
+  if (!appId || appsSeen.has(appId)) return;
+  appsSeen.add(appId);
+  $("logs-app").append(el("option", { value: appId, text: appLabel(appId) }));
+}
+
+/** Add lines not shown yet, keeping the list at LOGS_MAX and at its bottom if it was. */
+export function appendLogs(added) {
+  const list = $("logs-list");
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  const fragment = document.createDocumentFragment();
+  for (const line of added) {
+    if (num(line.id) === null || lineIds.has(line.id)) continue;
+    lineIds.add(line.id);
+    lines.push(line);
+    noteApp(line.app_id);
+    if (passes(line)) fragment.append(logItem(line));
+  }
+  list.append(fragment);
+  if (lines.length > LOGS_MAX) {
+    for (const old of lines.splice(0, lines.length - LOGS_MAX)) lineIds.delete(old.id);
+  }
+  while (list.children.length > LOGS_MAX) list.firstElementChild.remove();
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function rerender() {
+  const list = $("logs-list");
+  list.replaceChildren(...lines.filter(passes).map(logItem));
+  list.scrollTop = list.scrollHeight;
+}
+
+export function onLogMessage(message) {
+  const added = message.type === "log_batch" ? message.lines || [] : message.type === "log" ? [message] : [];
+  if (!paused) {
+    appendLogs(added);
+    return;
+  }
+  // Hold at most what the list shows: the oldest held lines make way.
+  held.push(...added);
+  const over = held.length - LOGS_MAX;
+  if (over > 0) {
+    held.splice(0, over);
+    dropped += over;
+  }
+  setText($("logs-state"), "paused · " + held.length + " new" + (dropped ? " · " + dropped + " older dropped" : ""));
+}
+
+export function bindLogControls() {
+  $("logs-level").addEventListener("change", rerender);
+  $("logs-app").addEventListener("change", rerender);
+  $("logs-search").addEventListener("input", throttle(rerender, 150));
+  const pause = $("logs-pause");
+  pause.addEventListener("click", () => {
+    paused = !paused;
+    pause.setAttribute("aria-pressed", String(paused));
+    setText(pause, paused ? "Resume" : "Pause");
+    if (paused) {
+      setText($("logs-state"), "paused");
+      return;
+    }
+    const wasDropped = dropped;
+    const release = held;
+    held = [];
+    dropped = 0;
+    appendLogs(release);
+    setText($("logs-state"), wasDropped ? wasDropped + " lines dropped while paused (GET /api/logs has them)" : "");
+  });
+}

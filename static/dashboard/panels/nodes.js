@@ -1,0 +1,179 @@
+/* The Ollama nodes table: status, latency with a sparkline of recent probes,
+ * loaded models and VRAM (current, or last known when the node does not answer).
+ *
+ * Whether a node answers is the server's verdict (`usable`, and
+ * `loaded_models_known` for its loaded models), sent with the node list, the
+ * snapshot, node events and, when the server names them among their fields,
+ * samples.
+ */
+
+import { refresher } from "../api.js";
+import {
+  $, badge, bar, el, flash, fmtAge, fmtBytes, fmtMs, num, onActivate, RowCache, setBadge, setText,
+  showRows, sparkline, throttle, updateSparkline,
+} from "../dom.js";
+import { serverNow, state, takeVerdicts } from "../state.js";
+import { sampleRows } from "../streams.js";
+
+const EMPTY = "No nodes known yet. Set SOLLOL_OLLAMA_NODES or add one through the API.";
+const LATENCIES_KEPT = 30;
+const VERDICTS = ["usable", "loaded_models_known"];
+// What a sample may change in a node: measurements and verdicts, by name.
+const SAMPLED = ["status", "latency_ms", "last_seen", ...VERDICTS];
+
+const latency = new Map(); // node id -> recent probes' latencies (ms)
+let changed = () => {};
+let openNode = () => {};
+
+/** `onChange` is called when the node list was read again (the header counts);
+ * `openNode(id, returnFocusTo)` opens a node's details when its row is chosen. */
+export function init(callbacks) {
+  ({ onChange: changed, openNode } = callbacks);
+  for (const node of state.nodes.values()) rememberLatency(node);
+}
+
+function rememberLatency(node) {
+  const value = num(node.latency_ms);
+  if (value === null || node.id === undefined) return;
+  const list = latency.get(node.id) || [];
+  if (list.length && list[list.length - 1].probe === node.last_probe) return;
+  list.push({ value, probe: node.last_probe });
+  while (list.length > LATENCIES_KEPT) list.shift();
+  latency.set(node.id, list);
+}
+
+const rows = new RowCache((id) => {
+  const cells = {
+    url: el("td", { className: "url" }),
+    status: el("td"),
+    latency: el("td", { className: "num" }),
+    version: el("td"),
+    loaded: el("td"),
+    vram: el("td"),
+    disk: el("td", { className: "num" }),
+    seen: el("td"),
+  };
+  cells.badge = badge("unknown");
+  cells.status.append(cells.badge);
+  cells.latencyText = el("span");
+  cells.spark = sparkline([]);
+  cells.latency.append(cells.latencyText, cells.spark);
+  const row = el("tr", { className: "clickable", tabindex: "0", id: "node-" + id, dataset: { key: String(id) } },
+    cells.url, cells.status, cells.latency, cells.version, cells.loaded, cells.vram, cells.disk, cells.seen);
+  row.cells_ = cells;
+  onActivate(row, () => openNode(id, row));
+  return row;
+});
+
+function loadedSummary(node) {
+  if (!node.loaded_models_known) return "unknown (not answering)";
+  const models = Array.isArray(node.loaded_models) ? node.loaded_models : [];
+  if (!models.length) return "none";
+  return models.map((m) => (m.name || m.model || "?") + " (" + fmtBytes(m.size_vram) + ")").join(", ");
+}
+
+/** Show the VRAM bar: current while the node answers; a node that does not may
+ * have unloaded everything, so its last reading is greyed and says so in words. */
+function showVram(cell, node, maxVram) {
+  const vram = num(node.vram_used_bytes) || 0;
+  const seen = node.last_seen !== null && node.last_seen !== undefined;
+  const vramState = node.usable ? "current" : seen ? "last-known" : "unknown";
+  const d = cell.dataset;
+  if (d.value === String(vram) && d.max === String(maxVram) && d.state === vramState) return;
+  d.value = String(vram);
+  d.max = String(maxVram);
+  d.state = vramState;
+  const label = fmtBytes(vram);
+  if (vramState === "current") {
+    cell.replaceChildren(bar(vram / maxVram, "VRAM in use " + label), el("span", { className: "bar-label", text: label }));
+  } else if (vramState === "last-known") {
+    const known = bar(vram / maxVram, "VRAM in use when last seen " + label + " (not answering now)");
+    known.classList.add("stale");
+    cell.replaceChildren(known, el("span", { className: "bar-label", text: label + " (last known)" }));
+  } else {
+    cell.replaceChildren(el("span", { className: "muted", text: "—" }));
+  }
+}
+
+export function renderNodes() {
+  const nodes = [...state.nodes.values()].sort((a, b) => String(a.url).localeCompare(String(b.url)));
+  const maxVram = Math.max(1, ...nodes.map((n) => num(n.vram_used_bytes) || 0));
+  const shown = nodes.map((node) => {
+    const row = rows.row(node.id);
+    const c = row.cells_;
+    setText(c.url, node.url);
+    setBadge(c.badge, node.status);
+    setText(c.latencyText, fmtMs(node.latency_ms));
+    updateSparkline(c.spark, (latency.get(node.id) || []).map((s) => s.value));
+    setText(c.version, node.version || "—");
+    setText(c.loaded, loadedSummary(node));
+    showVram(c.vram, node, maxVram);
+    setText(c.disk, Array.isArray(node.models) ? node.models.length : "—");
+    row.dataset.lastSeen = node.last_seen === null || node.last_seen === undefined ? "" : String(node.last_seen);
+    return row;
+  });
+  rows.keepOnly(state.nodes);
+  showRows($("nodes-body"), shown, EMPTY, 8);
+  tickNodes();
+  setText($("nodes-summary"), nodes.length + " known");
+}
+
+/** Let "last seen" age with the clock. */
+export function tickNodes() {
+  const now = serverNow();
+  for (const [, row] of rows) {
+    const seen = row.dataset.lastSeen;
+    setText(row.cells_.seen, seen ? fmtAge(now - Number(seen)) : "never");
+  }
+}
+
+const scheduleNodes = throttle(renderNodes, 250);
+
+/** Read the node list again: the models, VRAM and versions events do not carry. */
+export const refreshNodes = refresher("/api/network/nodes", (data) => {
+  const seen = new Set();
+  for (const node of data.nodes || []) {
+    seen.add(node.id);
+    state.nodes.set(node.id, node);
+    rememberLatency(node);
+  }
+  for (const id of [...state.nodes.keys()]) if (!seen.has(id)) state.nodes.delete(id);
+  scheduleNodes();
+  changed();
+}, 2000);
+
+/** Each probe's latency, status and verdict, pushed by the server: no event, no fetch. */
+export function onNodeSamples(message) {
+  for (const sample of sampleRows(message, "nodes")) {
+    const node = state.nodes.get(sample.id);
+    if (!node) continue;
+    for (const field of SAMPLED) {
+      if (!(field in sample)) continue;
+      // A probe that failed leaves when the node was last seen as it was.
+      if (field === "last_seen" && sample.last_seen === null) continue;
+      node[field] = sample[field];
+    }
+    node.last_probe = message.at;
+    rememberLatency(node);
+  }
+  scheduleNodes();
+}
+
+export function onNodeEvent(message) {
+  const id = message.node_id;
+  if (message.type === "node_removed") {
+    state.nodes.delete(id);
+  } else if (id !== undefined) {
+    const node = state.nodes.get(id) || { id, url: message.node, models: [], loaded_models: [] };
+    const status = message.new_status || message.status;
+    if (status) node.status = status;
+    if (num(message.latency_ms) !== null) node.latency_ms = message.latency_ms;
+    takeVerdicts(node, message, VERDICTS);
+    if (message.new_status && message.usable) node.last_seen = message.timestamp;
+    state.nodes.set(id, node);
+    const row = rows.get(id);
+    if (row) flash(row);
+  }
+  scheduleNodes();
+  refreshNodes();
+}
