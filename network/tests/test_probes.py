@@ -205,3 +205,40 @@ async def test_it_reads_replies_that_end_with_the_connection(fleet):
     assert result.loaded_models == []
     assert [m["name"] for m in result.disk_models] == ["llama3.2:3b"]
     assert len(connections) == 3
+
+
+async def test_it_reads_replies_with_a_length_that_close_the_connection():
+    """Content-Length and Connection: close, as nginx with keepalive_timeout 0 and
+    HTTP/1.0-style proxies answer: each GET on a connection of its own.
+
+    Such a node was reported down ("closed the connection mid-reply") when the
+    probe sent its second GET on the connection the first reply had closed.
+    """
+    bodies = {
+        "/api/version": b'{"version": "0.12.3"}',
+        "/api/ps": b'{"models": [{"name": "llama3.2:3b", "size": 2, "size_vram": 1}]}',
+        "/api/tags": b'{"models": [{"name": "llama3.2:3b", "size": 2}]}',
+    }
+    paths = []
+
+    async def answer_then_close(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        path = head.split(b" ")[1].decode()
+        paths.append(path)
+        body = bodies[path]
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer_then_close, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        result = await probe(f"http://127.0.0.1:{port}")
+    assert result.ok and result.answered, result.error
+    assert result.version == "0.12.3"
+    assert [m["name"] for m in result.loaded_models] == ["llama3.2:3b"]
+    assert [m["name"] for m in result.disk_models] == ["llama3.2:3b"]
+    assert paths == ["/api/version", "/api/ps", "/api/tags"]

@@ -1,0 +1,1 @@
+"""The ground floor: helpers every app may import, importing no app."""
