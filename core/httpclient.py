@@ -245,7 +245,8 @@ class Client:
         except aiohttp.ClientConnectorError as exc:
             raise self._unreachable(exc) from None
         except aiohttp.ServerDisconnectedError as exc:
-            if exc.message is None:  # not a byte of a reply came
+            # Its message is the reply's head when part of one came, else a text.
+            if isinstance(exc.message, str):
                 raise Disconnected("closed the connection without a reply") from None
             raise Disconnected("closed the connection mid-reply") from None
         except aiohttp.ClientPayloadError as exc:

@@ -117,7 +117,9 @@ async def probe_node(
                 if reply.status == 200:
                     disk = _models(reply.body, DISK_FIELDS)
     except TimeoutError:
-        return NodeProbe(ok=False, answered=False, error=f"no answer within {timeout}s")
+        # Rounded: the cycle passes what is left of its budget (0.9999981…).
+        error = f"no answer within {round(timeout, 2)}s"
+        return NodeProbe(ok=False, answered=False, error=error)
     except httpclient.Unreachable as exc:
         error = "connection refused" if exc.refused else str(exc)
         return NodeProbe(ok=False, answered=False, error=storable(error)[:300])
@@ -143,8 +145,10 @@ def _refusal(
     """Return the probe of a node that answered path with an HTTP error."""
     if status not in (401, 403):
         error = f"{path} answered HTTP {status}"
+    elif credential is None and status == 401:
+        error = f"{path} answered HTTP 401: needs credentials"
     elif credential is None:
-        error = f"{path} answered HTTP {status}: needs credentials"
+        error = f"{path} answered HTTP 403: access denied without credentials"
     else:
         error = f"{path}: the credentials were refused (HTTP {status})"
     return NodeProbe(
