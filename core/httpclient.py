@@ -254,7 +254,8 @@ class Client:
                 raise BadReply("the compressed body cannot be inflated") from None
             raise Disconnected("closed the connection mid-reply") from None
         except aiohttp.ClientResponseError as exc:  # the parser's verdict
-            raise BadReply(f"not an HTTP reply ({exc.message})"[:200]) from None
+            verdict = " ".join(str(exc.message).split())  # it spans lines
+            raise BadReply(f"not an HTTP reply: {verdict}"[:200]) from None
         except aiohttp.ClientOSError as exc:
             raise Disconnected(
                 f"broke the connection: {exc.strerror or type(exc).__name__}"

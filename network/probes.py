@@ -81,20 +81,24 @@ async def probe_node(
 
     The whole probe shares one deadline, so a node that hangs costs one timeout.
     connect_to is an address already checked for url's host (the Host header and
-    TLS name stay the URL's); credential goes with every GET.
+    TLS name stay the URL's); credential (or the URL's user:password@) goes with
+    every GET.
     """
+    try:
+        client = httpclient.Client(
+            url, max_body=MAX_BODY, connect_to=connect_to, credential=credential
+        )
+    except ValueError as exc:  # not an http(s) URL: nothing was asked
+        return NodeProbe(ok=False, answered=False, error=storable(str(exc))[:300])
     started = time.perf_counter()
     try:
-        async with (
-            asyncio.timeout(timeout),
-            httpclient.Client(
-                url, max_body=MAX_BODY, connect_to=connect_to, credential=credential
-            ) as client,
-        ):
+        async with asyncio.timeout(timeout), client:
             reply = await client.get("/api/version")
             latency_ms = (time.perf_counter() - started) * 1000
             if reply.status != 200:
-                return _refusal("/api/version", reply.status, latency_ms, credential)
+                return _refusal(
+                    "/api/version", reply.status, latency_ms, client.credential
+                )
             version = _json(reply.body)
             if not isinstance(version, dict) or not isinstance(
                 version.get("version"), str
@@ -108,7 +112,9 @@ async def probe_node(
             version_text = storable(version["version"])[:64]
             reply = await client.get("/api/ps")
             if reply.status != 200:
-                refusal = _refusal("/api/ps", reply.status, latency_ms, credential)
+                refusal = _refusal(
+                    "/api/ps", reply.status, latency_ms, client.credential
+                )
                 return dataclasses.replace(refusal, version=version_text)
             loaded = _models(reply.body, LOADED_FIELDS)
             disk = None

@@ -343,6 +343,9 @@ async def test_a_node_demanding_basic_auth(fleet, nginx):
     host_port = url.removeprefix("http://")
     from_url = await probe(f"http://{USER}:pa55%20word@{host_port}")
     assert_probe_saw_the_node(from_url, fleet.nodes[0])
+    wrong_in_url = await probe(f"http://{USER}:guess@{host_port}")
+    assert wrong_in_url.unauthorized and "guess" not in wrong_in_url.error
+    assert "the credentials were refused (HTTP 401)" in wrong_in_url.error
 
 
 async def test_a_ray_dashboard_behind_gzip_and_chunks_is_collected(ray, nginx):

@@ -475,3 +475,9 @@ async def test_it_connects_to_the_checked_address_with_the_urls_name_over_tls(
     assert reply.status == 200 and reply.body == b"{}"
     assert names == ["localhost"]
     assert hosts == [f"Host: localhost:{port}"]
+
+
+async def test_a_url_that_is_not_http_is_not_asked():
+    result = await probe("ftp://127.0.0.1:21")
+    assert not result.answered and not result.ok
+    assert result.error == "not an http(s) URL: ftp://127.0.0.1:21"
