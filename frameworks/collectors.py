@@ -2,9 +2,9 @@
 
 Each collection sends its GETs concurrently through one core.httpclient client
 (a connection per GET in flight, closed with the collection), under one deadline,
-and turns whatever comes back into a `Collection`. Nothing in
-here raises: a refused connection, a timeout, a proxy's HTML error page or a field
-renamed in a new Ray release all end up as a status, a null or a warning.
+and turns whatever comes back into a `Collection`. Nothing in here raises: a
+refused connection, a timeout, a proxy's HTML error page or a field renamed in a
+new Ray release all end up as a status, a null or a warning.
 
 Field names were read from Ray 2.60 and distributed 2026.8 (see README "Ray and
 Dask"); older and newer releases that rename a field show a null there, not an error.
