@@ -481,3 +481,16 @@ async def test_a_url_that_is_not_http_is_not_asked():
     result = await probe("ftp://127.0.0.1:21")
     assert not result.answered and not result.ok
     assert result.error == "not an http(s) URL: ftp://127.0.0.1:21"
+
+
+async def test_it_closes_its_connections_after_each_probe(fleet):
+    node = fleet.nodes[1]
+    before = node.snapshot()["connections_accepted"]
+    results = [await probe(node.url) for _ in range(3)]
+    assert all(result.ok for result in results)
+    # One connection per probe, kept alive for its three GETs, closed after them.
+    assert node.snapshot()["connections_accepted"] - before == 3
+    deadline = time.monotonic() + 2
+    while node.open_connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert node.open_connections == 0
