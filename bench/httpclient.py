@@ -155,28 +155,39 @@ def candidates(baseline: types.ModuleType | None) -> dict[str, Callable]:
 
         return round_
 
-    def aiohttp_shared():
-        state: dict = {}
+    def shared(open_client: Callable, get: Callable, close: Callable) -> Callable:
+        """Return a candidate whose one client serves every node of a round."""
 
-        async def setup() -> None:
-            state["session"] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=CONCURRENCY, limit_per_host=1),
-                headers={"User-Agent": "bench", "Accept": "application/json"},
-                cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
+        def round_():
+            state: dict = {}
 
-        async def probe(url: str, with_tags: bool) -> bool:
-            session = state["session"]
-            async with asyncio.timeout(TIMEOUT):
-                return await probe_with(
-                    lambda path: _aiohttp_get(session, url + path), with_tags
-                )
+            async def setup() -> None:
+                state["client"] = open_client()
 
-        async def teardown() -> None:
-            await state["session"].close()
+            async def probe(url: str, with_tags: bool) -> bool:
+                client = state["client"]
+                async with asyncio.timeout(TIMEOUT):
+                    return await probe_with(
+                        lambda path: get(client, url + path), with_tags
+                    )
 
-        return setup, probe, teardown
+            async def teardown() -> None:
+                await close(state["client"])
+
+            return setup, probe, teardown
+
+        return round_
+
+    aiohttp_shared = shared(
+        lambda: aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=CONCURRENCY, limit_per_host=1),
+            headers={"User-Agent": "bench", "Accept": "application/json"},
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None),
+        ),
+        _aiohttp_get,
+        lambda session: session.close(),
+    )
 
     # httpx builds an SSL context (certifi's bundle read, ~10 ms) for every client
     # unless given one: one for the process, as its documentation advises.
@@ -201,31 +212,19 @@ def candidates(baseline: types.ModuleType | None) -> dict[str, Callable]:
 
         return None, probe, None
 
-    def httpx_shared():
-        state: dict = {}
-
-        async def setup() -> None:
-            state["client"] = httpx.AsyncClient(
-                limits=httpx.Limits(
-                    max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY
-                ),
-                headers={"Accept": "application/json"},
-                timeout=None,
-                trust_env=False,
-                verify=context,
-            )
-
-        async def probe(url: str, with_tags: bool) -> bool:
-            client = state["client"]
-            async with asyncio.timeout(TIMEOUT):
-                return await probe_with(
-                    lambda path: _httpx_get(client, url + path), with_tags
-                )
-
-        async def teardown() -> None:
-            await state["client"].aclose()
-
-        return setup, probe, teardown
+    httpx_shared = shared(
+        lambda: httpx.AsyncClient(
+            limits=httpx.Limits(
+                max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY
+            ),
+            headers={"Accept": "application/json"},
+            timeout=None,
+            trust_env=False,
+            verify=context,
+        ),
+        _httpx_get,
+        lambda client: client.aclose(),
+    )
 
     found = {
         "aiohttp": plain(probes.probe_node),

@@ -228,39 +228,29 @@ async def test_it_reads_replies_with_a_length_that_close_the_connection():
         "/api/ps": b'{"models": [{"name": "llama3.2:3b", "size": 2, "size_vram": 1}]}',
         "/api/tags": b'{"models": [{"name": "llama3.2:3b", "size": 2}]}',
     }
-    paths = []
 
-    async def answer_then_close(reader, writer):
-        head = await reader.readuntil(b"\r\n\r\n")
-        path = head.split(b" ")[1].decode()
-        paths.append(path)
-        body = bodies[path]
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-        )
-        await writer.drain()
-        writer.close()
+    def handle(path, headers):
+        return 200, b"Content-Type: application/json\r\n", bodies[path]
 
-    server = await asyncio.start_server(answer_then_close, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, url, requests = await serve_paths(handle, close=True)
     async with server:
-        result = await probe(f"http://127.0.0.1:{port}")
+        result = await probe(url)
     assert result.ok and result.answered, result.error
     assert result.version == "0.12.3"
     assert [m["name"] for m in result.loaded_models] == ["llama3.2:3b"]
     assert [m["name"] for m in result.disk_models] == ["llama3.2:3b"]
-    assert paths == ["/api/version", "/api/ps", "/api/tags"]
+    assert [path for path, _ in requests] == ["/api/version", "/api/ps", "/api/tags"]
 
 
-async def serve_paths(handle):
+async def serve_paths(handle, *, close: bool = False):
     """Start a server calling handle(path, headers) -> (status, headers, body) per
-    request, keeping connections alive; return it and its URL."""
+    request, keeping connections alive (close: a Content-Length and Connection:
+    close, then closing); return it, its URL and the requests it got."""
     requests = []
 
     async def answer(reader, writer):
         try:
-            while True:
+            while not writer.is_closing():
                 head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
                 request_line, *lines = head.split("\r\n")
                 headers = {}
@@ -271,11 +261,15 @@ async def serve_paths(handle):
                 path = request_line.split(" ")[1]
                 requests.append((path, headers))
                 status, extra, body = handle(path, headers)
+                if close:
+                    extra += b"Connection: close\r\n"
                 writer.write(
                     b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n%s\r\n%s"
                     % (status, len(body), extra, body)
                 )
                 await writer.drain()
+                if close:
+                    writer.close()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
