@@ -1,9 +1,10 @@
 """The only code that talks to Ray and Dask: their dashboards' HTTP APIs.
 
-Each collector sends its GETs concurrently, each on its own short-lived connection,
-under one deadline, and turns whatever comes back into a `Collection`. Nothing in
-here raises: a refused connection, a timeout, a proxy's HTML error page or a field
-renamed in a new Ray release all end up as a status, a null or a warning.
+Each collection sends its GETs concurrently through one core.httpclient client
+(a connection per GET in flight, closed with the collection), under one deadline,
+and turns whatever comes back into a `Collection`. Nothing in here raises: a
+refused connection, a timeout, a proxy's HTML error page or a field renamed in a
+new Ray release all end up as a status, a null or a warning.
 
 Field names were read from Ray 2.60 and distributed 2026.8 (see README "Ray and
 Dask"); older and newer releases that rename a field show a null there, not an error.
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
 
+from core import httpclient
 from core.jsonio import storable
 from frameworks.choices import FrameworkStatus, Kind
 
@@ -28,7 +29,7 @@ MAX_BODY = 8 * 1024 * 1024
 MAX_TEXT = 300  # longest string kept from a field of the far side
 MAX_ITEMS = 256  # nodes or workers kept per snapshot (the totals count them all)
 MAX_RUNNING_JOBS = 20
-USER_AGENT = "sollol-dashboard"
+CONNECTIONS = 8  # GETs in flight at once per collection: Ray's six, and spares
 
 
 @dataclass
@@ -57,32 +58,42 @@ class FetchError(Exception):
 # --- HTTP -------------------------------------------------------------------
 
 
-async def fetch_json(
-    base_url: str, path: str, *, token: str = "", max_body: int | None = None
-) -> Any:
-    """GET base_url + path and return its JSON; raise FetchError otherwise.
+def _client(base_url: str, token: str) -> httpclient.Client:
+    """Return the client for one collection of the dashboard at base_url.
 
-    One connection per request with `Connection: close`, so the body is simply
-    everything up to EOF (or the Content-Length, or the chunks), capped at
-    max_body. The caller bounds the time.
+    Its GETs run at once, each on a connection of its own that the next GET may
+    reuse; the session ends with the collection.
     """
-    status, body = await _get(
-        base_url, path, token=token, max_body=max_body or MAX_BODY
-    )
-    if status in (401, 403):
+    try:
+        return httpclient.Client(
+            base_url,
+            max_body=MAX_BODY,
+            credential=httpclient.Credential.bearer(token) if token else None,
+            connections=CONNECTIONS,
+        )
+    except ValueError as exc:
+        raise FetchError(FrameworkStatus.UNREACHABLE, str(exc)) from None
+
+
+async def fetch_json(
+    client: httpclient.Client, path: str, *, max_body: int | None = None
+) -> Any:
+    """GET path and return its JSON; raise FetchError otherwise."""
+    reply = await _get(client, path, max_body=max_body)
+    if reply.status in (401, 403):
         raise FetchError(
             FrameworkStatus.AUTH_REQUIRED,
-            f"{path}: HTTP {status} {_snippet(body)}".rstrip(),
-            status,
+            f"{path}: HTTP {reply.status} {_snippet(reply.body)}".rstrip(),
+            reply.status,
         )
-    if status != 200:
+    if reply.status != 200:
         raise FetchError(
             FrameworkStatus.UNREACHABLE,
-            f"{path}: HTTP {status} {_snippet(body)}".rstrip(),
-            status,
+            f"{path}: HTTP {reply.status} {_snippet(reply.body)}".rstrip(),
+            reply.status,
         )
     try:
-        return json.loads(body)
+        return json.loads(reply.body)
     except (ValueError, RecursionError):
         raise FetchError(
             FrameworkStatus.UNREACHABLE, f"{path}: the reply is not JSON"
@@ -90,11 +101,11 @@ async def fetch_json(
 
 
 async def fetch_text(
-    base_url: str, path: str, *, token: str = "", max_body: int = 64 * 1024
+    client: httpclient.Client, path: str, *, max_body: int = 64 * 1024
 ) -> tuple[int, str]:
-    """GET base_url + path; return its status and its body as text."""
-    status, body = await _get(base_url, path, token=token, max_body=max_body)
-    return status, body.decode("utf-8", "replace")
+    """GET path; return its status and its body as text."""
+    reply = await _get(client, path, max_body=max_body)
+    return reply.status, reply.body.decode("utf-8", "replace")
 
 
 def _snippet(body: bytes) -> str:
@@ -103,89 +114,23 @@ def _snippet(body: bytes) -> str:
 
 
 async def _get(
-    base_url: str, path: str, *, token: str, max_body: int
-) -> tuple[int, bytes]:
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FetchError(FrameworkStatus.UNREACHABLE, f"not an http(s) URL: {base_url}")
-    context = ssl.create_default_context() if parts.scheme == "https" else None
-    port = parts.port or (443 if context else 80)
-    prefix = parts.path.rstrip("/")
+    client: httpclient.Client, path: str, *, max_body: int | None
+) -> httpclient.Reply:
     try:
-        reader, writer = await asyncio.open_connection(
-            parts.hostname, port, ssl=context, limit=64 * 1024
-        )
-    except OSError as exc:
+        return await client.get(path, max_body=max_body)
+    except httpclient.Unreachable as exc:
+        # Without the path: one refused connection fails every GET alike.
+        raise FetchError(FrameworkStatus.UNREACHABLE, str(exc)) from None
+    except httpclient.Disconnected as exc:
         raise FetchError(
-            FrameworkStatus.UNREACHABLE,
-            f"cannot connect to {parts.hostname}:{port}: {exc.strerror or exc}",
+            FrameworkStatus.UNREACHABLE, f"{path}: the dashboard {exc}"
         ) from None
-    try:
-        auth = f"Authorization: Bearer {token}\r\n" if token else ""
-        writer.write(
-            f"GET {prefix}{path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            f"User-Agent: {USER_AGENT}\r\nAccept: application/json\r\n{auth}"
-            "Accept-Encoding: identity\r\nConnection: close\r\n\r\n".encode()
-        )
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        version, _, rest = status_line.partition(" ")
-        if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
-            raise FetchError(FrameworkStatus.UNREACHABLE, f"{path}: not an HTTP reply")
-        headers: dict[str, str] = {}
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            body = await _read_chunked(reader, max_body)
-        elif "content-length" in headers:
-            length = int(headers["content-length"])
-            if length > max_body:
-                raise FetchError(
-                    FrameworkStatus.UNREACHABLE,
-                    f"{path}: a reply of {length} bytes is over {max_body}",
-                )
-            body = await reader.readexactly(length)
-        else:
-            body = await reader.read(max_body + 1)
-            while len(body) <= max_body and (more := await reader.read(65536)):
-                body += more
-            if len(body) > max_body:
-                raise FetchError(
-                    FrameworkStatus.UNREACHABLE, f"{path}: the reply is over {max_body}"
-                )
-        return int(rest[:3]), body
-    except FetchError:
-        raise
-    except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
-        raise FetchError(
-            FrameworkStatus.UNREACHABLE, f"{path}: {type(exc).__name__}: {exc}"
-        ) from None
-    except asyncio.LimitOverrunError:
-        raise FetchError(
-            FrameworkStatus.UNREACHABLE, f"{path}: the reply's headers are too long"
-        ) from None
-    finally:
-        writer.close()
-
-
-async def _read_chunked(reader: asyncio.StreamReader, max_body: int) -> bytes:
-    body = bytearray()
-    while True:
-        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-        if size == 0:
-            return bytes(body)
-        if len(body) + size > max_body:
-            raise FetchError(
-                FrameworkStatus.UNREACHABLE, f"the reply is over {max_body}"
-            )
-        body += await reader.readexactly(size)
-        await reader.readexactly(2)
+    except httpclient.HttpError as exc:
+        raise FetchError(FrameworkStatus.UNREACHABLE, f"{path}: {exc}") from None
 
 
 async def _gather(
-    base_url: str, paths: dict[str, str], *, token: str, timeout: float
+    client: httpclient.Client, paths: dict[str, str], *, timeout: float
 ) -> dict[str, Any]:
     """Fetch every path at once; map each name to its JSON or its FetchError.
 
@@ -195,7 +140,7 @@ async def _gather(
     """
     results = await asyncio.gather(
         *(
-            asyncio.wait_for(fetch_json(base_url, path, token=token), timeout)
+            asyncio.wait_for(fetch_json(client, path), timeout)
             for path in paths.values()
         ),
         return_exceptions=True,
@@ -306,7 +251,8 @@ async def collect_ray(url: str, *, token: str, timeout: float) -> Collection:
 
 
 async def _ray(url: str, token: str, timeout: float) -> Collection:
-    replies = await _gather(url, RAY_PATHS, token=token, timeout=0.75 * timeout)
+    async with _client(url, token) as client:
+        replies = await _gather(client, RAY_PATHS, timeout=0.75 * timeout)
     collection = _judge(Kind.RAY, url, replies, RAY_CORE)
     if collection.status != FrameworkStatus.ACTIVE:
         return collection
@@ -504,10 +450,15 @@ async def collect_dask(url: str, *, timeout: float) -> Collection:
 
 
 async def _dask(url: str, timeout: float) -> Collection:
+    async with _client(url, "") as client:
+        return await _dask_read(client, url, timeout)
+
+
+async def _dask_read(client: httpclient.Client, url: str, timeout: float) -> Collection:
     # The workers page, when needed, comes after these: leave it time.
     replies, health = await asyncio.gather(
-        _gather(url, DASK_PATHS, token="", timeout=0.5 * timeout),
-        _dask_health(url, 0.5 * timeout),
+        _gather(client, DASK_PATHS, timeout=0.5 * timeout),
+        _dask_health(client, 0.5 * timeout),
     )
     collection = _judge(Kind.DASK, url, replies, DASK_CORE)
     if collection.status != FrameworkStatus.ACTIVE:
@@ -521,7 +472,7 @@ async def _dask(url: str, timeout: float) -> Collection:
         # a busy cluster is most of the time. The workers page shows the same
         # scheduler state as HTML.
         identity = {}
-        workers = await _dask_workers_page(url, collection, 0.4 * timeout)
+        workers = await _dask_workers_page(client, collection, 0.4 * timeout)
     else:
         workers = _dask_workers(identity)
     tasks = _dask_counts(replies["counts"])
@@ -575,10 +526,10 @@ def _total(workers: list[dict] | None, field: str, reported: Any) -> Any:
     return sum(values) if values else None
 
 
-async def _dask_health(url: str, timeout: float) -> str | None:
+async def _dask_health(client: httpclient.Client, timeout: float) -> str | None:
     """Return a warning unless the scheduler's /health answers "ok"."""
     try:
-        status, body = await asyncio.wait_for(fetch_text(url, "/health"), timeout)
+        status, body = await asyncio.wait_for(fetch_text(client, "/health"), timeout)
     except FetchError as exc:
         return storable(f"/health: {exc}")
     except TimeoutError:
@@ -621,13 +572,13 @@ def _dask_workers(identity: Any) -> list[dict[str, Any]]:
 
 
 async def _dask_workers_page(
-    url: str, collection: Collection, timeout: float
+    client: httpclient.Client, collection: Collection, timeout: float
 ) -> list[dict] | None:
     """Read the workers from the scheduler's /info/main/workers.html table."""
     path = "/info/main/workers.html"
     try:
         status, page = await asyncio.wait_for(
-            fetch_text(url, path, max_body=MAX_BODY), timeout
+            fetch_text(client, path, max_body=MAX_BODY), timeout
         )
     except FetchError as exc:
         collection.warnings.append(storable(str(exc)))
@@ -824,6 +775,8 @@ async def _collect(kind: str, url: str, timeout: float, work) -> Collection:
     try:
         async with asyncio.timeout(timeout):
             collection = await work
+    except FetchError as exc:  # no client could be made for this URL
+        collection = Collection(kind, exc.status, url, error=storable(str(exc)))
     except TimeoutError:
         collection = Collection(
             kind,

@@ -1,16 +1,15 @@
-"""The only code that talks to Ollama nodes (HTTP); RPC backends are in network.rpc."""
+"""The only code that asks Ollama nodes (over core.httpclient); RPC is network.rpc."""
 
 from __future__ import annotations
 
 import asyncio
-import ssl
+import dataclasses
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-from core import jsonio
+from core import httpclient, jsonio
+from core.httpclient import Credential
 from core.jsonio import storable
 
 
@@ -25,6 +24,7 @@ class NodeProbe:
     loaded_models: list[dict[str, Any]] | None = None  # None: not read this time
     disk_models: list[dict[str, Any]] | None = None
     error: str = ""
+    unauthorized: bool = False  # it answered 401 or 403: credentials missing/refused
 
 
 LOADED_FIELDS = ("name", "model", "size", "size_vram", "digest", "expires_at")
@@ -55,108 +55,6 @@ def _model(entry: Any, fields: tuple[str, ...]) -> dict[str, Any] | None:
     return model
 
 
-class _HttpError(Exception):
-    """The node's reply is not HTTP/1.1 as this client reads it."""
-
-
-class NodeConnection:
-    """One keep-alive HTTP/1.1 connection to a node, for the GETs of one probe.
-
-    A general HTTP client keeps a pool across hosts; with a thousand nodes its
-    per-request bookkeeping cost more than the probing itself (bench/RESULTS.md).
-    A probe needs three GETs to one host, so it needs one connection and no pool.
-    """
-
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        host_header: str,
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.host_header = host_header
-        self.spent = False  # the server closed it after its last reply
-        self.reopen: Callable[[], Awaitable[NodeConnection]] | None = None
-
-    @classmethod
-    async def open(cls, url: str, connect_to: str | None = None) -> NodeConnection:
-        """Connect to url's host, or to connect_to, an address already checked for it
-        (the Host header and TLS name stay the URL's)."""
-        parts = urlsplit(url)
-        context = ssl.create_default_context() if parts.scheme == "https" else None
-        reader, writer = await asyncio.open_connection(
-            connect_to or parts.hostname,
-            parts.port,
-            ssl=context,
-            server_hostname=parts.hostname if context and connect_to else None,
-            limit=MAX_BODY,
-        )
-        connection = cls(reader, writer, parts.netloc)
-        connection.reopen = lambda: cls.open(url, connect_to)
-        return connection
-
-    async def get(self, path: str) -> tuple[int, bytes]:
-        """Return the status and body of GET path."""
-        if self.spent:  # the last reply ended with the connection: a new one
-            self.close()
-            fresh = await self.reopen()
-            self.reader, self.writer, self.spent = fresh.reader, fresh.writer, False
-        self.writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
-            f"User-Agent: sollol-dashboard\r\nAccept: application/json\r\n\r\n".encode()
-        )
-        await self.writer.drain()
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        version, _, rest = status_line.partition(" ")
-        if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
-            raise _HttpError(f"not an HTTP reply: {status_line[:60]!r}")
-        headers = {}
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        status = int(rest[:3])
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            body = await self._chunked()
-        elif "content-length" in headers:
-            length = int(headers["content-length"])
-            if length > MAX_BODY:
-                raise _HttpError(f"a reply of {length} bytes is too large")
-            body = await self.reader.readexactly(length)
-        elif status in (204, 304) or status < 200:
-            body = b""
-        else:
-            # Neither: the body ends with the connection (HTTP/1.1, 6.3), as some
-            # proxies in front of a node answer.
-            body = await self._until_closed()
-            self.spent = True
-        return status, body
-
-    async def _until_closed(self) -> bytes:
-        body = bytearray()
-        while chunk := await self.reader.read(65536):
-            body += chunk
-            if len(body) > MAX_BODY:
-                raise _HttpError("a reply is too large")
-        return bytes(body)
-
-    async def _chunked(self) -> bytes:
-        body = bytearray()
-        while True:
-            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                await self.reader.readuntil(b"\r\n")  # no trailers from Ollama
-                return bytes(body)
-            body += await self.reader.readexactly(size)
-            if len(body) > MAX_BODY:
-                raise _HttpError("a chunked reply is too large")
-            await self.reader.readexactly(2)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 def _json(body: bytes) -> Any:
     # A node's 1e400 or NaN would not be storable as JSON by PostgreSQL.
     return jsonio.parse(body)
@@ -171,27 +69,36 @@ def _models(body: bytes, fields: tuple[str, ...]) -> list[dict[str, Any]]:
 
 
 async def probe_node(
-    url: str, *, timeout: float, with_tags: bool, connect_to: str | None = None
+    url: str,
+    *,
+    timeout: float,
+    with_tags: bool,
+    connect_to: str | None = None,
+    credential: Credential | None = None,
 ) -> NodeProbe:
     """Probe one node: /api/version, /api/ps and, when asked, /api/tags.
 
     The whole probe shares one deadline, so a node that hangs costs one timeout.
+    connect_to is an address already checked for url's host (the Host header and
+    TLS name stay the URL's); credential (or the URL's user:password@) goes with
+    every GET.
     """
-    started = time.perf_counter()
-    connection = None
     try:
-        async with asyncio.timeout(timeout):
-            connection = await NodeConnection.open(url, connect_to)
-            status, body = await connection.get("/api/version")
+        client = httpclient.Client(
+            url, max_body=MAX_BODY, connect_to=connect_to, credential=credential
+        )
+    except ValueError as exc:  # not an http(s) URL: nothing was asked
+        return NodeProbe(ok=False, answered=False, error=storable(str(exc))[:300])
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout), client:
+            reply = await client.get("/api/version")
             latency_ms = (time.perf_counter() - started) * 1000
-            if status != 200:
-                return NodeProbe(
-                    ok=False,
-                    answered=True,
-                    latency_ms=latency_ms,
-                    error=f"/api/version answered HTTP {status}",
+            if reply.status != 200:
+                return _refusal(
+                    "/api/version", reply.status, latency_ms, client.credential
                 )
-            version = _json(body)
+            version = _json(reply.body)
             if not isinstance(version, dict) or not isinstance(
                 version.get("version"), str
             ):
@@ -201,45 +108,58 @@ async def probe_node(
                     latency_ms=latency_ms,
                     error="/api/version did not answer like Ollama",
                 )
-            status, body = await connection.get("/api/ps")
-            if status != 200:
-                return NodeProbe(
-                    ok=False,
-                    answered=True,
-                    latency_ms=latency_ms,
-                    version=storable(version["version"])[:64],
-                    error=f"/api/ps answered HTTP {status}",
+            version_text = storable(version["version"])[:64]
+            reply = await client.get("/api/ps")
+            if reply.status != 200:
+                refusal = _refusal(
+                    "/api/ps", reply.status, latency_ms, client.credential
                 )
-            loaded = _models(body, LOADED_FIELDS)
+                return dataclasses.replace(refusal, version=version_text)
+            loaded = _models(reply.body, LOADED_FIELDS)
             disk = None
             if with_tags:
-                status, body = await connection.get("/api/tags")
-                if status == 200:
-                    disk = _models(body, DISK_FIELDS)
+                reply = await client.get("/api/tags")
+                if reply.status == 200:
+                    disk = _models(reply.body, DISK_FIELDS)
     except TimeoutError:
-        return NodeProbe(ok=False, answered=False, error=f"no answer within {timeout}s")
-    except ConnectionRefusedError:
-        return NodeProbe(ok=False, answered=False, error="connection refused")
-    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-        return NodeProbe(ok=False, answered=False, error=_describe(exc))
-    except (ValueError, _HttpError) as exc:  # JSON or HTTP that Ollama does not send
+        # Rounded: the cycle passes what is left of its budget (0.9999981…).
+        error = f"no answer within {round(timeout, 2)}s"
+        return NodeProbe(ok=False, answered=False, error=error)
+    except httpclient.Unreachable as exc:
+        error = "connection refused" if exc.refused else str(exc)
+        return NodeProbe(ok=False, answered=False, error=storable(error)[:300])
+    except httpclient.Disconnected as exc:
+        return NodeProbe(ok=False, answered=False, error=f"the node {exc}"[:300])
+    except (ValueError, httpclient.BadReply) as exc:  # what Ollama does not send
         return NodeProbe(
             ok=False, answered=True, error=storable(f"unexpected reply: {exc}")[:300]
         )
-    finally:
-        if connection is not None:
-            connection.close()
     return NodeProbe(
         ok=True,
         answered=True,
         latency_ms=latency_ms,
-        version=storable(version["version"])[:64],
+        version=version_text,
         loaded_models=loaded,
         disk_models=disk,
     )
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.IncompleteReadError):
-        return "the node closed the connection mid-reply"
-    return f"{type(exc).__name__}: {exc}"[:300]
+def _refusal(
+    path: str, status: int, latency_ms: float, credential: Credential | None
+) -> NodeProbe:
+    """Return the probe of a node that answered path with an HTTP error."""
+    if status not in (401, 403):
+        error = f"{path} answered HTTP {status}"
+    elif credential is None and status == 401:
+        error = f"{path} answered HTTP 401: needs credentials"
+    elif credential is None:
+        error = f"{path} answered HTTP 403: access denied without credentials"
+    else:
+        error = f"{path}: the credentials were refused (HTTP {status})"
+    return NodeProbe(
+        ok=False,
+        answered=True,
+        latency_ms=latency_ms,
+        unauthorized=status in (401, 403),
+        error=error,
+    )

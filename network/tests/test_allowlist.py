@@ -7,6 +7,7 @@ broken gate shows as a failed assertion here, never as traffic off this machine.
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
 import json
 import os
 import socket
@@ -20,7 +21,6 @@ from django.test import override_settings
 from django.utils import timezone
 
 from activity.models import Event
-from network import probes, rpc
 from network.choices import Source
 from network.cycle import run_cycle
 from network.models import OllamaNode, RpcBackend
@@ -32,31 +32,53 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def connections(monkeypatch) -> list[tuple[str, int]]:
-    """Record every connection the probes open; refuse those off loopback."""
-    attempted: list[tuple[str, int]] = []
-    real = asyncio.open_connection
-    # asyncio is one module: the channel layer's Redis connects through it too.
-    redis = urlsplit(settings.REDIS_URL) if settings.REDIS_URL else None
-    layer = {(redis.hostname, redis.port or 6379)} if redis else set()
+    """Record every connection the probes open; refuse those off loopback.
 
-    async def guarded(host=None, port=None, **kwargs):
+    Caught where every asyncio client connects a socket, whichever HTTP client
+    the probes use (aiohttp's happy eyeballs, asyncio.open_connection for RPC).
+    """
+    attempted: list[tuple[str, int]] = []
+    loop_class = asyncio.selector_events.BaseSelectorEventLoop
+    real = loop_class.sock_connect
+    # The channel layer's Redis connects through the same loop code.
+    redis = urlsplit(settings.REDIS_URL) if settings.REDIS_URL else None
+    layer = set()
+    if redis:
+        port = redis.port or 6379
+        layer = {(redis.hostname, port)} | {
+            (answer[4][0], port)
+            for answer in socket.getaddrinfo(
+                redis.hostname, port, type=socket.SOCK_STREAM
+            )
+        }
+
+    async def guarded(self, sock, address):
+        host, port = address[:2]
         if (host, port) not in layer:
             attempted.append((host, port))
         if not str(host).startswith("127."):
             raise ConnectionRefusedError(f"test refused a connection to {host}")
-        return await real(host, port, **kwargs)
+        return await real(self, sock, address)
 
-    monkeypatch.setattr(probes.asyncio, "open_connection", guarded)
-    monkeypatch.setattr(rpc.asyncio, "open_connection", guarded)
+    monkeypatch.setattr(loop_class, "sock_connect", guarded)
     return attempted
 
 
+class FakeDns(dict):
+    """Names this test's DNS knows (name: addresses), and every name looked up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups: list[str] = []
+
+
 @pytest.fixture
-def resolver(monkeypatch) -> dict[str, list[str]]:
+def resolver(monkeypatch) -> FakeDns:
     """Names this test's DNS knows; anything else does not resolve."""
-    names: dict[str, list[str]] = {}
+    names = FakeDns()
 
     async def getaddrinfo(self, host, port, *args, **kwargs):
+        names.lookups.append(host)
         if host not in names:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return [
@@ -146,8 +168,10 @@ def test_a_name_is_checked_where_it_resolves_and_the_checked_address_is_used(
     assert evil.status == "rejected"
     assert "resolves to 169.254.169.254 is link-local" in evil.last_error
     assert lost.status == "unhealthy" and "cannot resolve" in lost.last_error
-    # Connected by the checked address, never by the name, never to the others.
+    # Connected by the checked address, never by the name, never to the others:
+    # the name was looked up once, by the check.
     assert connections == [("127.0.0.2", port)]
+    assert resolver.lookups.count("gpu-box.local") == 1
     change = Event.objects.filter(type="status_change", payload__node=evil.url).get()
     assert change.payload["new_status"] == "rejected"
 
