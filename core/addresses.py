@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from urllib.parse import urlsplit
+from typing import NamedTuple
+from urllib.parse import unquote, urlsplit
 
+from core.httpclient import Credential
 from core.jsonio import PayloadError
 
 OLLAMA_PORT = 11434
+# A node's bearer token follows its URL: https://host:443;token=<token>.
+TOKEN_MARK = ";token="
 RPC_PORT = 50052
 _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
@@ -26,28 +30,62 @@ def _host(value: str) -> str:
     return f"[{address.compressed}]" if address.version == 6 else address.compressed
 
 
-def _split(value: str, default_scheme: str) -> tuple[str, str, int | None]:
+def _split(
+    value: str, default_scheme: str, *, credentials: bool = False
+) -> tuple[str, str, int | None, Credential | None]:
     if not isinstance(value, str) or not value.strip():
         raise PayloadError("an address must be a non-empty string")
-    text = value.strip()
+    shown = masked(value)  # what errors may repeat: never a password or a token
+    text, marked, token = value.strip().partition(TOKEN_MARK)
     if "://" not in text:
         text = f"{default_scheme}://{text}"
     try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        raise PayloadError(f"{value!r} is not a valid address: {exc}") from None
-    if parts.username or parts.password or parts.query or parts.fragment:
+        raise PayloadError(f"{shown!r} is not a valid address: {exc}") from None
+    userinfo = parts.username is not None or parts.password is not None
+    if (userinfo or marked) and not credentials:
         raise PayloadError(
-            f"{value!r} must not carry credentials, a query or a fragment"
+            f"{shown!r} carries credentials; only the operator's configuration "
+            "and the API may give a node credentials"
         )
+    if parts.query or parts.fragment:
+        raise PayloadError(f"{shown!r} must not carry a query or a fragment")
     if parts.path not in ("", "/"):
-        raise PayloadError(f"{value!r} must not have a path")
+        raise PayloadError(f"{shown!r} must not have a path")
     if not parts.hostname:
-        raise PayloadError(f"{value!r} has no host")
+        raise PayloadError(f"{shown!r} has no host")
     if port == 0:
-        raise PayloadError(f"{value!r} has port 0")
-    return parts.scheme.lower(), _host(parts.hostname), port
+        raise PayloadError(f"{shown!r} has port 0")
+    try:
+        if userinfo and marked:
+            raise ValueError("give user:password@ or ;token=, not both")
+        credential = (
+            Credential.basic(
+                unquote(parts.username or ""), unquote(parts.password or "")
+            )
+            if userinfo
+            else Credential.bearer(token.strip())
+            if marked
+            else None
+        )
+    except ValueError as exc:
+        raise PayloadError(f"{shown!r}: {exc}") from None
+    return parts.scheme.lower(), _host(parts.hostname), port, credential
+
+
+def masked(value: str) -> str:
+    """Return an address as it may be shown: user:password@ and ;token= as ***."""
+    if not isinstance(value, str):
+        return value
+    text, marked, _ = value.partition(TOKEN_MARK)
+    scheme, separator, rest = text.rpartition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    text = f"{scheme}{separator}{authority}{slash}{path}"
+    return f"{text}{TOKEN_MARK}***" if marked else text
 
 
 def is_loopback(host: str | None) -> bool:
@@ -84,18 +122,32 @@ def node_name(reported: str) -> str:
     return reported.rstrip("/")
 
 
-def node_url(value: str) -> tuple[str, str, int]:
-    """Return (url, host, port) of an Ollama node given as a URL or host[:port]."""
-    scheme, host, port = _split(value, "http")
+class NodeAddress(NamedTuple):
+    """An Ollama node's URL (without credentials), host, port and credential."""
+
+    url: str
+    host: str
+    port: int
+    credential: Credential | None = None
+
+
+def node_url(value: str, *, credentials: bool = False) -> NodeAddress:
+    """Return an Ollama node given as a URL or host[:port].
+
+    With credentials (the operator's own sources), the URL may carry
+    user:password@ (sent as Basic) or end in ;token=<token> (sent as Bearer);
+    elsewhere either is refused. The URL returned never carries them.
+    """
+    scheme, host, port, credential = _split(value, "http", credentials=credentials)
     if scheme not in ("http", "https"):
-        raise PayloadError(f"{value!r}: a node is reached over http or https")
+        raise PayloadError(f"{masked(value)!r}: a node is reached over http or https")
     port = port or OLLAMA_PORT
-    return f"{scheme}://{host}:{port}", host.strip("[]"), port
+    return NodeAddress(f"{scheme}://{host}:{port}", host.strip("[]"), port, credential)
 
 
 def backend_address(value: str) -> tuple[str, str, int]:
     """Return (address, host, port) of an RPC backend given as host[:port]."""
-    scheme, host, port = _split(value, "tcp")
+    scheme, host, port, _ = _split(value, "tcp")
     if scheme not in ("tcp", "rpc"):
         raise PayloadError(f"{value!r}: an RPC backend is host:port")
     port = port or RPC_PORT

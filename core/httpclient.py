@@ -75,6 +75,17 @@ class Credential:
             return "Basic " + base64.b64encode(pair).decode("ascii")
         return f"Bearer {self.secret}"
 
+    def stored(self) -> dict[str, str]:
+        """Return the credential as a node row keeps it (the secret included)."""
+        return {"scheme": self.scheme, "user": self.user, "secret": self.secret}
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, str] | None) -> Credential | None:
+        """Return the credential a node row keeps, or None."""
+        if not stored:
+            return None
+        return cls(stored["scheme"], stored["secret"], stored.get("user", ""))
+
     @property
     def masked(self) -> str:
         """Return what may be shown: the scheme, never the secret."""

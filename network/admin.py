@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from core.httpclient import Credential
 from network.models import NodeStatusChange, OllamaNode, Removed, RpcBackend
 
 
@@ -16,6 +17,13 @@ class OllamaNodeAdmin(admin.ModelAdmin):
     list_filter = ["status", "source"]
     search_fields = ["url"]
     inlines = [StatusChangeInline]
+    readonly_fields = ["credential_shown"]
+
+    @admin.display(description="credential")
+    def credential_shown(self, node: OllamaNode) -> str:
+        """Say which credential goes with the probes; the secret stays unshown."""
+        credential = Credential.from_stored(node.credential)
+        return credential.masked if credential else "none"
 
 
 @admin.register(RpcBackend)

@@ -12,6 +12,8 @@ class NodeStatus(models.TextChoices):
     # Outside SOLLOL_ALLOWED_NODE_CIDRS: never contacted.
     REJECTED = "rejected", "Rejected"
     FLAPPING = "flapping", "Flapping"  # keeps changing; quiet until it settles
+    # Answers 401 or 403: the dashboard's credentials are missing or refused.
+    UNAUTHORIZED = "unauthorized", "Unauthorized"
 
 
 class BackendStatus(models.TextChoices):

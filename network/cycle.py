@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
+from core.httpclient import Credential
 from network import allowlist
 from network.choices import BackendStatus
 from network.models import OllamaNode, RpcBackend
@@ -54,7 +55,7 @@ def run_cycle(
     """
     tags_due = now - dt.timedelta(seconds=settings.SOLLOL_PROBE_TAGS_INTERVAL)
     node_rows = OllamaNode.objects.only(
-        "id", "url", "host", "port", "source", "tags_checked_at"
+        "id", "url", "host", "port", "source", "tags_checked_at", "credential"
     )
     backend_rows = RpcBackend.objects.only(
         "id", "host", "port", "source", "status", "session_at"
@@ -72,6 +73,7 @@ def run_cycle(
             node.url,
             node.tags_checked_at is None or node.tags_checked_at <= tags_due,
             _gate(node),
+            Credential.from_stored(node.credential),
         )
         for node in node_rows
     ]
@@ -135,7 +137,11 @@ async def _probe_all(
             )
 
     async def probe_one_node(
-        node_id: int, url: str, with_tags: bool, gate: tuple | None
+        node_id: int,
+        url: str,
+        with_tags: bool,
+        gate: tuple | None,
+        credential: Credential | None,
     ) -> None:
         async with limit:
             started = time.monotonic()
@@ -155,6 +161,7 @@ async def _probe_all(
                 timeout=max(0.01, timeout - (time.monotonic() - started)),
                 with_tags=with_tags,
                 connect_to=address,
+                credential=credential,
             )
         node_results.append((node_id, probe))
 

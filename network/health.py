@@ -31,6 +31,7 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         unknown=Count("id", filter=Q(status=NodeStatus.UNKNOWN)),
         rejected=Count("id", filter=Q(status=NodeStatus.REJECTED)),
         flapping=Count("id", filter=Q(status=NodeStatus.FLAPPING)),
+        unauthorized=Count("id", filter=Q(status=NodeStatus.UNAUTHORIZED)),
         usable=Count("id", filter=usable_nodes()),
     )
     backends = RpcBackend.objects.aggregate(
@@ -50,6 +51,11 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         reasons.append(f"{nodes['degraded']} nodes are degraded")
     if nodes["flapping"]:
         reasons.append(f"{nodes['flapping']} nodes keep going up and down")
+    if nodes["unauthorized"]:
+        reasons.append(
+            f"{nodes['unauthorized']} nodes refuse the dashboard (HTTP 401/403): "
+            "give it their credentials"
+        )
     if backends["offline"]:
         reasons.append(
             f"{backends['offline']} of {backends['total']} RPC backends are offline"
@@ -101,6 +107,7 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         "nodes_down": nodes["down"],
         "nodes_rejected": nodes["rejected"],
         "nodes_flapping": nodes["flapping"],
+        "nodes_unauthorized": nodes["unauthorized"],
         "backends_total": backends["total"],
         "backends_online": backends["online"],
         "backends_busy": backends["busy"],

@@ -45,6 +45,10 @@ class OllamaNode(ProbedTarget):
         max_length=16, choices=NodeStatus.choices, default=NodeStatus.UNKNOWN
     )
     flap_score = models.FloatField(default=0.0)
+    # Sent with every probe (core.httpclient.Credential.stored); set only from the
+    # operator's configuration or the API, and never shown: the API, events and
+    # the page say "basic ***" or "bearer ***".
+    credential = models.JSONField(null=True, blank=True, editable=False)
     tags_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -153,7 +153,12 @@ def _refusal(
     elif credential is None and status == 401:
         error = f"{path} answered HTTP 401: needs credentials"
     elif credential is None:
-        error = f"{path} answered HTTP 403: access denied without credentials"
+        # Ollama's own guard answers 403 to a Host it does not serve, as a proxy
+        # that passes on its upstream's name makes it do: say both.
+        error = (
+            f"{path} answered HTTP 403: access denied without credentials "
+            "(or a proxy sent Ollama a Host name it does not serve)"
+        )
     else:
         error = f"{path}: the credentials were refused (HTTP {status})"
     return NodeProbe(

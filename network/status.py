@@ -62,6 +62,9 @@ def next_node_status(
                 f"{node.consecutive_failures} probes failed in a row: {probe.error}"
             )
         return NodeStatus.UNHEALTHY, probe.error
+    if probe.unauthorized:
+        # It is there and answers, to someone else: not down, and no use to us.
+        return NodeStatus.UNAUTHORIZED, probe.error
     if not probe.ok:
         return NodeStatus.DEGRADED, probe.error
     slow_ms = settings.SOLLOL_PROBE_SLOW_AFTER * 1000

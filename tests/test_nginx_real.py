@@ -19,14 +19,19 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from django.utils import timezone
 
+from activity.models import Event
 from conftest import require
 from core.httpclient import Credential
 from frameworks import collectors
 from frameworks.tests.fakes import FakeDashboard
+from network.cycle import run_cycle
 from network.probes import probe_node
+from network.services import lifecycle
 from simulator.ollama import running_fleet
 
 HOST = "127.0.0.41"
@@ -372,3 +377,60 @@ async def test_a_ray_dashboard_behind_gzip_and_chunks_is_collected(ray, nginx):
     assert [h.get("Authorization") for _, h in ray.requests] == [
         f"Bearer {TOKEN}"
     ] * len(collectors.RAY_PATHS)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_operators_credentials_make_a_guarded_node_healthy_and_stay_secret(
+    fleet, nginx, client, settings, caplog
+):
+    """End to end: configuration → probe cycle → status, API, events and logs."""
+    bearer = nginx.url("bearer")
+    basic = nginx.url("basic").replace("//", f"//{USER}:{quote(PASSWORD)}@", 1)
+    settings.SOLLOL_DISCOVER_LOCALHOST = False
+    settings.SOLLOL_PROBE_TIMEOUT = 2.0
+    secrets = (TOKEN, PASSWORD, quote(PASSWORD))
+
+    def cycle_with(*configured: str) -> dict[str, dict]:
+        settings.SOLLOL_OLLAMA_NODES = list(configured)
+        lifecycle.sync_configured(now=timezone.now())
+        run_cycle(now=timezone.now())
+        answer = client.get("/api/network/nodes")
+        assert not any(secret in answer.content.decode() for secret in secrets)
+        return {node["url"]: node for node in answer.json()["nodes"]}
+
+    # The bearer node without its token: there and answering, so not down.
+    nodes = cycle_with(bearer, basic)
+    guarded = nodes[bearer]
+    assert guarded["status"] == "unauthorized" and not guarded["usable"]
+    assert guarded["last_error"] == "/api/version answered HTTP 401: needs credentials"
+    assert guarded["credential"] is None
+    behind_basic = nodes[nginx.url("basic")]
+    assert behind_basic["status"] == "healthy" and behind_basic["version"] == VERSION
+    assert behind_basic["credential"] == "basic ***"
+    assert "llama3.2:3b" in {m["name"] for m in behind_basic["loaded_models"]}
+    health = client.get("/api/network/health").json()
+    assert health["nodes_unauthorized"] == 1
+    assert "refuse the dashboard" in health["reason"]
+
+    # The operator adds the token: the same node, healthy at the next cycle.
+    nodes = cycle_with(f"{bearer};token={TOKEN}", basic)
+    assert nodes[bearer]["status"] == "healthy"
+    assert nodes[bearer]["credential"] == "bearer ***"
+    assert nodes[bearer]["id"] == guarded["id"] and nodes[bearer]["version"] == VERSION
+    changes = [
+        (e.payload["old_status"], e.payload["new_status"])
+        for e in Event.objects.filter(type="status_change", payload__node=bearer)
+    ]
+    assert changes == [("unknown", "unauthorized"), ("unauthorized", "healthy")]
+
+    # An application may not hand out credentials: refused, and said masked.
+    lifecycle.ensure_reported(
+        {"nodes": [f"http://{USER}:{PASSWORD}@127.0.0.43:11434"]}, now=timezone.now()
+    )
+    assert "127.0.0.43" not in str(client.get("/api/network/nodes").content)
+    assert "carries credentials" in caplog.text
+    events = " ".join(
+        f"{event.message} {event.payload}" for event in Event.objects.all()
+    )
+    for secret in secrets:
+        assert secret not in events and secret not in caplog.text

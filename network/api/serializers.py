@@ -16,6 +16,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from core import addresses
+from core.httpclient import Credential
 from network import status
 from network.models import OllamaNode, RpcBackend
 
@@ -27,6 +28,7 @@ _NODE_COLUMNS = (
     "status",
     "probe_status",
     "source",
+    "credential",
     "version",
     "latency_ms",
     "latency_avg_ms",
@@ -72,12 +74,15 @@ def _dumps(value: Any) -> str:
 
 def _node_summary(row: dict[str, Any]) -> dict[str, Any]:
     usable = status.node_usable(row["status"], row["probe_status"])
+    credential = Credential.from_stored(row["credential"])
     return {
         "id": row["id"],
         "url": row["url"],
         "address": addresses.host_port(row["host"], row["port"]),
         "status": row["status"],
         "source": row["source"],
+        # Which credential goes with its probes ("bearer ***"), never the secret.
+        "credential": credential.masked if credential else None,
         "version": row["version"],
         "latency_ms": rounded(row["latency_ms"]),
         "latency_avg_ms": rounded(row["latency_avg_ms"]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -19,7 +20,7 @@ from django.db.models import Count
 
 from activity.services import record_events
 from core import addresses
-from core.db import prune_newest
+from core.db import prune_newest, save_fields
 from core.jsonio import PayloadError
 from network import allowlist
 from network.choices import NodeStatus, Source
@@ -35,36 +36,47 @@ LOCALHOST_BACKEND = "127.0.0.1:50052"
 
 
 def _parse_all(
-    values: Iterable[str], parse: Callable[[str], tuple[str, str, int]], source: str
-) -> dict[str, tuple[str, int]]:
-    """Return {address: (host, port)} of the values that parse; log the others.
+    values: Iterable[str], parse: Callable[[str], tuple], source: str
+) -> dict[str, tuple]:
+    """Return {address: parsed} of the values that parse; log the others.
 
-    One bad entry from an app or the environment must not hide the good ones.
+    parsed is what parse returns: (address, host, port[, credential]). One bad
+    entry from an app or the environment must not hide the good ones; the log
+    line shows the address without its credentials (core.addresses.masked).
     """
-    parsed: dict[str, tuple[str, int]] = {}
+    parsed: dict[str, tuple] = {}
     for value in values:
         try:
-            address, host, port = parse(value)
+            address = parse(value)
         except PayloadError as exc:
             logger.warning("ignoring an address from %s: %s", source, exc)
             continue
-        parsed[address] = (host, port)
+        parsed[address[0]] = address
     return parsed
 
 
 # Sources that are the operator's own say: they bring back what was removed.
 OPERATOR_SOURCES = frozenset({Source.CONFIG, Source.LOCALHOST, Source.API})
+# Sources that may give a node credentials: an application's metadata and the
+# scan are shown to everyone and never carry them.
+CREDENTIAL_SOURCES = frozenset({Source.CONFIG, Source.API})
+
+
+def _node_parser(source: str) -> Callable[[str], addresses.NodeAddress]:
+    return partial(addresses.node_url, credentials=source in CREDENTIAL_SOURCES)
 
 
 def ensure_nodes(
     values: Iterable[str], *, source: str, now: dt.datetime
 ) -> list[OllamaNode]:
     """Make sure the nodes exist; return the ones that were new."""
-    wanted = _parse_all(values, addresses.node_url, source)
+    wanted = _parse_all(values, _node_parser(source), source)
     if not wanted:
         return []
     with transaction.atomic():
         created = _create_missing(OllamaNode, "url", wanted, source=source, now=now)
+        if source in CREDENTIAL_SOURCES:
+            _keep_credentials(wanted.values(), source=source, created=created)
         record_events(
             [
                 node_event(
@@ -84,7 +96,7 @@ def ensure_nodes(
 def _create_missing(
     model: type[OllamaNode] | type[RpcBackend],
     key: str,
-    wanted: dict[str, tuple[str, int]],
+    wanted: dict[str, tuple],
     *,
     source: str,
     now: dt.datetime,
@@ -108,21 +120,18 @@ def _create_missing(
     # The same host:port is one node, whatever the scheme it was given with.
     taken = set(
         model.objects.filter(
-            host__in={host for host, _ in wanted.values()}
+            host__in={host for _, host, *_ in wanted.values()}
         ).values_list("host", "port")
     )
     new = []
-    for value, (host, port) in wanted.items():
+    for value, (_, host, port, *credential) in wanted.items():
         if value in known or (host, port) in taken:
             continue
         taken.add((host, port))
-        new.append(
-            _refused_at_once(
-                model(
-                    **{key: value}, host=host, port=port, source=source, created_at=now
-                )
-            )
-        )
+        fields = {key: value, "host": host, "port": port}
+        if credential and credential[0] is not None:
+            fields["credential"] = credential[0].stored()
+        new.append(_refused_at_once(model(**fields, source=source, created_at=now)))
     model.objects.bulk_create(new, ignore_conflicts=True)
     # ignore_conflicts leaves pks unset: read back the rows this call created.
     return list(
@@ -132,6 +141,32 @@ def _create_missing(
             source=source,
         )
     )
+
+
+def _keep_credentials(
+    wanted: Iterable[addresses.NodeAddress], *, source: str, created: list
+) -> None:
+    """Store the credentials the operator gave for nodes that existed already.
+
+    A credential given replaces the stored one. A configured entry without one
+    clears it for a node the configuration added (the operator took the token
+    out); the API, without one, leaves what is stored.
+    """
+    new = {node.id for node in created}
+    by_place = {(node.host, node.port): node for node in wanted}
+    changed = []
+    for node in OllamaNode.objects.filter(
+        host__in={host for _, host, *_ in by_place.values()}
+    ).exclude(id__in=new):
+        given = by_place.get((node.host, node.port))
+        clears = source == Source.CONFIG == node.source
+        if given is None or (given.credential is None and not clears):
+            continue
+        stored = given.credential.stored() if given.credential else None
+        if node.credential != stored:
+            node.credential = stored
+            changed.append(node)
+    save_fields(changed, ["credential"])
 
 
 def _refused_at_once(target: OllamaNode | RpcBackend) -> OllamaNode | RpcBackend:
@@ -149,8 +184,8 @@ def _refused_at_once(target: OllamaNode | RpcBackend) -> OllamaNode | RpcBackend
 
 def add_node(value: str, *, now: dt.datetime) -> tuple[OllamaNode, bool]:
     """Add a node by hand (API); return it and whether it was new."""
-    url, host, port = addresses.node_url(value)
-    created = ensure_nodes([url], source=Source.API, now=now)
+    _, host, port, _ = addresses.node_url(value, credentials=True)
+    created = ensure_nodes([value], source=Source.API, now=now)
     if created:
         return created[0], True
     return OllamaNode.objects.get(host=host, port=port), False
@@ -192,7 +227,7 @@ def remove_node(node_id: int, *, now: dt.datetime) -> OllamaNode | None:
         if why := _still_configured(
             node.url,
             node.source,
-            addresses.node_url,
+            _node_parser(Source.CONFIG),
             "SOLLOL_OLLAMA_NODES",
             LOCALHOST_NODE,
         ):

@@ -253,3 +253,29 @@ def test_the_list_shows_each_node_as_its_detail_does(client):
         del detail["history"]
         assert listed == detail
     assert body["nodes"][0]["models"][0]["name"] == odd
+
+
+def test_a_node_added_with_a_token_shows_which_credential_never_the_secret(client):
+    added = post(client, "/api/network/nodes", {"url": "127.0.0.2;token=t0ps3cret"})
+    assert added.status_code == 201
+    assert added.json()["node"]["credential"] == "bearer ***"
+    node = OllamaNode.objects.get()
+    assert node.url == "http://127.0.0.2:11434"
+    assert node.credential == {"scheme": "bearer", "user": "", "secret": "t0ps3cret"}
+    # Adding it again without one keeps it; with user:password@ replaces it.
+    again = post(client, "/api/network/nodes", {"url": "http://127.0.0.2:11434"})
+    assert (
+        again.status_code == 200 and again.json()["node"]["credential"] == "bearer ***"
+    )
+    post(client, "/api/network/nodes", {"url": "http://me:pw%3A1@127.0.0.2:11434"})
+    node.refresh_from_db()
+    assert node.credential == {"scheme": "basic", "user": "me", "secret": "pw:1"}
+    shown = [
+        client.get("/api/network/nodes").content,
+        client.get(f"/api/network/nodes/{node.id}").content,
+        json.dumps([e.as_message() for e in Event.objects.all()]).encode(),
+    ]
+    assert not any(b"t0ps3cret" in text or b"pw" in text for text in shown)
+    refused = post(client, "/api/network/nodes", {"url": "http://me:pw@127.0.0.2/x"})
+    assert refused.status_code == 400 and "pw" not in refused.json()["error"]
+    assert "***@" in refused.json()["error"]
