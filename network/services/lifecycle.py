@@ -16,9 +16,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 
-from activity.services import record_events
+from activity.services import NewEvent, record_events
 from core import addresses
 from core.db import prune_newest, save_fields
 from core.jsonio import PayloadError
@@ -220,23 +220,44 @@ def remove_node(node_id: int, *, now: dt.datetime) -> OllamaNode | None:
 
     Raise StillConfigured for one the configuration would add back at once.
     """
+    return _remove(
+        OllamaNode.objects.filter(pk=node_id),
+        key="url",
+        removal=Removed.Kind.NODE,
+        parse=_node_parser(Source.CONFIG),
+        setting="SOLLOL_OLLAMA_NODES",
+        localhost=LOCALHOST_NODE,
+        event=lambda node: node_event(
+            "node_removed", node, f"🗑️ Node removed: {node.url}"
+        ),
+        now=now,
+    )
+
+
+def _remove(
+    target: QuerySet,
+    *,
+    key: str,
+    removal: str,
+    parse: Callable,
+    setting: str,
+    localhost: str,
+    event: Callable[[Any], NewEvent],
+    now: dt.datetime,
+) -> OllamaNode | RpcBackend | None:
+    """Delete the one row of target, remember the removal, and say so."""
     with transaction.atomic():
-        node = OllamaNode.objects.select_for_update().filter(pk=node_id).first()
-        if node is None:
+        found = target.select_for_update().first()
+        if found is None:
             return None
-        if why := _still_configured(
-            node.url,
-            node.source,
-            _node_parser(Source.CONFIG),
-            "SOLLOL_OLLAMA_NODES",
-            LOCALHOST_NODE,
-        ):
+        value = getattr(found, key)
+        if why := _still_configured(value, found.source, parse, setting, localhost):
             raise StillConfigured(why)
-        event = node_event("node_removed", node, f"🗑️ Node removed: {node.url}")
-        node.delete()
-        _remember_removal(Removed.Kind.NODE, node.url, now)
-        record_events([event], now=now)
-    return node
+        removed = event(found)
+        found.delete()
+        _remember_removal(removal, value, now)
+        record_events([removed], now=now)
+    return found
 
 
 def ensure_backends(
@@ -264,28 +285,21 @@ def remove_backend(backend_id: int, *, now: dt.datetime) -> RpcBackend | None:
 
     Raise StillConfigured for one the configuration would add back at once.
     """
-    with transaction.atomic():
-        backend = RpcBackend.objects.select_for_update().filter(pk=backend_id).first()
-        if backend is None:
-            return None
-        if why := _still_configured(
-            backend.address,
-            backend.source,
-            addresses.backend_address,
-            "SOLLOL_RPC_BACKENDS",
-            LOCALHOST_BACKEND,
-        ):
-            raise StillConfigured(why)
-        event = backend_event(
+    return _remove(
+        RpcBackend.objects.filter(pk=backend_id),
+        key="address",
+        removal=Removed.Kind.BACKEND,
+        parse=addresses.backend_address,
+        setting="SOLLOL_RPC_BACKENDS",
+        localhost=LOCALHOST_BACKEND,
+        event=lambda backend: backend_event(
             "backend_disconnected",
             backend,
             f"🗑️ RPC backend removed: {backend.address}",
             removed=True,
-        )
-        backend.delete()
-        _remember_removal(Removed.Kind.BACKEND, backend.address, now)
-        record_events([event], now=now)
-    return backend
+        ),
+        now=now,
+    )
 
 
 def sync_configured(*, now: dt.datetime) -> None:
