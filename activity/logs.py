@@ -112,7 +112,10 @@ def _parse_line(item: Any, index: int, default_app: str) -> LogLine:
     if not isinstance(item.get("message"), str):
         raise PayloadError(f"{where}message must be a string")
     message = validators.text(
-        item["message"], f"{where}message", max_length=MAX_MESSAGE_CHARS, truncate=True
+        item["message"],
+        f"{where}message",
+        max_length=MAX_MESSAGE_CHARS,
+        longer="ellipsis",
     )
     level, levelno = parse_level(item.get("level", "INFO"), f"{where}level")
     extra = item.get("extra") or {}

@@ -122,7 +122,7 @@ def _parse_request(item: Any, *, default_app: str, index: int | None) -> Request
             item.get("completion_tokens"), f"{where}completion_tokens"
         ),
         error=validators.text(
-            item.get("error"), f"{where}error", max_length=500, truncate=True
+            item.get("error"), f"{where}error", max_length=500, longer="ellipsis"
         ),
         timestamp=validators.timestamp(
             item.get("timestamp"), f"{where}timestamp", iso=False

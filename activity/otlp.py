@@ -232,7 +232,7 @@ def _span_json(span: Any, service: str) -> SpanIn:
         events.append(
             {
                 "name": validators.text(
-                    event.get("name"), "event name", max_length=500, truncate=True
+                    event.get("name"), "event name", max_length=500, longer="cut"
                 ),
                 "timestamp": check_time_ns(
                     _integer(_get(event, "timeUnixNano"), "event time", UINT64),

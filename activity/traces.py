@@ -180,14 +180,14 @@ def make_span(
             name,
             "name",
             max_length=Span._meta.get_field("name").max_length,
-            truncate=True,
+            longer="cut",
         ),
         service=validators.text(
             service,
             "service",
             max_length=Span._meta.get_field("service").max_length,
             default=UNKNOWN_SERVICE,
-            truncate=True,
+            longer="cut",
         )
         or UNKNOWN_SERVICE,
         kind=kind,
@@ -198,7 +198,7 @@ def make_span(
             status_message,
             "status message",
             max_length=MAX_STATUS_MESSAGE,
-            truncate=True,
+            longer="cut",
         ),
         attributes=attributes,
         events=events,
@@ -248,7 +248,7 @@ def _native_events(value: Any) -> list[dict[str, Any]]:
         events.append(
             {
                 "name": validators.text(
-                    event.get("name"), f"{where}.name", max_length=500, truncate=True
+                    event.get("name"), f"{where}.name", max_length=500, longer="cut"
                 ),
                 "timestamp": _time_ns(when, f"{where}.timestamp") / 1e9,
                 "attributes": attributes,

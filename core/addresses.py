@@ -13,6 +13,7 @@ from core.jsonio import PayloadError
 OLLAMA_PORT = 11434
 # A node's bearer token follows its URL: https://host:443;token=<token>.
 TOKEN_MARK = ";token="
+_TOKEN = re.compile(re.escape(TOKEN_MARK), re.IGNORECASE)
 RPC_PORT = 50052
 _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
@@ -35,17 +36,20 @@ def _split(
 ) -> tuple[str, str, int | None, Credential | None]:
     if not isinstance(value, str) or not value.strip():
         raise PayloadError("an address must be a non-empty string")
-    shown = masked(value)  # what errors may repeat: never a password or a token
-    text, marked, token = value.strip().partition(TOKEN_MARK)
+    # What errors may repeat: never a password or a token, not even a piece of
+    # one that a parser's message would quote.
+    shown = masked(value)
+    text, *token = _TOKEN.split(value.strip(), maxsplit=1)
     if "://" not in text:
         text = f"{default_scheme}://{text}"
     try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        raise PayloadError(f"{shown!r} is not a valid address: {exc}") from None
+        why = "" if shown != value else f": {exc}"
+        raise PayloadError(f"{shown!r} is not a valid address{why}") from None
     userinfo = parts.username is not None or parts.password is not None
-    if (userinfo or marked) and not credentials:
+    if (userinfo or token) and not credentials:
         raise PayloadError(
             f"{shown!r} carries credentials; only the operator's configuration "
             "and the API may give a node credentials"
@@ -59,33 +63,34 @@ def _split(
     if port == 0:
         raise PayloadError(f"{shown!r} has port 0")
     try:
-        if userinfo and marked:
+        if userinfo and token:
             raise ValueError("give user:password@ or ;token=, not both")
-        credential = (
-            Credential.basic(
-                unquote(parts.username or ""), unquote(parts.password or "")
+        if userinfo:
+            user, password = (
+                unquote(parts.username or ""),
+                unquote(parts.password or ""),
             )
-            if userinfo
-            else Credential.bearer(token.strip())
-            if marked
-            else None
-        )
+            credential = Credential.basic(user, password)
+        else:
+            credential = Credential.bearer(unquote(token[0].strip())) if token else None
     except ValueError as exc:
         raise PayloadError(f"{shown!r}: {exc}") from None
     return parts.scheme.lower(), _host(parts.hostname), port, credential
 
 
 def masked(value: str) -> str:
-    """Return an address as it may be shown: user:password@ and ;token= as ***."""
+    """Return an address as it may be shown: user:password@ and ;token= as ***.
+
+    Everything between the scheme and the last @ is userinfo to a URL parser
+    (a password with a / in it included), and everything after ;token= is token.
+    """
     if not isinstance(value, str):
         return value
-    text, marked, _ = value.partition(TOKEN_MARK)
+    text, *token = _TOKEN.split(value, maxsplit=1)
     scheme, separator, rest = text.rpartition("://")
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rpartition("@")[2]
-    text = f"{scheme}{separator}{authority}{slash}{path}"
-    return f"{text}{TOKEN_MARK}***" if marked else text
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return f"{scheme}{separator}{rest}" + (f"{TOKEN_MARK}***" if token else "")
 
 
 def is_loopback(host: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from typing import Any
@@ -105,6 +106,16 @@ def check_document(value: Any, field: str, *, max_depth: int) -> Any:
         elif isinstance(item, list):
             stack.extend((child, depth + 1) for child in item)
     return value
+
+
+def epoch(value: dt.datetime | None) -> float | None:
+    """Return an instant as the API sends it: Unix seconds (None stays None)."""
+    return None if value is None else value.timestamp()
+
+
+def rounded(value: float | None) -> float | None:
+    """Return a measurement as the API sends it: to 0.01 (None stays None)."""
+    return None if value is None else round(value, 2)
 
 
 def dumps(value: Any) -> bytes:

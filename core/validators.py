@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from typing import Any, Literal
 
 from core.jsonio import PayloadError, check_text
 
@@ -23,13 +23,13 @@ def text(
     *,
     max_length: int,
     default: str | None = "",
-    truncate: bool = False,
+    longer: Literal["refuse", "ellipsis", "cut"] = "refuse",
     strip: bool = False,
 ) -> str | None:
     """Return value as storable text of at most max_length characters.
 
-    None gives default. Longer text is refused, or with truncate cut to fit with
-    an ellipsis (a log message or span name that runs on is not wrong).
+    None gives default. Longer text is refused, or shortened to fit (a log message
+    or a span name that runs on is not wrong): with a trailing ellipsis, or cut.
     """
     if value is None:
         return default
@@ -37,8 +37,10 @@ def text(
         raise PayloadError(f"{field} must be a string")
     value = check_text(value.strip() if strip else value, field)
     if len(value) > max_length:
-        if not truncate:
+        if longer == "refuse":
             raise PayloadError(f"{field} is longer than {max_length} characters")
+        if longer == "cut":
+            return value[:max_length]
         value = value[: max_length - 1] + "…"
     return value
 

@@ -792,6 +792,8 @@ async def _collect(kind: str, url: str, timeout: float, work) -> Collection:
             error=storable(f"collection failed: {type(exc).__name__}: {exc}")[:1000],
         )
     collection.duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    # Userinfo in the URL is sent as Basic auth, and shown nowhere.
+    collection.dashboard_url = httpclient.split_credential(url)[0]
     return collection
 
 

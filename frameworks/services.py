@@ -20,6 +20,7 @@ from activity.services import NewEvent, record_events
 from core import realtime
 from core.addresses import is_loopback
 from core.db import prune_newest
+from core.httpclient import split_credential
 from frameworks import collectors
 from frameworks.choices import FRAMEWORK_STREAM, FrameworkStatus, Kind
 from frameworks.collectors import Collection
@@ -74,7 +75,9 @@ PENDING = "pending"
 
 
 def dashboard_url(kind: str) -> str:
-    return getattr(settings, URL_SETTINGS[kind])
+    """Return the framework's configured URL as it is shown: without userinfo."""
+    url = getattr(settings, URL_SETTINGS[kind])
+    return split_credential(url)[0] if url else url
 
 
 def public_url(kind: str, host: str = "") -> str:

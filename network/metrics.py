@@ -76,7 +76,7 @@ def nodes() -> Iterator[Family]:
         label = f'node="{escape(node)}"'
         is_up = node_usable(node_status, probe_status)
         up.add(label, 1 if is_up else 0)
-        # Five lines per node: written directly, not through add().
+        # A line per status and node: written directly, not through add().
         status.lines += [
             f"sollol_node_status{{{label}{rest}{1 if name == node_status else 0}\n"
             for name, rest in statuses

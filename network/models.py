@@ -46,8 +46,8 @@ class OllamaNode(ProbedTarget):
     )
     flap_score = models.FloatField(default=0.0)
     # Sent with every probe (core.httpclient.Credential.stored); set only from the
-    # operator's configuration or the API, and never shown: the API, events and
-    # the page say "basic ***" or "bearer ***".
+    # operator's configuration or the API, and never shown: the API, the page and
+    # the admin say "basic ***" or "bearer ***"; events and logs carry none.
     credential = models.JSONField(null=True, blank=True, editable=False)
     tags_checked_at = models.DateTimeField(null=True, blank=True)
 

@@ -10,13 +10,16 @@ the events, /api/prometheus, the fleet's health and the page all take this verdi
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db.models import Q
 
 from network.choices import BackendStatus, NodeStatus
 from network.models import OllamaNode, RpcBackend
-from network.probes import NodeProbe
+
+if TYPE_CHECKING:
+    from network.probes import NodeProbe
 
 NODE_ANSWERING = frozenset({NodeStatus.HEALTHY, NodeStatus.DEGRADED})
 BACKEND_ANSWERING = frozenset({BackendStatus.ONLINE, BackendStatus.BUSY})

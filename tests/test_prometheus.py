@@ -123,6 +123,7 @@ def test_it_shows_an_offline_node_down_with_nothing_loaded_claimed():
         "offline": 1,
         "rejected": 0,
         "flapping": 0,
+        "unauthorized": 0,
     }
     # What an unreachable node holds is unknown: no series rather than stale ones.
     for name in (

@@ -215,3 +215,26 @@ def test_a_framework_losing_its_url_is_announced_once(settings):
     ]
     # Never watched: nothing written for Dask at all.
     assert not FrameworkSnapshot.objects.filter(kind="dask").exists()
+
+
+def test_a_dashboards_password_in_its_url_is_sent_and_shown_nowhere(settings, client):
+    dask = FakeDashboard.dask()
+    try:
+        settings.SOLLOL_RAY_DASHBOARD_URL = ""
+        settings.SOLLOL_DASK_DASHBOARD_URL = dask.url.replace("//", "//me:pw-42@")
+        statuses = services.collect_frameworks(now=timezone.now())
+    finally:
+        dask.close()
+
+    assert statuses["dask"] == "active"
+    sent = {headers.get("Authorization") for _, headers in dask.requests}
+    assert sent == {"Basic bWU6cHctNDI="}  # me:pw-42
+    answer = client.get("/api/dask/metrics").json()
+    assert answer["status"] == "active" and answer["dashboard_url"] == dask.url
+    shown = [
+        str(answer),
+        str([(e.message, e.payload) for e in events()]),
+        str(list(FrameworkSnapshot.objects.values_list("dashboard_url", flat=True))),
+        str(list(FrameworkState.objects.values_list("dashboard_url", flat=True))),
+    ]
+    assert not any("pw-42" in text for text in shown)

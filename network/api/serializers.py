@@ -6,17 +6,16 @@ GET agree on what a node is.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet, TextField
 from django.db.models.functions import Cast
-from django.utils import timezone
 
 from core import addresses
 from core.httpclient import Credential
+from core.jsonio import epoch, rounded
 from network import status
 from network.models import OllamaNode, RpcBackend
 
@@ -97,14 +96,6 @@ def _node_summary(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
-
-
-def epoch(value: dt.datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
-
-
 def node_history(node: OllamaNode) -> list[dict[str, Any]]:
     """Return the node's newest status changes, newest first."""
     limit = settings.SOLLOL_NODE_HISTORY
@@ -137,23 +128,4 @@ def backend_data(backend: RpcBackend) -> dict[str, Any]:
         "last_error": backend.last_error,
         "last_seen": epoch(backend.last_seen),
         "last_probe": epoch(backend.last_probe),
-    }
-
-
-# Positions are kept: a field a client does not know comes last.
-SAMPLE_FIELDS = ["id", "status", "latency_ms", "last_seen", "usable"]
-
-
-def node_samples(node_ids: list[int]) -> dict[str, Any]:
-    """Return the nodes' latest measurements as a sample (core.realtime)."""
-    rows = OllamaNode.objects.filter(id__in=node_ids).values_list(
-        "id", "status", "probe_status", "latency_ms", "last_seen"
-    )
-    return {
-        "nodes": [
-            [id, state, rounded(latency), epoch(seen), status.node_usable(state, probe)]
-            for id, state, probe, latency, seen in rows
-        ],
-        "fields": SAMPLE_FIELDS,
-        "at": timezone.now().timestamp(),
     }

@@ -48,7 +48,12 @@ class NodeListView(APIView):
         )
 
     def post(self, request):
-        node, created = lifecycle.add_node(_address(request, "url"), now=timezone.now())
+        try:
+            node, created = lifecycle.add_node(
+                _address(request, "url"), now=timezone.now()
+            )
+        except lifecycle.StillConfigured as exc:
+            raise StillConfigured(str(exc)) from None
         return Response(
             {"status": "ok", "created": created, "node": node_data(node)},
             status=201 if created else 200,

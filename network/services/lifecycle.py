@@ -150,7 +150,8 @@ def _keep_credentials(
 
     A credential given replaces the stored one. A configured entry without one
     clears it for a node the configuration added (the operator took the token
-    out); the API, without one, leaves what is stored.
+    out); the API, without one, leaves what is stored, and never changes the
+    credential of a node the configuration added (add_node refuses that).
     """
     new = {node.id for node in created}
     by_place = {(node.host, node.port): node for node in wanted}
@@ -161,6 +162,8 @@ def _keep_credentials(
         given = by_place.get((node.host, node.port))
         clears = source == Source.CONFIG == node.source
         if given is None or (given.credential is None and not clears):
+            continue
+        if source == Source.API and node.source == Source.CONFIG:
             continue
         stored = given.credential.stored() if given.credential else None
         if node.credential != stored:
@@ -183,8 +186,18 @@ def _refused_at_once(target: OllamaNode | RpcBackend) -> OllamaNode | RpcBackend
 
 
 def add_node(value: str, *, now: dt.datetime) -> tuple[OllamaNode, bool]:
-    """Add a node by hand (API); return it and whether it was new."""
-    _, host, port, _ = addresses.node_url(value, credentials=True)
+    """Add a node by hand (API); return it and whether it was new.
+
+    Raise StillConfigured when it gives credentials to a configured node.
+    """
+    _, host, port, credential = addresses.node_url(value, credentials=True)
+    configured = OllamaNode.objects.filter(
+        host=host, port=port, source=Source.CONFIG
+    ).first()
+    if configured is not None and credential is not None:
+        raise StillConfigured(
+            f"{configured.url} is in SOLLOL_OLLAMA_NODES: give its credentials there"
+        )
     created = ensure_nodes([value], source=Source.API, now=now)
     if created:
         return created[0], True

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q
+from django.utils import timezone
 
 from activity.models import RequestRecord
 from activity.services import NewEvent, record_events
 from core import addresses, realtime
 from core.db import save_fields
-from core.jsonio import PayloadError
-from network.api.serializers import node_samples, rounded
+from core.jsonio import PayloadError, epoch, rounded
 from network.choices import NODE_STREAM, BackendStatus, NodeStatus
 from network.models import NodeStatusChange, OllamaNode, RpcBackend
 from network.probes import NodeProbe
@@ -29,7 +29,7 @@ from network.services.events import (
     model_activity,
     status_event,
 )
-from network.status import next_node_status, without_flapping
+from network.status import next_node_status, node_usable, without_flapping
 
 if TYPE_CHECKING:
     from network.rpc import RpcProbe
@@ -349,14 +349,33 @@ def record_rejections(
     return len(events)
 
 
+# Positions are kept: a field a client does not know comes last.
+SAMPLE_FIELDS = ["id", "status", "latency_ms", "last_seen", "usable"]
+
+
 def publish_node_samples(node_ids: list[int]) -> None:
     """Send the probed nodes' latest measurements to viewers that asked for them.
 
     Latency changes at every probe without being an event; the page's sparklines
-    and "last seen" follow these samples instead of polling the node list.
+    and "last seen" follow these samples instead of polling the node list, and a
+    flapping node's `usable` (which makes no event) too.
     """
-    if node_ids:
-        realtime.publish_samples(NODE_STREAM, node_samples(node_ids))
+    if not node_ids:
+        return
+    rows = OllamaNode.objects.filter(id__in=node_ids).values_list(
+        "id", "status", "probe_status", "latency_ms", "last_seen"
+    )
+    realtime.publish_samples(
+        NODE_STREAM,
+        {
+            "nodes": [
+                [id, state, rounded(latency), epoch(seen), node_usable(state, probe)]
+                for id, state, probe, latency, seen in rows
+            ],
+            "fields": SAMPLE_FIELDS,
+            "at": timezone.now().timestamp(),
+        },
+    )
 
 
 def loaded_model_sizes(

@@ -279,3 +279,18 @@ def test_a_node_added_with_a_token_shows_which_credential_never_the_secret(clien
     refused = post(client, "/api/network/nodes", {"url": "http://me:pw@127.0.0.2/x"})
     assert refused.status_code == 400 and "pw" not in refused.json()["error"]
     assert "***@" in refused.json()["error"]
+
+
+@override_settings(SOLLOL_OLLAMA_NODES=["127.0.0.2;token=from-config"])
+def test_a_configured_nodes_credentials_are_changed_in_the_configuration(client):
+    lifecycle.sync_configured(now=timezone.now())
+    refused = post(client, "/api/network/nodes", {"url": "127.0.0.2;token=other"})
+    assert refused.status_code == 409
+    assert "SOLLOL_OLLAMA_NODES" in refused.json()["error"]
+    assert "other" not in refused.json()["error"]
+    # Adding it again without credentials is no change: 200, token kept.
+    again = post(client, "/api/network/nodes", {"url": "127.0.0.2"})
+    assert again.status_code == 200
+    assert (
+        OllamaNode.objects.get(host="127.0.0.2").credential["secret"] == "from-config"
+    )
