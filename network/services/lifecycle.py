@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from activity.services import NewEvent, record_events
 from core import addresses
@@ -30,8 +30,6 @@ from network.services.events import backend_event, node_event
 logger = logging.getLogger(__name__)
 
 LOCALHOST_NODE = "http://127.0.0.1:11434"
-
-
 LOCALHOST_BACKEND = "127.0.0.1:50052"
 
 
@@ -155,10 +153,19 @@ def _keep_credentials(
     """
     new = {node.id for node in created}
     by_place = {(node.host, node.port): node for node in wanted}
+    # Only rows that may change: this runs at every sync of a large fleet.
+    with_credential = {
+        node.host for node in by_place.values() if node.credential is not None
+    }
+    candidates = Q(host__in=with_credential)
+    if source == Source.CONFIG:
+        candidates |= Q(source=Source.CONFIG, credential__isnull=False)
     changed = []
-    for node in OllamaNode.objects.filter(
-        host__in={host for _, host, *_ in by_place.values()}
-    ).exclude(id__in=new):
+    for node in (
+        OllamaNode.objects.filter(candidates)
+        .exclude(id__in=new)
+        .only("id", "host", "port", "source", "credential")
+    ):
         given = by_place.get((node.host, node.port))
         clears = source == Source.CONFIG == node.source
         if given is None or (given.credential is None and not clears):
