@@ -246,6 +246,9 @@ def load_baseline(rev: str) -> types.ModuleType:
         capture_output=True,
         text=True,
     ).stdout
+    # The modules it imported moved to core/ since (docs/ARCHITECTURE.md).
+    source = source.replace("from sollol_site import jsonio", "from core import jsonio")
+    source = source.replace("from sollol_site.jsonio import", "from core.jsonio import")
     spec = importlib.util.spec_from_loader("probes_baseline", loader=None)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)

@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 USER_AGENT = "sollol-dashboard"
@@ -138,46 +139,95 @@ class Reply:
 
 
 class _PinnedResolver(AbstractResolver):
-    """Resolve the URL's host to an address that was already checked for it.
+    """Resolve each pinned host to an address that was already checked for it.
 
     aiohttp then connects there while the Host header, the TLS server name and
-    the certificate check stay the URL's (see network/allowlist.py).
+    the certificate check stay the URL's (see network/allowlist.py). Hosts not
+    pinned (trusted sources) are looked up as aiohttp would.
     """
 
-    def __init__(self, host: str, address: str) -> None:
-        self.host = host
-        self.address = address.strip("[]")
-        self.family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+    def __init__(self, pins: dict[str, str]) -> None:
+        self.pins = pins
+        self.fallback = DefaultResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        if host != self.host:  # only the URL's host is ever asked for
-            raise OSError(f"{host} is not the pinned host {self.host}")
+        address = self.pins.get(host)
+        if address is None:
+            return await self.fallback.resolve(host, port, family)
         return [
             {
                 "hostname": host,
-                "host": self.address,
+                "host": address,
                 "port": port,
-                "family": self.family,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
                 "proto": 0,
                 "flags": socket.AI_NUMERICHOST,
             }
         ]
 
     async def close(self) -> None:
-        pass
+        await self.fallback.close()
+
+
+class Pool:
+    """One aiohttp session for the GETs of many servers: a whole probe cycle.
+
+    This is how aiohttp means a session to be used, created once and shared:
+    per probe, a session of its own cost a tenth more CPU (bench/RESULTS.md). The
+    GETs of one client reuse one connection; its last GET asks the server to close
+    it (`Client.get(last=True)`), so a thousand nodes leave no thousand idle
+    sockets behind. Closing the pool closes what is left.
+    """
+
+    def __init__(
+        self, *, connections: int, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.connections = connections
+        self.ssl_context = ssl_context
+        self.pins: dict[str, str] = {}
+        self.session: aiohttp.ClientSession | None = None
+
+    def pin(self, host: str, address: str) -> None:
+        """Connect to address whenever host is asked for (an allow-listed address)."""
+        self.pins[host] = address.strip("[]")
+
+    async def __aenter__(self) -> Pool:
+        connector = aiohttp.TCPConnector(
+            limit=self.connections,
+            resolver=_PinnedResolver(self.pins),
+            use_dns_cache=False,  # every connection asks: pins change per cycle
+            ssl=self.ssl_context if self.ssl_context is not None else True,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            headers={
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None),  # the caller's deadline
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
 
 
 class Client:
-    """An aiohttp session for a few GETs to one server, closed after them.
+    """A few GETs to one server, over its own session or a shared Pool's.
 
     `async with Client(url) as client: reply = await client.get("/api/version")`.
     base_url may carry a path prefix (a dashboard behind a proxy at /ray/) and
     userinfo (user:password@, sent as Basic unless a credential is given).
     connect_to is an address already checked for base_url's host: connect there,
-    keep the Host header and TLS name of the URL. connections bounds the GETs in
-    flight at once; more wait for a free connection.
+    keep the Host header and TLS name of the URL. Without a pool the client has
+    a session of its own, closed with it; connections bounds its GETs in flight
+    at once, more wait for a free connection.
     """
 
     def __init__(
@@ -189,6 +239,7 @@ class Client:
         credential: Credential | None = None,
         connections: int = 1,
         ssl_context: ssl.SSLContext | None = None,
+        pool: Pool | None = None,
     ) -> None:
         bare, from_url = split_credential(base_url)
         parts = urlsplit(bare)
@@ -200,51 +251,46 @@ class Client:
         self.max_body = max_body
         self.connect_to = connect_to
         self.credential = credential or from_url
-        self.connections = connections
-        self.ssl_context = ssl_context
+        self.pool = pool or Pool(connections=connections, ssl_context=ssl_context)
+        self._owns_pool = pool is None
+        self._headers = (
+            {"Authorization": self.credential.header()} if self.credential else {}
+        )
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Client:
-        resolver = (
-            _PinnedResolver(self.host, self.connect_to) if self.connect_to else None
-        )
-        connector = aiohttp.TCPConnector(
-            limit=self.connections,
-            resolver=resolver,
-            use_dns_cache=False,  # the session lives for a few GETs
-            ssl=self.ssl_context if self.ssl_context is not None else True,
-        )
-        headers = {
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-            "Accept-Encoding": ACCEPT_ENCODING,
-        }
-        if self.credential is not None:
-            headers["Authorization"] = self.credential.header()
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            headers=headers,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=None),  # the caller's deadline
-        )
+        if self._owns_pool:
+            await self.pool.__aenter__()
+        if self.connect_to:
+            self.pool.pin(self.host, self.connect_to)
+        self._session = self.pool.session
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self) -> None:
-        """Close every connection of this client."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the client's own session (a shared pool stays open)."""
+        self._session = None
+        if self._owns_pool:
+            await self.pool.__aexit__(None, None, None)
 
-    async def get(self, path: str, *, max_body: int | None = None) -> Reply:
-        """Return the reply to GET path (with its query); raise HttpError."""
+    async def get(
+        self, path: str, *, max_body: int | None = None, last: bool = False
+    ) -> Reply:
+        """Return the reply to GET path (with its query); raise HttpError.
+
+        last: this client asks nothing more, so the server may close the
+        connection after its reply (on a shared pool, no idle socket stays).
+        """
         assert self._session is not None, "use Client in `async with`"
         limit = self.max_body if max_body is None else max_body
         url = URL(self.base + path, encoded=True)
+        headers = {**self._headers, "Connection": "close"} if last else self._headers
         try:
-            async with self._session.get(url, allow_redirects=False) as response:
+            async with self._session.get(
+                url, allow_redirects=False, headers=headers
+            ) as response:
                 length = response.content_length
                 if length is not None and length > limit:
                     raise BadReply(f"a reply of {length} bytes is over {limit}")

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
+from core import httpclient
 from core.httpclient import Credential
 from network import allowlist
 from network.choices import BackendStatus
@@ -162,6 +163,7 @@ async def _probe_all(
                 with_tags=with_tags,
                 connect_to=address,
                 credential=credential,
+                pool=pool,
             )
         node_results.append((node_id, probe))
 
@@ -189,13 +191,14 @@ async def _probe_all(
             )
         backend_results.append((backend_id, probe, session))
 
-    tasks = [asyncio.create_task(probe_one_node(*node)) for node in nodes] + [
-        asyncio.create_task(probe_one_backend(*backend)) for backend in backends
-    ]
-    pending = set(tasks)
-    while pending:
-        _, pending = await asyncio.wait(pending, timeout=FLUSH_EVERY)
-        await flush()
+    async with httpclient.Pool(connections=settings.SOLLOL_PROBE_CONCURRENCY) as pool:
+        tasks = [asyncio.create_task(probe_one_node(*node)) for node in nodes] + [
+            asyncio.create_task(probe_one_backend(*backend)) for backend in backends
+        ]
+        pending = set(tasks)
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=FLUSH_EVERY)
+            await flush()
     return changes
 
 

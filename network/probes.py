@@ -75,17 +75,22 @@ async def probe_node(
     with_tags: bool,
     connect_to: str | None = None,
     credential: Credential | None = None,
+    pool: httpclient.Pool | None = None,
 ) -> NodeProbe:
     """Probe one node: /api/version, /api/ps and, when asked, /api/tags.
 
     The whole probe shares one deadline, so a node that hangs costs one timeout.
     connect_to is an address already checked for url's host (the Host header and
     TLS name stay the URL's); credential (or the URL's user:password@) goes with
-    every GET.
+    every GET. A probe cycle passes its pool (one session for every node).
     """
     try:
         client = httpclient.Client(
-            url, max_body=MAX_BODY, connect_to=connect_to, credential=credential
+            url,
+            max_body=MAX_BODY,
+            connect_to=connect_to,
+            credential=credential,
+            pool=pool,
         )
     except ValueError as exc:  # not an http(s) URL: nothing was asked
         return NodeProbe(ok=False, answered=False, error=storable(str(exc))[:300])
@@ -109,7 +114,7 @@ async def probe_node(
                     error="/api/version did not answer like Ollama",
                 )
             version_text = storable(version["version"])[:64]
-            reply = await client.get("/api/ps")
+            reply = await client.get("/api/ps", last=not with_tags)
             if reply.status != 200:
                 refusal = _refusal(
                     "/api/ps", reply.status, latency_ms, client.credential
@@ -118,7 +123,7 @@ async def probe_node(
             loaded = _models(reply.body, LOADED_FIELDS)
             disk = None
             if with_tags:
-                reply = await client.get("/api/tags")
+                reply = await client.get("/api/tags", last=True)
                 if reply.status == 200:
                     disk = _models(reply.body, DISK_FIELDS)
     except TimeoutError:

@@ -37,27 +37,32 @@ if TYPE_CHECKING:
 LATENCY_SMOOTHING = 0.2  # weight of the newest sample in the moving average
 
 
-NODE_PROBE_FIELDS = [
+NODE_PROBE_FIELDS = (
     "status",
     "probe_status",
     "flap_score",
     "version",
     "latency_ms",
     "latency_avg_ms",
-    "disk_models",
-    "loaded_models",
-    "vram_used_bytes",
     "consecutive_failures",
     "consecutive_successes",
     "last_error",
     "last_seen",
     "last_probe",
-    "tags_checked_at",
     "probe_round",
-]
+)
+# Written only when a probe changed them: encoding every node's models as JSON
+# at every probe cost the writer more than all the other fields (bench/RESULTS.md).
+LOADED_FIELDS = ("loaded_models", "vram_used_bytes")
+DISK_FIELDS = ("disk_models", "tags_checked_at")
 
 
-def _apply_node_probe(node: OllamaNode, probe: NodeProbe, now: dt.datetime) -> None:
+def _apply_node_probe(
+    node: OllamaNode, probe: NodeProbe, now: dt.datetime
+) -> tuple[str, ...]:
+    """Apply a probe to its node; return the fields to write (NODE_PROBE_FIELDS and
+    the models' fields where the probe changed them)."""
+    fields = NODE_PROBE_FIELDS
     node.last_probe = now
     if probe.answered:
         node.last_seen = now
@@ -80,14 +85,17 @@ def _apply_node_probe(node: OllamaNode, probe: NodeProbe, now: dt.datetime) -> N
             else (1 - LATENCY_SMOOTHING) * node.latency_avg_ms
             + LATENCY_SMOOTHING * probe.latency_ms
         )
-    if probe.loaded_models is not None:
+    if probe.loaded_models is not None and probe.loaded_models != node.loaded_models:
         node.loaded_models = probe.loaded_models
         node.vram_used_bytes = sum(
             m.get("size_vram", 0) for m in probe.loaded_models if m.get("size_vram")
         )
+        fields += LOADED_FIELDS
     if probe.disk_models is not None:
         node.disk_models = probe.disk_models
         node.tags_checked_at = now
+        fields += DISK_FIELDS
+    return fields
 
 
 def record_node_probes(
@@ -105,9 +113,13 @@ def record_node_probes(
         return 0
     events: list[NewEvent] = []
     history: list[NodeStatusChange] = []
+    probed: dict[tuple[str, ...], list[OllamaNode]] = {}
     with transaction.atomic():
-        nodes = OllamaNode.objects.select_for_update().in_bulk(
-            sorted({node_id for node_id, _ in results})
+        # Models on disk are only replaced, never read here: not decoded either.
+        nodes = (
+            OllamaNode.objects.select_for_update()
+            .defer("disk_models")
+            .in_bulk(sorted({node_id for node_id, _ in results}))
         )
         reported = reported_outcomes(nodes.values(), now=now)
         for node_id, probe in results:
@@ -125,7 +137,7 @@ def record_node_probes(
                 events.extend(
                     model_activity(node, node.loaded_models, probe.loaded_models)
                 )
-            _apply_node_probe(node, probe, now)
+            probed.setdefault(_apply_node_probe(node, probe, now), []).append(node)
             node.status, reason = without_flapping(
                 node, *next_node_status(node, probe, reported.get(node.address))
             )
@@ -140,7 +152,8 @@ def record_node_probes(
                         latency_ms=rounded(node.latency_ms),
                     )
                 )
-        save_fields(list(nodes.values()), NODE_PROBE_FIELDS)
+        for fields, group in probed.items():
+            save_fields(group, fields)
         NodeStatusChange.objects.bulk_create(history)
         record_events(events, now=now)
     return len(events)

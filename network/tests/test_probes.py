@@ -488,3 +488,21 @@ async def test_it_closes_its_connections_after_each_probe(fleet):
     while node.open_connections and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     assert node.open_connections == 0
+
+
+async def test_a_cycles_shared_pool_uses_one_connection_a_node_and_lets_it_go(fleet):
+    accepted = [node.connections_accepted for node in fleet.nodes]
+    async with httpclient.Pool(connections=8) as pool:
+        results = await asyncio.gather(
+            *(
+                probe_node(node.url, timeout=2.0, with_tags=True, pool=pool)
+                for node in fleet.nodes
+            )
+        )
+        assert all(result.ok and result.disk_models for result in results)
+        # The last GET asked the node to close: no idle socket waits in the
+        # pool, a thousand of which would be a thousand open files.
+        await asyncio.sleep(0.2)
+        assert [node.open_connections for node in fleet.nodes] == [0, 0, 0]
+    after = [node.connections_accepted for node in fleet.nodes]
+    assert [b - a for a, b in zip(accepted, after, strict=True)] == [1, 1, 1]
