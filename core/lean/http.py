@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[dict, Callable, Callable], Awaitable[None]]
 
 
-class HttpError(Exception):
+class Refusal(Exception):
+    """A request refused before any handler ran: answered as ``{"error": message}``."""
+
     def __init__(self, status: int, message: str, headers: Sequence = ()) -> None:
         super().__init__(message)
         self.status = status
@@ -64,15 +66,15 @@ def header(scope: dict, name: bytes) -> str | None:
 
 
 async def read_body(scope: dict, receive: Callable) -> bytes:
-    """Return the request body, or raise HttpError 413 past the configured limit."""
+    """Return the request body, or raise a 413 Refusal past the configured limit."""
     limit = body_limit(scope["path"])
     declared = header(scope, b"content-length")
     if declared is not None:
         try:
             if int(declared) > limit:
-                raise HttpError(413, too_large_message(scope["path"]))
+                raise Refusal(413, too_large_message(scope["path"]))
         except ValueError:
-            raise HttpError(400, "Content-Length is not a number") from None
+            raise Refusal(400, "Content-Length is not a number") from None
     chunks, size = [], 0
     deadline = settings.SOLLOL_BODY_TIMEOUT
     try:
@@ -82,16 +84,16 @@ async def read_body(scope: dict, receive: Callable) -> bytes:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    raise HttpError(400, "client disconnected")
+                    raise Refusal(400, "client disconnected")
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
-                    raise HttpError(413, too_large_message(scope["path"]))
+                    raise Refusal(413, too_large_message(scope["path"]))
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     return b"".join(chunks)
     except TimeoutError:
-        raise HttpError(
+        raise Refusal(
             408, f"the request body did not arrive within {deadline:g} s"
         ) from None
 
@@ -103,12 +105,12 @@ def check_write(scope: dict) -> None:
         given = (scope.get("server") or ("",))[0] or ""
     host, _ = split_domain_port(given)  # also as Django: "localhost." is localhost
     if not host or not validate_host(host, settings.ALLOWED_HOSTS):
-        raise HttpError(400, f"host {host!r} is not allowed")
+        raise Refusal(400, f"host {host!r} is not allowed")
     refusal = check_bearer(header(scope, b"authorization"))
     if refusal is not None:
         status, message = refusal
         challenge = [(b"www-authenticate", b"Bearer")] if status == 401 else []
-        raise HttpError(status, message, challenge)
+        raise Refusal(status, message, challenge)
 
 
 def lean_post(
@@ -125,10 +127,10 @@ def lean_post(
     async def app(scope: dict, receive: Callable, send: Callable) -> None:
         try:
             if scope["method"] != "POST":
-                raise HttpError(405, "use POST", [(b"allow", b"POST")])
+                raise Refusal(405, "use POST", [(b"allow", b"POST")])
             check_write(scope)
             status, body = await handler(await read_body(scope, receive), scope)
-        except HttpError as exc:
+        except Refusal as exc:
             await send_json(send, exc.status, {"error": exc.message}, exc.headers)
         except jsonio.PayloadError as exc:
             await send_json(send, 400, {"error": str(exc)})

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from django.conf import settings
 
 from core import ratelimit
-from core.lean.http import Handler, HttpError, header, read_body, send_json, too_many
+from core.lean.http import Handler, Refusal, header, read_body, send_json, too_many
 
 
 def same_origin(origin: str, host: str | None) -> bool:
@@ -72,7 +72,7 @@ class LeanRouter:
             return
         try:
             body = await read_body(scope, receive)
-        except HttpError as exc:
+        except Refusal as exc:
             await send_json(send, exc.status, {"error": exc.message})
             return
         delivered = False
