@@ -60,6 +60,13 @@ class RequestReport:
     completion_tokens: int | None = None
     error: str = ""
     timestamp: dt.datetime | None = None  # when it finished; None: when received
+    # Measured by the gateway (network/gateway); None for reported requests.
+    source: str = RequestRecord.Source.REPORTED
+    endpoint: str = ""
+    status_code: int | None = None
+    queue_ms: float | None = None
+    ttft_ms: float | None = None
+    tokens_per_second: float | None = None
 
 
 # --- input ----------------------------------------------------------------------
@@ -164,9 +171,18 @@ def parse_buckets(value: str | None, *, window: float) -> int:
 # --- writing ----------------------------------------------------------------------
 
 
-def record_requests(reports: Sequence[RequestReport], *, now: dt.datetime) -> int:
-    """Store reported requests, add them to the totals, announce what models did."""
-    if not reports:
+def record_requests(
+    reports: Sequence[RequestReport],
+    *,
+    now: dt.datetime,
+    events: Sequence[RequestReport] | None = None,
+) -> int:
+    """Store requests, add them to the totals, announce what models did.
+
+    events: the requests to announce as model_processing events (the gateway
+    announces each node and model at most every few seconds); all by default.
+    """
+    if not reports and not events:
         return 0
     rows = [
         RequestRecord(
@@ -179,13 +195,21 @@ def record_requests(reports: Sequence[RequestReport], *, now: dt.datetime) -> in
             prompt_tokens=report.prompt_tokens,
             completion_tokens=report.completion_tokens,
             error=report.error,
+            source=report.source,
+            endpoint=report.endpoint,
+            status_code=report.status_code,
+            queue_ms=report.queue_ms,
+            ttft_ms=report.ttft_ms,
+            tokens_per_second=report.tokens_per_second,
         )
         for report in reports
     ]
     with transaction.atomic():
         RequestRecord.objects.bulk_create(rows)
         _add_to_totals(reports)
-        record_events(_processing_events(reports), now=now)
+        record_events(
+            _processing_events(reports if events is None else events), now=now
+        )
     return len(rows)
 
 
@@ -275,7 +299,7 @@ def _processing_events(reports: Sequence[RequestReport]) -> list[NewEvent]:
                     "vram_gb": vram_gb,
                     "size_vram": size_vram,
                     "size": size,
-                    "source": "reported",
+                    "source": group[0].source,
                     "requests": count,
                     "errors": failed,
                     "latency_ms_avg": round(latency, 2),

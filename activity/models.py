@@ -55,7 +55,12 @@ class EventCount(models.Model):
 
 
 class RequestRecord(models.Model):
-    """One inference request a router or application reported (POST /api/activity)."""
+    """One inference request: reported by a router or application (POST
+    /api/activity), or seen by the gateway (network/gateway), which knows more."""
+
+    class Source(models.TextChoices):
+        REPORTED = "reported", "Reported"
+        GATEWAY = "gateway", "Gateway"
 
     id = models.BigAutoField(primary_key=True)
     timestamp = models.DateTimeField(db_index=True)  # when the request finished
@@ -67,6 +72,18 @@ class RequestRecord(models.Model):
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     error = models.CharField(max_length=500, blank=True)
+    source = models.CharField(
+        max_length=16, choices=Source.choices, default=Source.REPORTED
+    )
+    # What the gateway measures (null for reported requests): the API endpoint
+    # ("chat", "v1/chat/completions"...), the HTTP status the client got, the time
+    # waiting for a free slot of the node, to the first body byte, and the
+    # generation speed the node gave (eval_count / eval_duration).
+    endpoint = models.CharField(max_length=32, blank=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    queue_ms = models.FloatField(null=True, blank=True)
+    ttft_ms = models.FloatField(null=True, blank=True)
+    tokens_per_second = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]

@@ -21,9 +21,11 @@ Errors are `HttpError`s whose message is in words for the operator:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -301,7 +303,7 @@ class Client:
                         raise BadReply(f"the reply is over {limit} bytes")
                 return Reply(response.status, bytes(body), response.content_type)
         except aiohttp.ClientConnectorError as exc:
-            raise self._unreachable(exc) from None
+            raise _unreachable(exc, self.host, self.port) from None
         except aiohttp.ServerDisconnectedError as exc:
             # Its message is the reply's head when part of one came, else a text.
             if isinstance(exc.message, str):
@@ -311,26 +313,142 @@ class Client:
             if isinstance(exc.__cause__, ContentEncodingError):
                 raise BadReply("the compressed body cannot be inflated") from None
             raise Disconnected("closed the connection mid-reply") from None
-        except aiohttp.ClientResponseError as exc:  # the parser's verdict
-            verdict = " ".join(str(exc.message).split())  # it spans lines
-            raise BadReply(f"not an HTTP reply: {verdict}"[:200]) from None
-        except aiohttp.ClientOSError as exc:
-            raise Disconnected(
-                f"broke the connection: {exc.strerror or type(exc).__name__}"
-            ) from None
         except aiohttp.ClientError as exc:
-            raise BadReply(f"{type(exc).__name__}: {exc}"[:200]) from None
+            raise _other_error(exc) from None
 
-    def _unreachable(self, exc: aiohttp.ClientConnectorError) -> Unreachable:
-        where = f"{self.host}:{self.port}"
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            return Unreachable(
-                f"{where}: TLS certificate refused: {exc.certificate_error}"
+
+def _unreachable(
+    exc: aiohttp.ClientConnectorError, host: str, port: int
+) -> Unreachable:
+    where = f"{host}:{port}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return Unreachable(f"{where}: TLS certificate refused: {exc.certificate_error}")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return Unreachable(f"cannot resolve {host}: {exc.os_error}")
+    os_error = exc.os_error
+    if isinstance(os_error, ConnectionRefusedError):
+        return Unreachable(f"cannot connect to {where}: refused", refused=True)
+    reason = os_error.strerror or str(os_error) or type(os_error).__name__
+    return Unreachable(f"cannot connect to {where}: {reason}")
+
+
+def _other_error(exc: aiohttp.ClientError) -> HttpError:
+    """Say in words what went wrong once a connection was made."""
+    if isinstance(exc, aiohttp.ClientResponseError):  # the parser's verdict
+        verdict = " ".join(str(exc.message).split())  # it spans lines
+        return BadReply(f"not an HTTP reply: {verdict}"[:200])
+    if isinstance(exc, aiohttp.ClientOSError):
+        return Disconnected(
+            f"broke the connection: {exc.strerror or type(exc).__name__}"
+        )
+    return BadReply(f"{type(exc).__name__}: {exc}"[:200])
+
+
+class Relay:
+    """One long-lived session that forwards requests and streams their replies.
+
+    The gateway's (network/gateway): unlike `Client`, a reply is not read whole
+    but handed on piece by piece as it arrives, with the HTTP chunk boundaries
+    the server wrote, and nothing is inflated (the bytes pass through as they
+    came). Connections to each server are kept alive between requests.
+    """
+
+    def __init__(self, *, connect_timeout: float, connections: int = 0) -> None:
+        self.connect_timeout = connect_timeout
+        self.connections = connections  # 0: no bound
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the session (on the loop that will use it)."""
+        if self.session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.connections, limit_per_host=0, keepalive_timeout=30
             )
-        if isinstance(exc, aiohttp.ClientConnectorDNSError):
-            return Unreachable(f"cannot resolve {self.host}: {exc.os_error}")
-        os_error = exc.os_error
-        if isinstance(os_error, ConnectionRefusedError):
-            return Unreachable(f"cannot connect to {where}: refused", refused=True)
-        reason = os_error.strerror or str(os_error) or type(os_error).__name__
-        return Unreachable(f"cannot connect to {where}: {reason}")
+            self.session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.connect_timeout
+                ),
+            )
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def open(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes,
+        headers: dict[str, str],
+        first_byte_timeout: float,
+    ) -> Upstream:
+        """Send a request; return once the reply's head came; raise HttpError.
+
+        Errors before the head (refused, reset, timed out, garbled) are raised
+        here, where the request may still go elsewhere; `Upstream.close()` gives
+        the connection back (or drops it, when the reply was not read to its end).
+        """
+        if self.session is None:
+            await self.start()
+        assert self.session is not None
+        try:
+            async with asyncio.timeout(first_byte_timeout):
+                response = await self.session.request(
+                    method,
+                    URL(url, encoded=True),
+                    data=body or None,
+                    headers=headers,
+                    allow_redirects=False,
+                )
+        except TimeoutError:
+            raise Unreachable(
+                f"no answer within {first_byte_timeout:g}s", refused=False
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise _unreachable(exc, exc.host, exc.port) from None
+        except aiohttp.ServerDisconnectedError:
+            raise Disconnected("closed the connection without a reply") from None
+        except aiohttp.ClientError as exc:
+            raise _other_error(exc) from None
+        return Upstream(response)
+
+
+class Upstream:
+    """A reply whose head has come; its body is read with `chunks()`."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self.status = response.status
+        self.headers = response.headers
+        self.content_length = response.content_length
+
+    async def chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
+        """Yield (data, whether an HTTP chunk ends here) as the body arrives.
+
+        Raise `Disconnected` when the server ends the connection mid-body.
+        """
+        content = self.response.content
+        try:
+            while True:
+                data, end = await content.readchunk()
+                if not data and not end:
+                    return
+                yield data, end
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+            raise Disconnected("closed the connection mid-reply") from None
+        except aiohttp.ClientError as exc:
+            raise _other_error(exc) from None
+
+    def close(self) -> None:
+        """Give the connection back when the body was read whole, else drop it."""
+        if self.response.content.at_eof():
+            self.response.release()
+        else:
+            self.response.close()

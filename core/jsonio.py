@@ -120,3 +120,15 @@ def rounded(value: float | None) -> float | None:
 
 def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def go_json(payload: Any) -> bytes:
+    """Return payload as Go's encoding/json writes it: compact, HTML-escaped
+    (Ollama's answers, which the gateway says again in their own words)."""
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    if "<" in text or ">" in text or "&" in text:
+        text = text.replace("<", "\\u003c").replace(">", "\\u003e")
+        text = text.replace("&", "\\u0026")
+    if "\u2028" in text or "\u2029" in text:
+        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return text.encode()

@@ -49,6 +49,12 @@ def may_read(authorization: str | None, user) -> bool:
     return bearer_matches(authorization, [*tokens, *settings.SOLLOL_API_TOKENS])
 
 
+def fingerprint(authorization: str) -> str:
+    """Return who a bearer is, without the token: 16 hex digits of its hash."""
+    offered = authorization.partition(" ")[2].strip()
+    return hashlib.sha256(offered.encode()).hexdigest()[:16]
+
+
 def token_owner(authorization: str | None) -> str:
     """Return who is writing, for per-token quotas: a fingerprint of the token.
 
@@ -57,8 +63,7 @@ def token_owner(authorization: str | None) -> str:
     """
     if not settings.SOLLOL_API_TOKENS or not authorization:
         return ""
-    offered = authorization.partition(" ")[2].strip()
-    return hashlib.sha256(offered.encode()).hexdigest()[:16]
+    return fingerprint(authorization)
 
 
 class TokenMissing(exceptions.APIException):

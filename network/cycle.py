@@ -48,11 +48,14 @@ def run_cycle(
     node_ids: list[int] | None = None,
     backend_ids: list[int] | None = None,
     round: int | None = None,
+    bookkeeping: bool = True,
 ) -> CycleReport:
     """Probe everything once, or the given ids (one shard of a sharded round).
 
     In a round, what was already recorded in it (a batch delivered again after its
     worker died) is not probed again. Return what was done. Call from a thread.
+    Without bookkeeping (a probe the gateway asked for out of turn) the cycle's
+    figures are not recorded as the last cycle's.
     """
     tags_due = now - dt.timedelta(seconds=settings.SOLLOL_PROBE_TAGS_INTERVAL)
     node_rows = OllamaNode.objects.only(
@@ -102,7 +105,8 @@ def run_cycle(
         changes=changes,
         seconds=time.perf_counter() - started,
     )
-    rounds.record_cycle(report.as_dict(), started_at=now, round=round)
+    if bookkeeping:
+        rounds.record_cycle(report.as_dict(), started_at=now, round=round)
     recording.publish_node_samples([node[0] for node in nodes])
     return report
 

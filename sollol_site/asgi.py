@@ -27,6 +27,7 @@ from core.lean.router import LeanRouter  # noqa: E402
 from core.lean.writer import stop_writers  # noqa: E402
 from core.tokens import may_read  # noqa: E402
 from frameworks.routing import websocket_urlpatterns as framework_streams  # noqa: E402
+from network.gateway.proxy import Gateway  # noqa: E402
 from network.routing import websocket_urlpatterns as network_streams  # noqa: E402
 
 if settings.SOLLOL_CAPTURE_LOGS:
@@ -105,16 +106,41 @@ class Lifespan:
                 realtime.attach_running_loop()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await mounted_gateway.stop()
                 stop_writers()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
 
+GATEWAY_PREFIX = "/ollama"
+
+
+class GatewayMount:
+    """/ollama/... goes to the gateway (before the lean lane's write policy: the
+    gateway has its own tokens and limits); the rest to the dashboard."""
+
+    def __init__(self, gateway: Gateway, dashboard) -> None:
+        self.gateway = gateway
+        self.dashboard = dashboard
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope["path"]
+        if path == GATEWAY_PREFIX or path.startswith(GATEWAY_PREFIX + "/"):
+            await self.gateway(scope, receive, send)
+        else:
+            await self.dashboard(scope, receive, send)
+
+
+mounted_gateway = Gateway(prefix=GATEWAY_PREFIX)
+
 application = ProtocolTypeRouter(
     {
-        "http": LeanRouter(
-            {**application_ingest_routes, **activity_ingest_routes},
-            fallback=ASGIStaticFilesHandler(django_application),
+        "http": GatewayMount(
+            mounted_gateway,
+            LeanRouter(
+                {**application_ingest_routes, **activity_ingest_routes},
+                fallback=ASGIStaticFilesHandler(django_application),
+            ),
         ),
         "websocket": BrowserOriginValidator(
             ReadAccess(
@@ -133,3 +159,8 @@ application = ProtocolTypeRouter(
         "lifespan": Lifespan(),
     }
 )
+
+
+# The gateway at the root of a port of its own, exactly Ollama's paths:
+# `daphne -p 11434 sollol_site.asgi:gateway`, or `serve --gateway-port 11434`.
+gateway = Gateway()

@@ -412,6 +412,34 @@ CELERY_BEAT_SCHEDULE["prune-traces"] = {
 }
 
 
+# The gateway (network/gateway): Ollama's API and the OpenAI-compatible one in front
+# of the fleet, under /ollama/ on the dashboard's port and, with SOLLOL_GATEWAY_PORT
+# (`serve --gateway-port`), at the root of a port of its own.
+SOLLOL_GATEWAY_PORT = env_int("SOLLOL_GATEWAY_PORT", 0)  # 0: no port of its own
+# Requests in flight a node at most (Ollama's own OLLAMA_NUM_PARALLEL default is
+# 1); more wait in line up to QUEUE_TIMEOUT seconds, then 503 with Retry-After.
+SOLLOL_GATEWAY_NODE_CONCURRENCY = env_int("SOLLOL_GATEWAY_NODE_CONCURRENCY", 1)
+SOLLOL_GATEWAY_QUEUE_TIMEOUT = env_float("SOLLOL_GATEWAY_QUEUE_TIMEOUT", 30.0)
+# Other nodes tried when one refuses, resets or does not answer before its first
+# byte (never after a byte reached the client).
+SOLLOL_GATEWAY_RETRIES = env_int("SOLLOL_GATEWAY_RETRIES", 2)
+SOLLOL_GATEWAY_CONNECT_TIMEOUT = env_float("SOLLOL_GATEWAY_CONNECT_TIMEOUT", 3.0)
+# Until a node's reply begins: loading a large model can take minutes.
+SOLLOL_GATEWAY_FIRST_BYTE_TIMEOUT = env_float(
+    "SOLLOL_GATEWAY_FIRST_BYTE_TIMEOUT", 300.0
+)
+# Clients need "Authorization: Bearer <token>" (one of these, comma-separated).
+# Without a token the gateway answers loopback clients only, unless OPEN is true.
+SOLLOL_GATEWAY_TOKENS = env_list("SOLLOL_GATEWAY_TOKEN")
+SOLLOL_GATEWAY_OPEN = env_bool("SOLLOL_GATEWAY_OPEN", False)
+# Request bodies (chats with images are large) past this are refused with 413.
+SOLLOL_GATEWAY_MAX_BODY = env_int("SOLLOL_GATEWAY_MAX_BODY", 64 * 1024 * 1024)
+# How often the gateway reads the nodes again (seconds); and how often at most it
+# announces model_processing for one node and model.
+SOLLOL_GATEWAY_REFRESH = env_float("SOLLOL_GATEWAY_REFRESH", 1.0)
+SOLLOL_GATEWAY_EVENT_INTERVAL = env_float("SOLLOL_GATEWAY_EVENT_INTERVAL", 5.0)
+
+
 # Frameworks: the Ray and Dask dashboards to watch (unset: not_configured). The
 # public URLs are what a remote browser is sent to (links, embeds); they default
 # to the dashboard URLs, which the server itself uses.

@@ -65,14 +65,19 @@ def header(scope: dict, name: bytes) -> str | None:
     return None
 
 
-async def read_body(scope: dict, receive: Callable) -> bytes:
-    """Return the request body, or raise a 413 Refusal past the configured limit."""
-    limit = body_limit(scope["path"])
+async def read_body(scope: dict, receive: Callable, limit: int | None = None) -> bytes:
+    """Return the request body, or raise a 413 Refusal past the limit (by default
+    the configured one for the path)."""
+    if limit is None:
+        limit = body_limit(scope["path"])
+        too_large = too_large_message(scope["path"])
+    else:
+        too_large = f"request body is larger than {limit} bytes"
     declared = header(scope, b"content-length")
     if declared is not None:
         try:
             if int(declared) > limit:
-                raise Refusal(413, too_large_message(scope["path"]))
+                raise Refusal(413, too_large)
         except ValueError:
             raise Refusal(400, "Content-Length is not a number") from None
     chunks, size = [], 0
@@ -88,7 +93,7 @@ async def read_body(scope: dict, receive: Callable) -> bytes:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
-                    raise Refusal(413, too_large_message(scope["path"]))
+                    raise Refusal(413, too_large)
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     return b"".join(chunks)

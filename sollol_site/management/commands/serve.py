@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
 
@@ -44,6 +45,14 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=settings.SOLLOL_HOST)
         parser.add_argument("--port", type=int, default=settings.SOLLOL_PORT)
         parser.add_argument(
+            "--gateway-port",
+            type=int,
+            default=settings.SOLLOL_GATEWAY_PORT,
+            help="also serve the gateway (Ollama's API for the whole fleet) at the "
+            "root of this port, e.g. 11434 (env SOLLOL_GATEWAY_PORT; it is always "
+            "under /ollama/ on --port)",
+        )
+        parser.add_argument(
             "--no-migrate", action="store_true", help="do not apply migrations first"
         )
         parser.add_argument(
@@ -60,9 +69,15 @@ class Command(BaseCommand):
         if warning:
             self.stderr.write(self.style.WARNING(warning))
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(self._serve(host, port, not options["no_scheduler"]))
+            runner.run(
+                self._serve(
+                    host, port, not options["no_scheduler"], options["gateway_port"]
+                )
+            )
 
-    async def _serve(self, host: str, port: int, run_scheduler: bool) -> None:
+    async def _serve(
+        self, host: str, port: int, run_scheduler: bool, gateway_port: int = 0
+    ) -> None:
         # uvicorn re-raises the signal that stopped it once it has shut down; with
         # these handlers that re-raise is a no-op, so we can stop our jobs cleanly.
         # Until uvicorn installs its own (when serve() starts), a signal is noted
@@ -95,6 +110,22 @@ class Command(BaseCommand):
         )
         server = stopping["server"] = uvicorn.Server(config)
         server.should_exit = stopping["asked"]
+        gateway = None
+        if gateway_port:
+            gateway = _QuietServer(
+                uvicorn.Config(
+                    "sollol_site.asgi:gateway",
+                    host=host,
+                    port=gateway_port,
+                    loop="none",
+                    http="httptools",
+                    lifespan="on",
+                    log_level="warning",
+                    access_log=False,
+                    server_header=False,
+                    timeout_graceful_shutdown=5,
+                )
+            )
         scheduler = Scheduler(settings.CELERY_BEAT_SCHEDULE) if run_scheduler else None
         if scheduler:
             scheduler.start()
@@ -102,13 +133,30 @@ class Command(BaseCommand):
         gc.collect()
         gc.freeze()
         self.stdout.write(f"SOLLOL dashboard on http://{host}:{port}/", ending="\n")
+        if gateway is not None:
+            self.stdout.write(
+                f"SOLLOL gateway (Ollama's API) on http://{host}:{gateway_port}/",
+                ending="\n",
+            )
         self.stdout.flush()
+        gateway_task = asyncio.ensure_future(gateway.serve()) if gateway else None
         try:
             await server.serve()
         finally:
+            if gateway is not None and gateway_task is not None:
+                gateway.should_exit = True
+                await gateway_task
             if scheduler:
                 await scheduler.stop()
         self.stdout.write("SOLLOL dashboard stopped.")
+
+
+class _QuietServer(uvicorn.Server):
+    """A second server in the process: the first one owns the signals and stops
+    this one when it stops."""
+
+    def capture_signals(self):
+        return contextlib.nullcontext()
 
 
 def _loop_factory():

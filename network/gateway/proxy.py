@@ -1,0 +1,515 @@
+"""The gateway as an ASGI app: one request in, routed, queued, forwarded, relayed.
+
+`Gateway(prefix="/ollama")` serves under the dashboard's port; `Gateway()` at
+the root of a port of its own (sollol_site.asgi:gateway, `serve --gateway-port`).
+The reply passes through as the node wrote it: status, content type, the same
+bytes in the same chunks, each handed on as it arrives. A node that refuses,
+resets or does not answer before its first byte is left for the next candidate
+(at most SOLLOL_GATEWAY_RETRIES times), never after a byte reached the client.
+A client that goes away mid-reply has its request to the node closed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from core import realtime, tokens
+from core.addresses import is_loopback
+from core.httpclient import Credential, Disconnected, HttpError, Relay, Upstream
+from core.lean.http import Refusal, read_body
+from network.gateway import fanout, records
+from network.gateway.apis import (
+    NOT_FOUND_PAGE,
+    Endpoint,
+    Kind,
+    endpoint_for,
+    error_body,
+    model_not_found,
+    stream_error,
+)
+from network.gateway.fleet import FleetView, probe_nodes
+from network.gateway.limits import Limits
+from network.gateway.routing import NodeView, pinned, rank
+from network.gateway.usage import TAIL, Strip
+
+logger = logging.getLogger(__name__)
+
+# Request headers a node is sent (besides its own credential and the body's
+# length); the client's Authorization is the gateway's token, never forwarded.
+FORWARDED = frozenset({b"content-type", b"accept", b"user-agent", b"traceparent"})
+# Reply headers the client is given; hop-by-hop and framing ones are the server's.
+RELAYED = frozenset({b"content-type", b"content-length", b"retry-after"})
+CLIENT_CLOSED = 499  # as nginx logs a request whose client went away
+
+
+class Refused(Exception):
+    """A request answered by the gateway itself, in the API's words."""
+
+    def __init__(self, status: int, message: str, headers: list | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or []
+
+
+@dataclass
+class Exchange:
+    """One request through the gateway, as it is recorded."""
+
+    endpoint: Endpoint
+    method: str
+    app: str
+    model: str = ""
+    node: str = ""
+    started: float = field(default_factory=time.monotonic)
+    queue_seconds: float = 0.0
+    first_byte: float | None = None  # monotonic time the node's head came
+    first_token: float | None = None  # ... and the first body bytes
+    status: int = 0
+    error: str = ""
+    attempts: int = 0
+    tail: bytes = b""
+
+
+class Gateway:
+    """Ollama's and the OpenAI-compatible API in front of the fleet (see module)."""
+
+    def __init__(self, *, prefix: str = "") -> None:
+        self.prefix = prefix.rstrip("/")
+        self.fleet = FleetView(settings.SOLLOL_GATEWAY_REFRESH, prober=probe_nodes)
+        self.limits = Limits(settings.SOLLOL_GATEWAY_NODE_CONCURRENCY)
+        self.relay = Relay(connect_timeout=settings.SOLLOL_GATEWAY_CONNECT_TIMEOUT)
+        self.recorder = records.Recorder()
+        self._started: asyncio.Future | None = None
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Read the fleet and open the relay (once; later calls wait for it)."""
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                await self.relay.start()
+                await self.fleet.start()
+                self.recorder.start()
+            except BaseException as exc:
+                self._started.set_exception(exc)
+                self._started = None
+                raise
+            self._started.set_result(None)
+            logger.info("gateway: %s", access_policy())
+        else:
+            await asyncio.shield(self._started)
+
+    async def stop(self) -> None:
+        if self._started is None:
+            return
+        await self.recorder.stop()
+        await self.fleet.stop()
+        await self.relay.close()
+        self._started = None
+
+    # ----------------------------------------------------------------- ASGI
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        if self.prefix:
+            path = path[len(self.prefix) :] or "/"
+        endpoint, path_model = endpoint_for(scope["method"], path)
+        if endpoint is None:
+            await _answer(send, 404, NOT_FOUND_PAGE, b"text/plain")
+            return
+        if self._started is None or not self._started.done():
+            await self.start()
+        try:
+            self._check_access(scope)
+            if endpoint.kind == Kind.LOCAL:
+                await self._local(endpoint, scope, send)
+            elif endpoint.kind == Kind.FLEET:
+                await self._fleet_list(endpoint, send)
+            else:
+                await self._forward(endpoint, path, path_model, scope, receive, send)
+        except Refused as exc:
+            await _answer(
+                send,
+                exc.status,
+                error_body(endpoint.openai, exc.status, exc.message),
+                extra=exc.headers,
+                head_only=scope["method"] == "HEAD",
+            )
+
+    async def _lifespan(self, receive: Callable, send: Callable) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                # A gateway process of its own: announcements of what it records
+                # go out from its loop.
+                realtime.attach_running_loop()
+                try:
+                    await self.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _check_access(self, scope: dict) -> None:
+        allowed = settings.SOLLOL_GATEWAY_TOKENS
+        if allowed:
+            authorization = _header(scope, b"authorization")
+            if not authorization:
+                raise Refused(
+                    401,
+                    "this gateway needs Authorization: Bearer <token>",
+                    [(b"www-authenticate", b"Bearer")],
+                )
+            if not tokens.bearer_matches(authorization, allowed):
+                raise Refused(403, "the bearer token is not valid for this gateway")
+            return
+        if settings.SOLLOL_GATEWAY_OPEN:
+            return
+        client = (scope.get("client") or ("",))[0]
+        if not is_loopback(client):
+            raise Refused(
+                403,
+                "this gateway answers only on loopback until SOLLOL_GATEWAY_TOKEN "
+                "(or SOLLOL_GATEWAY_OPEN=true) is set",
+            )
+
+    # --------------------------------------------------------- local answers
+
+    async def _local(self, endpoint: Endpoint, scope: dict, send: Callable) -> None:
+        head_only = scope["method"] == "HEAD"
+        if endpoint.name == "root":
+            await _answer(
+                send,
+                200,
+                b"Ollama is running",
+                b"text/plain; charset=utf-8",
+                head_only=head_only,
+            )
+            return
+        versions = [n.version for n in self.fleet.usable() if n.usable and n.version]
+        # The oldest: a client that checks for a feature must find it everywhere.
+        version = min(versions, key=_version_key) if versions else "0.0.0"
+        body = json.dumps({"version": version}, separators=(",", ":")).encode()
+        await _answer(send, 200, body, head_only=head_only)
+
+    async def _fleet_list(self, endpoint: Endpoint, send: Callable) -> None:
+        nodes = [n for n in self.fleet.usable() if n.usable]
+        body = await fanout.listing(self.relay, endpoint.name, nodes)
+        await _answer(send, 200, body)
+
+    # ------------------------------------------------------------ forwarding
+
+    async def _forward(
+        self,
+        endpoint: Endpoint,
+        path: str,
+        path_model: str,
+        scope: dict,
+        receive: Callable,
+        send: Callable,
+    ) -> None:
+        body = await _read_body(scope, receive)
+        exchange = Exchange(endpoint, scope["method"], _application(scope))
+        strip: Strip | None = None
+        if endpoint.kind in (Kind.INFER, Kind.MODEL):
+            payload = _payload(body, endpoint, path_model)
+            exchange.model = path_model or payload.get("model") or payload.get("name")
+            if (
+                endpoint.openai
+                and endpoint.kind == Kind.INFER
+                and _asks_stream(payload, endpoint)
+            ):
+                options = payload.get("stream_options")
+                if not (isinstance(options, dict) and options.get("include_usage")):
+                    # The node is asked for usage; Strip takes it out again.
+                    payload["stream_options"] = {
+                        **(options if isinstance(options, dict) else {}),
+                        "include_usage": True,
+                    }
+                    body = json.dumps(payload, ensure_ascii=False).encode()
+                    strip = Strip()
+        try:
+            candidates = self._candidates(scope, endpoint, exchange.model)
+            upstream, node = await self._open(candidates, path, scope, body, exchange)
+            exchange.node = node.address
+            try:
+                await self._relay(upstream, exchange, strip, receive, send)
+            finally:
+                upstream.close()
+                self.limits.release(node.address)
+        except Refused as exc:
+            exchange.status, exchange.error = exc.status, exc.message
+            raise
+        finally:
+            self.recorder.add(exchange)
+
+    def _candidates(
+        self, scope: dict, endpoint: Endpoint, model: str
+    ) -> tuple[NodeView, ...]:
+        named = _header(scope, b"x-sollol-node")
+        if named:
+            node = pinned(self.fleet.nodes, named)
+            if node is None:
+                raise Refused(400, f"no node {named[:300]} in this fleet")
+            if not node.usable:
+                raise Refused(
+                    503,
+                    f"node {node.address} is {node.status}",
+                    [(b"retry-after", b"5")],
+                )
+            return (node,)
+        if endpoint.kind == Kind.PINNED:
+            raise Refused(
+                400,
+                f"{endpoint.name} changes one node: name it with the header "
+                "X-SOLLOL-Node: host:port",
+            )
+        choice = rank(self.fleet.usable(), model, self.limits.load())
+        if not choice.known:
+            raise Refused(404, model_not_found(model))
+        if not choice.nodes:
+            raise Refused(503, choice.reason, [(b"retry-after", b"5")])
+        return choice.nodes
+
+    async def _open(
+        self,
+        candidates: tuple[NodeView, ...],
+        path: str,
+        scope: dict,
+        body: bytes,
+        exchange: Exchange,
+    ) -> tuple[Upstream, NodeView]:
+        """Return the first candidate's reply head, failing over before any byte."""
+        headers = _forwarded_headers(scope)
+        query = scope.get("query_string", b"").decode("latin-1")
+        tries = candidates[: settings.SOLLOL_GATEWAY_RETRIES + 1]
+        deadline = time.monotonic() + settings.SOLLOL_GATEWAY_QUEUE_TIMEOUT
+        last_error = ""
+        for node in tries:
+            queued = time.monotonic()
+            got = await self.limits.acquire(node.address, max(0.0, deadline - queued))
+            exchange.queue_seconds += time.monotonic() - queued
+            if not got:
+                exchange.node = node.address
+                raise Refused(
+                    503,
+                    f"every node for this request stayed busy for "
+                    f"{settings.SOLLOL_GATEWAY_QUEUE_TIMEOUT:g}s; try again shortly",
+                    [(b"retry-after", b"1")],
+                )
+            exchange.attempts += 1
+            url = node.url + path + (f"?{query}" if query else "")
+            sent = dict(headers)
+            if node.credential:
+                credential = Credential.from_stored(node.credential)
+                if credential is not None:
+                    sent["Authorization"] = credential.header()
+            try:
+                upstream = await self.relay.open(
+                    scope["method"],
+                    url,
+                    body=body,
+                    headers=sent,
+                    first_byte_timeout=settings.SOLLOL_GATEWAY_FIRST_BYTE_TIMEOUT,
+                )
+            except HttpError as exc:
+                self.limits.release(node.address)
+                self.fleet.suspect(node)
+                last_error = f"{node.address}: {exc}"
+                logger.info("gateway: %s; trying the next node", last_error)
+                continue
+            return upstream, node
+        exchange.node = tries[-1].address if tries else ""
+        raise Refused(502, f"no node answered: {last_error}")
+
+    async def _relay(
+        self,
+        upstream: Upstream,
+        exchange: Exchange,
+        strip: Strip | None,
+        receive: Callable,
+        send: Callable,
+    ) -> None:
+        exchange.first_byte = time.monotonic()
+        exchange.status = upstream.status
+        chunked = "chunked" in upstream.headers.get("Transfer-Encoding", "").lower()
+        headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in upstream.headers.items()
+            if name.lower().encode("latin-1") in RELAYED
+            and not (strip and name.lower() == "content-length")
+        ]
+        # The client's going away (http.disconnect) cancels this task: the
+        # request to the node is then dropped with its connection.
+        current = asyncio.current_task()
+        assert current is not None
+        watcher = asyncio.ensure_future(receive())
+
+        def client_left(done: asyncio.Future) -> None:
+            if not done.cancelled() and done.result()["type"] == "http.disconnect":
+                current.cancel()
+
+        watcher.add_done_callback(client_left)
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": upstream.status,
+                    "headers": headers,
+                }
+            )
+            pending = b""
+            async for data, end in upstream.chunks():
+                exchange.tail = (exchange.tail + data)[-TAIL:]
+                if exchange.first_token is None and data:
+                    exchange.first_token = time.monotonic()
+                if chunked:
+                    # A chunk is handed on whole, as the node wrote it.
+                    pending += data
+                    if not end:
+                        continue
+                    data, pending = pending, b""
+                if strip is not None:
+                    data = strip.chunk(data)
+                if data:
+                    await send(
+                        {"type": "http.response.body", "body": data, "more_body": True}
+                    )
+            watcher.remove_done_callback(client_left)
+            await send({"type": "http.response.body", "body": pending})
+        except Disconnected as exc:
+            watcher.remove_done_callback(client_left)
+            exchange.status = 502
+            exchange.error = f"{exchange.node}: {exc}"
+            if not chunked:
+                raise  # a reply of a known length cannot be finished: drop it
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": stream_error(exchange.endpoint.openai, exchange.error),
+                }
+            )
+        except asyncio.CancelledError:
+            if watcher.done() and not watcher.cancelled():
+                exchange.status = CLIENT_CLOSED
+                exchange.error = "the client closed the connection"
+                current.uncancel()  # the client is gone: nothing is left to do
+                return
+            raise
+        finally:
+            watcher.remove_done_callback(client_left)
+            if not watcher.done():
+                watcher.cancel()
+
+
+def access_policy() -> str:
+    """Say who may use the gateway, for the start-up log."""
+    if settings.SOLLOL_GATEWAY_TOKENS:
+        return "clients need Authorization: Bearer <SOLLOL_GATEWAY_TOKEN>"
+    if settings.SOLLOL_GATEWAY_OPEN:
+        return "open to every client (SOLLOL_GATEWAY_OPEN=true, no token)"
+    return "answers loopback clients only: set SOLLOL_GATEWAY_TOKEN to let others in"
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _application(scope: dict) -> str:
+    named = _header(scope, b"x-sollol-app")
+    if named and named.strip():
+        return named.strip()[:128]
+    authorization = _header(scope, b"authorization")
+    if authorization and settings.SOLLOL_GATEWAY_TOKENS:
+        return "token:" + tokens.fingerprint(authorization)
+    return (scope.get("client") or ("",))[0] or ""
+
+
+def _forwarded_headers(scope: dict) -> dict[str, str]:
+    return {
+        key.decode("latin-1"): value.decode("latin-1")
+        for key, value in scope["headers"]
+        if key in FORWARDED
+    }
+
+
+async def _read_body(scope: dict, receive: Callable) -> bytes:
+    try:
+        return await read_body(scope, receive, settings.SOLLOL_GATEWAY_MAX_BODY)
+    except Refusal as refusal:  # said again in the API's shape
+        raise Refused(refusal.status, refusal.message) from None
+
+
+def _payload(body: bytes, endpoint: Endpoint, path_model: str) -> dict:
+    if path_model:  # GET /v1/models/{model}: no body
+        return {}
+    if not body.strip():
+        raise Refused(400, "missing request body")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Refused(400, f"the body is not JSON: {exc}"[:300]) from None
+    if not isinstance(payload, dict):
+        raise Refused(400, "the body must be a JSON object")
+    model = payload.get("model") or (
+        payload.get("name") if endpoint.name == "show" else None
+    )
+    if not isinstance(model, str) or not model.strip():
+        raise Refused(400, "model is required")
+    if len(model) > 300:
+        raise Refused(400, "the model name is longer than 300 characters")
+    stream = payload.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise Refused(400, "stream must be true or false")
+    return payload
+
+
+def _asks_stream(payload: dict, endpoint: Endpoint) -> bool:
+    stream = payload.get("stream")
+    return endpoint.streams_by_default if stream is None else stream
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    parts = []
+    for part in version.split("-")[0].split("."):
+        parts.append(int(part) if part.isdigit() else 0)
+    return tuple(parts)
+
+
+async def _answer(
+    send: Callable,
+    status: int,
+    body: bytes,
+    content_type: bytes = b"application/json; charset=utf-8",
+    *,
+    extra: list | None = None,
+    head_only: bool = False,
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head_only else body})

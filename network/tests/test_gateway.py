@@ -1,0 +1,375 @@
+"""The gateway in front of simulated nodes, used with the clients operators use."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import ollama
+import pytest
+import requests
+from django.test import override_settings
+
+from activity.models import RequestRecord
+from network.tests.gateway_harness import served_gateway, view_of
+from simulator.ollama import running_fleet
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FROZEN = 1_796_000_000_123_456_789  # the simulated nodes' clock: replies repeat
+CHAT = [{"role": "user", "content": "Why is the sky blue?"}]
+
+
+def frozen() -> int:
+    return FROZEN
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    with running_fleet(3, base="127.0.0.81", port=0, seed=5, clock=frozen) as fleet:
+        yield fleet
+
+
+@pytest.fixture(autouse=True)
+def _same_models(fleet):
+    """Every node has llama3.2:3b and an embedding model on disk, nothing loaded."""
+    for node in fleet.nodes:
+        node.heal()
+        for name in node.disk_models():
+            node.delete(name)
+        node.pull("llama3.2:3b")
+        node.pull("nomic-embed-text")
+        node.reset_counters()
+    yield
+
+
+def records():
+    return list(RequestRecord.objects.order_by("id"))
+
+
+def wait_for_records(count: int, timeout: float = 5.0) -> list[RequestRecord]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = records()
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def test_ollama_clients_get_what_the_node_itself_answers(fleet):
+    node = fleet.nodes[0]
+    # Loaded already, so that the first of the two asks does not load them.
+    node.load("llama3.2:3b")
+    node.load("nomic-embed-text")
+    with served_gateway([view_of(node)]) as served:
+        through = ollama.Client(host=served.url)
+        direct = ollama.Client(host=node.url)
+        for ask in (
+            lambda c: c.chat(model="llama3.2:3b", messages=CHAT),
+            lambda c: list(c.chat(model="llama3.2:3b", messages=CHAT, stream=True)),
+            lambda c: c.generate(model="llama3.2:3b", prompt="Hello"),
+            lambda c: list(c.generate(model="llama3.2:3b", prompt="Hi", stream=True)),
+            lambda c: c.embed(model="nomic-embed-text", input=["a", "b"]),
+            lambda c: c.show("llama3.2:3b"),
+            lambda c: c.list(),
+            lambda c: c.ps(),
+        ):
+            assert ask(through) == ask(direct)
+
+
+async def test_the_async_client_streams_through_it(fleet):
+    node = fleet.nodes[1]
+    with served_gateway([view_of(node)]) as served:
+        client = ollama.AsyncClient(host=served.url)
+        parts = [
+            part.message.content
+            async for part in await client.chat(
+                model="llama3.2:3b", messages=CHAT, stream=True
+            )
+        ]
+        assert "".join(parts).startswith(f"Simulated reply from {node.address}")
+        listed = await client.list()
+        assert [m.model for m in listed.models] == node.disk_models()
+
+
+def test_the_reply_passes_through_byte_for_byte_in_the_same_chunks(fleet):
+    node = fleet.nodes[0]
+    node.load("llama3.2:3b")
+    body = json.dumps({"model": "llama3.2:3b", "messages": CHAT}).encode()
+    with served_gateway([view_of(node)]) as served:
+        through = raw_exchange(served.port, "/api/chat", body)
+        direct = raw_exchange(node.port, "/api/chat", body, host=node.host)
+    head, _, chunks = through.partition(b"\r\n\r\n")
+    assert chunks == direct.partition(b"\r\n\r\n")[2]
+    assert b"content-type: application/x-ndjson" in head.lower()
+    assert b"transfer-encoding: chunked" in head.lower()
+
+
+def raw_exchange(port: int, path: str, body: bytes, host: str = "127.0.0.1") -> bytes:
+    """POST over a bare socket; return every byte of the reply (chunk framing too)."""
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + body
+        )
+        reply = b""
+        while data := sock.recv(65536):
+            reply += data
+    return reply
+
+
+def test_it_prefers_a_node_that_holds_the_model_in_memory(fleet):
+    cold, warm = fleet.nodes[0], fleet.nodes[1]
+    warm.load("llama3.2:3b")
+    with served_gateway([view_of(cold), view_of(warm)]) as served:
+        client = ollama.Client(host=served.url)
+        for _ in range(3):
+            client.generate(model="llama3.2:3b", prompt="x")
+    assert warm.snapshot()["processed"] == {"llama3.2:3b": 3}
+    assert cold.snapshot()["processed"] == {}
+
+
+def test_a_model_no_node_has_is_ollamas_404_and_the_gateway_goes_on(fleet):
+    with served_gateway([view_of(n) for n in fleet.nodes]) as served:
+        client = ollama.Client(host=served.url)
+        with pytest.raises(ollama.ResponseError) as missing:
+            client.chat(model="nope:7b", messages=CHAT)
+        assert missing.value.status_code == 404
+        assert missing.value.error == 'model "nope:7b" not found, try pulling it first'
+        assert client.chat(model="llama3.2:3b", messages=CHAT).done
+
+
+def test_a_known_model_on_no_usable_node_is_503_with_retry_after(fleet):
+    views = [view_of(n, status="offline") for n in fleet.nodes]
+    with served_gateway(views) as served:
+        reply = requests.post(
+            f"{served.url}/api/chat", json={"model": "llama3.2:3b", "messages": CHAT}
+        )
+    assert reply.status_code == 503
+    assert reply.headers["Retry-After"]
+    assert reply.json() == {"error": "no usable node has model 'llama3.2:3b'"}
+
+
+def test_a_refused_connection_goes_to_the_next_node_and_is_probed_now(fleet):
+    first, second = fleet.nodes[0], fleet.nodes[1]
+    first.load("llama3.2:3b")  # the gateway's first choice
+    with served_gateway([view_of(first), view_of(second)], fleet=fleet) as served:
+        client = ollama.Client(host=served.url)
+        first.die()
+        try:
+            reply = client.chat(model="llama3.2:3b", messages=CHAT)
+            assert reply.message.content.startswith(
+                f"Simulated reply from {second.address}"
+            )
+            assert served.probed == [first.index]
+            # The probe found it dead: the next request does not knock first.
+            again = client.chat(model="llama3.2:3b", messages=CHAT)
+            assert again.message.content.startswith(
+                f"Simulated reply from {second.address}"
+            )
+        finally:
+            first.revive()
+        assert first.snapshot()["requests"].get("/api/chat", 0) == 0
+        assert served.probed == [first.index]
+    [failed_over, _] = wait_for_records(2)
+    assert failed_over.node == second.address and failed_over.ok
+
+
+def test_a_node_that_does_not_answer_before_its_first_byte_is_left(fleet):
+    first, second = fleet.nodes[0], fleet.nodes[1]
+    first.load("llama3.2:3b")
+    first.hang()
+    with override_settings(SOLLOL_GATEWAY_FIRST_BYTE_TIMEOUT=0.3):
+        with served_gateway([view_of(first), view_of(second)]) as served:
+            started = time.monotonic()
+            reply = ollama.Client(host=served.url).generate(
+                model="llama3.2:3b", prompt="x"
+            )
+            took = time.monotonic() - started
+    assert reply.response.startswith(f"Simulated reply from {second.address}")
+    assert 0.3 <= took < 2.0
+
+
+def test_every_node_failing_is_a_502_that_says_why(fleet):
+    nodes = fleet.nodes[:2]
+    with served_gateway([view_of(n) for n in nodes]) as served:
+        for node in nodes:
+            node.die()
+        try:
+            reply = requests.post(
+                f"{served.url}/api/generate",
+                json={"model": "llama3.2:3b", "prompt": "x"},
+            )
+        finally:
+            for node in nodes:
+                node.revive()
+    assert reply.status_code == 502
+    assert reply.json()["error"].startswith("no node answered: ")
+    assert "refused" in reply.json()["error"]
+
+
+def test_a_full_node_queues_then_refuses_with_retry_after(fleet):
+    node = fleet.nodes[2]
+    node.set_delay(1.0)  # the first request holds the node's only slot for 1 s
+    with override_settings(
+        SOLLOL_GATEWAY_NODE_CONCURRENCY=1, SOLLOL_GATEWAY_QUEUE_TIMEOUT=0.2
+    ):
+        with served_gateway([view_of(node)]) as served:
+            body = {"model": "llama3.2:3b", "prompt": "x", "stream": False}
+            url = f"{served.url}/api/generate"
+            first = served.run(_post_later(url, body, 0))
+            assert first.status == 200
+            replies = served.run(_both(url, body))
+    statuses = sorted(r.status for r in replies)
+    assert statuses == [200, 503]
+    refused = next(r for r in replies if r.status == 503)
+    assert refused.headers["Retry-After"] == "1"
+    assert "stayed busy for 0.2s" in refused.error
+
+
+async def _post_later(url, body, delay):
+    import asyncio
+
+    import aiohttp
+
+    await asyncio.sleep(delay)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, json=body) as reply:
+            payload = await reply.json(content_type=None)
+            reply.error = payload.get("error", "")
+            return reply
+
+
+async def _both(url, body):
+    import asyncio
+
+    return await asyncio.gather(_post_later(url, body, 0), _post_later(url, body, 0.05))
+
+
+def test_management_needs_a_named_node_and_goes_only_there(fleet):
+    target = fleet.nodes[1]
+    with served_gateway([view_of(n) for n in fleet.nodes]) as served:
+        unnamed = requests.post(f"{served.url}/api/pull", json={"model": "qwen3:4b"})
+        assert unnamed.status_code == 400
+        assert "X-SOLLOL-Node" in unnamed.json()["error"]
+        client = ollama.Client(
+            host=served.url, headers={"X-SOLLOL-Node": target.address}
+        )
+        assert client.pull("qwen3:4b").status == "success"
+        unknown = requests.post(
+            f"{served.url}/api/pull",
+            json={"model": "qwen3:4b"},
+            headers={"X-SOLLOL-Node": "127.0.0.99:11434"},
+        )
+        assert unknown.status_code == 400
+    assert [n for n in fleet.nodes if "qwen3:4b" in n.disk_models()] == [target]
+
+
+def test_a_named_node_serves_the_request_even_if_another_holds_the_model(fleet):
+    cold, warm = fleet.nodes[0], fleet.nodes[1]
+    warm.load("llama3.2:3b")
+    with served_gateway([view_of(cold), view_of(warm)]) as served:
+        client = ollama.Client(host=served.url, headers={"X-SOLLOL-Node": cold.address})
+        reply = client.generate(model="llama3.2:3b", prompt="x")
+    assert reply.response.startswith(f"Simulated reply from {cold.address}")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "error"),
+    [
+        ("/api/chat", b"{not json", 400, "the body is not JSON"),
+        ("/api/chat", b"", 400, "missing request body"),
+        ("/api/chat", b"[1, 2]", 400, "the body must be a JSON object"),
+        ("/api/chat", b'{"messages": []}', 400, "model is required"),
+        ("/api/chat", b'{"model": 7}', 400, "model is required"),
+        ("/api/chat", b'{"model": "llama3.2:3b", "stream": "yes"}', 400, "stream must"),
+        ("/v1/chat/completions", b"{", 400, "the body is not JSON"),
+    ],
+)
+def test_bad_input_is_a_clear_400_in_the_apis_shape(fleet, path, body, status, error):
+    with served_gateway([view_of(fleet.nodes[0])]) as served:
+        reply = requests.post(
+            served.url + path, data=body, headers={"Content-Type": "application/json"}
+        )
+        assert reply.status_code == status
+        message = reply.json()["error"]
+        if path.startswith("/v1/"):
+            assert message["type"] == "invalid_request_error"
+            assert message["param"] is None and message["code"] is None
+            message = message["message"]
+        assert message.startswith(error)
+        # ... and it goes on serving.
+        assert (
+            ollama.Client(host=served.url)
+            .generate(model="llama3.2:3b", prompt="x")
+            .done
+        )
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(fleet):
+    with override_settings(SOLLOL_GATEWAY_MAX_BODY=1000):
+        with served_gateway([view_of(fleet.nodes[0])]) as served:
+            reply = requests.post(
+                f"{served.url}/api/chat",
+                json={"model": "llama3.2:3b", "messages": [{"content": "x" * 5000}]},
+            )
+    assert reply.status_code == 413
+    assert reply.json() == {"error": "request body is larger than 1000 bytes"}
+
+
+def test_unknown_paths_are_ollamas_plain_404(fleet):
+    with served_gateway([view_of(fleet.nodes[0])]) as served:
+        for method, path in (("GET", "/api/nothing"), ("GET", "/api/chat")):
+            reply = requests.request(method, served.url + path)
+            assert (reply.status_code, reply.text) == (404, "404 page not found")
+        assert requests.get(served.url + "/").text == "Ollama is running"
+        assert requests.head(served.url + "/").status_code == 200
+        assert requests.get(served.url + "/api/version").json() == {
+            "version": fleet.nodes[0].version
+        }
+
+
+def test_with_tokens_a_client_needs_one(fleet):
+    with override_settings(SOLLOL_GATEWAY_TOKENS=["s3cret", "other"]):
+        with served_gateway([view_of(fleet.nodes[0])]) as served:
+            none = requests.post(f"{served.url}/api/generate", json={})
+            assert none.status_code == 401
+            assert none.headers["WWW-Authenticate"] == "Bearer"
+            wrong = ollama.Client(
+                host=served.url, headers={"Authorization": "Bearer nope"}
+            )
+            with pytest.raises(ollama.ResponseError) as refused:
+                wrong.generate(model="llama3.2:3b", prompt="x")
+            assert refused.value.status_code == 403
+            right = ollama.Client(
+                host=served.url, headers={"Authorization": "Bearer other"}
+            )
+            assert right.generate(model="llama3.2:3b", prompt="x").done
+    [record] = wait_for_records(1)
+    # The application is the token's owner, never the token.
+    assert record.app_id.startswith("token:") and "other" not in record.app_id
+
+
+def test_each_request_becomes_a_record_with_what_the_node_measured(fleet):
+    node = fleet.nodes[0]
+    with served_gateway([view_of(node)]) as served:
+        client = ollama.Client(host=served.url, headers={"X-SOLLOL-App": "notes-app"})
+        client.chat(model="llama3.2:3b", messages=CHAT)
+        list(client.generate(model="llama3.2:3b", prompt="Hello", stream=True))
+        with pytest.raises(ollama.ResponseError):
+            client.chat(model="nope:1b", messages=CHAT)
+    chat, generate, missing = wait_for_records(3)
+    for record in (chat, generate):
+        assert record.source == "gateway"
+        assert record.node == node.address and record.model == "llama3.2:3b"
+        assert record.app_id == "notes-app"
+        assert record.ok and record.status_code == 200
+        assert record.prompt_tokens > 0 and record.completion_tokens > 0
+        assert record.tokens_per_second > 0
+        assert record.ttft_ms is not None and record.queue_ms is not None
+    assert (chat.endpoint, generate.endpoint) == ("chat", "generate")
+    assert (missing.status_code, missing.ok, missing.node) == (404, False, "")
+    assert missing.error == 'model "nope:1b" not found, try pulling it first'
