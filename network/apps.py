@@ -11,6 +11,11 @@ class NetworkConfig(AppConfig):
         from network import metrics, signals  # noqa: F401
         from network.services import recording
 
-        for collector in (metrics.nodes, metrics.backends, metrics.probe_cycles):
+        for collector in (
+            metrics.nodes,
+            metrics.backends,
+            metrics.probe_cycles,
+            metrics.gateway_load,
+        ):
             prometheus.register(collector)
         activity_metrics.register_loaded_model_sizes(recording.loaded_model_sizes)

@@ -17,6 +17,7 @@ from django.db.models.functions import Cast
 from core.addresses import host_port
 from core.prometheus import Family, escape, integer
 from network.choices import BackendStatus, NodeStatus
+from network.gateway import live
 from network.models import OllamaNode, ProbeCycle, RpcBackend
 from network.status import backend_usable, node_usable
 
@@ -164,3 +165,21 @@ def probe_cycles() -> Iterator[Family]:
     for name, seconds in cycles.values_list("name", "seconds"):
         family.add(f'cycle="{escape(name)}"', seconds)
     yield family
+
+
+def gateway_load() -> Iterator[Family]:
+    in_flight = Family(
+        "sollol_gateway_in_flight",
+        "gauge",
+        "Requests the gateway is forwarding to the node now.",
+    )
+    queued = Family(
+        "sollol_gateway_queue_depth",
+        "gauge",
+        "Requests waiting in the gateway for a free slot of the node.",
+    )
+    for node, (active, waiting) in sorted(live.node_load().items()):
+        label = f'node="{escape(node)}"'
+        in_flight.add(label, active)
+        queued.add(label, waiting)
+    yield from (in_flight, queued)

@@ -106,13 +106,16 @@ class Lifespan:
                 realtime.attach_running_loop()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await mounted_gateway.stop()
+                await gateway.stop()
                 stop_writers()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
 
 GATEWAY_PREFIX = "/ollama"
+# The process's one gateway: under /ollama/ here and, with a port of its own, at
+# the root there (`gateway` below), with one set of slots, queues and records.
+gateway = Gateway()
 
 
 class GatewayMount:
@@ -126,17 +129,18 @@ class GatewayMount:
     async def __call__(self, scope, receive, send) -> None:
         path = scope["path"]
         if path == GATEWAY_PREFIX or path.startswith(GATEWAY_PREFIX + "/"):
+            inner = path[len(GATEWAY_PREFIX) :] or "/"
+            root = scope.get("root_path", "") + GATEWAY_PREFIX
+            scope = {**scope, "path": inner, "root_path": root}
             await self.gateway(scope, receive, send)
         else:
             await self.dashboard(scope, receive, send)
 
 
-mounted_gateway = Gateway(prefix=GATEWAY_PREFIX)
-
 application = ProtocolTypeRouter(
     {
         "http": GatewayMount(
-            mounted_gateway,
+            gateway,
             LeanRouter(
                 {**application_ingest_routes, **activity_ingest_routes},
                 fallback=ASGIStaticFilesHandler(django_application),
@@ -160,7 +164,6 @@ application = ProtocolTypeRouter(
     }
 )
 
-
-# The gateway at the root of a port of its own, exactly Ollama's paths:
-# `daphne -p 11434 sollol_site.asgi:gateway`, or `serve --gateway-port 11434`.
-gateway = Gateway()
+# `gateway` is also an ASGI application of its own, exactly Ollama's paths at the
+# root of a port: `daphne -p 11434 sollol_site.asgi:gateway`, or
+# `serve --gateway-port 11434`.

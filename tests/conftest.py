@@ -29,14 +29,14 @@ def live_server_factory(tmp_path):
     """Make LiveServer instances (not started); stop them and drop their data after."""
     servers: list[LiveServer] = []
 
-    def make(kind: str = "serve", **env: str) -> LiveServer:
-        server = LiveServer(tmp_path / f"server{len(servers)}", kind, **env)
+    def make(kind: str = "serve", database=None, **env: str) -> LiveServer:
+        server = LiveServer(tmp_path / f"server{len(servers)}", kind, database, **env)
         server.tmp_path.mkdir(parents=True, exist_ok=True)
         servers.append(server)
         return server
 
     yield make
-    for server in servers:
+    for server in reversed(servers):  # a server sharing a database stops first
         server.close()
 
 

@@ -79,14 +79,25 @@ class LiveDatabase:
 
 
 class LiveServer:
-    """`manage.py serve` in a child process, restartable on the same port and data."""
+    """`manage.py serve` in a child process, restartable on the same port and data.
 
-    def __init__(self, tmp_path: Path, kind: str = "serve", **env: str) -> None:
+    kind "daphne" serves the dashboard with daphne, "gateway" only the gateway
+    (sollol_site.asgi:gateway); `database` shares another server's database.
+    """
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        kind: str = "serve",
+        database: LiveDatabase | None = None,
+        **env: str,
+    ) -> None:
         self.tmp_path = tmp_path
         self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.database = LiveDatabase(tmp_path)
+        self.owns_database = database is None
+        self.database = database or LiveDatabase(tmp_path)
         self.env = {
             **os.environ,
             "SOLLOL_DATA_DIR": str(tmp_path / "data"),
@@ -103,7 +114,7 @@ class LiveServer:
 
     def start(self, timeout: float = 20.0) -> float:
         """Start the server; return the seconds until it first answered 200."""
-        if self.kind == "daphne":
+        if self.kind in ("daphne", "gateway"):
             # daphne serves; migrating is a deployment step of its own.
             subprocess.run(
                 [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
@@ -111,9 +122,10 @@ class LiveServer:
                 env=self.env,
                 check=True,
             )
+            app = "gateway" if self.kind == "gateway" else "application"
             command = [
                 *(sys.executable, "-m", "daphne", "-b", "127.0.0.1"),
-                *("-p", str(self.port), "sollol_site.asgi:application"),
+                *("-p", str(self.port), f"sollol_site.asgi:{app}"),
             ]
         else:
             command = [sys.executable, "manage.py", "serve", "--port", str(self.port)]
@@ -153,4 +165,5 @@ class LiveServer:
 
     def close(self) -> None:
         self.stop()
-        self.database.drop()
+        if self.owns_database:
+            self.database.drop()

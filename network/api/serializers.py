@@ -17,6 +17,7 @@ from core import addresses
 from core.httpclient import Credential
 from core.jsonio import epoch, rounded
 from network import status
+from network.gateway import live
 from network.models import OllamaNode, RpcBackend
 
 _NODE_COLUMNS = (
@@ -41,8 +42,9 @@ _NODE_COLUMNS = (
 
 def node_data(node: OllamaNode) -> dict[str, Any]:
     """Return the node as the API shows it."""
+    row = {column: getattr(node, column) for column in _NODE_COLUMNS}
     return {
-        **_node_summary({column: getattr(node, column) for column in _NODE_COLUMNS}),
+        **_node_summary(row, live.node_load()),
         "models": node.disk_models,
         "loaded_models": node.loaded_models,
     }
@@ -61,8 +63,10 @@ def node_list_json(nodes: QuerySet[OllamaNode]) -> str:
         loaded_json=Cast("loaded_models", TextField()),
     ).values_list(*_NODE_COLUMNS, "models_json", "loaded_json")
     parts = []
+    load = live.node_load()
     for *columns, models, loaded in rows:
-        summary = _dumps(_node_summary(dict(zip(_NODE_COLUMNS, columns, strict=True))))
+        row = dict(zip(_NODE_COLUMNS, columns, strict=True))
+        summary = _dumps(_node_summary(row, load))
         parts.append(f'{summary[:-1]},"models":{models},"loaded_models":{loaded}}}')
     return f'{{"nodes":[{",".join(parts)}],"total":{len(parts)}}}'
 
@@ -71,13 +75,15 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _node_summary(row: dict[str, Any]) -> dict[str, Any]:
+def _node_summary(row: dict[str, Any], load: live.Load) -> dict[str, Any]:
     usable = status.node_usable(row["status"], row["probe_status"])
     credential = Credential.from_stored(row["credential"])
+    address = addresses.host_port(row["host"], row["port"])
+    in_flight, queued = load.get(address, (0, 0))
     return {
         "id": row["id"],
         "url": row["url"],
-        "address": addresses.host_port(row["host"], row["port"]),
+        "address": address,
         "status": row["status"],
         "source": row["source"],
         # Which credential goes with its probes ("bearer ***"), never the secret.
@@ -93,6 +99,9 @@ def _node_summary(row: dict[str, Any]) -> dict[str, Any]:
         "last_error": row["last_error"],
         "last_seen": epoch(row["last_seen"]),
         "last_probe": epoch(row["last_probe"]),
+        # Requests through the gateway now: being answered, and waiting for a slot.
+        "in_flight": in_flight,
+        "queued": queued,
     }
 
 

@@ -1,7 +1,8 @@
 """The gateway as an ASGI app: one request in, routed, queued, forwarded, relayed.
 
-`Gateway(prefix="/ollama")` serves under the dashboard's port; `Gateway()` at
-the root of a port of its own (sollol_site.asgi:gateway, `serve --gateway-port`).
+One `Gateway` a process serves at the root of a port of its own
+(sollol_site.asgi:gateway, `serve --gateway-port`) and under /ollama/ on the
+dashboard's port (mounted with that root_path).
 The reply passes through as the node wrote it: status, content type, the same
 bytes in the same chunks, each handed on as it arrives. A node that refuses,
 resets or does not answer before its first byte is left for the next candidate
@@ -24,7 +25,7 @@ from core import realtime, tokens
 from core.addresses import is_loopback
 from core.httpclient import Credential, Disconnected, HttpError, Relay, Upstream
 from core.lean.http import Refusal, read_body
-from network.gateway import fanout, records
+from network.gateway import fanout, live, records
 from network.gateway.apis import (
     NOT_FOUND_PAGE,
     Endpoint,
@@ -81,8 +82,7 @@ class Exchange:
 class Gateway:
     """Ollama's and the OpenAI-compatible API in front of the fleet (see module)."""
 
-    def __init__(self, *, prefix: str = "") -> None:
-        self.prefix = prefix.rstrip("/")
+    def __init__(self) -> None:
         self.fleet = FleetView(settings.SOLLOL_GATEWAY_REFRESH, prober=probe_nodes)
         self.limits = Limits(settings.SOLLOL_GATEWAY_NODE_CONCURRENCY)
         self.relay = Relay(connect_timeout=settings.SOLLOL_GATEWAY_CONNECT_TIMEOUT)
@@ -99,6 +99,7 @@ class Gateway:
                 await self.relay.start()
                 await self.fleet.start()
                 self.recorder.start()
+                live.register(self.limits.snapshot)
             except BaseException as exc:
                 self._started.set_exception(exc)
                 self._started = None
@@ -111,6 +112,7 @@ class Gateway:
     async def stop(self) -> None:
         if self._started is None:
             return
+        live.unregister(self.limits.snapshot)
         await self.recorder.stop()
         await self.fleet.stop()
         await self.relay.close()
@@ -125,8 +127,6 @@ class Gateway:
         if scope["type"] != "http":
             return
         path = scope["path"]
-        if self.prefix:
-            path = path[len(self.prefix) :] or "/"
         endpoint, path_model = endpoint_for(scope["method"], path)
         if endpoint is None:
             await _answer(send, 404, NOT_FOUND_PAGE, b"text/plain")

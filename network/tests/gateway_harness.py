@@ -44,15 +44,15 @@ def view_of(node: SimulatedNode, *, status: str = "healthy", **changes) -> NodeV
 class ServedGateway:
     """A Gateway on 127.0.0.1:<free port>, its fleet given by the test."""
 
-    def __init__(self, nodes: list[NodeView], *, prefix: str = "", fleet=None) -> None:
+    def __init__(self, nodes: list[NodeView], *, fleet=None) -> None:
         self.views = list(nodes)
         self.fleet = fleet
         self.probed: list[int] = []  # node ids the gateway asked to probe now
-        self.gateway = Gateway(prefix=prefix)
+        self.gateway = Gateway()
         self.gateway.fleet.reader = lambda: list(self.views)
         self.gateway.fleet.prober = self._probe
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}{prefix}"
+        self.url = f"http://127.0.0.1:{self.port}"
         self.loop = new_event_loop()
         self.server = uvicorn.Server(
             uvicorn.Config(

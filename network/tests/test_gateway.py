@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -10,8 +11,10 @@ import ollama
 import pytest
 import requests
 from django.test import override_settings
+from django.utils import timezone
 
 from activity.models import RequestRecord
+from network.models import OllamaNode
 from network.tests.gateway_harness import served_gateway, view_of
 from simulator.ollama import running_fleet
 
@@ -231,8 +234,6 @@ def test_a_full_node_queues_then_refuses_with_retry_after(fleet):
 
 
 async def _post_later(url, body, delay):
-    import asyncio
-
     import aiohttp
 
     await asyncio.sleep(delay)
@@ -244,8 +245,6 @@ async def _post_later(url, body, delay):
 
 
 async def _both(url, body):
-    import asyncio
-
     return await asyncio.gather(_post_later(url, body, 0), _post_later(url, body, 0.05))
 
 
@@ -373,3 +372,32 @@ def test_each_request_becomes_a_record_with_what_the_node_measured(fleet):
     assert (chat.endpoint, generate.endpoint) == ("chat", "generate")
     assert (missing.status_code, missing.ok, missing.node) == (404, False, "")
     assert missing.error == 'model "nope:1b" not found, try pulling it first'
+
+
+def test_in_flight_and_queued_requests_show_in_the_api_and_prometheus(fleet, client):
+    node = fleet.nodes[2]
+    OllamaNode.objects.create(
+        url=node.url,
+        host=node.host,
+        port=node.port,
+        source="config",
+        status="healthy",
+        created_at=timezone.now(),
+    )
+    node.set_delay(1.0)
+    with override_settings(SOLLOL_GATEWAY_NODE_CONCURRENCY=1):
+        with served_gateway([view_of(node)]) as served:
+            body = {"model": "llama3.2:3b", "prompt": "x", "stream": False}
+            pending = asyncio.run_coroutine_threadsafe(
+                _both(f"{served.url}/api/generate", body), served.loop
+            )
+            time.sleep(0.4)
+            [listed] = client.get("/api/network/nodes").json()["nodes"]
+            scraped = client.get("/api/prometheus").content.decode()
+            assert [r.status for r in pending.result(10)] == [200, 200]
+            [after] = client.get("/api/network/nodes").json()["nodes"]
+    assert (listed["in_flight"], listed["queued"]) == (1, 1)
+    label = f'{{node="{node.address}"}}'
+    assert f"sollol_gateway_in_flight{label} 1\n" in scraped
+    assert f"sollol_gateway_queue_depth{label} 1\n" in scraped
+    assert (after["in_flight"], after["queued"]) == (0, 0)

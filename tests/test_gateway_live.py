@@ -1,0 +1,123 @@
+"""The gateway in the real servers: `serve --gateway-port`, /ollama/, and daphne."""
+
+from __future__ import annotations
+
+import time
+
+import ollama
+import pytest
+import requests
+
+from simulator.ollama import running_fleet
+from tests.liveserver import free_port, wait_for
+
+pytestmark = pytest.mark.live
+
+CHAT = [{"role": "user", "content": "hello"}]
+
+
+def fleet_env(fleet, **more):
+    return {
+        "SOLLOL_OLLAMA_NODES": ",".join(fleet.urls),
+        "SOLLOL_PROBE_TIMEOUT": "1",
+        "SOLLOL_DISCOVER_LOCALHOST": "false",
+        **more,
+    }
+
+
+def gateway_sees(url: str, model: str):
+    """Wait until the gateway lists the model (it reads the nodes every second)."""
+
+    def listed():
+        names = [
+            m["name"]
+            for m in requests.get(f"{url}/api/tags", timeout=5).json()["models"]
+        ]
+        return model in names
+
+    wait_for(listed, timeout=15, what=f"the gateway at {url} to list {model}")
+
+
+@pytest.fixture
+def fleet():
+    with running_fleet(2, base="127.0.0.91", port=0, seed=11) as fleet:
+        for node in fleet.nodes:
+            node.pull("llama3.2:3b")
+        yield fleet
+
+
+def test_serve_answers_on_its_gateway_port_and_under_ollama(live_server_factory, fleet):
+    gateway_port = free_port()
+    server = live_server_factory(
+        **fleet_env(
+            fleet, SOLLOL_PROBE_INTERVAL="1", SOLLOL_GATEWAY_PORT=str(gateway_port)
+        )
+    )
+    server.start()
+    for base in (f"http://127.0.0.1:{gateway_port}", f"{server.url}/ollama"):
+        gateway_sees(base, "llama3.2:3b")
+        client = ollama.Client(host=base, headers={"X-SOLLOL-App": "live-test"})
+        reply = client.chat(model="llama3.2:3b", messages=CHAT)
+        assert reply.message.content.startswith("Simulated reply from 127.0.0.9")
+        streamed = list(client.generate(model="llama3.2:3b", prompt="x", stream=True))
+        assert streamed[-1].done and streamed[-1].eval_count
+        assert requests.get(base + "/").text == "Ollama is running"
+
+    def recorded():
+        metrics = requests.get(f"{server.url}/api/metrics?window=5m", timeout=5).json()
+        return metrics["totals"]["requests"] >= 4 and metrics
+
+    metrics = wait_for(recorded, what="the gateway's four requests in /api/metrics")
+    assert metrics["totals"]["completion_tokens"] > 0
+    assert [a["app_id"] for a in metrics["per_application"]] == ["live-test"]
+
+
+def test_a_node_that_fails_a_request_is_probed_at_once(live_server_factory, fleet):
+    # Probes every 60 s: only the gateway's call for a probe can tell so soon.
+    server = live_server_factory(**fleet_env(fleet, SOLLOL_PROBE_INTERVAL="60"))
+    server.start()
+    base = f"{server.url}/ollama"
+    gateway_sees(base, "llama3.2:3b")
+
+    def statuses():
+        nodes = requests.get(f"{server.url}/api/network/nodes", timeout=5).json()
+        return {n["address"]: n["status"] for n in nodes["nodes"]}
+
+    wait_for(lambda: set(statuses().values()) == {"healthy"}, what="healthy nodes")
+    victim, other = fleet.nodes
+    victim.load("llama3.2:3b")  # loaded: the gateway's first choice...
+    time.sleep(1.5)  # ... once a probe has seen it; here, the next refresh
+    victim.die()
+    started = time.monotonic()
+    try:
+        reply = ollama.Client(host=base).generate(
+            model="llama3.2:3b", prompt="x", options={"num_predict": 3}
+        )
+        assert reply.done
+        wait_for(
+            lambda: statuses()[victim.address] == "unhealthy",
+            timeout=5,
+            what="the failed node probed and found unhealthy",
+        )
+        assert time.monotonic() - started < 5
+    finally:
+        victim.revive()
+
+
+def test_a_gateway_of_its_own_under_daphne(live_server_factory, fleet):
+    prober = live_server_factory(**fleet_env(fleet, SOLLOL_PROBE_INTERVAL="1"))
+    prober.start()
+    gateway = live_server_factory(
+        "gateway", database=prober.database, **fleet_env(fleet)
+    )
+    gateway.start()
+    gateway_sees(gateway.url, "llama3.2:3b")
+    client = ollama.Client(host=gateway.url)
+    assert client.chat(model="llama3.2:3b", messages=CHAT).done
+    assert "llama3.2:3b" in [m.model for m in client.list().models]
+
+    def recorded():
+        metrics = requests.get(f"{prober.url}/api/metrics?window=5m", timeout=5).json()
+        return metrics["totals"]["requests"] >= 1
+
+    wait_for(recorded, what="the daphne gateway's request in the dashboard's metrics")
