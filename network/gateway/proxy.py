@@ -25,7 +25,7 @@ from core import realtime, tokens
 from core.addresses import is_loopback
 from core.httpclient import Credential, Disconnected, HttpError, Relay, Upstream
 from core.lean.http import Refusal, read_body
-from network.gateway import fanout, live, records
+from network.gateway import fanout, live, records, tracing
 from network.gateway.apis import (
     NOT_FOUND_PAGE,
     Endpoint,
@@ -77,6 +77,8 @@ class Exchange:
     error: str = ""
     attempts: int = 0
     tail: bytes = b""
+    trace: tracing.Context | None = None
+    started_wall_ns: int = field(default_factory=tracing.wall_ns)
 
 
 class Gateway:
@@ -228,6 +230,7 @@ class Gateway:
     ) -> None:
         body = await _read_body(scope, receive)
         exchange = Exchange(endpoint, scope["method"], _application(scope))
+        exchange.trace = tracing.context_from(_header(scope, b"traceparent"))
         strip: Strip | None = None
         if endpoint.kind in (Kind.INFER, Kind.MODEL):
             payload = _payload(body, endpoint, path_model)
@@ -299,6 +302,8 @@ class Gateway:
     ) -> tuple[Upstream, NodeView]:
         """Return the first candidate's reply head, failing over before any byte."""
         headers = _forwarded_headers(scope)
+        if exchange.trace is not None:
+            headers["traceparent"] = exchange.trace.traceparent()
         query = scope.get("query_string", b"").decode("latin-1")
         tries = candidates[: settings.SOLLOL_GATEWAY_RETRIES + 1]
         deadline = time.monotonic() + settings.SOLLOL_GATEWAY_QUEUE_TIMEOUT

@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.utils import timezone
 
-from activity import metrics
+from activity import metrics, traces
 from activity.models import RequestRecord
+from activity.traces import SpanIn
 from core.lean.writer import WriterBusy, WriterUnavailable, get_writer
-from network.gateway.usage import read_usage
+from network.gateway import tracing
+from network.gateway.usage import Usage, read_usage
 
 if TYPE_CHECKING:
     from network.gateway.proxy import Exchange
@@ -35,21 +37,22 @@ MAX_PENDING_BATCHES = 64
 MAX_BUFFERED = 100_000  # records waiting for a flush, at most
 
 
-def _write(
-    batches: Sequence[tuple[list[metrics.RequestReport], list[metrics.RequestReport]]],
-    now: dt.datetime,
-) -> list[int]:
-    reports = [r for batch, _ in batches for r in batch]
-    announced = [r for _, events in batches for r in events]
+Batch = tuple[list[metrics.RequestReport], list[metrics.RequestReport], list[SpanIn]]
+
+
+def _write(batches: Sequence[Batch], now: dt.datetime) -> list[int]:
+    reports = [r for batch, _, _ in batches for r in batch]
+    announced = [r for _, events, _ in batches for r in events]
+    spans = [s for _, _, spans in batches for s in spans]
     metrics.record_requests(reports, now=now, events=announced)
-    return [len(batch) for batch, _ in batches]
+    traces.ingest_spans(spans, now=now)
+    return [len(batch) for batch, _, _ in batches]
 
 
 def report_of(
-    exchange: Exchange, finished: float, now: dt.datetime
+    exchange: Exchange, usage: Usage, finished: float, now: dt.datetime
 ) -> metrics.RequestReport:
     """Return what is kept of one exchange."""
-    usage = read_usage(exchange.tail, openai=exchange.endpoint.openai)
     total = finished - exchange.started
     ttft = None
     if exchange.first_token is not None:
@@ -78,11 +81,45 @@ def report_of(
     )
 
 
+def span_of(exchange: Exchange, report: metrics.RequestReport, usage: Usage) -> SpanIn:
+    """Return the gateway's span of the exchange (see tracing.py)."""
+    assert exchange.trace is not None
+    model = exchange.model or ""
+    return tracing.span_of(
+        exchange.trace,
+        name=f"{exchange.endpoint.name} {model}".strip(),
+        started_wall_ns=exchange.started_wall_ns,
+        duration_s=report.latency_ms / 1000,
+        ok=report.ok,
+        error=report.error,
+        attributes={
+            "http.request.method": exchange.method,
+            "http.response.status_code": exchange.status,
+            "gen_ai.system": "ollama",
+            "gen_ai.operation.name": exchange.endpoint.name,
+            "gen_ai.request.model": model,
+            "gen_ai.usage.input_tokens": usage.prompt_tokens,
+            "gen_ai.usage.output_tokens": usage.completion_tokens,
+            "gen_ai.response.finish_reasons": (
+                [usage.done_reason] if usage.done_reason else None
+            ),
+            "server.address": exchange.node,
+            "sollol.app": exchange.app,
+            "sollol.queue_ms": round(report.queue_ms or 0.0, 3),
+            "sollol.ttft_ms": None
+            if report.ttft_ms is None
+            else round(report.ttft_ms, 3),
+            "sollol.attempts": exchange.attempts,
+        },
+    )
+
+
 class Recorder:
     """Collects finished exchanges and writes them in the background."""
 
     def __init__(self) -> None:
         self.pending: list[metrics.RequestReport] = []
+        self.spans: list[SpanIn] = []
         self.unannounced: dict[tuple[str, str], list[metrics.RequestReport]] = {}
         self.announced_at: dict[tuple[str, str], float] = {}
         self.dropped = 0
@@ -112,8 +149,11 @@ class Recorder:
         if len(self.pending) >= MAX_BUFFERED:
             self.dropped += 1
             return
-        report = report_of(exchange, time.monotonic(), timezone.now())
+        usage = read_usage(exchange.tail, openai=exchange.endpoint.openai)
+        report = report_of(exchange, usage, time.monotonic(), timezone.now())
         self.pending.append(report)
+        if exchange.trace is not None:
+            self.spans.append(span_of(exchange, report, usage))
         if report.node and report.model and exchange.endpoint.kind == "infer":
             self.unannounced.setdefault((report.node, report.model), []).append(report)
 
@@ -134,16 +174,17 @@ class Recorder:
         if not self.pending and not events:
             return
         batch, self.pending = self.pending, []
+        spans, self.spans = self.spans, []
         writer = get_writer("gateway", _write, MAX_PENDING_BATCHES)
-        write = asyncio.ensure_future(self._submit(writer, batch, events))
+        write = asyncio.ensure_future(self._submit(writer, batch, events, spans))
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
         if final:
             await write
 
-    async def _submit(self, writer, batch, events) -> None:
+    async def _submit(self, writer, batch, events, spans) -> None:
         try:
-            await writer.submit((batch, events))
+            await writer.submit((batch, events, spans))
             self.recorded += len(batch)
         except (WriterBusy, WriterUnavailable) as exc:
             self.dropped += len(batch)

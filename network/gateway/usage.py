@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 TAIL = 4096  # bytes kept of a reply's end
 
-_INT = r'"{}":(\d+)'
+_INT = r'"{}"\s*:\s*(\d+)'
 _FIELDS = {
     name: re.compile(_INT.format(name).encode())
     for name in (
@@ -31,7 +31,7 @@ _FIELDS = {
         "completion_tokens",
     )
 }
-_DONE_REASON = re.compile(rb'"(?:done_reason|finish_reason)":"([a-z_]+)"')
+_DONE_REASON = re.compile(rb'"(?:done_reason|finish_reason)"\s*:\s*"([a-z_]+)"')
 
 
 @dataclass

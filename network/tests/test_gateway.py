@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import ollama
 import pytest
 import requests
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.utils import timezone
 
-from activity.models import RequestRecord
+from activity.models import RequestRecord, Span
 from network.models import OllamaNode
+from network.gateway.routing import NodeView
 from network.tests.gateway_harness import served_gateway, view_of
 from simulator.ollama import running_fleet
 
@@ -401,3 +404,101 @@ def test_in_flight_and_queued_requests_show_in_the_api_and_prometheus(fleet, cli
     assert f"sollol_gateway_in_flight{label} 1\n" in scraped
     assert f"sollol_gateway_queue_depth{label} 1\n" in scraped
     assert (after["in_flight"], after["queued"]) == (0, 0)
+
+
+@pytest.fixture
+def recording_node():
+    """A bare HTTP server answering /api/generate as Ollama does, keeping the
+    traceparent each request brought."""
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers.get("traceparent"))
+            body = json.dumps(
+                {
+                    "model": "tiny:1b",
+                    "created_at": "2026-12-03T10:00:00.000000001Z",
+                    "response": "ok",
+                    "done": True,
+                    "done_reason": "stop",
+                    "prompt_eval_count": 2,
+                    "eval_count": 3,
+                    "eval_duration": 3_000_000,
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.85", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address
+    view = NodeView(
+        url=f"http://{host}:{port}",
+        address=f"{host}:{port}",
+        status="healthy",
+        usable=True,
+        degraded=False,
+        disk=frozenset({"tiny:1b"}),
+    )
+    yield view, seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_request_is_a_span_in_the_clients_trace_and_the_nodes_parent(
+    recording_node,
+):
+    view, seen = recording_node
+    trace_id, client_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    with served_gateway([view]) as served:
+        reply = requests.post(
+            f"{served.url}/api/generate",
+            json={"model": "tiny:1b", "prompt": "x", "stream": False},
+            headers={"traceparent": f"00-{trace_id}-{client_span}-01"},
+        )
+        assert reply.json()["response"] == "ok"
+        requests.post(
+            f"{served.url}/api/generate",
+            json={"model": "tiny:1b", "prompt": "x", "stream": False},
+        )
+    spans = wait_for_spans(2)
+    continued = next(s for s in spans if s.trace_id == trace_id)
+    began = next(s for s in spans if s.trace_id != trace_id)
+    assert continued.parent_span_id == client_span
+    assert began.parent_span_id == ""
+    assert seen == [
+        f"00-{trace_id}-{continued.span_id}-01",
+        f"00-{began.trace_id}-{began.span_id}-01",
+    ]
+    assert (continued.name, continued.service, continued.kind) == (
+        "generate tiny:1b",
+        "sollol-gateway",
+        "server",
+    )
+    assert continued.attributes["gen_ai.usage.output_tokens"] == 3
+    assert continued.attributes["server.address"] == view.address
+    assert continued.status == "ok"
+    [listed] = [
+        t
+        for t in Client().get("/api/traces").json()["traces"]
+        if t["trace_id"] == trace_id
+    ]
+    assert (listed["span_count"], listed["services"]) == (1, ["sollol-gateway"])
+
+
+def wait_for_spans(count: int, timeout: float = 5.0) -> list[Span]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = list(Span.objects.order_by("start"))
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
