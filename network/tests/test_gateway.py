@@ -16,8 +16,8 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from activity.models import RequestRecord, Span
-from network.models import OllamaNode
 from network.gateway.routing import NodeView
+from network.models import OllamaNode
 from network.tests.gateway_harness import served_gateway, view_of
 from simulator.ollama import running_fleet
 
