@@ -438,6 +438,9 @@ SOLLOL_GATEWAY_MAX_BODY = env_int("SOLLOL_GATEWAY_MAX_BODY", 64 * 1024 * 1024)
 # announces model_processing for one node and model.
 SOLLOL_GATEWAY_REFRESH = env_float("SOLLOL_GATEWAY_REFRESH", 1.0)
 SOLLOL_GATEWAY_EVENT_INTERVAL = env_float("SOLLOL_GATEWAY_EVENT_INTERVAL", 5.0)
+# false: requests are forwarded but not recorded (no records, events or spans);
+# what recording costs is measured in bench/gateway.py.
+SOLLOL_GATEWAY_RECORD = env_bool("SOLLOL_GATEWAY_RECORD", True)
 
 
 # Frameworks: the Ray and Dask dashboards to watch (unset: not_configured). The

@@ -144,7 +144,7 @@ class Recorder:
 
     def add(self, exchange: Exchange) -> None:
         """Keep one finished exchange (called as its reply ends)."""
-        if not exchange.status:
+        if not exchange.status or not settings.SOLLOL_GATEWAY_RECORD:
             return
         if len(self.pending) >= MAX_BUFFERED:
             self.dropped += 1
