@@ -25,6 +25,7 @@ from activity import streams
 from activity.choices import SpanKind, SpanStatus
 from activity.models import Span, Trace
 from core import realtime, validators
+from core.db import insert_many
 from core.jsonio import PayloadError, check_document
 
 HEX_TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -317,40 +318,62 @@ def ingest_spans(spans: Sequence[SpanIn], *, now: dt.datetime) -> int:
 
     Re-exporting a batch (an SDK retrying after a timeout) stores nothing twice:
     (trace_id, span_id) is unique and the first copy wins.
+
+    A trace first seen in this batch (most of them: a gateway's request is a trace
+    of its own) gets its summary from the batch at once, inserted with it; only
+    traces that had spans before are summarised again from the database.
     """
     if not spans:
         return 0
-    trace_ids = sorted({span.trace_id for span in spans})
+    unique = list({(span.trace_id, span.span_id): span for span in spans}.values())
+    by_trace: dict[str, list[SpanIn]] = {}
+    for span in unique:
+        by_trace.setdefault(span.trace_id, []).append(span)
+    trace_ids = sorted(by_trace)
+    older: list[str] = []  # traces with spans from before this batch
     with transaction.atomic():
         for chunk in _chunks(trace_ids):
-            Trace.objects.bulk_create(
-                [
-                    Trace(
-                        trace_id=trace_id,
-                        start=now,
-                        end=now,
-                        duration_ms=0.0,
-                        received=now,
-                    )
-                    for trace_id in chunk
-                ],
+            insert_many(
+                [_fresh_summary(by_trace[trace_id], now) for trace_id in chunk],
                 ignore_conflicts=True,
             )
             # Lock the summaries (in one order, no deadlocks): a concurrent batch
-            # of the same trace then waits, and recomputes after seeing ours.
-            list(
+            # of the same trace then waits, and recomputes after seeing ours. A
+            # row this batch inserted says so: received now, with its span count.
+            for trace_id, received, count in (
                 Trace.objects.select_for_update()
                 .filter(trace_id__in=chunk)
                 .order_by("trace_id")
-                .values_list("id", flat=True)
-            )
-        Span.objects.bulk_create(
-            [span.as_model() for span in spans], ignore_conflicts=True, batch_size=CHUNK
-        )
-        for chunk in _chunks(trace_ids):
+                .values_list("trace_id", "received", "span_count")
+            ):
+                if received != now or count != len(by_trace[trace_id]):
+                    older.append(trace_id)
+        insert_many([span.as_model() for span in unique], ignore_conflicts=True)
+        for chunk in _chunks(older):
             _summarize(chunk, now=now)
         transaction.on_commit(lambda: publish_trace_samples(trace_ids, now=now))
     return len(spans)
+
+
+def _fresh_summary(spans: list[SpanIn], now: dt.datetime) -> Trace:
+    """Return the summary of a trace whose spans are all these (see _summarize)."""
+    ordered = sorted(spans, key=lambda span: span.start_ns)  # stable: batch order
+    root = next((span for span in ordered if not span.parent_span_id), None)
+    first = time_from_ns(min(span.start_ns for span in spans))
+    last = time_from_ns(max(span.end_ns for span in spans))
+    return Trace(
+        trace_id=spans[0].trace_id,
+        root_span_id=root.span_id if root else "",
+        root_name=(root or ordered[0]).name,
+        root_service=(root or ordered[0]).service,
+        services=sorted({span.service for span in spans}),
+        start=first,
+        end=last,
+        duration_ms=(last - first).total_seconds() * 1000,
+        span_count=len(spans),
+        error_count=sum(1 for span in spans if span.status == SpanStatus.ERROR),
+        received=now,
+    )
 
 
 def publish_trace_samples(trace_ids: Sequence[str], *, now: dt.datetime) -> None:

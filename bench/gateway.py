@@ -333,23 +333,31 @@ def main() -> None:
                 results["wrk"].append(
                     {"target": name, "round": number, **wrk_run(host, port, seconds)}
                 )
-        node.act(
-            "generation",
-            {"token_rate": TOKEN_RATE, "num_parallel": 4 * streams, "max_queue": 512},
-        )
-        for name, port, server in (
-            ("node", node.port, None),
-            ("serve", gateways["serve"][0], gateways["serve"][1]),
-        ):
-            host = NODE_HOST if name == "node" else HOST
-            log(f"(c) {streams} streams of {TOKENS} tokens to {name}")
-            cpu_node = node.cpu_seconds()
-            began = time.monotonic()
-            outcome = streams_run_at(host, port, streams, server)
-            outcome["node_cores"] = (node.cpu_seconds() - cpu_node) / (
-                time.monotonic() - began
+        try:
+            node.act(
+                "generation",
+                {
+                    "token_rate": TOKEN_RATE,
+                    "num_parallel": 4 * streams,
+                    "max_queue": 512,
+                },
             )
-            results["streams"][name] = outcome
+            for name, port, server in (
+                ("node", node.port, None),
+                ("serve", gateways["serve"][0], gateways["serve"][1]),
+            ):
+                host = NODE_HOST if name == "node" else HOST
+                log(f"(c) {streams} streams of {TOKENS} tokens to {name}")
+                cpu_node = node.cpu_seconds()
+                began = time.monotonic()
+                outcome = streams_run_at(host, port, streams, server)
+                outcome["node_cores"] = (node.cpu_seconds() - cpu_node) / (
+                    time.monotonic() - began
+                )
+                results["streams"][name] = outcome
+        except Exception as exc:  # (a) and (b) are still worth writing down
+            log(f"(c) failed: {exc}")
+            results["streams_error"] = str(exc)
     finally:
         for server in servers:
             server.stop()
@@ -537,6 +545,8 @@ def render(results: dict, started: dt.datetime, quick: bool) -> str:
             f"{r['first_line_ms']['0.99']:.1f} | {r['open_s']:.2f} | "
             f"{r.get('cores', float('nan')):.2f} | {r['node_cores']:.2f} |"
         )
+    if results.get("streams_error"):
+        out.append(f"\n(c) could not run: {results['streams_error']}")
     return "\n".join(out) + "\n"
 
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from django.db import connection, models
 from django.db.models import QuerySet
+from django.db.models.constants import OnConflict
 
 
 def save_fields(objects: Sequence[models.Model], field_names: Sequence[str]) -> None:
@@ -49,3 +50,40 @@ def prune_newest(rows: QuerySet, *, keep: int) -> int:
         return 0
     deleted, _ = rows.filter(pk__lte=boundary).delete()
     return deleted
+
+
+def insert_many(
+    objects: Sequence[models.Model], *, ignore_conflicts: bool = False
+) -> None:
+    """Insert rows with one prepared INSERT run for each (executemany).
+
+    Like bulk_create without returning ids, for the busiest writers (the
+    gateway's records and spans): QuerySet.bulk_create compiles a placeholder
+    and a prepared value per field and row in Python; executemany sends one
+    statement with each row's values, adapted by the fields as save() would.
+    With ignore_conflicts, a row whose unique key is taken is skipped.
+    """
+    if not objects:
+        return
+    meta = objects[0]._meta
+    fields = [f for f in meta.concrete_fields if not isinstance(f, models.AutoField)]
+    quote = connection.ops.quote_name
+    conflict = OnConflict.IGNORE if ignore_conflicts else None
+    columns = ", ".join(quote(field.column) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = (
+        f"{connection.ops.insert_statement(on_conflict=conflict)} "
+        f"{quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
+    )
+    suffix = connection.ops.on_conflict_suffix_sql(fields, conflict, None, None)
+    if suffix:
+        sql = f"{sql} {suffix}"
+    rows = [
+        [
+            field.get_db_prep_save(field.pre_save(obj, True), connection)
+            for field in fields
+        ]
+        for obj in objects
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
