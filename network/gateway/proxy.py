@@ -25,6 +25,7 @@ from core import realtime, tokens
 from core.addresses import is_loopback
 from core.httpclient import Credential, Disconnected, HttpError, Relay, Upstream
 from core.lean.http import Refusal, read_body
+from network.choices import NODE_STREAM
 from network.gateway import fanout, live, records, tracing
 from network.gateway.apis import (
     NOT_FOUND_PAGE,
@@ -48,6 +49,7 @@ FORWARDED = frozenset({b"content-type", b"accept", b"user-agent", b"traceparent"
 # Reply headers the client is given; hop-by-hop and framing ones are the server's.
 RELAYED = frozenset({b"content-type", b"content-length", b"retry-after"})
 CLIENT_CLOSED = 499  # as nginx logs a request whose client went away
+LOAD_SAMPLE_EVERY = 0.5  # seconds
 
 
 class Refused(Exception):
@@ -90,6 +92,7 @@ class Gateway:
         self.relay = Relay(connect_timeout=settings.SOLLOL_GATEWAY_CONNECT_TIMEOUT)
         self.recorder = records.Recorder()
         self._started: asyncio.Future | None = None
+        self._load_task: asyncio.Task | None = None
 
     # ------------------------------------------------------------- lifecycle
 
@@ -102,6 +105,9 @@ class Gateway:
                 await self.fleet.start()
                 self.recorder.start()
                 live.register(self.limits.snapshot)
+                self._load_task = asyncio.create_task(
+                    self._publish_load(), name="gateway-load"
+                )
             except BaseException as exc:
                 self._started.set_exception(exc)
                 self._started = None
@@ -115,10 +121,45 @@ class Gateway:
         if self._started is None:
             return
         live.unregister(self.limits.snapshot)
+        if self._load_task is not None:
+            self._load_task.cancel()
+            await asyncio.gather(self._load_task, return_exceptions=True)
+            self._load_task = None
         await self.recorder.stop()
         await self.fleet.stop()
         await self.relay.close()
         self._started = None
+
+    async def _publish_load(self) -> None:
+        """Tell the page (node samples) when a node's requests in flight or
+        waiting change, at most every LOAD_SAMPLE_EVERY seconds."""
+        shown: dict[str, tuple[int, int]] = {}
+        while True:
+            await asyncio.sleep(LOAD_SAMPLE_EVERY)
+            now = self.limits.snapshot()
+            changed = {
+                address: now.get(address, (0, 0))
+                for address in {*now, *shown}
+                if now.get(address, (0, 0)) != shown.get(address, (0, 0))
+            }
+            if not changed:
+                continue
+            ids = {node.address: node.id for node in self.fleet.nodes}
+            rows = [
+                [ids[address], active, waiting]
+                for address, (active, waiting) in sorted(changed.items())
+                if ids.get(address) is not None
+            ]
+            if rows:
+                realtime.publish_samples(
+                    NODE_STREAM,
+                    {
+                        "nodes": rows,
+                        "fields": ["id", "in_flight", "queued"],
+                        "at": time.time(),
+                    },
+                )
+            shown = {a: c for a, c in now.items() if c != (0, 0)}
 
     # ----------------------------------------------------------------- ASGI
 

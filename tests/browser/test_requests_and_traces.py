@@ -174,7 +174,7 @@ def test_a_silent_nodes_vram_is_marked_last_known(live_server_factory, watched_p
         server.start()
         wait_for(lambda: all_healthy(server, 2))
         page = open_live(watched_page(), server)
-        vram = node_row(page, victim.url).locator("td").nth(5)
+        vram = node_row(page, victim.url).locator("td").nth(6)
         expect(vram).to_have_text(re.compile(r"^\d+\.\d GB$"), timeout=5000)
         held = vram.text_content()
         victim.die()

@@ -18,8 +18,9 @@ import { sampleRows } from "../streams.js";
 const EMPTY = "No nodes known yet. Set SOLLOL_OLLAMA_NODES or add one through the API.";
 const LATENCIES_KEPT = 30;
 const VERDICTS = ["usable", "loaded_models_known"];
-// What a sample may change in a node: measurements and verdicts, by name.
-const SAMPLED = ["status", "latency_ms", "last_seen", ...VERDICTS];
+// What a sample may change in a node: measurements and verdicts, by name (the
+// probes' samples, and the gateway's: requests in flight and waiting).
+const SAMPLED = ["status", "latency_ms", "last_seen", "in_flight", "queued", ...VERDICTS];
 
 const latency = new Map(); // node id -> recent probes' latencies (ms)
 let changed = () => {};
@@ -47,6 +48,7 @@ const rows = new RowCache((id) => {
     url: el("td", { className: "url" }),
     status: el("td"),
     latency: el("td", { className: "num" }),
+    load: el("td", { className: "num" }),
     version: el("td"),
     loaded: el("td"),
     vram: el("td"),
@@ -59,11 +61,20 @@ const rows = new RowCache((id) => {
   cells.spark = sparkline([]);
   cells.latency.append(cells.latencyText, cells.spark);
   const row = el("tr", { className: "clickable", tabindex: "0", id: "node-" + id, dataset: { key: String(id) } },
-    cells.url, cells.status, cells.latency, cells.version, cells.loaded, cells.vram, cells.disk, cells.seen);
+    cells.url, cells.status, cells.latency, cells.load, cells.version, cells.loaded, cells.vram, cells.disk,
+    cells.seen);
   row.cells_ = cells;
   onActivate(row, () => openNode(id, row));
   return row;
 });
+
+/** Requests through the gateway: "2 in flight · 5 waiting", or "idle". */
+function loadSummary(node) {
+  const active = num(node.in_flight) || 0;
+  const waiting = num(node.queued) || 0;
+  if (!active && !waiting) return "idle";
+  return active + " in flight" + (waiting ? " · " + waiting + " waiting" : "");
+}
 
 function loadedSummary(node) {
   if (!node.loaded_models_known) return "unknown (not answering)";
@@ -105,6 +116,7 @@ export function renderNodes() {
     setBadge(c.badge, node.status);
     setText(c.latencyText, fmtMs(node.latency_ms));
     updateSparkline(c.spark, (latency.get(node.id) || []).map((s) => s.value));
+    setText(c.load, loadSummary(node));
     setText(c.version, node.version || "—");
     setText(c.loaded, loadedSummary(node));
     showVram(c.vram, node, maxVram);
@@ -113,7 +125,7 @@ export function renderNodes() {
     return row;
   });
   rows.keepOnly(state.nodes);
-  showRows($("nodes-body"), shown, EMPTY, 8);
+  showRows($("nodes-body"), shown, EMPTY, 9);
   tickNodes();
   setText($("nodes-summary"), nodes.length + " known");
 }
@@ -153,8 +165,10 @@ export function onNodeSamples(message) {
       if (field === "last_seen" && sample.last_seen === null) continue;
       node[field] = sample[field];
     }
-    node.last_probe = message.at;
-    rememberLatency(node);
+    if ("latency_ms" in sample) {  // a probe's sample, not the gateway's
+      node.last_probe = message.at;
+      rememberLatency(node);
+    }
   }
   scheduleNodes();
 }
