@@ -19,9 +19,10 @@ Pieces:
 - ``running_fleet``: a context manager that runs a fleet on a background thread for
   synchronous code.
 
-The HTTP server is a small asyncio ``Protocol`` (HTTP/1.1, keep-alive, pipelining,
-Content-Length and chunked bodies, ``Connection: close``): one process keeps 1,000
-idle nodes at no CPU cost, because nothing runs until a request arrives.
+The HTTP server is a small asyncio ``Protocol`` (``simulator.httpserver``: HTTP/1.1,
+keep-alive, pipelining, Content-Length and chunked bodies, ``Connection: close``):
+one process keeps 1,000 idle nodes at no CPU cost, because nothing runs until a
+request arrives.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import asyncio
 import contextlib
 import hashlib
 import ipaddress
-import json
 import random
 import re
 import resource
@@ -41,11 +41,25 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
+from simulator.httpserver import (
+    HANG,
+    JSON,
+    NDJSON,
+    STATUSES,
+    TEXT,
+    Hang,
+    HttpConnection,
+    Later,
+    Listener,
+    Request,
+    Response,
+    Site,
+    go_json,
+    json_response,
+)
 from simulator.loops import ListeningServer, on_loop
 
 DEFAULT_VERSION = "0.12.3"
@@ -61,8 +75,6 @@ GIB = 1024**3
 MIB = 1024**2
 
 _NS = 1_000_000_000
-_MAX_HEAD = 64 * 1024
-_MAX_BODY = 16 * MIB
 
 
 # --------------------------------------------------------------------------- models
@@ -291,455 +303,6 @@ def keep_alive_ns(value: Any, default_seconds: float = DEFAULT_KEEP_ALIVE) -> in
     return FOREVER_NS if sign < 0 else int(total)
 
 
-# ----------------------------------------------------------------- HTTP plumbing
-
-
-@dataclass(slots=True)
-class Request:
-    """One parsed HTTP request."""
-
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]  # lower-case names; the last one of a name wins
-    body: bytes
-    http10: bool
-    keep_alive: bool
-
-    def json(self) -> Any:
-        """Return the body as JSON; raise EOFError if empty, ValueError if not JSON."""
-        if not self.body.strip():
-            raise EOFError
-        return json.loads(self.body)
-
-
-@dataclass(slots=True)
-class Response:
-    """One HTTP response, encoded the way Go's net/http writes it."""
-
-    status: int
-    body: bytes = b""
-    content_type: str | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    chunks: list[bytes] | None = None  # a streamed body: Transfer-Encoding: chunked
-    close: bool = False
-
-
-class _Hang:
-    """The answer that never comes."""
-
-
-HANG = _Hang()
-
-
-@dataclass(slots=True)
-class _Later:
-    seconds: float
-
-
-_JSON = "application/json; charset=utf-8"
-_TEXT = "text/plain; charset=utf-8"
-_NDJSON = "application/x-ndjson"
-
-_STATUSES = {s.value for s in HTTPStatus}
-_date_cache: list[Any] = [0, b""]
-
-
-def _http_date() -> bytes:
-    now = int(time.time())
-    if now != _date_cache[0]:  # one strftime a second, however many requests
-        _date_cache[0] = now
-        _date_cache[1] = formatdate(now, usegmt=True).encode()
-    return _date_cache[1]
-
-
-def json_response(status: int, payload: Any, **kwargs: Any) -> Response:
-    """Return ``payload`` as Go's encoding/json writes it: compact, HTML-escaped."""
-    return Response(status, _go_json(payload), _JSON, **kwargs)
-
-
-def _go_json(payload: Any) -> bytes:
-    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    if "<" in text or ">" in text or "&" in text:
-        text = text.replace("<", "\\u003c").replace(">", "\\u003e")
-        text = text.replace("&", "\\u0026")
-    return text.encode()
-
-
-def _encode(response: Response, request: Request | None) -> bytes:
-    """Return the bytes of ``response``; headers in the order net/http writes them."""
-    http10 = request is not None and request.http10
-    status = response.status
-    reason = (
-        HTTPStatus(status).phrase if status in _STATUSES else f"status code {status}"
-    )
-    lines = [f"HTTP/1.{0 if http10 else 1} {status} {reason}".encode()]
-    handler_headers = list(response.headers)
-    if response.content_type is not None:
-        handler_headers.append(("Content-Type", response.content_type))
-    lines += [f"{name}: {value}".encode() for name, value in sorted(handler_headers)]
-    body = response.body
-    chunked = response.chunks is not None and not http10
-    if response.chunks is not None and http10:
-        body = b"".join(response.chunks)  # HTTP/1.0 has no chunking: end with close
-        response.close = True
-    if response.close and not http10:
-        lines.append(b"Connection: close")
-    elif http10 and not response.close:
-        lines.append(b"Connection: keep-alive")
-    if chunked:
-        lines.append(b"Transfer-Encoding: chunked")
-    lines.append(b"Date: " + _http_date())
-    if not chunked and not (http10 and response.chunks is not None):
-        lines.append(b"Content-Length: " + str(len(body)).encode())
-    head = b"\r\n".join(lines) + b"\r\n\r\n"
-    if request is not None and request.method == "HEAD":
-        return head
-    if chunked:
-        assert response.chunks is not None
-        parts = [b"%x\r\n%s\r\n" % (len(c), c) for c in response.chunks if c]
-        return head + b"".join(parts) + b"0\r\n\r\n"
-    return head + body
-
-
-def _early_error(status: str, detail: str = "") -> bytes:
-    """Return net/http's reply to a request it could not parse (then it closes)."""
-    text = status + (f": {detail}" if detail else "")
-    return (
-        f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        f"Connection: close\r\n\r\n{text}"
-    ).encode()
-
-
-class _BadRequest(Exception):
-    def __init__(self, raw: bytes) -> None:
-        super().__init__(raw)
-        self.raw = raw
-
-
-class _Site:
-    """What a connection serves: a simulated node or the control surface."""
-
-    def connection_opened(self, connection: _HttpProtocol) -> None:
-        """Note an accepted connection."""
-
-    def connection_closed(self, connection: _HttpProtocol) -> None:
-        """Forget a closed connection."""
-
-    def dispatch(self, request: Request) -> Response | _Hang | _Later:
-        """Return the answer now, never, or after a delay."""
-        return self.respond(request)
-
-    def respond(self, request: Request) -> Response | _Hang:
-        """Return the response to ``request``."""
-        raise NotImplementedError
-
-
-class _HttpProtocol(asyncio.Protocol):
-    """One HTTP/1.1 connection: parse, answer in order, keep alive or close."""
-
-    __slots__ = (
-        "site",
-        "generation",
-        "transport",
-        "buffer",
-        "head",
-        "busy",
-        "timer",
-        "closed",
-        "peer_done",
-    )
-
-    def __init__(self, site: _Site, generation: int = 0) -> None:
-        self.site = site
-        self.generation = generation  # which life of the node accepted it
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.head: Request | None = None  # parsed head whose body is still arriving
-        self.busy = False  # an answer is pending (delayed or hung): queue the rest
-        self.timer: asyncio.TimerHandle | None = None
-        self.closed = False
-        self.peer_done = False  # the client shut down its sending side
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports quack like asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-        self.site.connection_opened(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.timer is not None:
-            self.timer.cancel()
-        self.site.connection_closed(self)
-
-    def eof_received(self) -> bool:
-        # A client may half-close after its last request: answer it (or, hung,
-        # keep not answering it), then close.
-        self.peer_done = True
-        return self.busy
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) > _MAX_BODY + _MAX_HEAD:
-            self.abort()
-            return
-        if not self.busy:
-            self._process()
-
-    def abort(self) -> None:
-        """Drop the connection without a word, as a crashed server's kernel does."""
-        self.closed = True
-        if self.transport is None:
-            return
-        # abort() closes the socket on the next loop turn; shut it down now so the
-        # client sees the drop at once, like a process that died.
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None and sock.fileno() >= 0:
-            # Through a duplicate: uvloop's socket stand-in refuses shutdown().
-            with contextlib.suppress(OSError):
-                twin = socket.fromfd(sock.fileno(), sock.family, sock.type)
-                try:
-                    twin.shutdown(socket.SHUT_RDWR)
-                finally:
-                    twin.close()
-        self.transport.abort()
-
-    def _process(self) -> None:
-        while not self.busy and not self.closed:
-            try:
-                request = self._parse()
-            except _BadRequest as bad:
-                self._write_raw(bad.raw)
-                return
-            if request is None:
-                return
-            outcome = self.site.dispatch(request)
-            if isinstance(outcome, _Hang):
-                self.busy = True
-                return
-            if isinstance(outcome, _Later):
-                self.busy = True
-                loop = asyncio.get_running_loop()
-                self.timer = loop.call_later(
-                    outcome.seconds, self._answer_late, request
-                )
-                return
-            self._send(outcome, request)
-
-    def _answer_late(self, request: Request) -> None:
-        self.timer = None
-        if self.closed:
-            return
-        outcome = self.site.respond(request)
-        if isinstance(outcome, _Hang):
-            return
-        self.busy = False
-        self._send(outcome, request)
-        self._process()
-        if self.peer_done and not self.busy and not self.closed:
-            self.closed = True
-            assert self.transport is not None
-            self.transport.close()
-
-    def _send(self, response: Response, request: Request) -> None:
-        if not request.keep_alive:
-            response.close = True
-        assert self.transport is not None
-        self.transport.write(_encode(response, request))
-        if response.close:
-            self.closed = True
-            self.transport.close()
-
-    def _write_raw(self, raw: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(raw)
-        self.closed = True
-        self.transport.close()
-
-    def _parse(self) -> Request | None:
-        """Take one complete request off the buffer, or return None for more."""
-        buffer = self.buffer
-        if self.head is None:
-            # RFC 9112 §2.2: ignore empty lines before the request line.
-            while buffer[:2] == b"\r\n":
-                del buffer[:2]
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > _MAX_HEAD:
-                    raise _BadRequest(
-                        _early_error("431 Request Header Fields Too Large")
-                    )
-                return None
-            head = _parse_head(bytes(buffer[:end]))
-            del buffer[: end + 4]
-            self.head = head
-            if (
-                head.headers.get("expect", "").lower() == "100-continue"
-                and self._body_missing(head)
-                and self.transport is not None
-            ):
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        head = self.head
-        body = self._take_body(head)
-        if body is None:
-            return None
-        self.head = None
-        head.body = body
-        return head
-
-    def _body_missing(self, head: Request) -> bool:
-        length = head.headers.get("content-length")
-        return bool(length and length.isdigit() and int(length) > len(self.buffer))
-
-    def _take_body(self, head: Request) -> bytes | None:
-        buffer = self.buffer
-        if "chunked" in head.headers.get("transfer-encoding", "").lower():
-            parsed = _parse_chunked(buffer)
-            if parsed is None:
-                return None
-            body, used = parsed
-            del buffer[:used]
-            return body
-        length_text = head.headers.get("content-length", "0").strip() or "0"
-        if not length_text.isdigit():
-            raise _BadRequest(_early_error("400 Bad Request", "bad Content-Length"))
-        length = int(length_text)
-        if length > _MAX_BODY:
-            raise _BadRequest(_early_error("413 Request Entity Too Large"))
-        if len(buffer) < length:
-            return None
-        body = bytes(buffer[:length])
-        del buffer[:length]
-        return body
-
-
-def _parse_head(raw: bytes) -> Request:
-    lines = raw.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[0].isalpha():
-        raise _BadRequest(_early_error("400 Bad Request", "malformed request line"))
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise _BadRequest(_early_error("505 HTTP Version Not Supported"))
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
-            raise _BadRequest(_early_error("400 Bad Request", "malformed header"))
-        headers[name.lower()] = value.strip()
-    http10 = version == "HTTP/1.0"
-    if not http10 and "host" not in headers:
-        raise _BadRequest(
-            _early_error("400 Bad Request", "missing required Host header")
-        )
-    if target.startswith(("http://", "https://")):
-        split = urlsplit(target)
-        path, query = split.path or "/", split.query
-    else:
-        path, _, query = target.partition("?")
-    if "%" in path:
-        path = unquote(path)
-    connection = headers.get("connection", "").lower()
-    if http10:
-        keep_alive = "keep-alive" in connection
-    else:
-        keep_alive = "close" not in connection
-    return Request(method, path, query, headers, b"", http10, keep_alive)
-
-
-def _parse_chunked(buffer: bytearray) -> tuple[bytes, int] | None:
-    """Return (body, bytes used) of a complete chunked body, or None for more."""
-    position = 0
-    body = bytearray()
-    while True:
-        line_end = buffer.find(b"\r\n", position)
-        if line_end < 0:
-            return None
-        size_text = bytes(buffer[position:line_end]).split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise _BadRequest(_early_error("400 Bad Request", "bad chunk")) from None
-        position = line_end + 2
-        if size == 0:
-            # Trailers (usually none) end with an empty line.
-            end = buffer.find(b"\r\n", position)
-            while end >= 0 and end != position:
-                position = end + 2
-                end = buffer.find(b"\r\n", position)
-            if end < 0:
-                return None
-            return bytes(body), end + 2
-        if len(buffer) < position + size + 2:
-            return None
-        body += buffer[position : position + size]
-        position += size + 2
-        if len(body) > _MAX_BODY:
-            raise _BadRequest(_early_error("413 Request Entity Too Large"))
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """Bind and listen now, so connections queue before the loop serves them."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(256)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-class _Listener:
-    """A listening socket whose accepts the loop hands to ``_HttpProtocol``.
-
-    Opening and closing are synchronous (no ``create_server`` task in flight), so
-    ``die()`` is refused-at-once and ``die(); revive()`` in one breath just works.
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        host: str,
-        port: int,
-        factory: Callable[[], asyncio.Protocol],
-    ) -> None:
-        self.loop = loop
-        self.factory = factory
-        self.sock = _listen(host, port)
-        self.port: int = self.sock.getsockname()[1]
-        self._adopting: set[asyncio.Task[Any]] = set()
-        loop.add_reader(self.sock.fileno(), self._accept)
-
-    def _accept(self) -> None:
-        for _ in range(128):  # drain the backlog, then give others a turn
-            try:
-                conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # EMFILE and friends: leave the rest in the backlog
-                return
-            conn.setblocking(False)
-            task = self.loop.create_task(self._adopt(conn))
-            self._adopting.add(task)
-            task.add_done_callback(self._adopting.discard)
-
-    async def _adopt(self, conn: socket.socket) -> None:
-        try:
-            await self.loop.connect_accepted_socket(self.factory, conn)
-        except BaseException:
-            conn.close()
-            raise
-
-    def close(self) -> None:
-        """Stop listening: connecting is refused from now on."""
-        if self.sock.fileno() >= 0:
-            self.loop.remove_reader(self.sock.fileno())
-            self.sock.close()
-
-
 def _require_loopback(host: str) -> None:
     if not ipaddress.ip_address(host).is_loopback:
         raise ValueError(f"simulated nodes listen on loopback only, not {host}")
@@ -824,14 +387,14 @@ class _Loaded:
     expires_ns: int
 
 
-class SimulatedNode(ListeningServer, _Site):
+class SimulatedNode(ListeningServer, Site):
     """One simulated Ollama server: models on disk and in memory, and faults.
 
     revive() listens again on the same address; faults set before are kept.
     """
 
-    listener_class = _Listener
-    protocol_class = _HttpProtocol
+    listener_class = Listener
+    protocol_class = HttpConnection
     kind = "node"
 
     def __init__(
@@ -1160,7 +723,7 @@ class SimulatedNode(ListeningServer, _Site):
 
     # ---------------------------------------------------------------- serving
 
-    def connection_opened(self, connection: _HttpProtocol) -> None:
+    def connection_opened(self, connection: HttpConnection) -> None:
         """Count and remember an accepted connection."""
         if connection.generation != self._generation:  # accepted before dying
             connection.abort()
@@ -1168,20 +731,20 @@ class SimulatedNode(ListeningServer, _Site):
         self.connections_accepted += 1
         self._connections.add(connection)
 
-    def connection_closed(self, connection: _HttpProtocol) -> None:
+    def connection_closed(self, connection: HttpConnection) -> None:
         """Forget a closed connection."""
         self._connections.discard(connection)
 
-    def dispatch(self, request: Request) -> Response | _Hang | _Later:
+    def dispatch(self, request: Request) -> Response | Hang | Later:
         """Count the request, then answer it now, late or never."""
         self.requests[request.path] += 1
         if self.hanging:
             return HANG
         if self.delay > 0:
-            return _Later(self.delay)
+            return Later(self.delay)
         return self.respond(request)
 
-    def respond(self, request: Request) -> Response | _Hang:
+    def respond(self, request: Request) -> Response | Hang:
         """Route ``request`` the way gin routes Ollama's, and answer it."""
         if self.hanging:
             return HANG
@@ -1237,19 +800,19 @@ class SimulatedNode(ListeningServer, _Site):
         elif status == 503:
             message = BUSY_MESSAGE
         else:
-            message = HTTPStatus(status).phrase.lower() if status in _STATUSES else ""
+            message = HTTPStatus(status).phrase.lower() if status in STATUSES else ""
         return json_response(status, {"error": message})
 
     def _root(self, request: Request) -> Response:
-        return Response(200, b"Ollama is running", _TEXT)
+        return Response(200, b"Ollama is running", TEXT)
 
     def _version(self, request: Request) -> Response:
         return json_response(200, {"version": self.version})
 
     def _tags(self, request: Request) -> Response:
         if self._tags_cache is None:
-            self._tags_cache = _go_json({"models": self._tags_entries()})
-        return Response(200, self._tags_cache, _JSON)
+            self._tags_cache = go_json({"models": self._tags_entries()})
+        return Response(200, self._tags_cache, JSON)
 
     def _ps(self, request: Request) -> Response:
         now = self.clock()
@@ -1257,9 +820,9 @@ class SimulatedNode(ListeningServer, _Site):
         if cached is None or cached[1] <= now:
             entries = self._ps_entries()
             soonest = min((m.expires_ns for m in self._loaded.values()), default=0)
-            cached = (_go_json({"models": entries}), soonest or FOREVER_NS)
+            cached = (go_json({"models": entries}), soonest or FOREVER_NS)
             self._ps_cache = cached
-        return Response(200, cached[0], _JSON)
+        return Response(200, cached[0], JSON)
 
     def _openai_models(self, request: Request) -> Response:
         data = [
@@ -1302,7 +865,7 @@ class SimulatedNode(ListeningServer, _Site):
             {"status": "writing manifest"},
             {"status": "success"},
         ]
-        return Response(200, content_type=_NDJSON, chunks=_ndjson(steps))
+        return Response(200, content_type=NDJSON, chunks=_ndjson(steps))
 
     def _delete(self, request: Request) -> Response:
         _, spec = self._request_model(request)
@@ -1388,7 +951,7 @@ class SimulatedNode(ListeningServer, _Site):
             return json_response(200, final | metrics)
         pieces = [answer(word + " ", False) for word in words]
         final = answer("", True, done_reason="stop", **context) | metrics
-        return Response(200, content_type=_NDJSON, chunks=_ndjson([*pieces, final]))
+        return Response(200, content_type=NDJSON, chunks=_ndjson([*pieces, final]))
 
     def _embed(self, request: Request) -> Response:
         payload, spec = self._request_model(request)
@@ -1412,7 +975,7 @@ class SimulatedNode(ListeningServer, _Site):
 
 
 def _ndjson(items: Iterable[Any]) -> list[bytes]:
-    return [_go_json(item) + b"\n" for item in items]
+    return [go_json(item) + b"\n" for item in items]
 
 
 def _unit(parameter_size: str) -> int:
@@ -1501,7 +1064,7 @@ class Fleet:
         _require_loopback(control_host)
         self.control_host = control_host
         self.control_port = control_port
-        self._control: _Listener | None = None
+        self._control: Listener | None = None
         self._control_site: _ControlSite | None = None
         # Simulated RPC backends (simulator.rpc) the control server
         # shows and drives; whoever starts them stops them.
@@ -1579,11 +1142,11 @@ class Fleet:
             if self.control_port is not None:
                 site = _ControlSite(self)
                 self._control_site = site
-                self._control = _Listener(
+                self._control = Listener(
                     asyncio.get_running_loop(),
                     self.control_host,
                     self.control_port,
-                    lambda: _HttpProtocol(site),
+                    lambda: HttpConnection(site),
                 )
                 self.control_port = self._control.port
         except BaseException:
@@ -1617,7 +1180,7 @@ _RPC_ACTION = re.compile(r"^/rpc/(\d+|all)/([a-z_]+)$")
 _RPC_ACTIONS = ("die", "revive", "attach", "detach")
 
 
-class _ControlSite(_Site):
+class _ControlSite(Site):
     """JSON control of a fleet for other processes (demos, benchmarks, live tests).
 
     ``GET /health``, ``GET /nodes``, ``GET /nodes/<i>``, and ``POST
@@ -1633,13 +1196,13 @@ class _ControlSite(_Site):
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
-        self.connections: set[_HttpProtocol] = set()
+        self.connections: set[HttpConnection] = set()
 
-    def connection_opened(self, connection: _HttpProtocol) -> None:
+    def connection_opened(self, connection: HttpConnection) -> None:
         """Remember a connection, to drop it at stop."""
         self.connections.add(connection)
 
-    def connection_closed(self, connection: _HttpProtocol) -> None:
+    def connection_closed(self, connection: HttpConnection) -> None:
         """Forget a closed connection."""
         self.connections.discard(connection)
 
