@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,7 +66,40 @@ HANG = Hang()
 
 @dataclass(slots=True)
 class Later:
+    """Ask the site again (``Site.respond``) after this many seconds."""
+
     seconds: float
+
+
+class Reset:
+    """No answer: the connection is reset (RST), as by a server that gave up."""
+
+
+RESET = Reset()
+
+
+class Deferred:
+    """An answer that takes time: it writes through the connection when ready.
+
+    ``begin`` hands it the connection (which answers nothing else meanwhile) and
+    must not finish synchronously; it then calls the connection's ``stream`` (the
+    head with the first chunks, more chunks, the last ones with ``end``), or
+    ``finish`` with a whole response, or ``abort``/``reset``. ``lost`` tells it the
+    connection went away first: closed by the client (``client_gone``), or
+    dropped by the server itself (``abort``, ``reset``, a node that dies).
+    """
+
+    __slots__ = ()
+
+    def begin(self, connection: HttpConnection, request: Request) -> None:
+        """Start answering ``request`` on ``connection``."""
+        raise NotImplementedError
+
+    def lost(self, client_gone: bool) -> None:
+        """Stop: the connection is gone."""
+
+
+Outcome = Response | Hang | Later | Reset | Deferred
 
 
 JSON = "application/json; charset=utf-8"
@@ -97,8 +131,13 @@ def go_json(payload: Any) -> bytes:
     return text.encode()
 
 
-def encode(response: Response, request: Request | None) -> bytes:
-    """Return the bytes of ``response``; headers in the order net/http writes them."""
+def encode_head(response: Response, request: Request | None) -> bytes:
+    """Return the status line and headers of ``response``, as net/http orders them.
+
+    A response with ``chunks`` (even an empty list) is streamed: chunked on
+    HTTP/1.1, ended by closing on HTTP/1.0; ``response.close`` says whether the
+    connection closes after it.
+    """
     http10 = request is not None and request.http10
     status = response.status
     reason = (
@@ -109,28 +148,32 @@ def encode(response: Response, request: Request | None) -> bytes:
     if response.content_type is not None:
         handler_headers.append(("Content-Type", response.content_type))
     lines += [f"{name}: {value}".encode() for name, value in sorted(handler_headers)]
-    body = response.body
-    chunked = response.chunks is not None and not http10
-    if response.chunks is not None and http10:
-        body = b"".join(response.chunks)  # HTTP/1.0 has no chunking: end with close
-        response.close = True
+    streamed = response.chunks is not None
+    if streamed and http10:
+        response.close = True  # HTTP/1.0 has no chunking: the body ends with close
     if response.close and not http10:
         lines.append(b"Connection: close")
     elif http10 and not response.close:
         lines.append(b"Connection: keep-alive")
-    if chunked:
+    if streamed and not http10:
         lines.append(b"Transfer-Encoding: chunked")
     lines.append(b"Date: " + _http_date())
-    if not chunked and not (http10 and response.chunks is not None):
-        lines.append(b"Content-Length: " + str(len(body)).encode())
-    head = b"\r\n".join(lines) + b"\r\n\r\n"
+    if not streamed:
+        lines.append(b"Content-Length: " + str(len(response.body)).encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def encode(response: Response, request: Request | None) -> bytes:
+    """Return the bytes of ``response``: its head, then its whole body."""
+    head = encode_head(response, request)
     if request is not None and request.method == "HEAD":
         return head
-    if chunked:
-        assert response.chunks is not None
-        parts = [b"%x\r\n%s\r\n" % (len(c), c) for c in response.chunks if c]
-        return head + b"".join(parts) + b"0\r\n\r\n"
-    return head + body
+    if response.chunks is None:
+        return head + response.body
+    if request is not None and request.http10:
+        return head + b"".join(response.chunks)
+    parts = [b"%x\r\n%s\r\n" % (len(c), c) for c in response.chunks if c]
+    return head + b"".join(parts) + b"0\r\n\r\n"
 
 
 def _early_error(status: str, detail: str = "") -> bytes:
@@ -157,12 +200,12 @@ class Site:
     def connection_closed(self, connection: HttpConnection) -> None:
         """Forget a closed connection."""
 
-    def dispatch(self, request: Request) -> Response | Hang | Later:
-        """Return the answer now, never, or after a delay."""
+    def dispatch(self, request: Request) -> Outcome:
+        """Return the answer now, never, after a delay, or over time."""
         return self.respond(request)
 
-    def respond(self, request: Request) -> Response | Hang:
-        """Return the response to ``request``."""
+    def respond(self, request: Request) -> Outcome:
+        """Return the response to ``request`` (never ``Later``)."""
         raise NotImplementedError
 
 
@@ -179,6 +222,9 @@ class HttpConnection(asyncio.Protocol):
         "timer",
         "closed",
         "peer_done",
+        "deferred",
+        "request",
+        "streaming",
     )
 
     def __init__(self, site: Site, generation: int = 0) -> None:
@@ -187,10 +233,13 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.head: Request | None = None  # parsed head whose body is still arriving
-        self.busy = False  # an answer is pending (delayed or hung): queue the rest
+        self.busy = False  # an answer is pending (delayed, hung, deferred)
         self.timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.peer_done = False  # the client shut down its sending side
+        self.deferred: Deferred | None = None  # answering over time
+        self.request: Request | None = None  # the request it answers
+        self.streaming: Response | None = None  # the head of a body being streamed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports quack like asyncio.Transport without subclassing it.
@@ -201,9 +250,16 @@ class HttpConnection(asyncio.Protocol):
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
+        self._drop_deferred(client_gone=True)
         self.site.connection_closed(self)
 
     def eof_received(self) -> bool:
+        if self.deferred is not None:
+            # Go's net/http reads on behind a handler: EOF cancels the request's
+            # context, and Ollama stops the work (queued or generating).
+            self.closed = True
+            self._drop_deferred(client_gone=True)
+            return False
         # A client may half-close after its last request: answer it (or, hung,
         # keep not answering it), then close.
         self.peer_done = True
@@ -220,6 +276,7 @@ class HttpConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Drop the connection without a word, as a crashed server's kernel does."""
         self.closed = True
+        self._drop_deferred(client_gone=False)
         if self.transport is None:
             return
         # abort() closes the socket on the next loop turn; shut it down now so the
@@ -235,6 +292,96 @@ class HttpConnection(asyncio.Protocol):
                     twin.close()
         self.transport.abort()
 
+    def reset(self) -> None:
+        """Drop the connection with a TCP RST: the client's read fails at once."""
+        self.closed = True
+        self._drop_deferred(client_gone=False)
+        if self.transport is None:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None and sock.fileno() >= 0:
+            # Linger on, timeout 0: closing the socket sends RST, not FIN. Set
+            # through a duplicate, which shares the socket (see abort).
+            with contextlib.suppress(OSError):
+                twin = socket.fromfd(sock.fileno(), sock.family, sock.type)
+                try:
+                    twin.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                finally:
+                    twin.close()
+        self.transport.abort()
+
+    # ------------------------------------------------- what a Deferred calls
+
+    def stream(
+        self, chunks: list[bytes], *, head: Response | None = None, end: bool = False
+    ) -> None:
+        """Write body chunks of a streamed answer in one write (one syscall).
+
+        ``head``: the streamed response whose head goes first (its first chunks
+        with it, as net/http flushes them); ``end``: the body ends here, and with
+        it the answer.
+        """
+        if self.closed:
+            return
+        assert self.transport is not None and self.request is not None
+        if head is None and not end and len(chunks) == 1 and not self.request.http10:
+            chunk = chunks[0]  # the common case: one token, on time
+            self.transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            return
+        if self.request.http10:
+            data = b"".join(chunks)
+        else:
+            data = b"".join([b"%x\r\n%s\r\n" % (len(c), c) for c in chunks if c])
+            if end:
+                data += b"0\r\n\r\n"
+        if head is not None:
+            if not self.request.keep_alive:
+                head.close = True
+            if head.chunks is None:
+                head.chunks = []
+            self.streaming = head
+            data = encode_head(head, self.request) + data
+        self.transport.write(data)
+        if end:
+            close = self.streaming is not None and self.streaming.close
+            self.streaming = None
+            self._answered(close)
+
+    def finish(self, response: Response) -> None:
+        """Write the whole ``response`` now; the answer is done."""
+        if self.closed:
+            return
+        assert self.request is not None
+        self._send(response, self.request)
+        self._answered(False)
+
+    # ------------------------------------------------------------- internals
+
+    def _drop_deferred(self, client_gone: bool) -> None:
+        deferred = self.deferred
+        if deferred is not None:
+            self.deferred = None
+            deferred.lost(client_gone)
+
+    def _answered(self, close: bool) -> None:
+        """A deferred answer is written: go on with what is pipelined, or close."""
+        self.deferred = None
+        self.request = None
+        assert self.transport is not None
+        if close:
+            self.closed = True
+            self.transport.close()
+            return
+        if self.closed:
+            return
+        self.busy = False
+        self._process()
+        if self.peer_done and not self.busy and not self.closed:
+            self.closed = True
+            self.transport.close()
+
     def _process(self) -> None:
         while not self.busy and not self.closed:
             try:
@@ -244,28 +391,33 @@ class HttpConnection(asyncio.Protocol):
                 return
             if request is None:
                 return
-            outcome = self.site.dispatch(request)
-            if isinstance(outcome, Hang):
-                self.busy = True
-                return
-            if isinstance(outcome, Later):
-                self.busy = True
-                loop = asyncio.get_running_loop()
-                self.timer = loop.call_later(
-                    outcome.seconds, self._answer_late, request
-                )
-                return
+            self._handle(self.site.dispatch(request), request)
+
+    def _handle(self, outcome: Outcome, request: Request) -> None:
+        if isinstance(outcome, Response):
             self._send(outcome, request)
+        elif isinstance(outcome, Hang):
+            self.busy = True
+        elif isinstance(outcome, Later):
+            self.busy = True
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(outcome.seconds, self._answer_late, request)
+        elif isinstance(outcome, Reset):
+            self.reset()
+        else:
+            self.busy = True
+            self.deferred = outcome
+            self.request = request
+            outcome.begin(self, request)
 
     def _answer_late(self, request: Request) -> None:
         self.timer = None
         if self.closed:
             return
-        outcome = self.site.respond(request)
-        if isinstance(outcome, Hang):
-            return
         self.busy = False
-        self._send(outcome, request)
+        self._handle(self.site.respond(request), request)
+        if self.busy or self.closed:
+            return
         self._process()
         if self.peer_done and not self.busy and not self.closed:
             self.closed = True
