@@ -29,31 +29,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import ipaddress
+import json
 import random
 import re
 import resource
 import socket
+import struct
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from simulator.httpserver import (
     HANG,
     JSON,
     NDJSON,
+    RESET,
     STATUSES,
     TEXT,
-    Hang,
     HttpConnection,
     Later,
     Listener,
+    Outcome,
     Request,
     Response,
     Site,
@@ -61,15 +65,22 @@ from simulator.httpserver import (
     json_response,
 )
 from simulator.loops import ListeningServer, on_loop
+from simulator.work import Generation, Pace, Slots, Timing, Work
 
 DEFAULT_VERSION = "0.12.3"
 DEFAULT_PORT = 11434
 DEFAULT_KEEP_ALIVE = 300.0  # Ollama's default keep_alive: 5m
 CONTEXT_LENGTH_SINCE = (0, 10, 0)  # /api/ps gained context_length in v0.10.0
+DONE_FIRST_SINCE = (0, 12, 0)  # ChatResponse: "done", then "done_reason" (v0.12.0)
 FOREVER_NS = 2**63 - 1  # a negative keep_alive is math.MaxInt64 nanoseconds in Go
 BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
 INFERENCE_PATHS = frozenset(
-    {"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"}
+    {
+        "/api/generate",
+        "/api/chat",
+        "/api/embed",
+        "/api/embeddings",
+    }
 )
 GIB = 1024**3
 MIB = 1024**2
@@ -261,6 +272,25 @@ def go_time(ns: int, utc_offset_minutes: int = 0) -> str:
     return f"{text}{sign}{hours:02d}:{minutes:02d}"
 
 
+_stamp_second: list[Any] = [None, b""]
+
+
+def utc_stamp(ns: int) -> bytes:
+    """Return ``time.Now().UTC()`` as Go's JSON writes it (no quotes), quickly.
+
+    Ollama stamps every answer and every streamed chunk in UTC, whatever the
+    machine's zone; the date part is formatted once a second.
+    """
+    seconds, nanos = divmod(ns, _NS)
+    if seconds != _stamp_second[0]:
+        text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _stamp_second[0] = seconds
+        _stamp_second[1] = text.encode()
+    if not nanos:
+        return _stamp_second[1] + b"Z"
+    return b"%s.%sZ" % (_stamp_second[1], f"{nanos:09d}".rstrip("0").encode())
+
+
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _UNIT_NS = {
     "ns": 1,
@@ -435,6 +465,10 @@ class SimulatedNode(ListeningServer, Site):
         self.error_root = False
         self.busy_queue_full = False  # 503 "server busy" to inference requests
         self.hanging = False
+        self.resetting = False  # read each request, then RST
+        self.cut_after: int | None = None  # abort a stream after this many chunks
+        self._slots = Slots(Pace())
+        self._ready_at: dict[str, float] = {}  # loop time a loading model is ready
         self.requests: Counter[str] = Counter()  # by path, counted on arrival
         self.processed: Counter[str] = Counter()  # finished requests, by model
         self.connections_accepted = 0
@@ -464,6 +498,31 @@ class SimulatedNode(ListeningServer, Site):
     def open_connections(self) -> int:
         """Return how many client connections are open now."""
         return len(self._connections)
+
+    @property
+    def generating(self) -> int:
+        """Return how many inference requests hold a slot now (loading, generating)."""
+        return len(self._slots.generating)
+
+    @property
+    def queued(self) -> int:
+        """Return how many inference requests wait for a slot now."""
+        return len(self._slots.waiting)
+
+    @property
+    def dropped(self) -> list[float]:
+        """Return when (``time.monotonic()``) clients went away mid-request.
+
+        A client that closes its connection while its request waits for a slot
+        or generates: the node stops that work and frees the slot, as Ollama does
+        when Go cancels the request's context.
+        """
+        return list(self._slots.dropped)
+
+    @property
+    def pace(self) -> Pace:
+        """Return the generation settings (``set_generation``)."""
+        return self._slots.pace
 
     # ------------------------------------------------------------ control API
 
@@ -509,23 +568,70 @@ class SimulatedNode(ListeningServer, Site):
         self.busy_queue_full = bool(full)
 
     @on_loop
+    def set_generation(
+        self,
+        *,
+        token_rate: float = 0.0,
+        first_token: float = 0.0,
+        load_seconds: float = 0.0,
+        num_parallel: int = 1,
+        max_queue: int = 512,
+    ) -> None:
+        """Generate as a real node does: in time, a few at once, the rest queued.
+
+        ``token_rate`` tokens a second (0: the whole reply at once, the default),
+        after ``first_token`` seconds, plus ``load_seconds`` when the model was not
+        loaded. At most ``num_parallel`` inference requests run at once (each
+        holds a slot from the start of its load to its last byte); up to
+        ``max_queue`` more wait in order, sending nothing; past that, 503 "server
+        busy". A streamed answer's head goes out with its first token. Every
+        setting not given returns to its default; requests already running keep
+        the pace they started with.
+        """
+        self._slots.pace = Pace(
+            token_rate, first_token, load_seconds, num_parallel, max_queue
+        )
+        self._slots.refill()
+
+    @on_loop
+    def set_reset(self, on: bool = True) -> None:
+        """Read every request, then reset the connection (TCP RST): no answer."""
+        self.resetting = bool(on)
+
+    @on_loop
+    def set_cut(self, after_chunks: int | None) -> None:
+        """Abort streamed answers after ``after_chunks`` body chunks (None: don't).
+
+        0 cuts a stream before its head. Non-streamed answers are not affected;
+        a stream already running keeps the setting it started with.
+        """
+        if after_chunks is not None and (
+            isinstance(after_chunks, bool) or int(after_chunks) < 0
+        ):
+            raise ValueError("after_chunks is a count >= 0, or None")
+        self.cut_after = None if after_chunks is None else int(after_chunks)
+
+    @on_loop
     def heal(self) -> None:
-        """Clear every fault: no delay, no error, no hang, listening."""
+        """Clear every fault: no delay, error, hang, reset or cut; listening."""
         self.delay = 0.0
         self.error_status = None
         self.error_message = None
         self.error_root = False
         self.busy_queue_full = False
         self.hanging = False
+        self.resetting = False
+        self.cut_after = None
         if not self.alive and self._loop is not None:
             self._listen()
 
     @on_loop
     def reset_counters(self) -> None:
-        """Zero the request, model and connection counters."""
+        """Zero the request, model and connection counters, and forget drops."""
         self.requests.clear()
         self.processed.clear()
         self.connections_accepted = 0
+        self._slots.dropped.clear()
 
     @on_loop
     def pull(self, model: str) -> dict[str, Any]:
@@ -639,6 +745,12 @@ class SimulatedNode(ListeningServer, Site):
             "processed": dict(self.processed),
             "open_connections": self.open_connections,
             "connections_accepted": self.connections_accepted,
+            "reset": self.resetting,
+            "cut": self.cut_after,
+            "generation": dataclasses.asdict(self.pace),
+            "generating": self.generating,
+            "queued": self.queued,
+            "dropped": len(self.dropped),
         }
 
     # ------------------------------------------------------------- model state
@@ -683,6 +795,7 @@ class SimulatedNode(ListeningServer, Site):
 
     def _unload(self, name: str) -> bool:
         self._ps_cache = None
+        self._ready_at.pop(name, None)
         return self._loaded.pop(name, None) is not None
 
     def _tags_entry(self, spec: ModelSpec, modified_ns: int) -> dict[str, Any]:
@@ -695,10 +808,12 @@ class SimulatedNode(ListeningServer, Site):
             "details": spec.details(),
         }
 
-    def _tags_entries(self) -> list[dict[str, Any]]:
+    def _disk_ordered(self) -> list[tuple[ModelSpec, int]]:
         # Most recently modified first, compared by whole seconds as Ollama does.
-        ordered = sorted(self._disk.values(), key=lambda item: -(item[1] // _NS))
-        return [self._tags_entry(spec, modified) for spec, modified in ordered]
+        return sorted(self._disk.values(), key=lambda item: -(item[1] // _NS))
+
+    def _tags_entries(self) -> list[dict[str, Any]]:
+        return [self._tags_entry(spec, at) for spec, at in self._disk_ordered()]
 
     def _ps_entry(self, loaded: _Loaded) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -735,16 +850,18 @@ class SimulatedNode(ListeningServer, Site):
         """Forget a closed connection."""
         self._connections.discard(connection)
 
-    def dispatch(self, request: Request) -> Response | Hang | Later:
-        """Count the request, then answer it now, late or never."""
+    def dispatch(self, request: Request) -> Outcome:
+        """Count the request, then answer it now, late, never, or over time."""
         self.requests[request.path] += 1
+        if self.resetting:
+            return RESET
         if self.hanging:
             return HANG
         if self.delay > 0:
             return Later(self.delay)
         return self.respond(request)
 
-    def respond(self, request: Request) -> Response | Hang:
+    def respond(self, request: Request) -> Outcome:
         """Route ``request`` the way gin routes Ollama's, and answer it."""
         if self.hanging:
             return HANG
@@ -824,22 +941,8 @@ class SimulatedNode(ListeningServer, Site):
             self._ps_cache = cached
         return Response(200, cached[0], JSON)
 
-    def _openai_models(self, request: Request) -> Response:
-        data = [
-            {
-                "id": spec.name,
-                "object": "model",
-                "created": modified // _NS,
-                "owned_by": "library",
-            }
-            for spec, modified in sorted(self._disk.values(), key=lambda i: -i[1])
-        ]
-        return json_response(200, {"object": "list", "data": data})
-
     def _request_model(self, request: Request) -> tuple[dict[str, Any], ModelSpec]:
-        payload = request.json()
-        if not isinstance(payload, dict):
-            raise ValueError("json: cannot unmarshal into Go value of type api.Request")
+        payload = _payload(request)
         name = payload.get("model") or payload.get("name") or ""
         if not isinstance(name, str) or not name:
             raise ValueError("model is required")
@@ -897,81 +1000,428 @@ class SimulatedNode(ListeningServer, Site):
             },
         )
 
-    def _generate(self, request: Request) -> Response:
-        return self._infer(request, chat=False)
+    # ------------------------------------------------------------- inference
 
-    def _chat(self, request: Request) -> Response:
-        return self._infer(request, chat=True)
+    def _generate(self, request: Request) -> Response | Work:
+        return self._infer(_payload(request), chat=False)
 
-    def _infer(self, request: Request, *, chat: bool) -> Response:
-        payload, spec = self._request_model(request)
+    def _chat(self, request: Request) -> Response | Work:
+        return self._infer(_payload(request), chat=True)
+
+    def _infer(
+        self, payload: dict[str, Any], *, chat: bool, writer: Any = None
+    ) -> Response | Work:
+        """Run /api/chat or /api/generate; ``writer`` (default: native) writes it."""
+        kind = "chat" if chat else "generate"
+        name = payload.get("model") or ""
+        _go_field(name, str, f"{kind.title()}Request.model", "string")
+        prompt = payload.get("messages") if chat else payload.get("prompt")
+        if chat:
+            _go_field(prompt, list, "ChatRequest.messages", "[]api.Message")
+        else:
+            _go_field(prompt, str, "GenerateRequest.prompt", "string")
+        if writer is None:
+            writer = NativeWriter(name, chat=chat)
+        if not name:
+            if chat:
+                return writer.error(400, "model is required")
+            return writer.error(404, "model '' not found")
+        spec = model_spec(name)
         if spec.name not in self._disk:
-            return self._not_found(spec)
+            return writer.error(404, f"model '{name}' not found")
         keep_alive = payload.get("keep_alive")
         keep_ns = keep_alive_ns(keep_alive, self.default_keep_alive)
+        stream = payload.get("stream") is not False
+        if not prompt and keep_alive is not None and keep_ns == 0:
+            self._unload(spec.name)  # `ollama stop`
+            return writer.whole(self._reply(name, chat, "", "unload"))
+        if spec.embedding:
+            return writer.error(400, f"{_go_quote(name)} does not support {kind}")
+        if self._slots.full():
+            return writer.error(503, BUSY_MESSAGE)
+        if not prompt:  # load only, as `ollama run` does first
+            return self._load_only(
+                spec,
+                keep_ns,
+                lambda _: writer.whole(self._reply(name, chat, "", "load")),
+            )
+        count = _num_predict(payload.get("options"))
+        tokens = self._reply_tokens(spec, count)
+        reason = "length" if count else "stop"
+        prompt_tokens = _prompt_tokens(payload, chat)
         was_loaded = self._loaded_model(spec.name) is not None
-        created = go_time(self.clock(), self.utc_offset_minutes)
 
-        def answer(text: str, done: bool, **extra: Any) -> dict[str, Any]:
-            reason = extra.pop("done_reason", None)
-            reply: dict[str, Any] = {"model": spec.name, "created_at": created}
-            if chat:  # ChatResponse: message, done_reason, done
-                reply["message"] = {"role": "assistant", "content": text}
-                if reason:
-                    reply["done_reason"] = reason
-                reply["done"] = done
-            else:  # GenerateResponse: response, done, done_reason
-                reply["response"] = text
-                reply["done"] = done
-                if reason:
-                    reply["done_reason"] = reason
-            return reply | extra
+        def answer(text: str, timing: Timing) -> dict[str, Any]:
+            extra = {} if chat else {"context": _context(prompt_tokens + len(tokens))}
+            reply = self._reply(name, chat, text, reason, **extra)
+            return reply | self._metrics(timing, was_loaded, prompt_tokens, len(tokens))
 
-        prompt = payload.get("messages") if chat else payload.get("prompt")
-        if not prompt:  # load or unload only, as `ollama run` and `ollama stop` do
-            if keep_ns == 0:
-                self._unload(spec.name)
-                return json_response(200, answer("", True, done_reason="unload"))
-            self._load(spec, keep_ns, None, None)
-            return json_response(200, answer("", True))
-        self.process(spec.name, keep_alive=keep_alive)
-        words = f"Simulated reply from {self.address} by {spec.name}.".split()
-        load_ns = 2_000_000 if was_loaded else 1_500_000_000
-        metrics = {
-            "total_duration": 250_000_000 + load_ns,
-            "load_duration": load_ns,
-            "prompt_eval_count": 26,
-            "prompt_eval_duration": 40_000_000,
-            "eval_count": len(words),
-            "eval_duration": 200_000_000,
-        }
-        context = {} if chat else {"context": [1, 2, 3]}
-        if payload.get("stream") is False:
-            final = answer(" ".join(words), True, done_reason="stop", **context)
-            return json_response(200, final | metrics)
-        pieces = [answer(word + " ", False) for word in words]
-        final = answer("", True, done_reason="stop", **context) | metrics
-        return Response(200, content_type=NDJSON, chunks=_ndjson([*pieces, final]))
-
-    def _embed(self, request: Request) -> Response:
-        payload, spec = self._request_model(request)
-        if spec.name not in self._disk:
-            return self._not_found(spec)
-        inputs = payload.get("input")
-        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
-        self.process(spec.name, keep_alive=payload.get("keep_alive"))
-        dims = spec.embedding_length or 768
-        vectors = [_embedding(text, dims) for text in texts]
-        return json_response(
-            200,
-            {
-                "model": spec.name,
-                "embeddings": vectors,
-                "total_duration": 14_143_917,
-                "load_duration": 1_019_500,
-                "prompt_eval_count": sum(len(str(t).split()) for t in texts),
-            },
+        assert self._loop is not None
+        work = Generation(
+            self._slots,
+            self._loop,
+            writer=writer,
+            tokens=tokens,
+            stream=stream,
+            answer=answer,
+            prepare=lambda now: self._prepare(spec, keep_ns, now),
+            finished=lambda: self._finished(spec.name, keep_alive),
+            clock=self.clock,
+            cut=self.cut_after,
         )
+        if self._at_once(spec, tokens=True) and (not stream or self.cut_after is None):
+            return work.at_once()
+        return work
+
+    def _reply(
+        self, model: str, chat: bool, text: str, reason: str, **extra: Any
+    ) -> dict[str, Any]:
+        """Return a ``done`` ChatResponse or GenerateResponse, fields in Go's order."""
+        reply: dict[str, Any] = {
+            "model": model,
+            "created_at": utc_stamp(self.clock()).decode(),
+        }
+        if chat:
+            reply["message"] = {"role": "assistant", "content": text}
+            if version_tuple(self.version) >= DONE_FIRST_SINCE:
+                reply["done"] = True
+                reply["done_reason"] = reason
+            else:
+                reply["done_reason"] = reason
+                reply["done"] = True
+        else:
+            reply["response"] = text
+            reply["done"] = True
+            reply["done_reason"] = reason
+        reply.update(extra)
+        return reply
+
+    def _metrics(
+        self, timing: Timing, was_loaded: bool, prompt_tokens: int, tokens: int
+    ) -> dict[str, int]:
+        """Return the duration fields: nominal at once, else what it took."""
+        if not timing.paced:
+            load = 2_000_000 if was_loaded else 1_500_000_000
+            return {
+                "total_duration": 250_000_000 + load,
+                "load_duration": load,
+                "prompt_eval_count": prompt_tokens,
+                "prompt_eval_duration": 40_000_000,
+                "eval_count": tokens,
+                "eval_duration": 200_000_000,
+            }
+        assert self._loop is not None
+        total = int((self._loop.time() - timing.arrived) * _NS)
+        return {
+            "total_duration": max(total, 1),
+            "load_duration": int(timing.load * _NS) or 2_000_000,
+            "prompt_eval_count": prompt_tokens,
+            "prompt_eval_duration": int(timing.first_token * _NS)
+            or prompt_tokens * 100_000,
+            "eval_count": tokens,
+            "eval_duration": max(int(timing.generating() * _NS), 1),
+        }
+
+    def _reply_tokens(self, spec: ModelSpec, count: int | None) -> list[str]:
+        """Return the reply's tokens: the usual sentence, or exactly ``count``."""
+        words = f"Simulated reply from {self.address} by {spec.name}.".split()
+        natural = [words[0], *(" " + word for word in words[1:])]
+        if count is None or count <= len(natural):
+            return natural[:count]
+        more = count - len(natural)
+        return natural + [_FILLER[i % len(_FILLER)] for i in range(more)]
+
+    def _at_once(self, spec: ModelSpec, *, tokens: bool) -> bool:
+        """Return whether a request can be answered now, taking no simulated time."""
+        pace = self.pace
+        if not self._slots.free() or (tokens and (pace.token_rate or pace.first_token)):
+            return False
+        return self._ready_now(spec)
+
+    def _ready_now(self, spec: ModelSpec) -> bool:
+        """Return whether ``spec`` needs no time to load (loaded, or no load time)."""
+        if not self.pace.load_seconds:
+            return True
+        assert self._loop is not None
+        ready = self._ready_at.get(spec.name, 0.0)
+        return self._loaded_model(spec.name) is not None and ready <= self._loop.time()
+
+    def _prepare(self, spec: ModelSpec, keep_ns: int, now: float) -> float:
+        """Load ``spec`` if it is not loaded; return the seconds until it is ready."""
+        if self._loaded_model(spec.name) is not None:
+            return max(0.0, self._ready_at.get(spec.name, now) - now)
+        keep = keep_ns if keep_ns > 0 else keep_alive_ns(None, self.default_keep_alive)
+        self._load(spec, keep, None, None)
+        wait = self.pace.load_seconds
+        if wait:
+            self._ready_at[spec.name] = now + wait
+        return wait
+
+    def _finished(self, name: str, keep_alive: Any) -> None:
+        if name in self._disk:  # not deleted meanwhile
+            self.process(name, keep_alive=keep_alive)
+
+    def _load_only(
+        self,
+        spec: ModelSpec,
+        keep_ns: int,
+        respond: Callable[[Timing | None], Response],
+    ) -> Response | Work:
+        if self._ready_now(spec):  # it needs no slot, only the model
+            self._load(spec, keep_ns, None, None)
+            return respond(None)
+        assert self._loop is not None
+        return Work(
+            self._slots,
+            self._loop,
+            prepare=lambda now: self._prepare(spec, keep_ns, now),
+            respond=respond,
+            needs_slot=False,
+        )
+
+    def _embed(self, request: Request) -> Response | Work:
+        return self._embed_with(_payload(request), None)
+
+    def _embed_with(self, payload: dict[str, Any], writer: Any) -> Response | Work:
+        """Run /api/embed; ``writer`` (None: native) writes the answer."""
+        name = payload.get("model") or ""
+        _go_field(name, str, "EmbedRequest.model", "string")
+        inputs = payload.get("input")
+        if isinstance(inputs, str):
+            texts = [inputs] if inputs else []
+        elif isinstance(inputs, list) and all(isinstance(t, str) for t in inputs):
+            texts = list(inputs)
+        elif inputs is None:
+            texts = []
+        else:
+            return _fail(writer, 400, "invalid input type")
+        spec = model_spec(name) if name else None
+        if spec is None or spec.name not in self._disk:
+            return _fail(writer, 404, f"model '{name}' not found")
+        if self._slots.full():
+            return _fail(writer, 503, BUSY_MESSAGE)
+        keep_alive = payload.get("keep_alive")
+        keep_ns = keep_alive_ns(keep_alive, self.default_keep_alive)
+        dims = payload.get("dimensions")
+        size = spec.embedding_length or 768
+        if isinstance(dims, int) and 0 < dims < size:
+            size = dims
+
+        def respond(timing: Timing | None) -> Response:
+            answer: dict[str, Any] = {"model": name, "embeddings": []}
+            if texts:
+                answer["embeddings"] = [_embedding(text, size) for text in texts]
+                if timing is None or not timing.paced:
+                    answer["total_duration"] = 14_143_917
+                    answer["load_duration"] = 1_019_500
+                else:
+                    assert self._loop is not None
+                    elapsed = self._loop.time() - timing.arrived
+                    answer["total_duration"] = max(int(elapsed * _NS), 1)
+                    answer["load_duration"] = int(timing.load * _NS) or 1_019_500
+                answer["prompt_eval_count"] = sum(_token_count(t) for t in texts)
+            if writer is None:
+                return json_response(200, answer)
+            return cast(Response, writer.whole(answer))
+
+        return self._timed(spec, keep_ns, keep_alive, respond)
+
+    def _timed(
+        self,
+        spec: ModelSpec,
+        keep_ns: int,
+        keep_alive: Any,
+        respond: Callable[[Timing | None], Response],
+    ) -> Response | Work:
+        """Answer now when nothing needs simulated time, else once loaded."""
+        if self._at_once(spec, tokens=False):
+            response = respond(None)
+            self._finished(spec.name, keep_alive)
+            return response
+        assert self._loop is not None
+        return Work(
+            self._slots,
+            self._loop,
+            prepare=lambda now: self._prepare(spec, keep_ns, now),
+            respond=respond,
+            finished=lambda: self._finished(spec.name, keep_alive),
+        )
+
+    def _embeddings(self, request: Request) -> Response | Work:
+        """Run the legacy /api/embeddings: one prompt, float64 values."""
+        payload = _payload(request)
+        name = payload.get("model") or ""
+        _go_field(name, str, "EmbeddingRequest.model", "string")
+        prompt = payload.get("prompt") or ""
+        _go_field(prompt, str, "EmbeddingRequest.prompt", "string")
+        if not name:
+            return json_response(400, {"error": "model is required"})
+        spec = model_spec(name)
+        if spec.name not in self._disk:
+            message = f"model {_go_quote(name)} not found, try pulling it first"
+            return json_response(404, {"error": message})
+        if self._slots.full():
+            return json_response(503, {"error": BUSY_MESSAGE})
+        keep_alive = payload.get("keep_alive")
+        keep_ns = keep_alive_ns(keep_alive, self.default_keep_alive)
+        size = spec.embedding_length or 768
+
+        def respond(timing: Timing | None) -> Response:
+            if not prompt:  # "an empty request loads the model"
+                return json_response(200, {"embedding": []})
+            vector = [_float64_of_float32(v) for v in _embedding(prompt, size)]
+            return json_response(200, {"embedding": vector})
+
+        return self._timed(spec, keep_ns, keep_alive, respond)
+
+    def _openai_models(self, request: Request) -> Response:
+        data = [
+            {
+                "id": spec.name,
+                "object": "model",
+                "created": modified // _NS,
+                "owned_by": "library",
+            }
+            for spec, modified in sorted(self._disk.values(), key=lambda i: -i[1])
+        ]
+        return json_response(200, {"object": "list", "data": data})
+
+
+class NativeWriter:
+    """``/api/chat`` and ``/api/generate`` as Ollama writes them: NDJSON or JSON.
+
+    A streamed token's line is pre-encoded but for its time stamp (Ollama stamps
+    every chunk with ``time.Now().UTC()``).
+    """
+
+    __slots__ = ("prefix", "suffixes", "build")
+
+    _chat: dict[str, bytes] = {}
+    _generate: dict[str, bytes] = {}
+
+    def __init__(self, model: str, *, chat: bool) -> None:
+        self.prefix = b'{"model":' + go_json(model) + b',"created_at":"'
+        if chat:
+            self.suffixes = NativeWriter._chat
+            self.build = _chat_suffix
+        else:
+            self.suffixes = NativeWriter._generate
+            self.build = _generate_suffix
+
+    def head(self) -> Response:
+        """Return the head of a stream (its body goes out chunk by chunk)."""
+        return Response(200, content_type=NDJSON, chunks=[])
+
+    def token(self, text: str, ns: int) -> bytes:
+        """Return the NDJSON line of one token, stamped ``ns``."""
+        suffix = self.suffixes.get(text)
+        if suffix is None:
+            if len(self.suffixes) >= 8192:  # replies draw on a small vocabulary
+                self.suffixes.clear()
+            suffix = self.suffixes[text] = self.build(text)
+        return b"".join((self.prefix, utc_stamp(ns), suffix))
+
+    def final(self, answer: dict[str, Any]) -> bytes:
+        """Return the last line of a stream: the ``done`` answer."""
+        return go_json(answer) + b"\n"
+
+    def whole(self, answer: dict[str, Any]) -> Response:
+        """Return a non-streamed answer (gin's c.JSON)."""
+        return json_response(200, answer)
+
+    def error(self, status: int, message: str) -> Response:
+        """Return a native error."""
+        return json_response(status, {"error": message})
+
+
+def _chat_suffix(text: str) -> bytes:
+    return (
+        b'","message":{"role":"assistant","content":'
+        + go_json(text)
+        + b'},"done":false}\n'
+    )
+
+
+def _generate_suffix(text: str) -> bytes:
+    return b'","response":' + go_json(text) + b',"done":false}\n'
+
+
+_FILLER = tuple(
+    " " + word
+    for word in (
+        "and so the simulated node goes on, one token after another, saying "
+        "nothing much while the clock runs"
+    ).split()
+)
+
+
+def _payload(request: Request) -> dict[str, Any]:
+    payload = request.json()
+    if not isinstance(payload, dict):
+        raise ValueError("json: cannot unmarshal into Go value of type api.Request")
+    return payload
+
+
+def _go_field(value: Any, kind: type, field: str, go_type: str) -> None:
+    """Refuse a field of the wrong type with encoding/json's words (then: 400)."""
+    if value is None or (isinstance(value, kind) and not isinstance(value, bool)):
+        return
+    if isinstance(value, bool):
+        what = "bool"
+    elif isinstance(value, int | float):
+        what = "number"
+    elif isinstance(value, str):
+        what = "string"
+    else:
+        what = "array" if isinstance(value, list) else "object"
+    raise ValueError(
+        f"json: cannot unmarshal {what} into Go struct field {field} of type {go_type}"
+    )
+
+
+def _go_quote(text: str) -> str:
+    """Return ``%q`` of ``text`` (strconv.Quote), for plain names."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _fail(writer: Any, status: int, message: str) -> Response:
+    if writer is None:
+        return json_response(status, {"error": message})
+    return cast(Response, writer.error(status, message))
+
+
+def _num_predict(options: Any) -> int | None:
+    """Return ``options.num_predict`` when it asks for a number of tokens."""
+    if not isinstance(options, dict):
+        return None
+    value = options.get("num_predict")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return None
+    return value
+
+
+def _token_count(text: str) -> int:
+    """Return a tokenizer's count, roughly: a token per 4 characters, at least 1."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def _prompt_tokens(payload: dict[str, Any], chat: bool) -> int:
+    if chat:
+        texts = [
+            message.get("content")
+            for message in payload.get("messages") or []
+            if isinstance(message, dict)
+        ]
+    else:
+        texts = [payload.get("system"), payload.get("prompt")]
+    return _token_count("".join(text for text in texts if isinstance(text, str)))
+
+
+def _context(count: int) -> list[int]:
+    """Return ``count`` token ids: the prompt and reply, as /api/generate returns."""
+    return [(i * 7919) % 32000 + 1 for i in range(count)]
 
 
 def _ndjson(items: Iterable[Any]) -> list[bytes]:
@@ -983,11 +1433,24 @@ def _unit(parameter_size: str) -> int:
 
 
 def _embedding(text: str, dims: int) -> list[float]:
+    """Return a deterministic vector whose values Go and Python print alike.
+
+    Magnitudes from 0.0001 up, 7 decimals: no exponent in either language, and
+    as float32 the same shortest digits.
+    """
     generator = random.Random(hashlib.sha256(str(text).encode()).digest())
-    return [round(generator.uniform(-0.1, 0.1), 7) for _ in range(dims)]
+    return [
+        round(generator.choice((-1, 1)) * generator.uniform(0.0001, 0.1), 7)
+        for _ in range(dims)
+    ]
 
 
-_HANDLERS: dict[str, Callable[[SimulatedNode, Request], Response]] = {
+def _float64_of_float32(value: float) -> float:
+    """Return ``float64(float32(value))``, as the legacy endpoint converts it."""
+    return cast(float, struct.unpack("<f", struct.pack("<f", value))[0])
+
+
+_HANDLERS: dict[str, Callable[[SimulatedNode, Request], Response | Work]] = {
     "/": SimulatedNode._root,
     "/api/version": SimulatedNode._version,
     "/api/tags": SimulatedNode._tags,
@@ -998,6 +1461,7 @@ _HANDLERS: dict[str, Callable[[SimulatedNode, Request], Response]] = {
     "/api/generate": SimulatedNode._generate,
     "/api/chat": SimulatedNode._chat,
     "/api/embed": SimulatedNode._embed,
+    "/api/embeddings": SimulatedNode._embeddings,
     "/v1/models": SimulatedNode._openai_models,
 }
 
@@ -1187,7 +1651,12 @@ class _ControlSite(Site):
     /nodes/<i|all>/<action>`` with a JSON body where the action takes one: ``die``,
     ``revive``, ``hang`` ``{"on"}``, ``unhang``, ``slow`` ``{"seconds"}``,
     ``error`` ``{"status", "message", "root"}``, ``queue_full`` ``{"on"}`` (503
-    "server busy" to inference only), ``heal``, ``reset_counters``,
+    "server busy" to inference only), ``reset`` ``{"on"}`` (read a request, then
+    TCP RST), ``cut`` ``{"after"}`` (abort streams after that many chunks; null:
+    don't), ``generation`` ``{"token_rate", "first_token", "load_seconds",
+    "num_parallel", "max_queue"}`` (``set_generation``: what is left out returns
+    to its default), ``heal`` (every fault, not the generation settings),
+    ``reset_counters``,
     ``load`` ``{"model", "size_vram", "keep_alive", "context_length"}``,
     ``unload``/``process``/``pull``/``delete`` ``{"model"}``. RPC backends, when
     the fleet has any: ``GET /rpc`` and ``POST /rpc/<i|all>/<action>`` with
@@ -1293,6 +1762,13 @@ class _ControlSite(Site):
             )
         elif action == "queue_full":
             node.set_queue_full(bool(args.get("on", True)))
+        elif action == "reset":
+            node.set_reset(bool(args.get("on", True)))
+        elif action == "cut":
+            after = args.get("after")
+            node.set_cut(None if after is None else int(after))
+        elif action == "generation":
+            node.set_generation(**args)
         elif action == "heal":
             node.heal()
         elif action == "reset_counters":
