@@ -47,6 +47,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from http import HTTPStatus
 from typing import Any, cast
 
+from simulator import openai
 from simulator.httpserver import (
     HANG,
     JSON,
@@ -80,6 +81,9 @@ INFERENCE_PATHS = frozenset(
         "/api/chat",
         "/api/embed",
         "/api/embeddings",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
     }
 )
 GIB = 1024**3
@@ -874,8 +878,12 @@ class SimulatedNode(ListeningServer, Site):
         if self.error_status is not None and (path != "/" or self.error_root):
             return self._error_response()
         if self.busy_queue_full and path in INFERENCE_PATHS:
+            if path.startswith("/v1/"):
+                return openai.writer_error(503, BUSY_MESSAGE)
             return json_response(503, {"error": BUSY_MESSAGE})
         handler = _HANDLERS.get(path)
+        if handler is None and path.startswith("/v1/models/"):
+            handler = SimulatedNode._v1_model
         if handler is None:
             return json_response(
                 501, {"error": f"{method} {path} is not simulated by SOLLOL"}
@@ -1034,7 +1042,7 @@ class SimulatedNode(ListeningServer, Site):
         stream = payload.get("stream") is not False
         if not prompt and keep_alive is not None and keep_ns == 0:
             self._unload(spec.name)  # `ollama stop`
-            return writer.whole(self._reply(name, chat, "", "unload"))
+            return self._single(writer, stream, self._reply(name, chat, "", "unload"))
         if spec.embedding:
             return writer.error(400, f"{_go_quote(name)} does not support {kind}")
         if self._slots.full():
@@ -1043,7 +1051,9 @@ class SimulatedNode(ListeningServer, Site):
             return self._load_only(
                 spec,
                 keep_ns,
-                lambda _: writer.whole(self._reply(name, chat, "", "load")),
+                lambda _: self._single(
+                    writer, stream, self._reply(name, chat, "", "load")
+                ),
             )
         count = _num_predict(payload.get("options"))
         tokens = self._reply_tokens(spec, count)
@@ -1072,6 +1082,12 @@ class SimulatedNode(ListeningServer, Site):
         if self._at_once(spec, tokens=True) and (not stream or self.cut_after is None):
             return work.at_once()
         return work
+
+    def _single(self, writer: Any, stream: bool, answer: dict[str, Any]) -> Response:
+        """Return one answer written at once (c.JSON), as an OpenAI writer sees it."""
+        if stream and not isinstance(writer, NativeWriter):
+            return Response(200, writer.final(answer), openai.EVENT_STREAM)
+        return writer.whole(answer)
 
     def _reply(
         self, model: str, chat: bool, text: str, reason: str, **extra: Any
@@ -1274,24 +1290,48 @@ class SimulatedNode(ListeningServer, Site):
 
         return self._timed(spec, keep_ns, keep_alive, respond)
 
-    def _openai_models(self, request: Request) -> Response:
-        data = [
-            {
-                "id": spec.name,
-                "object": "model",
-                "created": modified // _NS,
-                "owned_by": "library",
-            }
-            for spec, modified in sorted(self._disk.values(), key=lambda i: -i[1])
-        ]
-        return json_response(200, {"object": "list", "data": data})
+    # ----------------------------------------------------------- OpenAI (/v1)
+
+    def _v1_chat(self, request: Request) -> Response | Work:
+        try:
+            payload, writer = openai.chat_request(openai.read_body(request.json))
+        except openai.Refused as refused:
+            return refused.response
+        return self._infer(payload, chat=True, writer=writer)
+
+    def _v1_completions(self, request: Request) -> Response | Work:
+        try:
+            payload, writer = openai.completion_request(openai.read_body(request.json))
+        except openai.Refused as refused:
+            return refused.response
+        return self._infer(payload, chat=False, writer=writer)
+
+    def _v1_embeddings(self, request: Request) -> Response | Work:
+        try:
+            payload, writer = openai.embed_request(openai.read_body(request.json))
+        except openai.Refused as refused:
+            return refused.response
+        return self._embed_with(payload, writer)
+
+    def _v1_models(self, request: Request) -> Response:
+        return openai.model_list(
+            [(spec.name, modified // _NS) for spec, modified in self._disk_ordered()]
+        )
+
+    def _v1_model(self, request: Request) -> Response:
+        name = request.path[len("/v1/models/") :]
+        spec = model_spec(name)
+        if spec.name not in self._disk:
+            return openai.writer_error(404, f"model '{spec.name}' not found")
+        return openai.model_entry(name, self._disk[spec.name][1] // _NS)
 
 
 class NativeWriter:
     """``/api/chat`` and ``/api/generate`` as Ollama writes them: NDJSON or JSON.
 
     A streamed token's line is pre-encoded but for its time stamp (Ollama stamps
-    every chunk with ``time.Now().UTC()``).
+    every chunk with ``time.Now().UTC()``); the writers of ``simulator.openai``
+    translate the same answers for ``/v1``.
     """
 
     __slots__ = ("prefix", "suffixes", "build")
@@ -1462,7 +1502,10 @@ _HANDLERS: dict[str, Callable[[SimulatedNode, Request], Response | Work]] = {
     "/api/chat": SimulatedNode._chat,
     "/api/embed": SimulatedNode._embed,
     "/api/embeddings": SimulatedNode._embeddings,
-    "/v1/models": SimulatedNode._openai_models,
+    "/v1/chat/completions": SimulatedNode._v1_chat,
+    "/v1/completions": SimulatedNode._v1_completions,
+    "/v1/embeddings": SimulatedNode._v1_embeddings,
+    "/v1/models": SimulatedNode._v1_models,
 }
 
 
