@@ -11,8 +11,13 @@ registers for HEAD, and the 403 Ollama's host check gives to foreign ``Host`` na
 Pieces:
 
 - ``SimulatedNode``: one node on one (host, port), with models on disk and in memory
-  and faults to inject (slow, HTTP errors, hang, die, revive). Its control methods are
-  thread-safe: called from another thread they run on the node's loop.
+  and faults to inject (slow, HTTP errors, hang, die, revive, a full queue, TCP
+  resets, cut streams). It answers inference, native (``/api/chat``,
+  ``/api/generate``, ``/api/embed``, ``/api/embeddings``) and OpenAI-compatible
+  (``/v1/...``, translated by ``simulator.openai``), at once by default or in time
+  (``set_generation``: paced tokens, ``num_parallel`` slots and a queue, clients
+  that go away: ``simulator.work``). Its control methods are thread-safe: called
+  from another thread they run on the node's loop.
 - ``Fleet``: N nodes on consecutive loopback addresses (or ports) with a varied,
   deterministic set of models, plus an optional JSON control server for other
   processes (``GET /nodes``, ``POST /nodes/<i>/die`` …).
@@ -1890,6 +1895,7 @@ __all__ = [
     "DEFAULT_VERSION",
     "Fleet",
     "ModelSpec",
+    "Pace",
     "Request",
     "Response",
     "SimulatedNode",
