@@ -11,23 +11,30 @@ registers for HEAD, and the 403 Ollama's host check gives to foreign ``Host`` na
 Pieces:
 
 - ``SimulatedNode``: one node on one (host, port), with models on disk and in memory
-  and faults to inject (slow, HTTP errors, hang, die, revive). Its control methods are
-  thread-safe: called from another thread they run on the node's loop.
+  and faults to inject (slow, HTTP errors, hang, die, revive, a full queue, TCP
+  resets, cut streams). It answers inference, native (``/api/chat``,
+  ``/api/generate``, ``/api/embed``, ``/api/embeddings``) and OpenAI-compatible
+  (``/v1/...``, translated by ``simulator.openai``), at once by default or in time
+  (``set_generation``: paced tokens, ``num_parallel`` slots and a queue, clients
+  that go away: ``simulator.work``). Its control methods are thread-safe: called
+  from another thread they run on the node's loop.
 - ``Fleet``: N nodes on consecutive loopback addresses (or ports) with a varied,
   deterministic set of models, plus an optional JSON control server for other
   processes (``GET /nodes``, ``POST /nodes/<i>/die`` …).
 - ``running_fleet``: a context manager that runs a fleet on a background thread for
   synchronous code.
 
-The HTTP server is a small asyncio ``Protocol`` (HTTP/1.1, keep-alive, pipelining,
-Content-Length and chunked bodies, ``Connection: close``): one process keeps 1,000
-idle nodes at no CPU cost, because nothing runs until a request arrives.
+The HTTP server is a small asyncio ``Protocol`` (``simulator.httpserver``: HTTP/1.1,
+keep-alive, pipelining, Content-Length and chunked bodies, ``Connection: close``):
+one process keeps 1,000 idle nodes at no CPU cost, because nothing runs until a
+request arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -35,34 +42,59 @@ import random
 import re
 import resource
 import socket
+import struct
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from email.utils import formatdate
+from datetime import UTC, datetime, timedelta, timezone
 from http import HTTPStatus
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
 
+from simulator import openai
+from simulator.httpserver import (
+    HANG,
+    JSON,
+    NDJSON,
+    RESET,
+    STATUSES,
+    TEXT,
+    HttpConnection,
+    Later,
+    Listener,
+    Outcome,
+    Request,
+    Response,
+    Site,
+    go_json,
+    json_response,
+)
 from simulator.loops import ListeningServer, on_loop
+from simulator.work import Generation, Pace, Slots, Timing, Work
 
 DEFAULT_VERSION = "0.12.3"
 DEFAULT_PORT = 11434
 DEFAULT_KEEP_ALIVE = 300.0  # Ollama's default keep_alive: 5m
 CONTEXT_LENGTH_SINCE = (0, 10, 0)  # /api/ps gained context_length in v0.10.0
+DONE_FIRST_SINCE = (0, 12, 0)  # ChatResponse: "done", then "done_reason" (v0.12.0)
 FOREVER_NS = 2**63 - 1  # a negative keep_alive is math.MaxInt64 nanoseconds in Go
 BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
 INFERENCE_PATHS = frozenset(
-    {"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"}
+    {
+        "/api/generate",
+        "/api/chat",
+        "/api/embed",
+        "/api/embeddings",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+    }
 )
 GIB = 1024**3
 MIB = 1024**2
 
 _NS = 1_000_000_000
-_MAX_HEAD = 64 * 1024
-_MAX_BODY = 16 * MIB
 
 
 # --------------------------------------------------------------------------- models
@@ -249,6 +281,25 @@ def go_time(ns: int, utc_offset_minutes: int = 0) -> str:
     return f"{text}{sign}{hours:02d}:{minutes:02d}"
 
 
+_stamp_second: list[Any] = [None, b""]
+
+
+def utc_stamp(ns: int) -> bytes:
+    """Return ``time.Now().UTC()`` as Go's JSON writes it (no quotes), quickly.
+
+    Ollama stamps every answer and every streamed chunk in UTC, whatever the
+    machine's zone; the date part is formatted once a second.
+    """
+    seconds, nanos = divmod(ns, _NS)
+    if seconds != _stamp_second[0]:
+        text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _stamp_second[0] = seconds
+        _stamp_second[1] = text.encode()
+    if not nanos:
+        return _stamp_second[1] + b"Z"
+    return b"%s.%sZ" % (_stamp_second[1], f"{nanos:09d}".rstrip("0").encode())
+
+
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _UNIT_NS = {
     "ns": 1,
@@ -289,455 +340,6 @@ def keep_alive_ns(value: Any, default_seconds: float = DEFAULT_KEEP_ALIVE) -> in
         raise ValueError(f"time: invalid duration {value!r}")
     total = sum(float(n) * _UNIT_NS[unit] for n, unit in _DURATION.findall(body))
     return FOREVER_NS if sign < 0 else int(total)
-
-
-# ----------------------------------------------------------------- HTTP plumbing
-
-
-@dataclass(slots=True)
-class Request:
-    """One parsed HTTP request."""
-
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]  # lower-case names; the last one of a name wins
-    body: bytes
-    http10: bool
-    keep_alive: bool
-
-    def json(self) -> Any:
-        """Return the body as JSON; raise EOFError if empty, ValueError if not JSON."""
-        if not self.body.strip():
-            raise EOFError
-        return json.loads(self.body)
-
-
-@dataclass(slots=True)
-class Response:
-    """One HTTP response, encoded the way Go's net/http writes it."""
-
-    status: int
-    body: bytes = b""
-    content_type: str | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    chunks: list[bytes] | None = None  # a streamed body: Transfer-Encoding: chunked
-    close: bool = False
-
-
-class _Hang:
-    """The answer that never comes."""
-
-
-HANG = _Hang()
-
-
-@dataclass(slots=True)
-class _Later:
-    seconds: float
-
-
-_JSON = "application/json; charset=utf-8"
-_TEXT = "text/plain; charset=utf-8"
-_NDJSON = "application/x-ndjson"
-
-_STATUSES = {s.value for s in HTTPStatus}
-_date_cache: list[Any] = [0, b""]
-
-
-def _http_date() -> bytes:
-    now = int(time.time())
-    if now != _date_cache[0]:  # one strftime a second, however many requests
-        _date_cache[0] = now
-        _date_cache[1] = formatdate(now, usegmt=True).encode()
-    return _date_cache[1]
-
-
-def json_response(status: int, payload: Any, **kwargs: Any) -> Response:
-    """Return ``payload`` as Go's encoding/json writes it: compact, HTML-escaped."""
-    return Response(status, _go_json(payload), _JSON, **kwargs)
-
-
-def _go_json(payload: Any) -> bytes:
-    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    if "<" in text or ">" in text or "&" in text:
-        text = text.replace("<", "\\u003c").replace(">", "\\u003e")
-        text = text.replace("&", "\\u0026")
-    return text.encode()
-
-
-def _encode(response: Response, request: Request | None) -> bytes:
-    """Return the bytes of ``response``; headers in the order net/http writes them."""
-    http10 = request is not None and request.http10
-    status = response.status
-    reason = (
-        HTTPStatus(status).phrase if status in _STATUSES else f"status code {status}"
-    )
-    lines = [f"HTTP/1.{0 if http10 else 1} {status} {reason}".encode()]
-    handler_headers = list(response.headers)
-    if response.content_type is not None:
-        handler_headers.append(("Content-Type", response.content_type))
-    lines += [f"{name}: {value}".encode() for name, value in sorted(handler_headers)]
-    body = response.body
-    chunked = response.chunks is not None and not http10
-    if response.chunks is not None and http10:
-        body = b"".join(response.chunks)  # HTTP/1.0 has no chunking: end with close
-        response.close = True
-    if response.close and not http10:
-        lines.append(b"Connection: close")
-    elif http10 and not response.close:
-        lines.append(b"Connection: keep-alive")
-    if chunked:
-        lines.append(b"Transfer-Encoding: chunked")
-    lines.append(b"Date: " + _http_date())
-    if not chunked and not (http10 and response.chunks is not None):
-        lines.append(b"Content-Length: " + str(len(body)).encode())
-    head = b"\r\n".join(lines) + b"\r\n\r\n"
-    if request is not None and request.method == "HEAD":
-        return head
-    if chunked:
-        assert response.chunks is not None
-        parts = [b"%x\r\n%s\r\n" % (len(c), c) for c in response.chunks if c]
-        return head + b"".join(parts) + b"0\r\n\r\n"
-    return head + body
-
-
-def _early_error(status: str, detail: str = "") -> bytes:
-    """Return net/http's reply to a request it could not parse (then it closes)."""
-    text = status + (f": {detail}" if detail else "")
-    return (
-        f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        f"Connection: close\r\n\r\n{text}"
-    ).encode()
-
-
-class _BadRequest(Exception):
-    def __init__(self, raw: bytes) -> None:
-        super().__init__(raw)
-        self.raw = raw
-
-
-class _Site:
-    """What a connection serves: a simulated node or the control surface."""
-
-    def connection_opened(self, connection: _HttpProtocol) -> None:
-        """Note an accepted connection."""
-
-    def connection_closed(self, connection: _HttpProtocol) -> None:
-        """Forget a closed connection."""
-
-    def dispatch(self, request: Request) -> Response | _Hang | _Later:
-        """Return the answer now, never, or after a delay."""
-        return self.respond(request)
-
-    def respond(self, request: Request) -> Response | _Hang:
-        """Return the response to ``request``."""
-        raise NotImplementedError
-
-
-class _HttpProtocol(asyncio.Protocol):
-    """One HTTP/1.1 connection: parse, answer in order, keep alive or close."""
-
-    __slots__ = (
-        "site",
-        "generation",
-        "transport",
-        "buffer",
-        "head",
-        "busy",
-        "timer",
-        "closed",
-        "peer_done",
-    )
-
-    def __init__(self, site: _Site, generation: int = 0) -> None:
-        self.site = site
-        self.generation = generation  # which life of the node accepted it
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.head: Request | None = None  # parsed head whose body is still arriving
-        self.busy = False  # an answer is pending (delayed or hung): queue the rest
-        self.timer: asyncio.TimerHandle | None = None
-        self.closed = False
-        self.peer_done = False  # the client shut down its sending side
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports quack like asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-        self.site.connection_opened(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.timer is not None:
-            self.timer.cancel()
-        self.site.connection_closed(self)
-
-    def eof_received(self) -> bool:
-        # A client may half-close after its last request: answer it (or, hung,
-        # keep not answering it), then close.
-        self.peer_done = True
-        return self.busy
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) > _MAX_BODY + _MAX_HEAD:
-            self.abort()
-            return
-        if not self.busy:
-            self._process()
-
-    def abort(self) -> None:
-        """Drop the connection without a word, as a crashed server's kernel does."""
-        self.closed = True
-        if self.transport is None:
-            return
-        # abort() closes the socket on the next loop turn; shut it down now so the
-        # client sees the drop at once, like a process that died.
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None and sock.fileno() >= 0:
-            # Through a duplicate: uvloop's socket stand-in refuses shutdown().
-            with contextlib.suppress(OSError):
-                twin = socket.fromfd(sock.fileno(), sock.family, sock.type)
-                try:
-                    twin.shutdown(socket.SHUT_RDWR)
-                finally:
-                    twin.close()
-        self.transport.abort()
-
-    def _process(self) -> None:
-        while not self.busy and not self.closed:
-            try:
-                request = self._parse()
-            except _BadRequest as bad:
-                self._write_raw(bad.raw)
-                return
-            if request is None:
-                return
-            outcome = self.site.dispatch(request)
-            if isinstance(outcome, _Hang):
-                self.busy = True
-                return
-            if isinstance(outcome, _Later):
-                self.busy = True
-                loop = asyncio.get_running_loop()
-                self.timer = loop.call_later(
-                    outcome.seconds, self._answer_late, request
-                )
-                return
-            self._send(outcome, request)
-
-    def _answer_late(self, request: Request) -> None:
-        self.timer = None
-        if self.closed:
-            return
-        outcome = self.site.respond(request)
-        if isinstance(outcome, _Hang):
-            return
-        self.busy = False
-        self._send(outcome, request)
-        self._process()
-        if self.peer_done and not self.busy and not self.closed:
-            self.closed = True
-            assert self.transport is not None
-            self.transport.close()
-
-    def _send(self, response: Response, request: Request) -> None:
-        if not request.keep_alive:
-            response.close = True
-        assert self.transport is not None
-        self.transport.write(_encode(response, request))
-        if response.close:
-            self.closed = True
-            self.transport.close()
-
-    def _write_raw(self, raw: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(raw)
-        self.closed = True
-        self.transport.close()
-
-    def _parse(self) -> Request | None:
-        """Take one complete request off the buffer, or return None for more."""
-        buffer = self.buffer
-        if self.head is None:
-            # RFC 9112 §2.2: ignore empty lines before the request line.
-            while buffer[:2] == b"\r\n":
-                del buffer[:2]
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > _MAX_HEAD:
-                    raise _BadRequest(
-                        _early_error("431 Request Header Fields Too Large")
-                    )
-                return None
-            head = _parse_head(bytes(buffer[:end]))
-            del buffer[: end + 4]
-            self.head = head
-            if (
-                head.headers.get("expect", "").lower() == "100-continue"
-                and self._body_missing(head)
-                and self.transport is not None
-            ):
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        head = self.head
-        body = self._take_body(head)
-        if body is None:
-            return None
-        self.head = None
-        head.body = body
-        return head
-
-    def _body_missing(self, head: Request) -> bool:
-        length = head.headers.get("content-length")
-        return bool(length and length.isdigit() and int(length) > len(self.buffer))
-
-    def _take_body(self, head: Request) -> bytes | None:
-        buffer = self.buffer
-        if "chunked" in head.headers.get("transfer-encoding", "").lower():
-            parsed = _parse_chunked(buffer)
-            if parsed is None:
-                return None
-            body, used = parsed
-            del buffer[:used]
-            return body
-        length_text = head.headers.get("content-length", "0").strip() or "0"
-        if not length_text.isdigit():
-            raise _BadRequest(_early_error("400 Bad Request", "bad Content-Length"))
-        length = int(length_text)
-        if length > _MAX_BODY:
-            raise _BadRequest(_early_error("413 Request Entity Too Large"))
-        if len(buffer) < length:
-            return None
-        body = bytes(buffer[:length])
-        del buffer[:length]
-        return body
-
-
-def _parse_head(raw: bytes) -> Request:
-    lines = raw.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[0].isalpha():
-        raise _BadRequest(_early_error("400 Bad Request", "malformed request line"))
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise _BadRequest(_early_error("505 HTTP Version Not Supported"))
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
-            raise _BadRequest(_early_error("400 Bad Request", "malformed header"))
-        headers[name.lower()] = value.strip()
-    http10 = version == "HTTP/1.0"
-    if not http10 and "host" not in headers:
-        raise _BadRequest(
-            _early_error("400 Bad Request", "missing required Host header")
-        )
-    if target.startswith(("http://", "https://")):
-        split = urlsplit(target)
-        path, query = split.path or "/", split.query
-    else:
-        path, _, query = target.partition("?")
-    if "%" in path:
-        path = unquote(path)
-    connection = headers.get("connection", "").lower()
-    if http10:
-        keep_alive = "keep-alive" in connection
-    else:
-        keep_alive = "close" not in connection
-    return Request(method, path, query, headers, b"", http10, keep_alive)
-
-
-def _parse_chunked(buffer: bytearray) -> tuple[bytes, int] | None:
-    """Return (body, bytes used) of a complete chunked body, or None for more."""
-    position = 0
-    body = bytearray()
-    while True:
-        line_end = buffer.find(b"\r\n", position)
-        if line_end < 0:
-            return None
-        size_text = bytes(buffer[position:line_end]).split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise _BadRequest(_early_error("400 Bad Request", "bad chunk")) from None
-        position = line_end + 2
-        if size == 0:
-            # Trailers (usually none) end with an empty line.
-            end = buffer.find(b"\r\n", position)
-            while end >= 0 and end != position:
-                position = end + 2
-                end = buffer.find(b"\r\n", position)
-            if end < 0:
-                return None
-            return bytes(body), end + 2
-        if len(buffer) < position + size + 2:
-            return None
-        body += buffer[position : position + size]
-        position += size + 2
-        if len(body) > _MAX_BODY:
-            raise _BadRequest(_early_error("413 Request Entity Too Large"))
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """Bind and listen now, so connections queue before the loop serves them."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(256)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-class _Listener:
-    """A listening socket whose accepts the loop hands to ``_HttpProtocol``.
-
-    Opening and closing are synchronous (no ``create_server`` task in flight), so
-    ``die()`` is refused-at-once and ``die(); revive()`` in one breath just works.
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        host: str,
-        port: int,
-        factory: Callable[[], asyncio.Protocol],
-    ) -> None:
-        self.loop = loop
-        self.factory = factory
-        self.sock = _listen(host, port)
-        self.port: int = self.sock.getsockname()[1]
-        self._adopting: set[asyncio.Task[Any]] = set()
-        loop.add_reader(self.sock.fileno(), self._accept)
-
-    def _accept(self) -> None:
-        for _ in range(128):  # drain the backlog, then give others a turn
-            try:
-                conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # EMFILE and friends: leave the rest in the backlog
-                return
-            conn.setblocking(False)
-            task = self.loop.create_task(self._adopt(conn))
-            self._adopting.add(task)
-            task.add_done_callback(self._adopting.discard)
-
-    async def _adopt(self, conn: socket.socket) -> None:
-        try:
-            await self.loop.connect_accepted_socket(self.factory, conn)
-        except BaseException:
-            conn.close()
-            raise
-
-    def close(self) -> None:
-        """Stop listening: connecting is refused from now on."""
-        if self.sock.fileno() >= 0:
-            self.loop.remove_reader(self.sock.fileno())
-            self.sock.close()
 
 
 def _require_loopback(host: str) -> None:
@@ -824,14 +426,14 @@ class _Loaded:
     expires_ns: int
 
 
-class SimulatedNode(ListeningServer, _Site):
+class SimulatedNode(ListeningServer, Site):
     """One simulated Ollama server: models on disk and in memory, and faults.
 
     revive() listens again on the same address; faults set before are kept.
     """
 
-    listener_class = _Listener
-    protocol_class = _HttpProtocol
+    listener_class = Listener
+    protocol_class = HttpConnection
     kind = "node"
 
     def __init__(
@@ -872,6 +474,10 @@ class SimulatedNode(ListeningServer, _Site):
         self.error_root = False
         self.busy_queue_full = False  # 503 "server busy" to inference requests
         self.hanging = False
+        self.resetting = False  # read each request, then RST
+        self.cut_after: int | None = None  # abort a stream after this many chunks
+        self._slots = Slots(Pace())
+        self._ready_at: dict[str, float] = {}  # loop time a loading model is ready
         self.requests: Counter[str] = Counter()  # by path, counted on arrival
         self.processed: Counter[str] = Counter()  # finished requests, by model
         self.connections_accepted = 0
@@ -901,6 +507,31 @@ class SimulatedNode(ListeningServer, _Site):
     def open_connections(self) -> int:
         """Return how many client connections are open now."""
         return len(self._connections)
+
+    @property
+    def generating(self) -> int:
+        """Return how many inference requests hold a slot now (loading, generating)."""
+        return len(self._slots.generating)
+
+    @property
+    def queued(self) -> int:
+        """Return how many inference requests wait for a slot now."""
+        return len(self._slots.waiting)
+
+    @property
+    def dropped(self) -> list[float]:
+        """Return when (``time.monotonic()``) clients went away mid-request.
+
+        A client that closes its connection while its request waits for a slot
+        or generates: the node stops that work and frees the slot, as Ollama does
+        when Go cancels the request's context.
+        """
+        return list(self._slots.dropped)
+
+    @property
+    def pace(self) -> Pace:
+        """Return the generation settings (``set_generation``)."""
+        return self._slots.pace
 
     # ------------------------------------------------------------ control API
 
@@ -946,23 +577,70 @@ class SimulatedNode(ListeningServer, _Site):
         self.busy_queue_full = bool(full)
 
     @on_loop
+    def set_generation(
+        self,
+        *,
+        token_rate: float = 0.0,
+        first_token: float = 0.0,
+        load_seconds: float = 0.0,
+        num_parallel: int = 1,
+        max_queue: int = 512,
+    ) -> None:
+        """Generate as a real node does: in time, a few at once, the rest queued.
+
+        ``token_rate`` tokens a second (0: the whole reply at once, the default),
+        after ``first_token`` seconds, plus ``load_seconds`` when the model was not
+        loaded. At most ``num_parallel`` inference requests run at once (each
+        holds a slot from the start of its load to its last byte); up to
+        ``max_queue`` more wait in order, sending nothing; past that, 503 "server
+        busy". A streamed answer's head goes out with its first token. Every
+        setting not given returns to its default; requests already running keep
+        the pace they started with.
+        """
+        self._slots.pace = Pace(
+            token_rate, first_token, load_seconds, num_parallel, max_queue
+        )
+        self._slots.refill()
+
+    @on_loop
+    def set_reset(self, on: bool = True) -> None:
+        """Read every request, then reset the connection (TCP RST): no answer."""
+        self.resetting = bool(on)
+
+    @on_loop
+    def set_cut(self, after_chunks: int | None) -> None:
+        """Abort streamed answers after ``after_chunks`` body chunks (None: don't).
+
+        0 cuts a stream before its head. Non-streamed answers are not affected;
+        a stream already running keeps the setting it started with.
+        """
+        if after_chunks is not None and (
+            isinstance(after_chunks, bool) or int(after_chunks) < 0
+        ):
+            raise ValueError("after_chunks is a count >= 0, or None")
+        self.cut_after = None if after_chunks is None else int(after_chunks)
+
+    @on_loop
     def heal(self) -> None:
-        """Clear every fault: no delay, no error, no hang, listening."""
+        """Clear every fault: no delay, error, hang, reset or cut; listening."""
         self.delay = 0.0
         self.error_status = None
         self.error_message = None
         self.error_root = False
         self.busy_queue_full = False
         self.hanging = False
+        self.resetting = False
+        self.cut_after = None
         if not self.alive and self._loop is not None:
             self._listen()
 
     @on_loop
     def reset_counters(self) -> None:
-        """Zero the request, model and connection counters."""
+        """Zero the request, model and connection counters, and forget drops."""
         self.requests.clear()
         self.processed.clear()
         self.connections_accepted = 0
+        self._slots.dropped.clear()
 
     @on_loop
     def pull(self, model: str) -> dict[str, Any]:
@@ -1076,6 +754,12 @@ class SimulatedNode(ListeningServer, _Site):
             "processed": dict(self.processed),
             "open_connections": self.open_connections,
             "connections_accepted": self.connections_accepted,
+            "reset": self.resetting,
+            "cut": self.cut_after,
+            "generation": dataclasses.asdict(self.pace),
+            "generating": self.generating,
+            "queued": self.queued,
+            "dropped": len(self.dropped),
         }
 
     # ------------------------------------------------------------- model state
@@ -1120,6 +804,7 @@ class SimulatedNode(ListeningServer, _Site):
 
     def _unload(self, name: str) -> bool:
         self._ps_cache = None
+        self._ready_at.pop(name, None)
         return self._loaded.pop(name, None) is not None
 
     def _tags_entry(self, spec: ModelSpec, modified_ns: int) -> dict[str, Any]:
@@ -1132,10 +817,12 @@ class SimulatedNode(ListeningServer, _Site):
             "details": spec.details(),
         }
 
-    def _tags_entries(self) -> list[dict[str, Any]]:
+    def _disk_ordered(self) -> list[tuple[ModelSpec, int]]:
         # Most recently modified first, compared by whole seconds as Ollama does.
-        ordered = sorted(self._disk.values(), key=lambda item: -(item[1] // _NS))
-        return [self._tags_entry(spec, modified) for spec, modified in ordered]
+        return sorted(self._disk.values(), key=lambda item: -(item[1] // _NS))
+
+    def _tags_entries(self) -> list[dict[str, Any]]:
+        return [self._tags_entry(spec, at) for spec, at in self._disk_ordered()]
 
     def _ps_entry(self, loaded: _Loaded) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -1160,7 +847,7 @@ class SimulatedNode(ListeningServer, _Site):
 
     # ---------------------------------------------------------------- serving
 
-    def connection_opened(self, connection: _HttpProtocol) -> None:
+    def connection_opened(self, connection: HttpConnection) -> None:
         """Count and remember an accepted connection."""
         if connection.generation != self._generation:  # accepted before dying
             connection.abort()
@@ -1168,20 +855,22 @@ class SimulatedNode(ListeningServer, _Site):
         self.connections_accepted += 1
         self._connections.add(connection)
 
-    def connection_closed(self, connection: _HttpProtocol) -> None:
+    def connection_closed(self, connection: HttpConnection) -> None:
         """Forget a closed connection."""
         self._connections.discard(connection)
 
-    def dispatch(self, request: Request) -> Response | _Hang | _Later:
-        """Count the request, then answer it now, late or never."""
+    def dispatch(self, request: Request) -> Outcome:
+        """Count the request, then answer it now, late, never, or over time."""
         self.requests[request.path] += 1
+        if self.resetting:
+            return RESET
         if self.hanging:
             return HANG
         if self.delay > 0:
-            return _Later(self.delay)
+            return Later(self.delay)
         return self.respond(request)
 
-    def respond(self, request: Request) -> Response | _Hang:
+    def respond(self, request: Request) -> Outcome:
         """Route ``request`` the way gin routes Ollama's, and answer it."""
         if self.hanging:
             return HANG
@@ -1194,8 +883,12 @@ class SimulatedNode(ListeningServer, _Site):
         if self.error_status is not None and (path != "/" or self.error_root):
             return self._error_response()
         if self.busy_queue_full and path in INFERENCE_PATHS:
+            if path.startswith("/v1/"):
+                return openai.writer_error(503, BUSY_MESSAGE)
             return json_response(503, {"error": BUSY_MESSAGE})
         handler = _HANDLERS.get(path)
+        if handler is None and path.startswith("/v1/models/"):
+            handler = SimulatedNode._v1_model
         if handler is None:
             return json_response(
                 501, {"error": f"{method} {path} is not simulated by SOLLOL"}
@@ -1237,19 +930,19 @@ class SimulatedNode(ListeningServer, _Site):
         elif status == 503:
             message = BUSY_MESSAGE
         else:
-            message = HTTPStatus(status).phrase.lower() if status in _STATUSES else ""
+            message = HTTPStatus(status).phrase.lower() if status in STATUSES else ""
         return json_response(status, {"error": message})
 
     def _root(self, request: Request) -> Response:
-        return Response(200, b"Ollama is running", _TEXT)
+        return Response(200, b"Ollama is running", TEXT)
 
     def _version(self, request: Request) -> Response:
         return json_response(200, {"version": self.version})
 
     def _tags(self, request: Request) -> Response:
         if self._tags_cache is None:
-            self._tags_cache = _go_json({"models": self._tags_entries()})
-        return Response(200, self._tags_cache, _JSON)
+            self._tags_cache = go_json({"models": self._tags_entries()})
+        return Response(200, self._tags_cache, JSON)
 
     def _ps(self, request: Request) -> Response:
         now = self.clock()
@@ -1257,26 +950,12 @@ class SimulatedNode(ListeningServer, _Site):
         if cached is None or cached[1] <= now:
             entries = self._ps_entries()
             soonest = min((m.expires_ns for m in self._loaded.values()), default=0)
-            cached = (_go_json({"models": entries}), soonest or FOREVER_NS)
+            cached = (go_json({"models": entries}), soonest or FOREVER_NS)
             self._ps_cache = cached
-        return Response(200, cached[0], _JSON)
-
-    def _openai_models(self, request: Request) -> Response:
-        data = [
-            {
-                "id": spec.name,
-                "object": "model",
-                "created": modified // _NS,
-                "owned_by": "library",
-            }
-            for spec, modified in sorted(self._disk.values(), key=lambda i: -i[1])
-        ]
-        return json_response(200, {"object": "list", "data": data})
+        return Response(200, cached[0], JSON)
 
     def _request_model(self, request: Request) -> tuple[dict[str, Any], ModelSpec]:
-        payload = request.json()
-        if not isinstance(payload, dict):
-            raise ValueError("json: cannot unmarshal into Go value of type api.Request")
+        payload = _payload(request)
         name = payload.get("model") or payload.get("name") or ""
         if not isinstance(name, str) or not name:
             raise ValueError("model is required")
@@ -1302,7 +981,7 @@ class SimulatedNode(ListeningServer, _Site):
             {"status": "writing manifest"},
             {"status": "success"},
         ]
-        return Response(200, content_type=_NDJSON, chunks=_ndjson(steps))
+        return Response(200, content_type=NDJSON, chunks=_ndjson(steps))
 
     def _delete(self, request: Request) -> Response:
         _, spec = self._request_model(request)
@@ -1334,85 +1013,464 @@ class SimulatedNode(ListeningServer, _Site):
             },
         )
 
-    def _generate(self, request: Request) -> Response:
-        return self._infer(request, chat=False)
+    # ------------------------------------------------------------- inference
 
-    def _chat(self, request: Request) -> Response:
-        return self._infer(request, chat=True)
+    def _generate(self, request: Request) -> Response | Work:
+        return self._infer(_payload(request), chat=False)
 
-    def _infer(self, request: Request, *, chat: bool) -> Response:
-        payload, spec = self._request_model(request)
+    def _chat(self, request: Request) -> Response | Work:
+        return self._infer(_payload(request), chat=True)
+
+    def _infer(
+        self, payload: dict[str, Any], *, chat: bool, writer: Any = None
+    ) -> Response | Work:
+        """Run /api/chat or /api/generate; ``writer`` (default: native) writes it."""
+        kind = "chat" if chat else "generate"
+        name = payload.get("model") or ""
+        _go_field(name, str, f"{kind.title()}Request.model", "string")
+        prompt = payload.get("messages") if chat else payload.get("prompt")
+        if chat:
+            _go_field(prompt, list, "ChatRequest.messages", "[]api.Message")
+        else:
+            _go_field(prompt, str, "GenerateRequest.prompt", "string")
+        if writer is None:
+            writer = NativeWriter(name, chat=chat)
+        if not name:
+            if chat:
+                return writer.error(400, "model is required")
+            return writer.error(404, "model '' not found")
+        spec = model_spec(name)
         if spec.name not in self._disk:
-            return self._not_found(spec)
+            return writer.error(404, f"model '{name}' not found")
         keep_alive = payload.get("keep_alive")
         keep_ns = keep_alive_ns(keep_alive, self.default_keep_alive)
+        stream = payload.get("stream") is not False
+        if not prompt and keep_alive is not None and keep_ns == 0:
+            self._unload(spec.name)  # `ollama stop`
+            return self._single(writer, stream, self._reply(name, chat, "", "unload"))
+        if spec.embedding:
+            return writer.error(400, f"{_go_quote(name)} does not support {kind}")
+        if self._slots.full():
+            return writer.error(503, BUSY_MESSAGE)
+        if not prompt:  # load only, as `ollama run` does first
+            return self._load_only(
+                spec,
+                keep_ns,
+                lambda _: self._single(
+                    writer, stream, self._reply(name, chat, "", "load")
+                ),
+            )
+        count = _num_predict(payload.get("options"))
+        tokens = self._reply_tokens(spec, count)
+        reason = "length" if count else "stop"
+        prompt_tokens = _prompt_tokens(payload, chat)
         was_loaded = self._loaded_model(spec.name) is not None
-        created = go_time(self.clock(), self.utc_offset_minutes)
 
-        def answer(text: str, done: bool, **extra: Any) -> dict[str, Any]:
-            reason = extra.pop("done_reason", None)
-            reply: dict[str, Any] = {"model": spec.name, "created_at": created}
-            if chat:  # ChatResponse: message, done_reason, done
-                reply["message"] = {"role": "assistant", "content": text}
-                if reason:
-                    reply["done_reason"] = reason
-                reply["done"] = done
-            else:  # GenerateResponse: response, done, done_reason
-                reply["response"] = text
-                reply["done"] = done
-                if reason:
-                    reply["done_reason"] = reason
-            return reply | extra
+        def answer(text: str, timing: Timing) -> dict[str, Any]:
+            extra = {} if chat else {"context": _context(prompt_tokens + len(tokens))}
+            reply = self._reply(name, chat, text, reason, **extra)
+            return reply | self._metrics(timing, was_loaded, prompt_tokens, len(tokens))
 
-        prompt = payload.get("messages") if chat else payload.get("prompt")
-        if not prompt:  # load or unload only, as `ollama run` and `ollama stop` do
-            if keep_ns == 0:
-                self._unload(spec.name)
-                return json_response(200, answer("", True, done_reason="unload"))
-            self._load(spec, keep_ns, None, None)
-            return json_response(200, answer("", True))
-        self.process(spec.name, keep_alive=keep_alive)
-        words = f"Simulated reply from {self.address} by {spec.name}.".split()
-        load_ns = 2_000_000 if was_loaded else 1_500_000_000
-        metrics = {
-            "total_duration": 250_000_000 + load_ns,
-            "load_duration": load_ns,
-            "prompt_eval_count": 26,
-            "prompt_eval_duration": 40_000_000,
-            "eval_count": len(words),
-            "eval_duration": 200_000_000,
-        }
-        context = {} if chat else {"context": [1, 2, 3]}
-        if payload.get("stream") is False:
-            final = answer(" ".join(words), True, done_reason="stop", **context)
-            return json_response(200, final | metrics)
-        pieces = [answer(word + " ", False) for word in words]
-        final = answer("", True, done_reason="stop", **context) | metrics
-        return Response(200, content_type=_NDJSON, chunks=_ndjson([*pieces, final]))
-
-    def _embed(self, request: Request) -> Response:
-        payload, spec = self._request_model(request)
-        if spec.name not in self._disk:
-            return self._not_found(spec)
-        inputs = payload.get("input")
-        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
-        self.process(spec.name, keep_alive=payload.get("keep_alive"))
-        dims = spec.embedding_length or 768
-        vectors = [_embedding(text, dims) for text in texts]
-        return json_response(
-            200,
-            {
-                "model": spec.name,
-                "embeddings": vectors,
-                "total_duration": 14_143_917,
-                "load_duration": 1_019_500,
-                "prompt_eval_count": sum(len(str(t).split()) for t in texts),
-            },
+        assert self._loop is not None
+        work = Generation(
+            self._slots,
+            self._loop,
+            writer=writer,
+            tokens=tokens,
+            stream=stream,
+            answer=answer,
+            prepare=lambda now: self._prepare(spec, keep_ns, now),
+            finished=lambda: self._finished(spec.name, keep_alive),
+            clock=self.clock,
+            cut=self.cut_after,
         )
+        if self._at_once(spec, tokens=True) and (not stream or self.cut_after is None):
+            return work.at_once()
+        return work
+
+    def _single(self, writer: Any, stream: bool, answer: dict[str, Any]) -> Response:
+        """Return one answer written at once (c.JSON), as an OpenAI writer sees it."""
+        if stream and not isinstance(writer, NativeWriter):
+            return Response(200, writer.final(answer), openai.EVENT_STREAM)
+        return writer.whole(answer)
+
+    def _reply(
+        self, model: str, chat: bool, text: str, reason: str, **extra: Any
+    ) -> dict[str, Any]:
+        """Return a ``done`` ChatResponse or GenerateResponse, fields in Go's order."""
+        reply: dict[str, Any] = {
+            "model": model,
+            "created_at": utc_stamp(self.clock()).decode(),
+        }
+        if chat:
+            reply["message"] = {"role": "assistant", "content": text}
+            if version_tuple(self.version) >= DONE_FIRST_SINCE:
+                reply["done"] = True
+                reply["done_reason"] = reason
+            else:
+                reply["done_reason"] = reason
+                reply["done"] = True
+        else:
+            reply["response"] = text
+            reply["done"] = True
+            reply["done_reason"] = reason
+        reply.update(extra)
+        return reply
+
+    def _metrics(
+        self, timing: Timing, was_loaded: bool, prompt_tokens: int, tokens: int
+    ) -> dict[str, int]:
+        """Return the duration fields: nominal at once, else what it took."""
+        if not timing.paced:
+            load = 2_000_000 if was_loaded else 1_500_000_000
+            return {
+                "total_duration": 250_000_000 + load,
+                "load_duration": load,
+                "prompt_eval_count": prompt_tokens,
+                "prompt_eval_duration": 40_000_000,
+                "eval_count": tokens,
+                "eval_duration": 200_000_000,
+            }
+        assert self._loop is not None
+        total = int((self._loop.time() - timing.arrived) * _NS)
+        return {
+            "total_duration": max(total, 1),
+            "load_duration": int(timing.load * _NS) or 2_000_000,
+            "prompt_eval_count": prompt_tokens,
+            "prompt_eval_duration": int(timing.first_token * _NS)
+            or prompt_tokens * 100_000,
+            "eval_count": tokens,
+            "eval_duration": max(int(timing.generating() * _NS), 1),
+        }
+
+    def _reply_tokens(self, spec: ModelSpec, count: int | None) -> list[str]:
+        """Return the reply's tokens: the usual sentence, or exactly ``count``."""
+        words = f"Simulated reply from {self.address} by {spec.name}.".split()
+        natural = [words[0], *(" " + word for word in words[1:])]
+        if count is None or count <= len(natural):
+            return natural[:count]
+        more = count - len(natural)
+        return natural + [_FILLER[i % len(_FILLER)] for i in range(more)]
+
+    def _at_once(self, spec: ModelSpec, *, tokens: bool) -> bool:
+        """Return whether a request can be answered now, taking no simulated time."""
+        pace = self.pace
+        if not self._slots.free() or (tokens and (pace.token_rate or pace.first_token)):
+            return False
+        return self._ready_now(spec)
+
+    def _ready_now(self, spec: ModelSpec) -> bool:
+        """Return whether ``spec`` needs no time to load (loaded, or no load time)."""
+        if not self.pace.load_seconds:
+            return True
+        assert self._loop is not None
+        ready = self._ready_at.get(spec.name, 0.0)
+        return self._loaded_model(spec.name) is not None and ready <= self._loop.time()
+
+    def _prepare(self, spec: ModelSpec, keep_ns: int, now: float) -> float:
+        """Load ``spec`` if it is not loaded; return the seconds until it is ready."""
+        if self._loaded_model(spec.name) is not None:
+            return max(0.0, self._ready_at.get(spec.name, now) - now)
+        keep = keep_ns if keep_ns > 0 else keep_alive_ns(None, self.default_keep_alive)
+        self._load(spec, keep, None, None)
+        wait = self.pace.load_seconds
+        if wait:
+            self._ready_at[spec.name] = now + wait
+        return wait
+
+    def _finished(self, name: str, keep_alive: Any) -> None:
+        if name in self._disk:  # not deleted meanwhile
+            self.process(name, keep_alive=keep_alive)
+
+    def _load_only(
+        self,
+        spec: ModelSpec,
+        keep_ns: int,
+        respond: Callable[[Timing | None], Response],
+    ) -> Response | Work:
+        if self._ready_now(spec):  # it needs no slot, only the model
+            self._load(spec, keep_ns, None, None)
+            return respond(None)
+        assert self._loop is not None
+        return Work(
+            self._slots,
+            self._loop,
+            prepare=lambda now: self._prepare(spec, keep_ns, now),
+            respond=respond,
+            needs_slot=False,
+        )
+
+    def _embed(self, request: Request) -> Response | Work:
+        return self._embed_with(_payload(request), None)
+
+    def _embed_with(self, payload: dict[str, Any], writer: Any) -> Response | Work:
+        """Run /api/embed; ``writer`` (None: native) writes the answer."""
+        name = payload.get("model") or ""
+        _go_field(name, str, "EmbedRequest.model", "string")
+        inputs = payload.get("input")
+        if isinstance(inputs, str):
+            texts = [inputs] if inputs else []
+        elif isinstance(inputs, list) and all(isinstance(t, str) for t in inputs):
+            texts = list(inputs)
+        elif inputs is None:
+            texts = []
+        else:
+            return _fail(writer, 400, "invalid input type")
+        spec = model_spec(name) if name else None
+        if spec is None or spec.name not in self._disk:
+            return _fail(writer, 404, f"model '{name}' not found")
+        if self._slots.full():
+            return _fail(writer, 503, BUSY_MESSAGE)
+        keep_alive = payload.get("keep_alive")
+        keep_ns = keep_alive_ns(keep_alive, self.default_keep_alive)
+        dims = payload.get("dimensions")
+        size = spec.embedding_length or 768
+        if isinstance(dims, int) and 0 < dims < size:
+            size = dims
+
+        def respond(timing: Timing | None) -> Response:
+            answer: dict[str, Any] = {"model": name, "embeddings": []}
+            if texts:
+                answer["embeddings"] = [_embedding(text, size) for text in texts]
+                if timing is None or not timing.paced:
+                    answer["total_duration"] = 14_143_917
+                    answer["load_duration"] = 1_019_500
+                else:
+                    assert self._loop is not None
+                    elapsed = self._loop.time() - timing.arrived
+                    answer["total_duration"] = max(int(elapsed * _NS), 1)
+                    answer["load_duration"] = int(timing.load * _NS) or 1_019_500
+                answer["prompt_eval_count"] = sum(_token_count(t) for t in texts)
+            if writer is None:
+                return json_response(200, answer)
+            return cast(Response, writer.whole(answer))
+
+        return self._timed(spec, keep_ns, keep_alive, respond)
+
+    def _timed(
+        self,
+        spec: ModelSpec,
+        keep_ns: int,
+        keep_alive: Any,
+        respond: Callable[[Timing | None], Response],
+    ) -> Response | Work:
+        """Answer now when nothing needs simulated time, else once loaded."""
+        if self._at_once(spec, tokens=False):
+            response = respond(None)
+            self._finished(spec.name, keep_alive)
+            return response
+        assert self._loop is not None
+        return Work(
+            self._slots,
+            self._loop,
+            prepare=lambda now: self._prepare(spec, keep_ns, now),
+            respond=respond,
+            finished=lambda: self._finished(spec.name, keep_alive),
+        )
+
+    def _embeddings(self, request: Request) -> Response | Work:
+        """Run the legacy /api/embeddings: one prompt, float64 values."""
+        payload = _payload(request)
+        name = payload.get("model") or ""
+        _go_field(name, str, "EmbeddingRequest.model", "string")
+        prompt = payload.get("prompt") or ""
+        _go_field(prompt, str, "EmbeddingRequest.prompt", "string")
+        if not name:
+            return json_response(400, {"error": "model is required"})
+        spec = model_spec(name)
+        if spec.name not in self._disk:
+            message = f"model {_go_quote(name)} not found, try pulling it first"
+            return json_response(404, {"error": message})
+        if self._slots.full():
+            return json_response(503, {"error": BUSY_MESSAGE})
+        keep_alive = payload.get("keep_alive")
+        keep_ns = keep_alive_ns(keep_alive, self.default_keep_alive)
+        size = spec.embedding_length or 768
+
+        def respond(timing: Timing | None) -> Response:
+            if not prompt:  # "an empty request loads the model"
+                return json_response(200, {"embedding": []})
+            vector = [_float64_of_float32(v) for v in _embedding(prompt, size)]
+            return json_response(200, {"embedding": vector})
+
+        return self._timed(spec, keep_ns, keep_alive, respond)
+
+    # ----------------------------------------------------------- OpenAI (/v1)
+
+    def _v1_chat(self, request: Request) -> Response | Work:
+        try:
+            payload, writer = openai.chat_request(openai.read_body(request.json))
+        except openai.Refused as refused:
+            return refused.response
+        return self._infer(payload, chat=True, writer=writer)
+
+    def _v1_completions(self, request: Request) -> Response | Work:
+        try:
+            payload, writer = openai.completion_request(openai.read_body(request.json))
+        except openai.Refused as refused:
+            return refused.response
+        return self._infer(payload, chat=False, writer=writer)
+
+    def _v1_embeddings(self, request: Request) -> Response | Work:
+        try:
+            payload, writer = openai.embed_request(openai.read_body(request.json))
+        except openai.Refused as refused:
+            return refused.response
+        return self._embed_with(payload, writer)
+
+    def _v1_models(self, request: Request) -> Response:
+        return openai.model_list(
+            [(spec.name, modified // _NS) for spec, modified in self._disk_ordered()]
+        )
+
+    def _v1_model(self, request: Request) -> Response:
+        name = request.path[len("/v1/models/") :]
+        spec = model_spec(name)
+        if spec.name not in self._disk:
+            return openai.writer_error(404, f"model '{spec.name}' not found")
+        return openai.model_entry(name, self._disk[spec.name][1] // _NS)
+
+
+class NativeWriter:
+    """``/api/chat`` and ``/api/generate`` as Ollama writes them: NDJSON or JSON.
+
+    A streamed token's line is pre-encoded but for its time stamp (Ollama stamps
+    every chunk with ``time.Now().UTC()``); the writers of ``simulator.openai``
+    translate the same answers for ``/v1``.
+    """
+
+    __slots__ = ("prefix", "suffixes", "build")
+
+    _chat: dict[str, bytes] = {}
+    _generate: dict[str, bytes] = {}
+
+    def __init__(self, model: str, *, chat: bool) -> None:
+        self.prefix = b'{"model":' + go_json(model) + b',"created_at":"'
+        if chat:
+            self.suffixes = NativeWriter._chat
+            self.build = _chat_suffix
+        else:
+            self.suffixes = NativeWriter._generate
+            self.build = _generate_suffix
+
+    def head(self) -> Response:
+        """Return the head of a stream (its body goes out chunk by chunk)."""
+        return Response(200, content_type=NDJSON, chunks=[])
+
+    def token(self, text: str, ns: int) -> bytes:
+        """Return the NDJSON line of one token, stamped ``ns``."""
+        suffix = self.suffixes.get(text)
+        if suffix is None:
+            if len(self.suffixes) >= 8192:  # replies draw on a small vocabulary
+                self.suffixes.clear()
+            suffix = self.suffixes[text] = self.build(text)
+        return b"".join((self.prefix, utc_stamp(ns), suffix))
+
+    def final(self, answer: dict[str, Any]) -> bytes:
+        """Return the last line of a stream: the ``done`` answer."""
+        return go_json(answer) + b"\n"
+
+    def whole(self, answer: dict[str, Any]) -> Response:
+        """Return a non-streamed answer (gin's c.JSON)."""
+        return json_response(200, answer)
+
+    def error(self, status: int, message: str) -> Response:
+        """Return a native error."""
+        return json_response(status, {"error": message})
+
+
+def _chat_suffix(text: str) -> bytes:
+    return (
+        b'","message":{"role":"assistant","content":'
+        + go_json(text)
+        + b'},"done":false}\n'
+    )
+
+
+def _generate_suffix(text: str) -> bytes:
+    return b'","response":' + go_json(text) + b',"done":false}\n'
+
+
+_FILLER = tuple(
+    " " + word
+    for word in (
+        "and so the simulated node goes on, one token after another, saying "
+        "nothing much while the clock runs"
+    ).split()
+)
+
+
+def _payload(request: Request) -> dict[str, Any]:
+    payload = request.json()
+    if not isinstance(payload, dict):
+        raise ValueError("json: cannot unmarshal into Go value of type api.Request")
+    return payload
+
+
+def _go_field(value: Any, kind: type, field: str, go_type: str) -> None:
+    """Refuse a field of the wrong type with encoding/json's words (then: 400)."""
+    if value is None or (isinstance(value, kind) and not isinstance(value, bool)):
+        return
+    if isinstance(value, bool):
+        what = "bool"
+    elif isinstance(value, int | float):
+        what = "number"
+    elif isinstance(value, str):
+        what = "string"
+    else:
+        what = "array" if isinstance(value, list) else "object"
+    raise ValueError(
+        f"json: cannot unmarshal {what} into Go struct field {field} of type {go_type}"
+    )
+
+
+def _go_quote(text: str) -> str:
+    """Return ``%q`` of ``text`` (strconv.Quote), for plain names."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _fail(writer: Any, status: int, message: str) -> Response:
+    if writer is None:
+        return json_response(status, {"error": message})
+    return cast(Response, writer.error(status, message))
+
+
+def _num_predict(options: Any) -> int | None:
+    """Return ``options.num_predict`` when it asks for a number of tokens."""
+    if not isinstance(options, dict):
+        return None
+    value = options.get("num_predict")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return None
+    return value
+
+
+def _token_count(text: str) -> int:
+    """Return a tokenizer's count, roughly: a token per 4 characters, at least 1."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def _prompt_tokens(payload: dict[str, Any], chat: bool) -> int:
+    if chat:
+        texts = [
+            message.get("content")
+            for message in payload.get("messages") or []
+            if isinstance(message, dict)
+        ]
+    else:
+        texts = [payload.get("system"), payload.get("prompt")]
+    return _token_count("".join(text for text in texts if isinstance(text, str)))
+
+
+def _context(count: int) -> list[int]:
+    """Return ``count`` token ids: the prompt and reply, as /api/generate returns."""
+    return [(i * 7919) % 32000 + 1 for i in range(count)]
 
 
 def _ndjson(items: Iterable[Any]) -> list[bytes]:
-    return [_go_json(item) + b"\n" for item in items]
+    return [go_json(item) + b"\n" for item in items]
 
 
 def _unit(parameter_size: str) -> int:
@@ -1420,11 +1478,24 @@ def _unit(parameter_size: str) -> int:
 
 
 def _embedding(text: str, dims: int) -> list[float]:
+    """Return a deterministic vector whose values Go and Python print alike.
+
+    Magnitudes from 0.0001 up, 7 decimals: no exponent in either language, and
+    as float32 the same shortest digits.
+    """
     generator = random.Random(hashlib.sha256(str(text).encode()).digest())
-    return [round(generator.uniform(-0.1, 0.1), 7) for _ in range(dims)]
+    return [
+        round(generator.choice((-1, 1)) * generator.uniform(0.0001, 0.1), 7)
+        for _ in range(dims)
+    ]
 
 
-_HANDLERS: dict[str, Callable[[SimulatedNode, Request], Response]] = {
+def _float64_of_float32(value: float) -> float:
+    """Return ``float64(float32(value))``, as the legacy endpoint converts it."""
+    return cast(float, struct.unpack("<f", struct.pack("<f", value))[0])
+
+
+_HANDLERS: dict[str, Callable[[SimulatedNode, Request], Response | Work]] = {
     "/": SimulatedNode._root,
     "/api/version": SimulatedNode._version,
     "/api/tags": SimulatedNode._tags,
@@ -1435,7 +1506,11 @@ _HANDLERS: dict[str, Callable[[SimulatedNode, Request], Response]] = {
     "/api/generate": SimulatedNode._generate,
     "/api/chat": SimulatedNode._chat,
     "/api/embed": SimulatedNode._embed,
-    "/v1/models": SimulatedNode._openai_models,
+    "/api/embeddings": SimulatedNode._embeddings,
+    "/v1/chat/completions": SimulatedNode._v1_chat,
+    "/v1/completions": SimulatedNode._v1_completions,
+    "/v1/embeddings": SimulatedNode._v1_embeddings,
+    "/v1/models": SimulatedNode._v1_models,
 }
 
 
@@ -1501,7 +1576,7 @@ class Fleet:
         _require_loopback(control_host)
         self.control_host = control_host
         self.control_port = control_port
-        self._control: _Listener | None = None
+        self._control: Listener | None = None
         self._control_site: _ControlSite | None = None
         # Simulated RPC backends (simulator.rpc) the control server
         # shows and drives; whoever starts them stops them.
@@ -1579,11 +1654,11 @@ class Fleet:
             if self.control_port is not None:
                 site = _ControlSite(self)
                 self._control_site = site
-                self._control = _Listener(
+                self._control = Listener(
                     asyncio.get_running_loop(),
                     self.control_host,
                     self.control_port,
-                    lambda: _HttpProtocol(site),
+                    lambda: HttpConnection(site),
                 )
                 self.control_port = self._control.port
         except BaseException:
@@ -1617,14 +1692,19 @@ _RPC_ACTION = re.compile(r"^/rpc/(\d+|all)/([a-z_]+)$")
 _RPC_ACTIONS = ("die", "revive", "attach", "detach")
 
 
-class _ControlSite(_Site):
+class _ControlSite(Site):
     """JSON control of a fleet for other processes (demos, benchmarks, live tests).
 
     ``GET /health``, ``GET /nodes``, ``GET /nodes/<i>``, and ``POST
     /nodes/<i|all>/<action>`` with a JSON body where the action takes one: ``die``,
     ``revive``, ``hang`` ``{"on"}``, ``unhang``, ``slow`` ``{"seconds"}``,
     ``error`` ``{"status", "message", "root"}``, ``queue_full`` ``{"on"}`` (503
-    "server busy" to inference only), ``heal``, ``reset_counters``,
+    "server busy" to inference only), ``reset`` ``{"on"}`` (read a request, then
+    TCP RST), ``cut`` ``{"after"}`` (abort streams after that many chunks; null:
+    don't), ``generation`` ``{"token_rate", "first_token", "load_seconds",
+    "num_parallel", "max_queue"}`` (``set_generation``: what is left out returns
+    to its default), ``heal`` (every fault, not the generation settings),
+    ``reset_counters``,
     ``load`` ``{"model", "size_vram", "keep_alive", "context_length"}``,
     ``unload``/``process``/``pull``/``delete`` ``{"model"}``. RPC backends, when
     the fleet has any: ``GET /rpc`` and ``POST /rpc/<i|all>/<action>`` with
@@ -1633,13 +1713,13 @@ class _ControlSite(_Site):
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
-        self.connections: set[_HttpProtocol] = set()
+        self.connections: set[HttpConnection] = set()
 
-    def connection_opened(self, connection: _HttpProtocol) -> None:
+    def connection_opened(self, connection: HttpConnection) -> None:
         """Remember a connection, to drop it at stop."""
         self.connections.add(connection)
 
-    def connection_closed(self, connection: _HttpProtocol) -> None:
+    def connection_closed(self, connection: HttpConnection) -> None:
         """Forget a closed connection."""
         self.connections.discard(connection)
 
@@ -1730,6 +1810,13 @@ class _ControlSite(_Site):
             )
         elif action == "queue_full":
             node.set_queue_full(bool(args.get("on", True)))
+        elif action == "reset":
+            node.set_reset(bool(args.get("on", True)))
+        elif action == "cut":
+            after = args.get("after")
+            node.set_cut(None if after is None else int(after))
+        elif action == "generation":
+            node.set_generation(**args)
         elif action == "heal":
             node.heal()
         elif action == "reset_counters":
@@ -1808,6 +1895,7 @@ __all__ = [
     "DEFAULT_VERSION",
     "Fleet",
     "ModelSpec",
+    "Pace",
     "Request",
     "Response",
     "SimulatedNode",

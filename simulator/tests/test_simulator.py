@@ -541,6 +541,8 @@ def test_simulate_fleet_command_serves_nodes_and_rpc_backends() -> None:
         "control_port": 0,
         "loop": "asyncio",
         "duration": 1.5,
+        "token_rate": 40.0,
+        "num_parallel": 2,
         "stdout": out,
     }
     runner = threading.Thread(
@@ -561,6 +563,8 @@ def test_simulate_fleet_command_serves_nodes_and_rpc_backends() -> None:
                 r"^  (127\.0\.0\.6[45]:\d+)$", text, re.MULTILINE
             )
             assert http.post(control_url + "/rpc/0/die").json()["alive"] is False
+            generation = http.get(control_url + "/nodes/1").json()["generation"]
+            assert (generation["token_rate"], generation["num_parallel"]) == (40.0, 2)
     finally:
         runner.join(timeout=10)
     assert out.getvalue().rstrip().endswith("Stopped.")

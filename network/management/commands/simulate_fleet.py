@@ -2,7 +2,8 @@
 
 For demos, benchmarks and live tests: the dashboard watches these as it would a LAN
 of Ollama machines, and a JSON control server makes nodes die, hang, slow down or
-load models on request (see ``simulator.ollama``).
+load models on request (see ``simulator.ollama``). ``--token-rate`` and friends make
+every node generate in time, as a real one does (``SimulatedNode.set_generation``).
 """
 
 from __future__ import annotations
@@ -84,6 +85,30 @@ class Command(BaseCommand):
             action="append",
             help=f"Ollama version to report (repeat to mix; default {DEFAULT_VERSION})",
         )
+        generation = parser.add_argument_group(
+            "generation", "how every node generates (default: whole replies at once)"
+        )
+        generation.add_argument(
+            "--token-rate", type=float, default=0.0, help="tokens a second (0: at once)"
+        )
+        generation.add_argument(
+            "--first-token", type=float, default=0.0, help="seconds to the first token"
+        )
+        generation.add_argument(
+            "--load-seconds",
+            type=float,
+            default=0.0,
+            help="more seconds before it when the model was not loaded",
+        )
+        generation.add_argument(
+            "--num-parallel", type=int, default=1, help="requests generating at once"
+        )
+        generation.add_argument(
+            "--max-queue",
+            type=int,
+            default=512,
+            help='requests waiting for a slot; more get 503 "server busy"',
+        )
         parser.add_argument(
             "--loop",
             choices=("uvloop", "asyncio"),
@@ -144,6 +169,17 @@ class Command(BaseCommand):
                 await fleet.start()
             except OSError as exc:
                 raise CommandError(f"cannot listen: {exc}") from exc
+            try:
+                for node in fleet.nodes:
+                    node.set_generation(
+                        token_rate=options["token_rate"],
+                        first_token=options["first_token"],
+                        load_seconds=options["load_seconds"],
+                        num_parallel=options["num_parallel"],
+                        max_queue=options["max_queue"],
+                    )
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
             rpc_servers = await self._start_rpc(rpc_class, options)
             fleet.rpc_servers = rpc_servers  # the control server drives them too
             self._announce(fleet, rpc_servers)
@@ -209,8 +245,8 @@ class Command(BaseCommand):
         if fleet.control_url:
             lines.append(
                 f"Control: {fleet.control_url}  (GET /nodes; POST /nodes/<i|all>/"
-                "die|revive|hang|unhang|slow|error|queue_full|heal|load|unload|process|pull"
-                "|delete)"
+                "die|revive|hang|unhang|slow|error|queue_full|reset|cut|generation|heal|"
+                "load|unload|process|pull|delete)"
             )
             if rpc_servers:
                 lines.append(
