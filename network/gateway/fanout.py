@@ -1,8 +1,10 @@
 """The fleet's lists: /api/tags, /api/ps and /v1/models asked of every usable node.
 
-Each model appears once, as the first node that has it describes it, with the
-addresses of every node that has it in an extra field, `nodes` (clients ignore
-fields they do not know). The order is Ollama's: newest first. A node that does
+Each model appears once, as the first node that has it describes it; in Ollama's
+lists with the addresses of every node that has it in an extra field, `nodes`
+(ollama-python ignores fields it does not know; the OpenAI SDK keeps them on its
+objects, so /v1/models stays exactly OpenAI's shape). The order is Ollama's:
+newest first. A node that does
 not answer in time is left out of the list, not waited for; a list is kept for a
 second, so a page that asks often does not ask the whole fleet each time.
 """
@@ -43,7 +45,9 @@ async def listing(relay: Relay, name: str, nodes: list[NodeView]) -> bytes:
 
     answers = await asyncio.gather(*(ask(node) for node in nodes))
     if name == "v1/models":
-        data = _merge(answers, items="data", name="id", newest=_created)
+        data = _merge(
+            answers, items="data", name="id", newest=_created, with_nodes=False
+        )
         body = go_json({"object": "list", "data": data})
     else:
         field = "modified_at" if name == "tags" else "expires_at"
@@ -89,6 +93,7 @@ def _merge(
     items: str = "models",
     name: str = "name",
     newest: Callable[[dict], object],
+    with_nodes: bool = True,
 ) -> list[dict]:
     """Return each model once, with the nodes that have it, newest first."""
     merged: dict[str, dict] = {}
@@ -99,7 +104,11 @@ def _merge(
                 continue
             kept = merged.setdefault(entry[name], {**entry, "nodes": []})
             kept["nodes"].append(node.address)
-    return sorted(merged.values(), key=newest, reverse=True)
+    ordered = sorted(merged.values(), key=newest, reverse=True)
+    if not with_nodes:
+        for entry in ordered:
+            del entry["nodes"]
+    return ordered
 
 
 def _created(entry: dict) -> int:
