@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -414,6 +415,7 @@ class Gateway:
                 current.cancel()
 
         watcher.add_done_callback(client_left)
+        recent: deque[bytes] = deque(maxlen=4)  # the reply's end: what it says it did
         try:
             await send(
                 {
@@ -424,15 +426,16 @@ class Gateway:
             )
             pending = b""
             async for data, end in upstream.chunks():
-                exchange.tail = (exchange.tail + data)[-TAIL:]
+                recent.append(data)
                 if exchange.first_token is None and data:
                     exchange.first_token = time.monotonic()
                 if chunked:
                     # A chunk is handed on whole, as the node wrote it.
-                    pending += data
                     if not end:
+                        pending += data
                         continue
-                    data, pending = pending, b""
+                    if pending:
+                        data, pending = pending + data, b""
                 if strip is not None:
                     data = strip.chunk(data)
                 if data:
@@ -461,6 +464,7 @@ class Gateway:
                 return
             raise
         finally:
+            exchange.tail = b"".join(recent)[-TAIL:]
             watcher.remove_done_callback(client_left)
             if not watcher.done():
                 watcher.cancel()
