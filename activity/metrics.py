@@ -21,7 +21,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max
 
-from activity import streams
+from activity import rollups, streams
 from activity.models import RequestRecord, RequestTotals
 from activity.services import NewEvent, prune_oldest, record_events
 from core import realtime, validators
@@ -177,7 +177,7 @@ def record_requests(
     now: dt.datetime,
     events: Sequence[RequestReport] | None = None,
 ) -> int:
-    """Store requests, add them to the totals, announce what models did.
+    """Store requests, add them to the totals and rollups, announce what models did.
 
     events: the requests to announce as model_processing events (the gateway
     announces each node and model at most every few seconds); all by default.
@@ -207,6 +207,7 @@ def record_requests(
     with transaction.atomic():
         RequestRecord.objects.bulk_create(rows)
         _add_to_totals(reports)
+        rollups.add_requests(rows)
         record_events(
             _processing_events(reports if events is None else events), now=now
         )
