@@ -225,13 +225,15 @@ def _add_to_totals(reports: Iterable[RequestReport]) -> None:
     grouped: dict[tuple[str, str], list[RequestReport]] = defaultdict(list)
     for report in reports:
         grouped[(report.node, report.model)].append(report)
-    # Sorted, so two transactions lock the rows in the same order.
+    # Each row exists first (nothing is done for a known one): two writers that
+    # meet a new node and model at once both inserted it, and one failed on the
+    # key. Sorted, so two transactions lock the rows in the same order.
+    RequestTotals.objects.bulk_create(
+        [RequestTotals(node=node, model=model) for node, model in sorted(grouped)],
+        ignore_conflicts=True,
+    )
     for (node, model), group in sorted(grouped.items()):
-        totals = (
-            RequestTotals.objects.select_for_update()
-            .filter(node=node, model=model)
-            .first()
-        ) or RequestTotals(node=node, model=model)
+        totals = RequestTotals.objects.select_for_update().get(node=node, model=model)
         buckets = list(totals.buckets) or [0] * (len(LATENCY_BUCKETS) + 1)
         for report in group:
             seconds = report.latency_ms / 1000

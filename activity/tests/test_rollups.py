@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
 from collections import defaultdict
 
 import pytest
+from django.db import connection, connections
 
 from activity import metrics
 from activity.models import (
@@ -17,6 +19,7 @@ from activity.models import (
     LatencyHistogram,
     MinuteRollup,
     RequestRecord,
+    RequestTotals,
 )
 
 pytestmark = pytest.mark.django_db
@@ -244,3 +247,57 @@ def test_the_gateway_totals_count_gateway_requests_per_node_model_and_status():
     assert sum(row.requests for row in stored.values()) == (
         RequestRecord.objects.filter(source=GATEWAY).count()
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_lose_no_increment():
+    """Two writers (the gateway's and the reports' writer threads, or two server
+    processes) adding into the same rows at once, on PostgreSQL's row locks."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time: nothing runs concurrently")
+    rounds, size = 30, 40
+    start = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def write(seed: int) -> None:
+        chooser = random.Random(seed)
+        try:
+            start.wait()
+            for _ in range(rounds):
+                # The same few keys in every batch, in another order each time.
+                batch = [
+                    gateway_request(
+                        NOW,
+                        model=chooser.choice(["a", "b", "c"]),
+                        status_code=chooser.choice([200, 500]),
+                        latency_ms=chooser.choice([1.0, 70.0, 4000.0]),
+                        completion_tokens=1,
+                    )
+                    for _ in range(size)
+                ]
+                metrics.record_requests(batch, now=NOW)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=write, args=(seed,)) for seed in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures, failures
+    written = 2 * rounds * size
+    assert RequestRecord.objects.count() == written
+    for model in (MinuteRollup, HourRollup):
+        assert sum(model.objects.values_list("requests", flat=True)) == written
+        assert sum(model.objects.values_list("completion_tokens", flat=True)) == written
+        assert (
+            sum(
+                sum(getattr(row, name) for name in BUCKET_FIELDS)
+                for row in model.objects.all()
+            )
+            == written
+        )
+    assert sum(GatewayTotals.objects.values_list("requests", flat=True)) == written
+    assert sum(RequestTotals.objects.values_list("requests", flat=True)) == written
