@@ -160,7 +160,7 @@ class LatencyHistogram(models.Model):
 
 
 class RequestRollup(LatencyHistogram):
-    """The requests of one period (a minute, an hour) summed per node, model,
+    """The requests of one period (a minute, hour or day) summed per node, model,
     application, endpoint, status class and source (activity/rollups.py).
 
     status_class: "2xx", "4xx"... from the HTTP status a request had, or "ok" and
@@ -219,6 +219,10 @@ class MinuteRollup(RequestRollup):
 
 class HourRollup(RequestRollup):
     """Requests per hour (kept SOLLOL_ROLLUP_HOUR_RETENTION)."""
+
+
+class DayRollup(RequestRollup):
+    """Requests per day, UTC (kept SOLLOL_ROLLUP_HOUR_RETENTION, as hours are)."""
 
 
 class GatewayTotals(LatencyHistogram):

@@ -1,19 +1,20 @@
-"""Requests as per-minute and per-hour rollups: how /api/metrics answers long windows.
+"""Requests as per-minute, hour and day rollups: how /api/metrics answers long windows.
 
 Every batch `metrics.record_requests` stores is also added, in the same transaction,
-into one row per minute and one per hour for each (node, model, application,
-endpoint, status class, source) it holds: requests, errors, the latency's sum,
-least and most, a histogram of fixed bounds (models.LATENCY_BOUNDS_MS, one integer
-column each), token sums, time to first token and queue wait. The increments are
-done by the database (core.db.add_into), so writers in several processes lose
-nothing. Gateway requests also go into GatewayTotals, the Prometheus counters.
+into one row per minute, hour and day for each (node, model, application, endpoint,
+status class, source) it holds: requests, errors, the latency's sum, least and
+most, a histogram of fixed bounds (models.LATENCY_BOUNDS_MS, one integer column
+each), token sums, time to first token and queue wait. The increments are done by
+the database (core.db.add_into), so writers in several processes lose nothing.
+Gateway requests also go into GatewayTotals, the Prometheus counters.
 
 Raw requests are kept only as long as exact percentiles of short windows need
-them (metrics.EXACT_WINDOW). A longer window is summed by SQL from minute rows, or
-from hour rows when it reaches back further than minute rows are kept: two
-GROUP BY queries whatever the traffic, one per (node, model, application) and one
-per period. Its percentiles are estimated from the histogram, its edges are
-whole periods, and its answer says so.
+them (metrics.EXACT_WINDOW). A longer window is summed by SQL (SUM ... GROUP BY)
+from the rollups: it starts on a whole minute while minute rows reach back that
+far (SOLLOL_ROLLUP_MINUTE_RETENTION), else on a whole hour, and in between the
+longest periods that fit are read, so a 30-day window reads a day's hours and 30
+days per key rather than 720 hours or 43,200 minutes. Its percentiles are
+estimated from the histogram, and its answer says so.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from django.db.models import Max, Min, QuerySet, Sum
 from activity.models import (
     BUCKET_FIELDS,
     LATENCY_BOUNDS_MS,
+    DayRollup,
     GatewayTotals,
     HourRollup,
     MinuteRollup,
@@ -39,6 +41,8 @@ from core.db import add_into
 
 MINUTE = 60
 HOUR = 3600
+DAY = 86400
+LEVELS = ((MinuteRollup, MINUTE), (HourRollup, HOUR), (DayRollup, DAY))
 ESTIMATED = "estimated from latency buckets"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -51,9 +55,11 @@ def status_class(status_code: int | None, ok: bool) -> str:
 
 
 def _floor(moment: dt.datetime, period: int) -> dt.datetime:
-    """The start of the minute or hour (UTC) a moment falls in."""
+    """The start of the minute, hour or day (UTC) a moment falls in."""
     moment = moment.astimezone(dt.UTC).replace(second=0, microsecond=0)
-    return moment.replace(minute=0) if period == HOUR else moment
+    if period == MINUTE:
+        return moment
+    return moment.replace(minute=0, hour=0 if period == DAY else moment.hour)
 
 
 def bucket_field(latency_ms: float) -> str:
@@ -65,17 +71,16 @@ def bucket_field(latency_ms: float) -> str:
 
 
 def add_requests(records: Sequence[RequestRecord]) -> None:
-    """Add stored requests into their minutes, hours and the gateway's totals.
+    """Add stored requests into their minutes, hours, days and the gateway's totals.
 
-    Call inside the transaction that stores them. Rows are written sorted by
-    key, minutes, then hours, then totals, so concurrent writers lock in one order.
+    Call inside the transaction that stores them. Rows are written sorted by key,
+    minutes, hours, days, then totals, so concurrent writers lock in one order.
     """
     minutes: dict[tuple, dict[str, Any]] = {}
     totals: dict[tuple, dict[str, Any]] = {}
     for record in records:
-        start = _floor(record.timestamp, MINUTE)
         key = (
-            start,
+            _floor(record.timestamp, MINUTE),
             record.node,
             record.model,
             record.app_id,
@@ -86,21 +91,27 @@ def add_requests(records: Sequence[RequestRecord]) -> None:
         _add(minutes, key, record)
         if record.source == RequestRecord.Source.GATEWAY:
             _add_total(totals, record)
-    hours: dict[tuple, dict[str, Any]] = {}
-    for (start, *rest), sums in minutes.items():
-        key = (_floor(start, HOUR), *rest)
-        if key in hours:
-            _merge(hours[key], sums)
-        else:
-            hours[key] = dict(sums)
     merge = {"least": ("latency_ms_min",), "greatest": ("latency_ms_max",)}
-    add_into(
-        MinuteRollup, _rows(minutes, RequestRollup.KEY), key=RequestRollup.KEY, **merge
-    )
-    add_into(
-        HourRollup, _rows(hours, RequestRollup.KEY), key=RequestRollup.KEY, **merge
-    )
+    periods = minutes
+    for model, period in LEVELS:
+        if period != MINUTE:
+            periods = _coarser(periods, period)
+        add_into(
+            model, _rows(periods, RequestRollup.KEY), key=RequestRollup.KEY, **merge
+        )
     add_into(GatewayTotals, _rows(totals, GatewayTotals.KEY), key=GatewayTotals.KEY)
+
+
+def _coarser(groups: dict[tuple, dict[str, Any]], period: int) -> dict[tuple, dict]:
+    """The same sums per longer period (an hour, a day)."""
+    coarser: dict[tuple, dict[str, Any]] = {}
+    for (start, *rest), sums in groups.items():
+        key = (_floor(start, period), *rest)
+        if key in coarser:
+            _merge(coarser[key], sums)
+        else:
+            coarser[key] = dict(sums)
+    return coarser
 
 
 def _empty(latency_ms: float) -> dict[str, Any]:
@@ -186,11 +197,13 @@ def _rows(groups: dict[tuple, dict[str, Any]], key: Sequence[str]) -> list[dict]
 def prune_rollups(
     *, now: dt.datetime, minute_age: float, hour_age: float
 ) -> dict[str, int]:
-    """Delete minute and hour rows whose period began longer ago than their age."""
+    """Delete rows whose period began longer ago than their age (days go with
+    hours: a day row is kept as long as the hours it sums)."""
     pruned = {}
     for name, model, age in (
         ("minutes", MinuteRollup, minute_age),
         ("hours", HourRollup, hour_age),
+        ("days", DayRollup, hour_age),
     ):
         pruned[name], _ = model.objects.filter(
             start__lt=now - dt.timedelta(seconds=age)
@@ -233,35 +246,32 @@ def window_metrics(
     resolution: int,
     filters: dict[str, str],
 ) -> dict[str, Any]:
-    """Return /api/metrics for the window from the rollups of this resolution.
+    """Return /api/metrics for the window from the rollups, from `resolution` on.
 
-    The window's first partial period is left out (its rows hold requests from
-    before the window); the current one is in, up to now. So the answer covers
-    `since` (the first whole period in the window) to now. The series' buckets
-    are whole periods: window ÷ buckets rounded up to the resolution.
+    The window starts at its first whole period of `resolution` (a minute, or an
+    hour for windows longer than minutes are kept): the partial one before holds
+    requests from before the window. It ends now: the current period's rows hold
+    every request up to now. In between, the longest periods that fit are read
+    (_pieces): a month is a day's hours, then days; a few hundred rows per key.
+    The series' buckets are whole periods: window ÷ buckets rounded up to the
+    resolution.
     """
-    model = MinuteRollup if resolution == MINUTE else HourRollup
     now_s = (now - _EPOCH).total_seconds()
-    current = math.floor(now_s / resolution) * resolution
     since_s = (since - _EPOCH).total_seconds()
+    current = math.floor(now_s / resolution) * resolution
     first = min(math.ceil(since_s / resolution) * resolution, current)
-    rows = model.objects.filter(
-        start__gte=_EPOCH + dt.timedelta(seconds=first),
-        start__lte=_EPOCH + dt.timedelta(seconds=current),
-        **filters,
-    ).order_by()
-    groups = [
-        (row["node"], row["model"], row["app_id"], _sums(row))
-        for row in rows.values("node", "model", "app_id").annotate(**_aggregates())
-    ]
-    seconds = max(now_s - first, 1e-6)
+    levels = [(model, period) for model, period in LEVELS if period >= resolution]
     per: dict[str, dict[str, dict]] = {"node": {}, "model": {}, "app_id": {}}
     total: dict[str, Any] | None = None
-    for node, model_name, app_id, sums in groups:
-        total = _combined(total, sums)
-        for label, value in (("node", node), ("model", model_name), ("app_id", app_id)):
-            per[label][value] = _combined(per[label].get(value), sums)
-    summary = {
+    for rows in _read(levels, first, now_s, filters):
+        for row in rows.values("node", "model", "app_id").annotate(**_aggregates()):
+            sums = _sums(row)
+            total = _combined(total, sums)
+            for label, groups in per.items():
+                groups[row[label]] = _combined(groups.get(row[label]), sums)
+    seconds = max(now_s - first, 1e-6)
+    width = max(1, math.ceil(window / buckets / resolution - 1e-9)) * resolution
+    return {
         "window_seconds": window,
         "since": float(first),
         "until": now.timestamp(),
@@ -272,16 +282,56 @@ def window_metrics(
         "per_node": _breakdown(per["node"], seconds, "node"),
         "per_model": _breakdown(per["model"], seconds, "model"),
         "per_application": _breakdown(per["app_id"], seconds, "app_id"),
+        # Periods that fit in a bucket whole: a bucket of 6 h takes no days.
         **_series(
-            rows,
+            [level for level in levels if width % level[1] == 0],
             first=first,
             now_s=now_s,
-            window=window,
-            buckets=buckets,
-            resolution=resolution,
+            width=width,
+            filters=filters,
         ),
     }
-    return summary
+
+
+def _pieces(
+    levels: Sequence[tuple[type[RequestRollup], int]], first: int, now_s: float
+) -> list[tuple[type[RequestRollup], int, int]]:
+    """Cover first (on an edge of the finest level) to now with the fewest rows.
+
+    Each piece is (model, from, to): the rows starting from `from` and before `to`.
+    The finest periods run to the first edge of the next level, and so on; the
+    coarsest run to its current period, which holds everything up to now.
+    """
+    pieces = []
+    start = first
+    for index, (model, period) in enumerate(levels):
+        if index + 1 < len(levels):
+            coarser = levels[index + 1][1]
+            edge = math.ceil(start / coarser) * coarser
+            if edge <= now_s:  # the coarser period from there has begun
+                if edge > start:
+                    pieces.append((model, start, edge))
+                start = edge
+                continue
+        pieces.append((model, start, math.floor(now_s / period) * period + period))
+        break
+    return pieces
+
+
+def _read(
+    levels: Sequence[tuple[type[RequestRollup], int]],
+    first: int,
+    now_s: float,
+    filters: dict[str, str],
+) -> list[QuerySet]:
+    return [
+        model.objects.filter(
+            start__gte=_EPOCH + dt.timedelta(seconds=low),
+            start__lt=_EPOCH + dt.timedelta(seconds=high),
+            **filters,
+        ).order_by()
+        for model, low, high in _pieces(levels, first, now_s)
+    ]
 
 
 def _combined(into: dict[str, Any] | None, sums: dict[str, Any]) -> dict[str, Any]:
@@ -361,25 +411,23 @@ def estimate_percentile(
 
 
 def _series(
-    rows: QuerySet,
+    levels: Sequence[tuple[type[RequestRollup], int]],
     *,
     first: int,
     now_s: float,
-    window: float,
-    buckets: int,
-    resolution: int,
+    width: int,
+    filters: dict[str, str],
 ) -> dict[str, Any]:
-    """The window over time, in buckets of whole periods on multiples of their
-    width since the epoch (as metrics._series), from one GROUP BY period."""
-    width = max(1, math.ceil(window / buckets / resolution - 1e-9)) * resolution
+    """The window over time, in buckets on multiples of their width since the
+    epoch (as metrics._series), each made of whole periods: one GROUP BY period."""
     first_k = first // width
-    last_k = math.floor(now_s / resolution) * resolution // width
+    last_k = math.floor(now_s / levels[0][1]) * levels[0][1] // width
     sums: list[dict[str, Any] | None] = [None] * (last_k - first_k + 1)
-    per_period = rows.values("start").annotate(**_aggregates())
-    for row in per_period:
-        start = round((row["start"] - _EPOCH).total_seconds())
-        k = min(max(start // width, first_k), last_k) - first_k
-        sums[k] = _combined(sums[k], _sums(row))
+    for rows in _read(levels, first, now_s, filters):
+        for row in rows.values("start").annotate(**_aggregates()):
+            start = round((row["start"] - _EPOCH).total_seconds())
+            k = min(max(start // width, first_k), last_k) - first_k
+            sums[k] = _combined(sums[k], _sums(row))
     series = []
     for k, bucket in enumerate(sums):
         requests = bucket["requests"] if bucket else 0
