@@ -14,9 +14,10 @@ from unittest import mock
 
 import pytest
 from django.db import connection, connections
+from django.test import override_settings
 from django.utils import timezone
 
-from activity import metrics
+from activity import metrics, tasks
 from activity.models import (
     BUCKET_FIELDS,
     LATENCY_BOUNDS_MS,
@@ -546,3 +547,34 @@ def test_a_month_over_a_million_requests_answers_within_100_ms(client):
     median = statistics.median(timings[1:])  # the first one warms the caches
     print(f"30-day /api/metrics over 1,000,000 requests: {median * 1000:.1f} ms")
     assert median <= 0.100, timings
+
+
+def test_the_periodic_prune_keeps_each_rollup_for_its_retention():
+    now = timezone.now()
+
+    def rollup(model, age: dt.timedelta) -> None:
+        model.objects.create(
+            start=now - age,
+            node="127.0.0.2:11434",
+            status_class="ok",
+            source=REPORTED,
+            requests=1,
+            latency_ms_min=1.0,
+            latency_ms_max=1.0,
+        )
+
+    for model in (MinuteRollup, HourRollup, DayRollup):
+        for age in (dt.timedelta(hours=47), dt.timedelta(hours=49)):
+            rollup(model, age)
+        for age in (dt.timedelta(days=34), dt.timedelta(days=36)):
+            rollup(model, age)
+    with override_settings(
+        SOLLOL_ROLLUP_MINUTE_RETENTION=48 * 3600,
+        SOLLOL_ROLLUP_HOUR_RETENTION=35 * 86400,
+    ):
+        pruned = tasks.prune_activity()
+    assert (pruned["rollup_minutes"], pruned["rollup_hours"]) == (3, 1)
+    assert pruned["rollup_days"] == 1
+    assert MinuteRollup.objects.count() == 1  # only the one of 47 hours ago
+    assert HourRollup.objects.count() == DayRollup.objects.count() == 3
+    assert not HourRollup.objects.filter(start__lt=now - dt.timedelta(days=35))
