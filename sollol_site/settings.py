@@ -281,11 +281,11 @@ SOLLOL_EVENT_RETENTION_AGE = env_float("SOLLOL_EVENT_RETENTION_AGE", 7 * 24 * 36
 SOLLOL_EVENT_RETENTION_COUNT = env_int("SOLLOL_EVENT_RETENTION_COUNT", 100_000)
 SOLLOL_EVENT_PRUNE_INTERVAL = env_float("SOLLOL_EVENT_PRUNE_INTERVAL", 60.0)
 # Requests, reported and through the gateway: raw rows answer GET /api/metrics
-# windows up to an hour with exact percentiles; longer windows (up to 30 days)
-# are read from per-minute rollups while those reach back far enough, else from
-# hourly ones (activity/rollups.py). Prometheus counters live in RequestTotals
-# and GatewayTotals, which are never pruned.
-SOLLOL_REQUEST_RETENTION_AGE = env_float("SOLLOL_REQUEST_RETENTION_AGE", 24 * 3600.0)
+# windows up to an hour with exact percentiles, so two hours of them are kept;
+# longer windows (up to 30 days) are read from per-minute rollups while those
+# reach back far enough, else from hourly and daily ones (activity/rollups.py).
+# Prometheus counters live in RequestTotals and GatewayTotals, never pruned.
+SOLLOL_REQUEST_RETENTION_AGE = env_float("SOLLOL_REQUEST_RETENTION_AGE", 2 * 3600.0)
 SOLLOL_REQUEST_RETENTION_COUNT = env_int("SOLLOL_REQUEST_RETENTION_COUNT", 500_000)
 SOLLOL_ROLLUP_MINUTE_RETENTION = env_float(
     "SOLLOL_ROLLUP_MINUTE_RETENTION", 48 * 3600.0
