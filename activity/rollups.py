@@ -48,7 +48,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def status_class(status_code: int | None, ok: bool) -> str:
-    """ "2xx", "4xx"... from an HTTP status; "ok" or "error" for a request without."""
+    """The status class: "2xx", "4xx"... from an HTTP status, else "ok" or "error"."""
     if status_code:
         return f"{status_code // 100}xx"
     return "ok" if ok else "error"
@@ -227,14 +227,14 @@ _SUMMED = (
 def _aggregates() -> dict[str, Any]:
     # Named apart from the columns: an annotation may not shadow a field.
     return {
-        **{f"sum_{name}": Sum(name) for name in _SUMMED},
-        "sum_latency_ms_min": Min("latency_ms_min"),
-        "sum_latency_ms_max": Max("latency_ms_max"),
+        **{f"agg_{name}": Sum(name) for name in _SUMMED},
+        "agg_latency_ms_min": Min("latency_ms_min"),
+        "agg_latency_ms_max": Max("latency_ms_max"),
     }
 
 
 def _sums(row: dict[str, Any]) -> dict[str, Any]:
-    return {name[4:]: value for name, value in row.items() if name.startswith("sum_")}
+    return {name[4:]: value for name, value in row.items() if name.startswith("agg_")}
 
 
 def window_metrics(
@@ -252,7 +252,7 @@ def window_metrics(
     hour for windows longer than minutes are kept): the partial one before holds
     requests from before the window. It ends now: the current period's rows hold
     every request up to now. In between, the longest periods that fit are read
-    (_pieces): a month is a day's hours, then days; a few hundred rows per key.
+    (_pieces): a month is a day's hours, then days; a few dozen rows per key.
     The series' buckets are whole periods: window ÷ buckets rounded up to the
     resolution.
     """
