@@ -10,3 +10,4 @@ class ActivityConfig(AppConfig):
 
         prometheus.register(prometheus.events)
         prometheus.register(prometheus.router)
+        prometheus.register(prometheus.gateway)

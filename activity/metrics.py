@@ -14,14 +14,15 @@ import datetime as dt
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
-from activity import streams
+from activity import rollups, streams
 from activity.models import RequestRecord, RequestTotals
 from activity.services import NewEvent, prune_oldest, record_events
 from core import realtime, validators
@@ -33,7 +34,10 @@ from core.jsonio import PayloadError
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 MAX_REQUESTS_PER_REPORT = 5000
-MAX_WINDOW = 7 * 24 * 3600.0
+MAX_WINDOW = 30 * 24 * 3600.0
+# Windows up to this long (and no longer than raw requests are kept) are read
+# from the raw requests, with exact percentiles; longer ones from the rollups.
+EXACT_WINDOW = 3600.0
 DEFAULT_WINDOW = "5m"
 # The window's time series: this many buckets unless ?buckets= says otherwise.
 DEFAULT_BUCKETS = 30
@@ -147,8 +151,29 @@ def parse_window(value: str | None) -> float:
         )
     seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if not 0 < seconds <= MAX_WINDOW:
-        raise PayloadError("window must be more than 0 and at most 7d")
+        raise PayloadError("window must be more than 0 and at most 30d")
     return seconds
+
+
+# The optional filters of /api/metrics: ?source=, ?node=, ?model=, ?app_id=.
+_FILTER_LENGTHS = {"node": 300, "model": 200, "app_id": 128}
+
+
+def parse_filters(query: Mapping[str, str]) -> dict[str, str]:
+    """Return the filters of a query string, as field lookups raw requests and
+    rollups share; an empty value filters nothing."""
+    filters = {}
+    source = query.get("source") or None
+    if source is not None:
+        if source not in RequestRecord.Source.values:
+            choices = " or ".join(RequestRecord.Source.values)
+            raise PayloadError(f"source must be {choices}")
+        filters["source"] = source
+    for name, length in _FILTER_LENGTHS.items():
+        value = validators.text(query.get(name), name, max_length=length)
+        if value:
+            filters[name] = node_name(value) if name == "node" else value
+    return filters
 
 
 def parse_buckets(value: str | None, *, window: float) -> int:
@@ -177,7 +202,7 @@ def record_requests(
     now: dt.datetime,
     events: Sequence[RequestReport] | None = None,
 ) -> int:
-    """Store requests, add them to the totals, announce what models did.
+    """Store requests, add them to the totals and rollups, announce what models did.
 
     events: the requests to announce as model_processing events (the gateway
     announces each node and model at most every few seconds); all by default.
@@ -207,6 +232,7 @@ def record_requests(
     with transaction.atomic():
         RequestRecord.objects.bulk_create(rows)
         _add_to_totals(reports)
+        rollups.add_requests(rows)
         record_events(
             _processing_events(reports if events is None else events), now=now
         )
@@ -224,13 +250,15 @@ def _add_to_totals(reports: Iterable[RequestReport]) -> None:
     grouped: dict[tuple[str, str], list[RequestReport]] = defaultdict(list)
     for report in reports:
         grouped[(report.node, report.model)].append(report)
-    # Sorted, so two transactions lock the rows in the same order.
+    # Each row exists first (nothing is done for a known one): two writers that
+    # meet a new node and model at once both inserted it, and one failed on the
+    # key. Sorted, so two transactions lock the rows in the same order.
+    RequestTotals.objects.bulk_create(
+        [RequestTotals(node=node, model=model) for node, model in sorted(grouped)],
+        ignore_conflicts=True,
+    )
     for (node, model), group in sorted(grouped.items()):
-        totals = (
-            RequestTotals.objects.select_for_update()
-            .filter(node=node, model=model)
-            .first()
-        ) or RequestTotals(node=node, model=model)
+        totals = RequestTotals.objects.select_for_update().get(node=node, model=model)
         buckets = list(totals.buckets) or [0] * (len(LATENCY_BUCKETS) + 1)
         for report in group:
             seconds = report.latency_ms / 1000
@@ -342,13 +370,60 @@ def prune_requests(*, now: dt.datetime, max_age: float, max_count: int) -> int:
 # --- analytics --------------------------------------------------------------------
 
 
+def resolution(window: float) -> int | None:
+    """Which rows answer a window: None for the raw requests (short windows, with
+    exact percentiles), else the period of the rollups, in seconds.
+
+    Minute rollups while they reach back far enough (48 h by default), hour
+    rollups beyond: a 30-day window sums 720 hours per key, not 43,200 minutes.
+    """
+    if window <= min(EXACT_WINDOW, settings.SOLLOL_REQUEST_RETENTION_AGE):
+        return None
+    if window <= settings.SOLLOL_ROLLUP_MINUTE_RETENTION:
+        return rollups.MINUTE
+    return rollups.HOUR
+
+
 def window_metrics(
-    *, window: float, now: dt.datetime, buckets: int = DEFAULT_BUCKETS
+    *,
+    window: float,
+    now: dt.datetime,
+    buckets: int = DEFAULT_BUCKETS,
+    filters: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Return the analytics of GET /api/metrics over the last `window` seconds."""
-    since = now - dt.timedelta(seconds=window)
+    filters = filters or {}
+    asked = {
+        "window": window,
+        "since": now - dt.timedelta(seconds=window),
+        "now": now,
+        "buckets": buckets,
+        "filters": filters,
+    }
+    period = resolution(window)
+    if period is None:
+        summary = _raw_metrics(**asked)
+    else:
+        summary = rollups.window_metrics(**asked, resolution=period)
+    summary["filters"] = filters
+    if not summary["totals"]["requests"]:
+        summary["note"] = (
+            "no requests were reported in this window: numbers are null, not 0; "
+            "routers report them to POST /api/activity"
+        )
+    return summary
+
+
+def _raw_metrics(
+    *,
+    window: float,
+    since: dt.datetime,
+    now: dt.datetime,
+    buckets: int,
+    filters: dict[str, str],
+) -> dict[str, Any]:
     rows = list(
-        RequestRecord.objects.filter(timestamp__gt=since, timestamp__lte=now)
+        RequestRecord.objects.filter(timestamp__gt=since, timestamp__lte=now, **filters)
         .order_by()
         .values_list(
             "node",
@@ -369,22 +444,19 @@ def window_metrics(
             ("app", row.app_id),
         ):
             groups[key].setdefault(value, []).append(row)
-    summary = {
+    return {
         "window_seconds": window,
         "since": since.timestamp(),
         "until": now.timestamp(),
+        "answered_from": "requests",
+        "resolution_seconds": None,
+        "percentiles": "exact",
         "totals": _analyse(rows, window),
         "per_node": _breakdown(groups["node"], window, "node"),
         "per_model": _breakdown(groups["model"], window, "model"),
         "per_application": _breakdown(groups["app"], window, "app_id"),
         **_series(rows, since=since, now=now, buckets=buckets),
     }
-    if not rows:
-        summary["note"] = (
-            "no requests were reported in this window: numbers are null, not 0; "
-            "routers report them to POST /api/activity"
-        )
-    return summary
 
 
 def _breakdown(groups: dict[str, list], window: float, label: str) -> list[dict]:

@@ -123,6 +123,133 @@ class RequestTotals(models.Model):
         return f"{self.model} on {self.node}: {self.requests}"
 
 
+# Upper bounds (inclusive), in milliseconds, of the latency histogram the rollups
+# and the gateway's Prometheus totals keep: one integer column per bound, so SQL
+# can SUM them, and one (le_inf) for the requests beyond the last.
+LATENCY_BOUNDS_MS = (
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000,
+)  # fmt: skip
+BUCKET_FIELDS = (
+    "le_5ms", "le_10ms", "le_25ms", "le_50ms", "le_100ms", "le_250ms", "le_500ms",
+    "le_1s", "le_2500ms", "le_5s", "le_10s", "le_30s", "le_60s", "le_120s", "le_inf",
+)  # fmt: skip
+
+
+class LatencyHistogram(models.Model):
+    """How many requests took at most each bound of LATENCY_BOUNDS_MS and more than
+    the bound before it (not cumulative); le_inf: longer than every bound."""
+
+    le_5ms = models.BigIntegerField(default=0)
+    le_10ms = models.BigIntegerField(default=0)
+    le_25ms = models.BigIntegerField(default=0)
+    le_50ms = models.BigIntegerField(default=0)
+    le_100ms = models.BigIntegerField(default=0)
+    le_250ms = models.BigIntegerField(default=0)
+    le_500ms = models.BigIntegerField(default=0)
+    le_1s = models.BigIntegerField(default=0)
+    le_2500ms = models.BigIntegerField(default=0)
+    le_5s = models.BigIntegerField(default=0)
+    le_10s = models.BigIntegerField(default=0)
+    le_30s = models.BigIntegerField(default=0)
+    le_60s = models.BigIntegerField(default=0)
+    le_120s = models.BigIntegerField(default=0)
+    le_inf = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class RequestRollup(LatencyHistogram):
+    """The requests of one period (a minute, hour or day) summed per node, model,
+    application, endpoint, status class and source (activity/rollups.py).
+
+    status_class: "2xx", "4xx"... from the HTTP status a request had, or "ok" and
+    "error" for reported requests, which have none. Every number can be added to
+    the same row of another batch, and summed over rows by SQL.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    start = models.DateTimeField()  # the period's first instant, UTC
+    node = models.CharField(max_length=300, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    app_id = models.CharField(max_length=128, blank=True)
+    endpoint = models.CharField(max_length=32, blank=True)
+    status_class = models.CharField(max_length=8)
+    source = models.CharField(max_length=16, choices=RequestRecord.Source.choices)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    latency_ms_sum = models.FloatField(default=0.0)
+    latency_ms_min = models.FloatField()
+    latency_ms_max = models.FloatField()
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    # The requests that said how many tokens they made, and their latency: tokens
+    # per second of request time is completion_tokens / token_latency_ms_sum.
+    token_requests = models.BigIntegerField(default=0)
+    token_latency_ms_sum = models.FloatField(default=0.0)
+    # Measured by the gateway: time to first token and waiting for a slot.
+    ttft_ms_sum = models.FloatField(default=0.0)
+    ttft_count = models.BigIntegerField(default=0)
+    queue_ms_sum = models.FloatField(default=0.0)
+    queue_count = models.BigIntegerField(default=0)
+
+    KEY = ("start", "node", "model", "app_id", "endpoint", "status_class", "source")
+
+    class Meta:
+        abstract = True
+        ordering = ["start"]
+        # Its index, led by start, is also the one the windows' range scans use.
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "start", "node", "model", "app_id", "endpoint", "status_class",
+                    "source",
+                ],
+                name="%(class)s_key",
+            )
+        ]  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"{self.start:%Y-%m-%d %H:%M} {self.model} on {self.node}"
+
+
+class MinuteRollup(RequestRollup):
+    """Requests per minute (kept SOLLOL_ROLLUP_MINUTE_RETENTION)."""
+
+
+class HourRollup(RequestRollup):
+    """Requests per hour (kept SOLLOL_ROLLUP_HOUR_RETENTION)."""
+
+
+class DayRollup(RequestRollup):
+    """Requests per day, UTC (kept SOLLOL_ROLLUP_HOUR_RETENTION, as hours are)."""
+
+
+class GatewayTotals(LatencyHistogram):
+    """Every request through the gateway ever, per node, model and HTTP status
+    (Prometheus counters: never pruned)."""
+
+    node = models.CharField(max_length=300, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    status_code = models.PositiveSmallIntegerField()
+    requests = models.BigIntegerField(default=0)
+    latency_seconds_sum = models.FloatField(default=0.0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+
+    KEY = ("node", "model", "status_code")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["node", "model", "status_code"], name="gateway_totals_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} on {self.node} ({self.status_code}): {self.requests}"
+
+
 class LogRecord(models.Model):
     """One log line, from an application or from the dashboard itself."""
 

@@ -5,19 +5,27 @@ behind a proxy all answer the same scrape; no counter lives in one process's mem
 
 The event log knows no domain: each app registers a collector, beside the models
 it reads (network/metrics.py, applications/metrics.py, frameworks/metrics.py), and
-a scrape joins them. Activity's own families are the event counters and the
-routers' request metrics. Nodes are labelled ``node="host:port"``, as activity
-events and router reports name them, so router metrics join node metrics on that
-label. The text format is written by core.prometheus.
+a scrape joins them. Activity's own families are the event counters, the
+routers' request metrics and the gateway's (from its requests' totals). Nodes
+are labelled ``node="host:port"``, as activity events and router reports name
+them, so request metrics join node metrics on that label. The text format is
+written by core.prometheus.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from activity.metrics import LATENCY_BUCKETS
-from activity.models import EventCount, RequestTotals
+from activity.models import (
+    BUCKET_FIELDS,
+    LATENCY_BOUNDS_MS,
+    EventCount,
+    GatewayTotals,
+    RequestTotals,
+)
 from core.prometheus import Family, escape, integer
 
 Collector = Callable[[], Iterable[Family]]
@@ -91,14 +99,71 @@ def router() -> Iterator[Family]:
         errors.add(label, failed)
         tokens.add(f'{label},type="prompt"', prompt)
         tokens.add(f'{label},type="completion"', completion)
-        cumulative = _cumulative(buckets, len(bucket_labels))
-        duration.lines += [
-            f"sollol_router_request_duration_seconds_bucket{{{label}{le}{n}\n"
-            for le, n in zip(bucket_labels, cumulative, strict=True)
-        ]
+        _observe(
+            duration, label, bucket_labels, _cumulative(buckets, len(bucket_labels))
+        )
         duration.add(label, seconds, "_sum")
-        duration.add(label, cumulative[-1], "_count")
     yield from (requests, errors, tokens, duration)
+
+
+def gateway() -> Iterator[Family]:
+    """What went through the gateway (GatewayTotals), never what was reported."""
+    requests = Family(
+        "sollol_gateway_requests_total",
+        "counter",
+        "Requests the gateway forwarded, by node, model and the HTTP status its "
+        "client got.",
+    )
+    duration = Family(
+        "sollol_gateway_request_duration_seconds",
+        "histogram",
+        "Time from a request's arrival at the gateway to the end of its reply, "
+        "waiting for a free slot of the node included.",
+    )
+    prompt = Family(
+        "sollol_gateway_prompt_tokens_total",
+        "counter",
+        "Prompt tokens of requests through the gateway, as the nodes counted them.",
+    )
+    completion = Family(
+        "sollol_gateway_completion_tokens_total",
+        "counter",
+        "Completion tokens of requests through the gateway, as the nodes counted them.",
+    )
+    rows = GatewayTotals.objects.order_by("node", "model", "status_code").values_list(
+        "node", "model", "status_code", "requests", "latency_seconds_sum",
+        "prompt_tokens", "completion_tokens", *BUCKET_FIELDS,
+    )  # fmt: skip
+    for (node, model), group in itertools.groupby(rows, key=lambda row: row[:2]):
+        label = f'node="{escape(node)}",model="{escape(model)}"'
+        counts = [0] * len(BUCKET_FIELDS)
+        seconds = tokens_in = tokens_out = 0
+        for row in group:
+            requests.add(f'{label},status="{row[2]}"', row[3])
+            seconds += row[4]
+            tokens_in += row[5]
+            tokens_out += row[6]
+            counts = [a + b for a, b in zip(counts, row[7:], strict=True)]
+        _observe(duration, label, _GATEWAY_LE, list(itertools.accumulate(counts)))
+        duration.add(label, float(seconds), "_sum")
+        prompt.add(label, tokens_in)
+        completion.add(label, tokens_out)
+    yield from (requests, duration, prompt, completion)
+
+
+_GATEWAY_LE = [f',le="{bound / 1000!r}"}} ' for bound in LATENCY_BOUNDS_MS]
+_GATEWAY_LE.append(',le="+Inf"} ')
+
+
+def _observe(
+    family: Family, label: str, le_labels: list[str], cumulative: list[int]
+) -> None:
+    """Add a histogram's _bucket lines (cumulative, +Inf last) and its _count."""
+    family.lines += [
+        f"{family.name}_bucket{{{label}{le}{n}\n"
+        for le, n in zip(le_labels, cumulative, strict=True)
+    ]
+    family.add(label, cumulative[-1], "_count")
 
 
 def _cumulative(buckets: Any, size: int) -> list[int]:

@@ -4,7 +4,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from activity import logs, metrics, services, traces
+from activity import logs, metrics, rollups, services, traces
 
 
 @shared_task(name="activity.tasks.prune_events")
@@ -18,14 +18,20 @@ def prune_events() -> int:
 
 @shared_task(name="activity.tasks.prune_activity")
 def prune_activity() -> dict[str, int]:
-    """Keep reported requests and log lines within their age and count bounds."""
+    """Keep requests, their rollups and log lines within their bounds."""
     now = timezone.now()
+    pruned = rollups.prune_rollups(
+        now=now,
+        minute_age=settings.SOLLOL_ROLLUP_MINUTE_RETENTION,
+        hour_age=settings.SOLLOL_ROLLUP_HOUR_RETENTION,
+    )
     return {
         "requests": metrics.prune_requests(
             now=now,
             max_age=settings.SOLLOL_REQUEST_RETENTION_AGE,
             max_count=settings.SOLLOL_REQUEST_RETENTION_COUNT,
         ),
+        **{f"rollup_{period}": count for period, count in pruned.items()},
         "logs": logs.prune_logs(
             now=now,
             max_age=settings.SOLLOL_LOG_RETENTION_AGE,

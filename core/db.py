@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.db import connection, models
 from django.db.models import QuerySet
@@ -87,3 +88,64 @@ def insert_many(
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
+
+
+def add_into(
+    model: type[models.Model],
+    rows: Sequence[dict[str, Any]],
+    *,
+    key: Sequence[str],
+    least: Sequence[str] = (),
+    greatest: Sequence[str] = (),
+    batch_size: int = 500,
+) -> None:
+    """Add rows into counters: insert each row, or add it into the row of its key.
+
+    One INSERT ... ON CONFLICT (key) DO UPDATE a batch (SQLite and PostgreSQL):
+    every other column is added to the stored one, except those in least and
+    greatest, which keep the smaller or larger value. The increment happens in the
+    database, under the row's lock, so concurrent writers lose nothing. Rows are
+    written in the order given: give them sorted by key, so that two transactions
+    lock shared rows in the same order and cannot deadlock. Each key at most once.
+    """
+    if not rows:
+        return
+    meta = model._meta
+    names = list(key) + [name for name in rows[0] if name not in key]
+    fields = [meta.get_field(name) for name in names]
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    smaller, larger = (
+        ("LEAST", "GREATEST") if connection.vendor == "postgresql" else ("MIN", "MAX")
+    )
+
+    def merged(name: str, column: str) -> str:
+        mine, theirs = f"{table}.{column}", f"EXCLUDED.{column}"
+        if name in least:
+            return f"{smaller}({mine}, {theirs})"
+        if name in greatest:
+            return f"{larger}({mine}, {theirs})"
+        return f"{mine} + {theirs}"
+
+    columns = [quote(field.column) for field in fields]
+    updates = ", ".join(
+        f"{column} = {merged(name, column)}"
+        for name, column in zip(names, columns, strict=True)
+        if name not in key
+    )
+    conflict = ", ".join(columns[: len(key)])
+    placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    with connection.cursor() as cursor:
+        for offset in range(0, len(rows), batch_size):
+            batch = rows[offset : offset + batch_size]
+            sql = (
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                + ", ".join([placeholders] * len(batch))
+                + f" ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+            )
+            params = [
+                field.get_db_prep_save(row[name], connection)
+                for row in batch
+                for name, field in zip(names, fields, strict=True)
+            ]
+            cursor.execute(sql, params)

@@ -280,10 +280,23 @@ if SOLLOL_APP_REMOVE_AFTER <= SOLLOL_APP_STALE_AFTER:
 SOLLOL_EVENT_RETENTION_AGE = env_float("SOLLOL_EVENT_RETENTION_AGE", 7 * 24 * 3600.0)
 SOLLOL_EVENT_RETENTION_COUNT = env_int("SOLLOL_EVENT_RETENTION_COUNT", 100_000)
 SOLLOL_EVENT_PRUNE_INTERVAL = env_float("SOLLOL_EVENT_PRUNE_INTERVAL", 60.0)
-# Reported router requests (GET /api/metrics windows reach back at most 7 days;
-# Prometheus counters live in RequestTotals, which is never pruned).
-SOLLOL_REQUEST_RETENTION_AGE = env_float("SOLLOL_REQUEST_RETENTION_AGE", 24 * 3600.0)
+# Requests, reported and through the gateway: raw rows answer GET /api/metrics
+# windows up to an hour with exact percentiles, so two hours of them are kept;
+# longer windows (up to 30 days) are read from per-minute rollups while those
+# reach back far enough, else from hourly and daily ones (activity/rollups.py).
+# Prometheus counters live in RequestTotals and GatewayTotals, never pruned.
+SOLLOL_REQUEST_RETENTION_AGE = env_float("SOLLOL_REQUEST_RETENTION_AGE", 2 * 3600.0)
 SOLLOL_REQUEST_RETENTION_COUNT = env_int("SOLLOL_REQUEST_RETENTION_COUNT", 500_000)
+SOLLOL_ROLLUP_MINUTE_RETENTION = env_float(
+    "SOLLOL_ROLLUP_MINUTE_RETENTION", 48 * 3600.0
+)
+# Hourly and daily rollups: the 30-day windows need at least 30 days.
+SOLLOL_ROLLUP_HOUR_RETENTION = env_float("SOLLOL_ROLLUP_HOUR_RETENTION", 35 * 86400.0)
+if min(SOLLOL_ROLLUP_MINUTE_RETENTION, SOLLOL_ROLLUP_HOUR_RETENTION) <= 0:
+    raise ImproperlyConfigured(
+        "SOLLOL_ROLLUP_MINUTE_RETENTION and SOLLOL_ROLLUP_HOUR_RETENTION must be "
+        "more than 0 seconds"
+    )
 # Log lines: a flood is cut back to the newest COUNT every PRUNE_INTERVAL seconds.
 SOLLOL_LOG_RETENTION_AGE = env_float("SOLLOL_LOG_RETENTION_AGE", 3 * 24 * 3600.0)
 SOLLOL_LOG_RETENTION_COUNT = env_int("SOLLOL_LOG_RETENTION_COUNT", 200_000)

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from activity import prometheus
-from activity.metrics import LATENCY_BUCKETS
-from activity.models import EventCount, RequestTotals
+from activity.metrics import (
+    LATENCY_BUCKETS,
+    RequestReport,
+    parse_activity,
+    record_requests,
+)
+from activity.models import EventCount, RequestRecord, RequestTotals
 from applications.models import Application
+from conftest import require
 from core.jsonio import storable
 from network.choices import Source
 from network.models import OllamaNode, RpcBackend
@@ -22,6 +31,7 @@ pytestmark = pytest.mark.django_db
 
 T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 GIB = 1 << 30
+PROMTOOL = Path(os.environ.get("SOLLOL_PROMTOOL", "/usr/bin/promtool"))
 HOSTILE = 'evil"model\\name\nwith} a newline,le="0.1"'
 
 
@@ -330,3 +340,86 @@ def test_it_serves_its_own_http_metrics_at_metrics(client):
     assert any(
         s.labels["view"] == "network-health" and s.value >= 1 for s in by_view.samples
     )
+
+
+def gateway_request(**fields) -> RequestReport:
+    base = {
+        "node": "127.0.0.2:11434",
+        "model": "llama3.2:3b",
+        "latency_ms": 40.0,
+        "ok": True,
+        "source": RequestRecord.Source.GATEWAY,
+        "endpoint": "chat",
+        "status_code": 200,
+        "prompt_tokens": 10,
+        "completion_tokens": 20,
+    }
+    return RequestReport(**{**base, **fields})
+
+
+def test_it_counts_gateway_requests_by_status_with_a_latency_histogram_and_tokens():
+    # Reported requests are the routers' families, not the gateway's.
+    reported = parse_activity(
+        {"node": "127.0.0.2:11434", "model": "llama3.2:3b", "latency_ms": 1.0}
+    )
+    through_gateway = [
+        gateway_request(latency_ms=4.0),  # ≤ 5 ms
+        gateway_request(latency_ms=250.0),  # on the 0.25 s bound: in it
+        gateway_request(latency_ms=130_000.0, prompt_tokens=None),  # beyond all
+        gateway_request(
+            status_code=503, ok=False, latency_ms=2.0, completion_tokens=None
+        ),
+        gateway_request(model=HOSTILE, status_code=404, ok=False),
+    ]
+    record_requests(through_gateway + reported, now=timezone.now())
+    families = scrape()
+    labels = {"node": "127.0.0.2:11434", "model": "llama3.2:3b"}
+    total = "sollol_gateway_requests_total"
+    assert value(families, total, **labels, status="200") == 3
+    assert value(families, total, **labels, status="503") == 1
+    assert value(families, total, node="127.0.0.2:11434", model=HOSTILE, status="404")
+    assert families["sollol_gateway_requests"].type == "counter"
+
+    name = "sollol_gateway_request_duration_seconds"
+    assert families[name].type == "histogram"
+    cumulative = {
+        s.labels["le"]: s.value
+        for s in families[name].samples
+        if s.name == name + "_bucket" and s.labels["model"] == labels["model"]
+    }
+    bounds = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+              60.0, 120.0, float("inf")]  # fmt: skip
+    assert [float(le) for le in cumulative] == bounds
+    assert (cumulative["0.005"], cumulative["0.025"], cumulative["0.1"]) == (2, 2, 2)
+    assert (cumulative["0.25"], cumulative["120.0"], cumulative["+Inf"]) == (3, 3, 4)
+    assert value(families, name + "_count", **labels) == 4
+    assert value(families, name + "_sum", **labels) == pytest.approx(130.256)
+    assert value(families, "sollol_gateway_prompt_tokens_total", **labels) == 30
+    completion = "sollol_gateway_completion_tokens_total"
+    assert value(families, completion, **labels) == 60
+
+
+def test_promtool_finds_the_gateway_families_valid():
+    require(PROMTOOL.exists(), f"{PROMTOOL} is not installed (Debian: prometheus)")
+    record_requests(
+        [gateway_request(), gateway_request(status_code=500, ok=False)],
+        now=timezone.now(),
+    )
+    text = prometheus.exposition().decode()
+    gateway = "".join(
+        line + "\n"
+        for line in text.splitlines()
+        if line.removeprefix("# HELP ")
+        .removeprefix("# TYPE ")
+        .startswith("sollol_gateway_")
+    )
+    assert "sollol_gateway_request_duration_seconds_bucket" in gateway
+    checked = subprocess.run(
+        [str(PROMTOOL), "check", "metrics"],
+        input=gateway,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout + checked.stderr == ""  # not even a lint warning

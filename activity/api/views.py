@@ -14,27 +14,36 @@ MAX_LOG_LIMIT = 1000
 
 class MetricsView(APIView):
     """GET /api/metrics?window=5m&buckets=30: analytics of the requests routers
-    reported, in total and as a time series over the window."""
+    reported and the gateway saw, in total and as a time series over the window.
+
+    Up to an hour from the requests themselves; longer windows (up to 30 days)
+    from per-minute or per-hour rollups, with estimated percentiles."""
 
     query_parameters = {
         "GET": [
-            query("window", description="e.g. 30s, 5m, 1h"),
+            query("window", description="e.g. 30s, 5m, 1h, 24h, 7d, 30d (at most)"),
             query(
                 "buckets",
                 OpenApiTypes.INT,
                 f"buckets of the time series `series` ({metrics.DEFAULT_BUCKETS} "
                 f"unless given, at most {metrics.MAX_BUCKETS}, each at least 1 ms)",
             ),
+            query("source", description="only `gateway` or only `reported` requests"),
+            query("node", description="only requests to this node (host:port)"),
+            query("model", description="only requests for this model"),
+            query("app_id", description="only requests of this application"),
         ]
     }
 
     def get(self, request):
-        window = metrics.parse_window(request.query_params.get("window"))
-        buckets = metrics.parse_buckets(
-            request.query_params.get("buckets"), window=window
-        )
+        query = request.query_params
+        window = metrics.parse_window(query.get("window"))
+        buckets = metrics.parse_buckets(query.get("buckets"), window=window)
+        filters = metrics.parse_filters(query)
         return Response(
-            metrics.window_metrics(window=window, now=timezone.now(), buckets=buckets)
+            metrics.window_metrics(
+                window=window, now=timezone.now(), buckets=buckets, filters=filters
+            )
         )
 
 

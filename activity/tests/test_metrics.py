@@ -83,7 +83,7 @@ def test_the_window_leaves_older_requests_out(client):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("window", ["5 minutes", "-1m", "0", "8d", "1e9"])
+@pytest.mark.parametrize("window", ["5 minutes", "-1m", "0", "31d", "1e9"])
 def test_it_refuses_a_window_it_cannot_read(client, window):
     response = client.get("/api/metrics", {"window": window})
     assert response.status_code == 400

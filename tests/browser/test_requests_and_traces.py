@@ -205,3 +205,20 @@ def test_paused_logs_hold_at_most_a_screenful_and_say_what_they_dropped(
     )
     expect(page.locator("#logs-list li").last).to_contain_text("line 1299")
     expect(page.locator("#logs-list li").filter(has_text="line 299")).to_have_count(0)
+
+
+def test_a_month_is_drawn_from_rollups_and_says_its_percentiles_are_estimates(
+    dashboard, watched_page
+):
+    report(dashboard, request_at(30, 250.0), request_at(20, 90.0, ok=False))
+    page = open_live(watched_page(), dashboard)
+    page.select_option("#metrics-window", "30d")
+    chart = page.locator("#metrics-chart")
+    # One day's bucket, today's, holds both requests.
+    expect(chart.locator('g[data-series="p50"] .marker')).to_have_count(1)
+    expect(page.locator("#metrics-totals dd").first).to_have_text("2")
+    expect(page.locator("#metrics-note")).to_contain_text(
+        "percentiles estimated from latency buckets"
+    )
+    title = chart.locator('g[data-series="p99"] .marker title').first
+    assert "2 requests, 1 failed" in title.text_content()

@@ -27,7 +27,14 @@ function showMetrics(data) {
     stat("p99", fmtMs(latency.p99)),
     stat("Tokens/s", num(totals.tokens_per_second) === null ? "—" : totals.tokens_per_second.toFixed(1)),
   );
-  setText($("metrics-note"), data && data.note ? data.note : "");
+  // A window longer than an hour comes from rollups: say its percentiles are
+  // estimates, and from when it counts (its first whole minute or hour).
+  const notes = [];
+  if (data && data.note) notes.push(data.note);
+  if (data && data.answered_from === "rollups") {
+    notes.push("percentiles " + (data.percentiles || "estimated") + ", since " + stamp(data.since, true));
+  }
+  setText($("metrics-note"), notes.join(" · "));
   showBreakdown($("metrics-nodes").tBodies[0], (data && data.per_node) || [], "node");
   showBreakdown($("metrics-models").tBodies[0], (data && data.per_model) || [], "model");
   renderChart(data);
@@ -49,6 +56,12 @@ function marker(shape, x, y) {
       (y + 3.5) + " L" + (x - 3.5) + " " + y + " Z" });
   }
   return svg("circle", { class: "marker", cx: x, cy: y, r: 2.8 });
+}
+
+/** A time on the chart, with its date when the window is longer than a day. */
+function stamp(ts, withDate) {
+  const t = num(ts);
+  return withDate && t !== null ? new Date(t * 1000).toLocaleString() : fmtClock(ts);
 }
 
 /** Draw the window's series as the server cut it: a gap where a bucket had no requests. */
@@ -79,6 +92,7 @@ function renderChart(data) {
   const max = Math.max(...values) * 1.1 || 1;
   const t0 = num(data.since) !== null ? data.since : series[0].start;
   const t1 = num(data.until) !== null ? data.until : series[series.length - 1].end;
+  const days = t1 - t0 > 86400;
   const x = (t) => left + ((t - t0) / (t1 - t0 || 1)) * (width - left - right);
   const y = (v) => height - bottom - (v / max) * (height - bottom - top);
   for (const p of PERCENTILES) {
@@ -99,7 +113,7 @@ function renderChart(data) {
       open = true;
       const point = marker(p.marker, px, py);
       const title = svg("title");
-      title.textContent = fmtClock(bucket.start) + "–" + fmtClock(bucket.end) + " · " + p.key + " " + fmtMs(value) +
+      title.textContent = stamp(bucket.start, days) + "–" + stamp(bucket.end, days) + " · " + p.key + " " + fmtMs(value) +
         " · " + bucket.requests + (bucket.requests === 1 ? " request" : " requests") +
         (bucket.errors ? ", " + bucket.errors + " failed" : "");
       point.append(title);
@@ -110,8 +124,8 @@ function renderChart(data) {
   }
   label(fmtMs(max), { x: 2, y: top + 10 });
   label("0", { x: 2, y: height - bottom });
-  label(fmtClock(t0), { x: left, y: height - 4 });
-  label(fmtClock(t1), { x: width - right, y: height - 4, "text-anchor": "end" });
+  label(stamp(t0, days), { x: left, y: height - 4 });
+  label(stamp(t1, days), { x: width - right, y: height - 4, "text-anchor": "end" });
   box.replaceChildren(root);
   const totals = (data.totals && data.totals.latency_ms) || {};
   box.setAttribute("aria-label", "Latency percentiles over the last " + windowText + ", in " + series.length +
