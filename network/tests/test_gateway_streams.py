@@ -55,7 +55,9 @@ def test_openai_clients_get_what_the_node_itself_answers(fleet):
         for ask in (
             lambda c: c.chat.completions.create(model="llama3.2:3b", messages=CHAT),
             lambda c: list(
-                c.chat.completions.create(model="llama3.2:3b", messages=CHAT, stream=True)
+                c.chat.completions.create(
+                    model="llama3.2:3b", messages=CHAT, stream=True
+                )
             ),
             lambda c: list(
                 c.chat.completions.create(
@@ -73,7 +75,11 @@ def test_openai_clients_get_what_the_node_itself_answers(fleet):
             lambda c: c.models.list().data,
         ):
             got, expected = ask(through), ask(direct)
-            dump = [r.model_dump() for r in got] if isinstance(got, list) else got.model_dump()
+            dump = (
+                [r.model_dump() for r in got]
+                if isinstance(got, list)
+                else got.model_dump()
+            )
             want = (
                 [r.model_dump() for r in expected]
                 if isinstance(expected, list)
@@ -151,7 +157,9 @@ def test_a_node_that_breaks_mid_stream_ends_it_with_an_error_and_is_not_retried(
     first, second = fleet.nodes
     first.set_cut(3)  # the connection drops after three chunks of the stream
     with served_gateway([view_of(first), view_of(second)]) as served:
-        client = ollama.Client(host=served.url, headers={"X-SOLLOL-Node": first.address})
+        client = ollama.Client(
+            host=served.url, headers={"X-SOLLOL-Node": first.address}
+        )
         parts = []
         with pytest.raises(ollama.ResponseError) as broken:
             for part in client.chat(model="llama3.2:3b", messages=CHAT, stream=True):
