@@ -27,6 +27,7 @@ from activity.models import RequestRecord, RequestTotals
 from activity.services import NewEvent, prune_oldest, record_events
 from core import realtime, validators
 from core.addresses import node_name
+from core.db import insert_many
 from core.jsonio import PayloadError
 
 # Upper bounds, in seconds, of the latency histogram kept in RequestTotals.buckets
@@ -230,8 +231,12 @@ def record_requests(
         for report in reports
     ]
     with transaction.atomic():
-        RequestRecord.objects.bulk_create(rows)
-        _add_to_totals(reports)
+        insert_many(rows)
+        # The router families count what was reported; the gateway's requests
+        # have their own (rollups.GatewayTotals, sollol_gateway_*).
+        _add_to_totals(
+            [r for r in reports if r.source == RequestRecord.Source.REPORTED]
+        )
         rollups.add_requests(rows)
         record_events(
             _processing_events(reports if events is None else events), now=now

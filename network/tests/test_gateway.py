@@ -502,3 +502,14 @@ def wait_for_spans(count: int, timeout: float = 5.0) -> list[Span]:
         if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
+
+
+def test_gateway_requests_are_counted_as_the_gateways_not_as_reported(fleet):
+    node = fleet.nodes[0]
+    with served_gateway([view_of(node)]) as served:
+        ollama.Client(host=served.url).generate(model="llama3.2:3b", prompt="x")
+    wait_for_records(1)
+    scraped = Client().get("/api/prometheus").content.decode()
+    labels = f'node="{node.address}",model="llama3.2:3b"'
+    assert f'sollol_gateway_requests_total{{{labels},status="200"}} 1\n' in scraped
+    assert "sollol_router_requests_total{" not in scraped
