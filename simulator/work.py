@@ -163,7 +163,9 @@ class Slots:
 
 
 class Writer(Protocol):
-    """How a stream's bytes look (``simulator.openai``'s writers)."""
+    """How answers look in bytes: ``simulator.ollama.NativeWriter`` (NDJSON,
+    JSON) or the writers of ``simulator.openai`` (server-sent events, OpenAI JSON).
+    """
 
     def head(self) -> Response: ...
 
