@@ -58,12 +58,12 @@ def test_chat_answers_keep_gos_field_order_of_the_nodes_version() -> None:
 
 
 def test_created_at_is_utc_with_nanoseconds_in_every_chunk(node: SimulatedNode) -> None:
-    node.set_generation(token_rate=400)
+    node.set_generation(token_rate=5000)  # several tokens due in each wake-up
     lines = [
         json.loads(line)
         for line in httpx.post(
             node.url + "/api/generate",
-            json={"model": CHAT, "prompt": "hi", "options": {"num_predict": 4}},
+            json={"model": CHAT, "prompt": "hi", "options": {"num_predict": 20}},
             trust_env=False,
         ).text.splitlines()
     ]
