@@ -163,7 +163,9 @@ class Slots:
 
 
 class Writer(Protocol):
-    """How a stream's bytes look (``simulator.openai``'s writers)."""
+    """How answers look in bytes: ``simulator.ollama.NativeWriter`` (NDJSON,
+    JSON) or the writers of ``simulator.openai`` (server-sent events, OpenAI JSON).
+    """
 
     def head(self) -> Response: ...
 
@@ -329,8 +331,8 @@ class Generation(Work):
         now = self.loop.time()
         while stop < count and first + stop * interval <= now:
             stop += 1  # behind: what is owed goes out in the same write
-        ns = self.clock()
-        chunks = [writer.token(tokens[i], ns) for i in range(start, stop)]
+        clock = self.clock  # every chunk stamped when made, as Ollama's are
+        chunks = [writer.token(tokens[i], clock()) for i in range(start, stop)]
         self.sent = stop
         end = stop >= count
         if end:
@@ -373,8 +375,8 @@ class Generation(Work):
         self.timing.paced = False
         writer = self.writer
         if self.stream:
-            ns = self.clock()
-            chunks = [writer.token(text, ns) for text in self.tokens]
+            clock = self.clock
+            chunks = [writer.token(text, clock()) for text in self.tokens]
             chunks.append(writer.final(self.answer("", self.timing)))
             response = writer.head()
             response.chunks = chunks

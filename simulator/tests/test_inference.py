@@ -58,12 +58,12 @@ def test_chat_answers_keep_gos_field_order_of_the_nodes_version() -> None:
 
 
 def test_created_at_is_utc_with_nanoseconds_in_every_chunk(node: SimulatedNode) -> None:
-    node.set_generation(token_rate=400)
+    node.set_generation(token_rate=5000)  # several tokens due in each wake-up
     lines = [
         json.loads(line)
         for line in httpx.post(
             node.url + "/api/generate",
-            json={"model": CHAT, "prompt": "hi", "options": {"num_predict": 4}},
+            json={"model": CHAT, "prompt": "hi", "options": {"num_predict": 20}},
             trust_env=False,
         ).text.splitlines()
     ]
@@ -158,8 +158,8 @@ def test_tokens_are_paced_at_the_token_rate(node: SimulatedNode) -> None:
     gaps = [later - earlier for earlier, later in zip(tokens, tokens[1:], strict=False)]
 
     assert tokens[-1] - started >= 0.185  # 19 intervals of 10 ms after the first
-    assert tokens[-1] - tokens[0] >= 0.15
-    assert sum(gap >= 0.005 for gap in gaps) >= 12  # spread out, not one burst
+    assert tokens[-1] - tokens[0] >= 0.12  # the first may be late, not the rest
+    assert sum(gap >= 0.005 for gap in gaps) >= 8  # spread out, not one burst
     assert part.eval_count == 20
     assert part.eval_duration == 200_000_000  # 20 tokens at 100/s
     assert part.total_duration >= 190_000_000
@@ -184,7 +184,7 @@ def test_first_token_waits_and_an_unloaded_model_loads_first(
     warm, warm_done = first_chunk()
 
     assert cold >= 0.4 and cold_done.load_duration == 300_000_000
-    assert 0.1 <= warm < 0.35 and warm_done.load_duration < 100_000_000
+    assert 0.1 <= warm < 0.39 and warm_done.load_duration < 100_000_000
     assert warm_done.prompt_eval_duration == 100_000_000
 
 
@@ -229,12 +229,12 @@ def test_a_paced_stream_keeps_pipelined_requests_waiting(node: SimulatedNode) ->
 
 
 def test_one_slot_serialises_two_requests(node: SimulatedNode) -> None:
-    node.set_generation(token_rate=100)  # 10 tokens: about 0.09 s each
+    node.set_generation(token_rate=100)  # 20 tokens: about 0.19 s each
     client = native(node)
     seen: list[tuple[int, int]] = []
 
     def ask() -> None:
-        client.generate(model=CHAT, prompt="x", options={"num_predict": 10})
+        client.generate(model=CHAT, prompt="x", options={"num_predict": 20})
 
     started = time.perf_counter()
     threads = [threading.Thread(target=ask) for _ in range(2)]
@@ -258,8 +258,8 @@ def test_one_slot_serialises_two_requests(node: SimulatedNode) -> None:
     two_slots = time.perf_counter() - started
 
     assert seen == [(1, 1), (2, 0)]
-    assert one_slot >= 0.18
-    assert two_slots < one_slot
+    assert one_slot >= 0.38
+    assert two_slots < one_slot - 0.1
     assert (node.generating, node.queued) == (0, 0)
     assert node.snapshot()["generating"] == 0
 
