@@ -36,8 +36,8 @@ from network.gateway.apis import (
     stream_error,
 )
 from network.gateway.fleet import FleetView, probe_nodes
-from network.gateway.limits import Limits
 from network.gateway.routing import NodeView, pinned, rank
+from network.gateway.shared import configured_limits
 from network.gateway.usage import TAIL, Strip
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,8 @@ class Gateway:
 
     def __init__(self) -> None:
         self.fleet = FleetView(settings.SOLLOL_GATEWAY_REFRESH, prober=probe_nodes)
-        self.limits = Limits(settings.SOLLOL_GATEWAY_NODE_CONCURRENCY)
+        # In Redis when the deployment has it (shared by every gateway process).
+        self.limits = configured_limits()
         self.relay = Relay(connect_timeout=settings.SOLLOL_GATEWAY_CONNECT_TIMEOUT)
         self.recorder = records.Recorder()
         self._started: asyncio.Future | None = None
@@ -113,6 +114,7 @@ class Gateway:
         if self._started is None:
             return
         live.unregister(self.limits.snapshot)
+        await self.limits.close()
         await self.recorder.stop()
         await self.fleet.stop()
         await self.relay.close()

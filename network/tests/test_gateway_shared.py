@@ -11,11 +11,16 @@ import asyncio
 import time
 
 import pytest
+import requests
+from django.test import override_settings
 
+from conftest import require
 from network.gateway import live
 from network.gateway.proxy import Refused
 from network.gateway.shared import SharedLimits, SharedReader
-from tests.faults import MACHINE_REDIS, redis_prefix
+from network.tests.gateway_harness import served_gateway, view_of
+from simulator.ollama import running_fleet
+from tests.faults import MACHINE_REDIS, PrivateRedis, redis_prefix
 from tests.liveserver import free_port
 
 
@@ -179,3 +184,49 @@ async def test_with_redis_unreachable_a_request_is_refused_at_once():
     assert "cannot reach Redis" in refused.value.message
     await limits.close()
     assert SharedReader(limits.url, "nowhere").snapshot() == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_going_away_mid_run_is_a_clear_503_and_then_it_recovers(tmp_path):
+    require(PrivateRedis.available(), "no redis-server binary (Debian: redis-server)")
+    private = PrivateRedis(tmp_path / "redis")
+    private.start()
+    body = {"model": "llama3.2:3b", "prompt": "x", "stream": False}
+    try:
+        with (
+            running_fleet(1, base="127.0.0.86", port=0, seed=3) as fleet,
+            override_settings(SOLLOL_GATEWAY_LIMITS="redis", REDIS_URL=private.url),
+        ):
+            node = fleet.nodes[0]
+            node.pull("llama3.2:3b")
+            with served_gateway([view_of(node)]) as served:
+                url = f"{served.url}/api/generate"
+                assert requests.post(url, json=body, timeout=10).status_code == 200
+                node.set_delay(1.0)
+                running = asyncio.run_coroutine_threadsafe(
+                    _post(url, body), served.loop
+                )
+                time.sleep(0.3)  # it holds the node's slot
+                private.stop()
+                started = time.monotonic()
+                refused = requests.post(url, json=body, timeout=10)
+                assert time.monotonic() - started < 3
+                assert refused.status_code == 503
+                assert refused.headers["Retry-After"] == "1"
+                assert "cannot reach Redis" in refused.json()["error"]
+                assert running.result(10) == 200  # the request in flight ends well
+                node.set_delay(0)
+                private.start()  # empty, on the same port
+                reply = requests.post(url, json=body, timeout=10)
+                assert reply.status_code == 200
+    finally:
+        private.stop()
+
+
+async def _post(url, body):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, json=body) as reply:
+            await reply.read()
+            return reply.status
