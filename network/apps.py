@@ -9,6 +9,7 @@ class NetworkConfig(AppConfig):
         from activity import metrics as activity_metrics
         from activity import prometheus
         from network import metrics, signals  # noqa: F401
+        from network.gateway import live, shared
         from network.services import recording
 
         for collector in (
@@ -19,3 +20,8 @@ class NetworkConfig(AppConfig):
         ):
             prometheus.register(collector)
         activity_metrics.register_loaded_model_sizes(recording.loaded_model_sizes)
+        # With the slots in Redis, this process shows what every gateway process
+        # is doing, whether or not it serves the gateway itself.
+        reader = shared.configured_reader()
+        if reader is not None:
+            live.register(reader.snapshot)

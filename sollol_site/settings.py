@@ -433,6 +433,19 @@ SOLLOL_GATEWAY_PORT = env_int("SOLLOL_GATEWAY_PORT", 0)  # 0: no port of its own
 # 1); more wait in line up to QUEUE_TIMEOUT seconds, then 503 with Retry-After.
 SOLLOL_GATEWAY_NODE_CONCURRENCY = env_int("SOLLOL_GATEWAY_NODE_CONCURRENCY", 1)
 SOLLOL_GATEWAY_QUEUE_TIMEOUT = env_float("SOLLOL_GATEWAY_QUEUE_TIMEOUT", 30.0)
+# Where those slots and queues are kept: "redis" (REDIS_URL, the channel layer's;
+# the default when it is set) shares them among every gateway process, so that a
+# node's limit holds for the fleet of gateways; "memory" keeps them in this
+# process (the default without Redis: one process serves the gateway).
+SOLLOL_GATEWAY_LIMITS = env_str(
+    "SOLLOL_GATEWAY_LIMITS", "redis" if REDIS_URL else "memory"
+).lower()
+if SOLLOL_GATEWAY_LIMITS not in ("redis", "memory"):
+    raise ImproperlyConfigured(
+        f"SOLLOL_GATEWAY_LIMITS must be redis or memory, not {SOLLOL_GATEWAY_LIMITS!r}"
+    )
+if SOLLOL_GATEWAY_LIMITS == "redis" and not REDIS_URL:
+    raise ImproperlyConfigured("SOLLOL_GATEWAY_LIMITS=redis needs REDIS_URL")
 # Other nodes tried when one refuses, resets or does not answer before its first
 # byte (never after a byte reached the client).
 SOLLOL_GATEWAY_RETRIES = env_int("SOLLOL_GATEWAY_RETRIES", 2)

@@ -3,19 +3,52 @@
 The machine's own PostgreSQL and Redis must keep running for everyone else, so a
 test that needs "the database is gone" puts this proxy between the dashboard and
 PostgreSQL and cuts it, and one that needs "Redis is gone" starts a Redis of its
-own on another port and stops that one, by its PID.
+own on another port and stops that one, by its PID. Tests that only use the
+machine's Redis take keys of their own there (`redis_prefix`) and delete them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import socket
 import subprocess
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import redis
+
+from conftest import require
 from tests.liveserver import free_port
+
+# The machine's Redis, shared with other test runs (CI sets REDIS_URL).
+MACHINE_REDIS = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+@contextlib.contextmanager
+def redis_prefix(name: str = "test") -> Iterator[str]:
+    """Yield a key prefix of the caller's own on the machine's Redis; empty it after.
+
+    Skips (fails in CI) when that Redis does not answer.
+    """
+    address = urlsplit(MACHINE_REDIS)
+    try:
+        socket.create_connection((address.hostname, address.port or 6379), 1).close()
+    except OSError:
+        require(False, f"no Redis at {MACHINE_REDIS}")
+    prefix = f"{name}{uuid.uuid4().hex[:10]}"
+    try:
+        yield prefix
+    finally:
+        client = redis.Redis.from_url(MACHINE_REDIS)
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+        client.close()
 
 
 class TcpProxy:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import ollama
 import pytest
 import requests
 
 from simulator.ollama import running_fleet
+from tests.faults import MACHINE_REDIS, redis_prefix
 from tests.liveserver import free_port, wait_for
 
 pytestmark = pytest.mark.live
@@ -121,3 +125,81 @@ def test_a_gateway_of_its_own_under_daphne(live_server_factory, fleet):
         return metrics["totals"]["requests"] >= 1
 
     wait_for(recorded, what="the daphne gateway's request in the dashboard's metrics")
+
+
+@pytest.fixture
+def channel_prefix():
+    """A SOLLOL_CHANNEL_PREFIX of this test's own on the machine's Redis."""
+    with redis_prefix("live") as prefix:
+        yield prefix
+
+
+def test_two_daphne_gateways_hold_one_nodes_limit_together(
+    live_server_factory, channel_prefix
+):
+    delay = 1.5
+    with running_fleet(1, base="127.0.0.93", port=0, seed=13) as fleet:
+        [node] = fleet.nodes
+        node.pull("llama3.2:3b")
+        env = fleet_env(
+            fleet,
+            SOLLOL_PROBE_INTERVAL="60",  # probed once, before the node is slowed
+            REDIS_URL=MACHINE_REDIS,
+            SOLLOL_CHANNEL_PREFIX=channel_prefix,  # one fleet: the same keys
+            SOLLOL_GATEWAY_NODE_CONCURRENCY="1",
+        )
+        dashboard = live_server_factory(**env)
+        dashboard.start()
+        gateways = [
+            live_server_factory("gateway", database=dashboard.database, **env)
+            for _ in range(2)
+        ]
+        for gateway in gateways:
+            gateway.start()
+            gateway_sees(gateway.url, "llama3.2:3b")
+
+        def node_load():
+            [row] = requests.get(
+                f"{dashboard.url}/api/network/nodes", timeout=5
+            ).json()["nodes"]
+            return row["in_flight"], row["queued"]
+
+        seen = []
+        done = threading.Event()
+
+        def watch():  # what the dashboard shows while the requests run
+            while not done.is_set():
+                seen.append(node_load())
+                time.sleep(0.05)
+
+        def generate(order: int):
+            time.sleep(order * 0.2)  # in this order, to each gateway in turn
+            reply = requests.post(
+                f"{gateways[order % 2].url}/api/generate",
+                json={"model": "llama3.2:3b", "prompt": "x", "stream": False},
+                timeout=30,
+            )
+            return reply.status_code, time.monotonic()
+
+        node.set_delay(delay)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                replies = list(pool.map(generate, range(4)))
+        finally:
+            done.set()
+            watcher.join(10)
+            node.set_delay(0)
+        wait_for(lambda: node_load() == (0, 0), what="the slot given back")
+
+    assert [status for status, _ in replies] == [200] * 4
+    finished = [at for _, at in replies]
+    # One at a time, first come first served across both gateways: each answer
+    # comes a whole node delay after the one before.
+    assert finished == sorted(finished)
+    gaps = [b - a for a, b in itertools.pairwise(finished)]
+    assert min(gaps) > delay * 0.8, gaps
+    # The dashboard, a process of its own, counted both gateways' requests.
+    assert max(active for active, _ in seen) == 1
+    assert (1, 3) in seen, seen

@@ -1,9 +1,9 @@
 """Per-node concurrency limits with a queue: at most N requests in flight a node.
 
 A request that finds its node full waits in line (first come, first served) for
-at most a timeout. This is the in-process state of one gateway; several gateway
-processes share theirs through Redis (redis_limits.py) so that a node's limit
-holds for all of them.
+at most a timeout. This is the in-process state of one gateway (embedded mode);
+several gateway processes share theirs through Redis (shared.py, the same
+interface) so that a node's limit holds for all of them.
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ class Limits:
         node.active = max(0, node.active - 1)
         if node.active == 0:
             del self._nodes[address]
+
+    async def close(self) -> None:
+        """Nothing to give back: the slots end with the process."""
 
     def _forget(self, address: str, node: _Node, waiter: asyncio.Future) -> None:
         try:

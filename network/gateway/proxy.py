@@ -38,8 +38,8 @@ from network.gateway.apis import (
     stream_error,
 )
 from network.gateway.fleet import FleetView, probe_nodes
-from network.gateway.limits import Limits
 from network.gateway.routing import NodeView, pinned, rank
+from network.gateway.shared import configured_limits
 from network.gateway.usage import TAIL, Strip
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,8 @@ class Gateway:
 
     def __init__(self) -> None:
         self.fleet = FleetView(settings.SOLLOL_GATEWAY_REFRESH, prober=probe_nodes)
-        self.limits = Limits(settings.SOLLOL_GATEWAY_NODE_CONCURRENCY)
+        # In Redis when the deployment has it (shared by every gateway process).
+        self.limits = configured_limits()
         self.relay = Relay(connect_timeout=settings.SOLLOL_GATEWAY_CONNECT_TIMEOUT)
         self.recorder = records.Recorder()
         self._started: asyncio.Future | None = None
@@ -126,6 +127,7 @@ class Gateway:
             self._load_task.cancel()
             await asyncio.gather(self._load_task, return_exceptions=True)
             self._load_task = None
+        await self.limits.close()
         await self.recorder.stop()
         await self.fleet.stop()
         await self.relay.close()

@@ -67,11 +67,17 @@ class ServedGateway:
         )
         self.server.capture_signals = contextlib.nullcontext  # not the main thread
         self.thread = threading.Thread(
-            target=self.loop.run_until_complete,
-            args=(self.server.serve(),),
-            name="gateway-under-test",
-            daemon=True,
+            target=self._serve, name="gateway-under-test", daemon=True
         )
+
+    def _serve(self) -> None:
+        try:
+            self.loop.run_until_complete(self.server.serve())
+        finally:
+            # Here, where no other loop runs: with Redis, channels_redis flushes
+            # its layer on the loop as the loop closes (an async test's own loop
+            # runs on the main thread).
+            self.loop.close()
 
     def _probe(self, ids: list[int]) -> None:
         """What a probe finds: a simulated node that is not alive is unhealthy."""
@@ -104,8 +110,6 @@ class ServedGateway:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(15)
-        if not self.thread.is_alive():
-            self.loop.close()
 
 
 @contextlib.contextmanager

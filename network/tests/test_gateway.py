@@ -394,11 +394,23 @@ def test_in_flight_and_queued_requests_show_in_the_api_and_prometheus(fleet, cli
             pending = asyncio.run_coroutine_threadsafe(
                 _both(f"{served.url}/api/generate", body), served.loop
             )
-            time.sleep(0.4)
-            [listed] = client.get("/api/network/nodes").json()["nodes"]
-            scraped = client.get("/api/prometheus").content.decode()
+            # Both arrived within 0.05 s; the first is answered after 1 s.
+            deadline = time.monotonic() + 0.9
+            while True:
+                [listed] = client.get("/api/network/nodes").json()["nodes"]
+                scraped = client.get("/api/prometheus").content.decode()
+                counts = (listed["in_flight"], listed["queued"])
+                if counts == (1, 1) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
             assert [r.status for r in pending.result(10)] == [200, 200]
-            [after] = client.get("/api/network/nodes").json()["nodes"]
+            # The slot is given back as the reply ends (in Redis, a moment later).
+            deadline = time.monotonic() + 1
+            while True:
+                [after] = client.get("/api/network/nodes").json()["nodes"]
+                if after["in_flight"] == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
     assert (listed["in_flight"], listed["queued"]) == (1, 1)
     label = f'{{node="{node.address}"}}'
     assert f"sollol_gateway_in_flight{label} 1\n" in scraped
