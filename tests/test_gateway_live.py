@@ -77,6 +77,11 @@ def test_serve_answers_on_its_gateway_port_and_under_ollama(live_server_factory,
 
 
 def test_a_node_that_fails_a_request_is_probed_at_once(live_server_factory, fleet):
+    victim, other = fleet.nodes
+    # Loaded on the victim only, before the first (and, at 60 s, only) probe:
+    # the gateway's first choice is the victim.
+    victim.load("llama3.2:3b", keep_alive=-1)
+    other.unload("llama3.2:3b")
     # Probes every 60 s: only the gateway's call for a probe can tell so soon.
     server = live_server_factory(**fleet_env(fleet, SOLLOL_PROBE_INTERVAL="60"))
     server.start()
@@ -88,9 +93,7 @@ def test_a_node_that_fails_a_request_is_probed_at_once(live_server_factory, flee
         return {n["address"]: n["status"] for n in nodes["nodes"]}
 
     wait_for(lambda: set(statuses().values()) == {"healthy"}, what="healthy nodes")
-    victim, other = fleet.nodes
-    victim.load("llama3.2:3b")  # loaded: the gateway's first choice...
-    time.sleep(1.5)  # ... once a probe has seen it; here, the next refresh
+    time.sleep(1.5)  # the gateway has read the rows since
     victim.die()
     started = time.monotonic()
     try:
