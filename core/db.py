@@ -53,6 +53,17 @@ def prune_newest(rows: QuerySet, *, keep: int) -> int:
     return deleted
 
 
+# Fields whose values the database drivers take as Python gives them.
+_AS_THEY_ARE = (
+    models.CharField,  # and TextField's kin below
+    models.TextField,
+    models.IntegerField,  # and its Positive/Small/Big kin
+    models.FloatField,
+    models.BooleanField,
+)
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
 def insert_many(
     objects: Sequence[models.Model], *, ignore_conflicts: bool = False
 ) -> None:
@@ -61,7 +72,10 @@ def insert_many(
     Like bulk_create without returning ids, for the busiest writers (the
     gateway's records and spans): QuerySet.bulk_create compiles a placeholder
     and a prepared value per field and row in Python; executemany sends one
-    statement with each row's values, adapted by the fields as save() would.
+    statement with each row's values, adapted by the fields as save() would,
+    except that the values of text, number and boolean fields that are exactly
+    str, int, float, bool or None go as they are (an enum's member, say, is
+    still prepared by its field).
     With ignore_conflicts, a row whose unique key is taken is skipped.
     """
     if not objects:
@@ -79,10 +93,13 @@ def insert_many(
     suffix = connection.ops.on_conflict_suffix_sql(fields, conflict, None, None)
     if suffix:
         sql = f"{sql} {suffix}"
+    plain = [isinstance(field, _AS_THEY_ARE) for field in fields]
     rows = [
         [
-            field.get_db_prep_save(field.pre_save(obj, True), connection)
-            for field in fields
+            value
+            if as_is and type(value := getattr(obj, field.attname)) in _PLAIN_TYPES
+            else field.get_db_prep_save(field.pre_save(obj, True), connection)
+            for field, as_is in zip(fields, plain, strict=True)
         ]
         for obj in objects
     ]
