@@ -74,7 +74,7 @@ def test_a_pinned_node_is_found_by_address_or_url():
     nodes = [node("127.0.0.2:11434"), node("127.0.0.3:11434")]
     assert pinned(nodes, "127.0.0.3:11434").address == "127.0.0.3:11434"
     assert pinned(nodes, "http://127.0.0.2:11434/").address == "127.0.0.2:11434"
-    assert pinned(nodes, "10.0.0.1:11434") is None
+    assert pinned(nodes, "127.0.0.99:11434") is None
 
 
 async def test_slots_are_taken_in_order_and_passed_on():
