@@ -427,7 +427,6 @@ class Upstream:
         self.response = response
         self.status = response.status
         self.headers = response.headers
-        self.content_length = response.content_length
 
     async def chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
         """Yield (data, whether an HTTP chunk ends here) as the body arrives.

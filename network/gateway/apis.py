@@ -60,8 +60,6 @@ RETRIEVE = Endpoint("v1/models/{model}", Kind.MODEL, True)
 _BLOB_PATH = re.compile(r"/api/blobs/sha256[:-][0-9a-f]{64}")
 _RETRIEVE_PATH = re.compile(r"/v1/models/(.+)")
 
-INFER_ENDPOINTS = sorted({e.name for e in _ENDPOINTS.values() if e.kind == Kind.INFER})
-
 
 def endpoint_for(method: str, path: str) -> tuple[Endpoint | None, str]:
     """Return the endpoint of (method, path) and the model a path names, if any."""

@@ -74,8 +74,7 @@ class Exchange:
     node: str = ""
     started: float = field(default_factory=time.monotonic)
     queue_seconds: float = 0.0
-    first_byte: float | None = None  # monotonic time the node's head came
-    first_token: float | None = None  # ... and the first body bytes
+    first_token: float | None = None  # monotonic time the first body bytes came
     status: int = 0
     error: str = ""
     attempts: int = 0
@@ -397,7 +396,6 @@ class Gateway:
         receive: Callable,
         send: Callable,
     ) -> None:
-        exchange.first_byte = time.monotonic()
         exchange.status = upstream.status
         chunked = "chunked" in upstream.headers.get("Transfer-Encoding", "").lower()
         headers = [

@@ -123,7 +123,6 @@ class Recorder:
         self.unannounced: dict[tuple[str, str], list[metrics.RequestReport]] = {}
         self.announced_at: dict[tuple[str, str], float] = {}
         self.dropped = 0
-        self.recorded = 0
         self._task: asyncio.Task | None = None
         self._writes: set[asyncio.Task] = set()
 
@@ -185,7 +184,6 @@ class Recorder:
     async def _submit(self, writer, batch, events, spans) -> None:
         try:
             await writer.submit((batch, events, spans))
-            self.recorded += len(batch)
         except (WriterBusy, WriterUnavailable) as exc:
             self.dropped += len(batch)
             logger.warning(
