@@ -275,39 +275,32 @@ class HttpConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the connection without a word, as a crashed server's kernel does."""
-        self.closed = True
-        self._drop_deferred(client_gone=False)
-        if self.transport is None:
-            return
         # abort() closes the socket on the next loop turn; shut it down now so the
         # client sees the drop at once, like a process that died.
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None and sock.fileno() >= 0:
-            # Through a duplicate: uvloop's socket stand-in refuses shutdown().
-            with contextlib.suppress(OSError):
-                twin = socket.fromfd(sock.fileno(), sock.family, sock.type)
-                try:
-                    twin.shutdown(socket.SHUT_RDWR)
-                finally:
-                    twin.close()
-        self.transport.abort()
+        self._drop(lambda sock: sock.shutdown(socket.SHUT_RDWR))
 
     def reset(self) -> None:
         """Drop the connection with a TCP RST: the client's read fails at once."""
+        # Linger on, timeout 0: closing the socket sends RST, not FIN.
+        linger = struct.pack("ii", 1, 0)
+        self._drop(
+            lambda sock: sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        )
+
+    def _drop(self, prepare: Callable[[socket.socket], object]) -> None:
+        """Close the connection at once, after prepare(socket) readied how."""
         self.closed = True
         self._drop_deferred(client_gone=False)
         if self.transport is None:
             return
         sock = self.transport.get_extra_info("socket")
         if sock is not None and sock.fileno() >= 0:
-            # Linger on, timeout 0: closing the socket sends RST, not FIN. Set
-            # through a duplicate, which shares the socket (see abort).
+            # Through a duplicate, which shares the socket: uvloop's socket
+            # stand-in refuses shutdown() and setsockopt().
             with contextlib.suppress(OSError):
                 twin = socket.fromfd(sock.fileno(), sock.family, sock.type)
                 try:
-                    twin.setsockopt(
-                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                    )
+                    prepare(twin)
                 finally:
                     twin.close()
         self.transport.abort()

@@ -1132,15 +1132,19 @@ class SimulatedNode(ListeningServer, Site):
                 "eval_duration": 200_000_000,
             }
         assert self._loop is not None
-        total = int((self._loop.time() - timing.arrived) * _NS)
+        load_ns = int(timing.load * _NS) or 2_000_000
+        prompt_ns = int(timing.first_token * _NS) or prompt_tokens * 100_000
+        eval_ns = max(int(timing.generating() * _NS), 1)
+        measured = int((self._loop.time() - timing.arrived) * _NS)
         return {
-            "total_duration": max(total, 1),
-            "load_duration": int(timing.load * _NS) or 2_000_000,
+            # Ollama's total holds its parts; the loop's clock, read a hair
+            # early, must not make it shorter than they are.
+            "total_duration": max(measured, load_ns + prompt_ns + eval_ns),
+            "load_duration": load_ns,
             "prompt_eval_count": prompt_tokens,
-            "prompt_eval_duration": int(timing.first_token * _NS)
-            or prompt_tokens * 100_000,
+            "prompt_eval_duration": prompt_ns,
             "eval_count": tokens,
-            "eval_duration": max(int(timing.generating() * _NS), 1),
+            "eval_duration": eval_ns,
         }
 
     def _reply_tokens(self, spec: ModelSpec, count: int | None) -> list[str]:
