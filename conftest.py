@@ -16,6 +16,9 @@ def pytest_configure(config) -> None:
     from django.conf import settings
 
     settings.SOLLOL_CAPTURE_LOGS = False
+    # A gateway in the test's own process writes its records with the test's
+    # database connection settings, in a thread; live servers use their process.
+    settings.SOLLOL_GATEWAY_RECORDER = "thread"
 
 
 def require(available: bool, reason: str) -> None:

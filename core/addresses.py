@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import NamedTuple
@@ -93,6 +94,7 @@ def masked(value: str) -> str:
     return f"{scheme}{separator}{rest}" + (f"{TOKEN_MARK}***" if token else "")
 
 
+@functools.lru_cache(maxsize=4096)  # asked once a gateway request, of few clients
 def is_loopback(host: str | None) -> bool:
     """Whether host (a name or an address, no brackets) is this machine only."""
     if host == "localhost":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -20,6 +21,9 @@ logger = logging.getLogger(__name__)
 # run by sync_to_async) hands its sends to this loop rather than making its own:
 # the in-memory channel layer belongs to one loop.
 _server_loop: asyncio.AbstractEventLoop | None = None
+# A helper process with no channel layer of its own (the gateway's writer process)
+# hands its sends to its parent through this instead.
+_forwarder: Callable[[str, dict[str, Any]], None] | None = None
 
 
 def attach_running_loop() -> None:
@@ -68,7 +72,22 @@ def announce(stream: str, event_id: int) -> None:
     _send(group_name(stream), {"type": "events.available", "id": event_id})
 
 
+def forward_to(forwarder: Callable[[str, dict[str, Any]], None] | None) -> None:
+    """Hand every send of this process to forwarder(group, message) (None: stop)."""
+    global _forwarder
+    _forwarder = forwarder
+
+
+def send_forwarded(group: str, message: dict[str, Any]) -> None:
+    """Send what a helper process forwarded (see forward_to) to its group."""
+    _send(group, message)
+
+
 def _send(group: str, message: dict[str, Any]) -> None:
+    if _forwarder is not None:
+        _forwarder(group, message)
+        return
+
     async def send() -> None:
         await get_channel_layer().group_send(group, message)
 

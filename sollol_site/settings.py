@@ -467,6 +467,15 @@ SOLLOL_GATEWAY_EVENT_INTERVAL = env_float("SOLLOL_GATEWAY_EVENT_INTERVAL", 5.0)
 # false: requests are forwarded but not recorded (no records, events or spans);
 # what recording costs is measured in bench/gateway.py.
 SOLLOL_GATEWAY_RECORD = env_bool("SOLLOL_GATEWAY_RECORD", True)
+# Where the records are written: "process", a writer process of each gateway
+# process's own (the database work then never holds up the serving loop), or
+# "thread", a writer thread in the gateway's process (what in-process tests use).
+SOLLOL_GATEWAY_RECORDER = env_str("SOLLOL_GATEWAY_RECORDER", "process")
+if SOLLOL_GATEWAY_RECORDER not in ("process", "thread"):
+    raise ImproperlyConfigured(
+        "SOLLOL_GATEWAY_RECORDER must be process or thread, "
+        f"not {SOLLOL_GATEWAY_RECORDER!r}"
+    )
 
 
 # Frameworks: the Ray and Dask dashboards to watch (unset: not_configured). The

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import ollama
 import pytest
 import requests
+from websockets.sync.client import connect
 
 from simulator.ollama import running_fleet
 from tests.faults import MACHINE_REDIS, redis_prefix
@@ -74,6 +78,65 @@ def test_serve_answers_on_its_gateway_port_and_under_ollama(live_server_factory,
     metrics = wait_for(recorded, what="the gateway's four requests in /api/metrics")
     assert metrics["totals"]["completion_tokens"] > 0
     assert [a["app_id"] for a in metrics["per_application"]] == ["live-test"]
+
+
+def writer_processes(pid: int) -> list[int]:
+    """Return the gateway writer processes among pid's children."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            for child in children.read().split():
+                with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+                    if b"network.gateway.writer_process" in cmdline.read():
+                        found.append(int(child))
+    return found
+
+
+def test_the_writer_process_records_announces_and_comes_back(
+    live_server_factory, fleet
+):
+    """serve's gateway writes its records in a writer process of its own: what that
+    process announces reaches the page's sockets (the in-memory channel layer lives
+    in the serving process), and one that dies is started again."""
+    server = live_server_factory(
+        **fleet_env(fleet, SOLLOL_GATEWAY_EVENT_INTERVAL="0.5")
+    )
+    server.start()
+    base = f"{server.url}/ollama"
+    gateway_sees(base, "llama3.2:3b")
+    client = ollama.Client(host=base, headers={"X-SOLLOL-App": "writer-test"})
+    stream = server.url.replace("http", "ws") + "/ws/ollama_activity?samples=1"
+    with connect(stream, open_timeout=10) as socket_:
+        client.chat(model="llama3.2:3b", messages=CHAT)
+        heard: dict[str, dict] = {}
+        deadline = time.monotonic() + 10
+        while not {"model_processing", "traces"} <= heard.keys():
+            assert time.monotonic() < deadline, f"heard only {sorted(heard)}"
+            message = json.loads(socket_.recv(timeout=10))
+            if message.get("type") == "model_processing":
+                heard["model_processing"] = message
+            elif message.get("type") == "samples" and message.get("traces"):
+                heard["traces"] = message
+    assert heard["model_processing"]["app_ids"] == ["writer-test"]
+    assert heard["model_processing"]["source"] == "gateway"
+    [trace_id] = heard["traces"]["traces"]
+    traces = requests.get(f"{server.url}/api/traces", timeout=5).json()
+    assert trace_id in [t["trace_id"] for t in traces["traces"]]
+
+    [writer] = wait_for(lambda: writer_processes(server.process.pid))
+    os.kill(writer, signal.SIGKILL)  # a child of the server this test started
+    [again] = wait_for(
+        lambda: [p for p in writer_processes(server.process.pid) if p != writer],
+        what="a new writer process",
+    )
+    assert "ended (exit -9); starting another" in server.log()
+
+    def recorded():
+        client.chat(model="llama3.2:3b", messages=CHAT)
+        metrics = requests.get(f"{server.url}/api/metrics?window=5m", timeout=5).json()
+        return metrics["totals"]["requests"] >= 2
+
+    wait_for(recorded, what="a request recorded by the new writer process")
 
 
 def test_a_node_that_fails_a_request_is_probed_at_once(live_server_factory, fleet):

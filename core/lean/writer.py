@@ -102,21 +102,29 @@ class BatchWriter:
                 pass  # that loop has closed; nobody is waiting any more
 
     def _flush(self, items: list) -> list[tuple[bool, Any]]:
-        """Write items in one transaction; return (ok, result or exception) for each."""
-        try:
-            return [(True, result) for result in self.flush(items, timezone.now())]
-        except (OperationalError, InterfaceError) as exc:
-            logger.warning("%s writer: database unavailable: %s", self.name, exc)
-            # Drop the broken connection; the next batch opens a new one.
-            connection.close()
-            return [(False, WriterUnavailable(str(exc)))] * len(items)
-        except Exception as exc:
-            if len(items) > 1:
-                # One bad item must not fail the others that arrived with it.
-                return [outcome for item in items for outcome in self._flush([item])]
-            if not (isinstance(exc, jsonio.PayloadError) or getattr(exc, "refusal", 0)):
-                logger.exception("%s writer: could not write %r", self.name, items[0])
-            return [(False, exc)]
+        return flush_items(self.name, self.flush, items)
+
+
+def flush_items(name: str, flush: Flush, items: list) -> list[tuple[bool, Any]]:
+    """Write items in one transaction; return (ok, result or exception) for each."""
+    try:
+        return [(True, result) for result in flush(items, timezone.now())]
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("%s writer: database unavailable: %s", name, exc)
+        # Drop the broken connection; the next batch opens a new one.
+        connection.close()
+        return [(False, WriterUnavailable(str(exc)))] * len(items)
+    except Exception as exc:
+        if len(items) > 1:
+            # One bad item must not fail the others that arrived with it.
+            return [
+                outcome
+                for item in items
+                for outcome in flush_items(name, flush, [item])
+            ]
+        if not (isinstance(exc, jsonio.PayloadError) or getattr(exc, "refusal", 0)):
+            logger.exception("%s writer: could not write %r", name, items[0])
+        return [(False, exc)]
 
 
 def _settle(settled: list) -> None:
