@@ -15,7 +15,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
@@ -27,7 +27,7 @@ from activity.models import RequestRecord, RequestTotals
 from activity.services import NewEvent, prune_oldest, record_events
 from core import realtime, validators
 from core.addresses import node_name
-from core.db import insert_many
+from core.db import insert_values
 from core.jsonio import PayloadError
 
 # Upper bounds, in seconds, of the latency histogram kept in RequestTotals.buckets
@@ -210,28 +210,17 @@ def record_requests(
     """
     if not reports and not events:
         return 0
+    # Reports carry RequestRecord's fields by the same names: stored as they are
+    # (core.db.insert_values), with the finishing time a router gave clamped.
     rows = [
-        RequestRecord(
-            timestamp=_clamped(report.timestamp, now),
-            app_id=report.app_id,
-            node=report.node,
-            model=report.model,
-            latency_ms=report.latency_ms,
-            ok=report.ok,
-            prompt_tokens=report.prompt_tokens,
-            completion_tokens=report.completion_tokens,
-            error=report.error,
-            source=report.source,
-            endpoint=report.endpoint,
-            status_code=report.status_code,
-            queue_ms=report.queue_ms,
-            ttft_ms=report.ttft_ms,
-            tokens_per_second=report.tokens_per_second,
-        )
+        report
+        if report.timestamp is not None
+        and report.timestamp == _clamped(report.timestamp, now)
+        else replace(report, timestamp=_clamped(report.timestamp, now))
         for report in reports
     ]
     with transaction.atomic():
-        insert_many(rows)
+        insert_values(RequestRecord, [vars(row) for row in rows])
         # The router families count what was reported; the gateway's requests
         # have their own (rollups.GatewayTotals, sollol_gateway_*).
         _add_to_totals(
@@ -389,6 +378,26 @@ def resolution(window: float) -> int | None:
     return rollups.HOUR
 
 
+def _raw_requests_reach(since: dt.datetime) -> bool:
+    """Whether the raw requests still hold every request of a window from since.
+
+    Past SOLLOL_REQUEST_RETENTION_COUNT requests in the window (500,000 an hour
+    is 139 a second) the count prune has taken its first requests; the minute
+    rollups still hold them, so they must answer. Both look-ups are index reads.
+    """
+    first = (
+        RequestRecord.objects.order_by("id").values_list("timestamp", flat=True).first()
+    )
+    if first is None or first <= since:
+        return True
+    # A whole minute of rollups between the window's start and the oldest raw
+    # request held requests the raw rows no longer have.
+    whole = since.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    return not rollups.MinuteRollup.objects.filter(
+        start__gte=whole, start__lte=first - dt.timedelta(minutes=1)
+    ).exists()
+
+
 def window_metrics(
     *,
     window: float,
@@ -406,11 +415,20 @@ def window_metrics(
         "filters": filters,
     }
     period = resolution(window)
+    pruned = period is None and not _raw_requests_reach(asked["since"])
+    if pruned:
+        period = rollups.MINUTE
     if period is None:
         summary = _raw_metrics(**asked)
     else:
         summary = rollups.window_metrics(**asked, resolution=period)
     summary["filters"] = filters
+    if pruned:
+        summary["note"] = (
+            "the raw requests no longer hold this whole window (more of them came "
+            "than SOLLOL_REQUEST_RETENTION_COUNT keeps): answered from the minute "
+            "rollups, with estimated percentiles"
+        )
     if not summary["totals"]["requests"]:
         summary["note"] = (
             "no requests were reported in this window: numbers are null, not 0; "

@@ -70,8 +70,10 @@ def bucket_field(latency_ms: float) -> str:
 # --- writing ----------------------------------------------------------------------
 
 
-def add_requests(records: Sequence[RequestRecord]) -> None:
+def add_requests(records: Sequence[Any]) -> None:
     """Add stored requests into their minutes, hours, days and the gateway's totals.
+
+    records: RequestRecords, or anything with their fields (metrics.RequestReport).
 
     Call inside the transaction that stores them. Rows are written sorted by key,
     minutes, hours, days, then totals, so concurrent writers lock in one order.

@@ -25,7 +25,7 @@ from activity import streams
 from activity.choices import SpanKind, SpanStatus
 from activity.models import Span, Trace
 from core import realtime, validators
-from core.db import insert_many
+from core.db import insert_values
 from core.jsonio import PayloadError, check_document
 
 HEX_TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -75,22 +75,23 @@ class SpanIn:
     attributes: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
 
-    def as_model(self) -> Span:
-        return Span(
-            trace_id=self.trace_id,
-            span_id=self.span_id,
-            parent_span_id=self.parent_span_id,
-            name=self.name,
-            service=self.service,
-            kind=self.kind,
-            start=time_from_ns(self.start_ns),
-            end=time_from_ns(self.end_ns),
-            duration_ms=(self.end_ns - self.start_ns) / 1e6,
-            status=self.status,
-            status_message=self.status_message,
-            attributes=self.attributes,
-            events=self.events,
-        )
+    def as_row(self) -> dict[str, Any]:
+        """Return the Span row's values (core.db.insert_values)."""
+        return {
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "name": self.name,
+            "service": self.service,
+            "kind": self.kind,
+            "start": time_from_ns(self.start_ns),
+            "end": time_from_ns(self.end_ns),
+            "duration_ms": (self.end_ns - self.start_ns) / 1e6,
+            "status": self.status,
+            "status_message": self.status_message,
+            "attributes": self.attributes,
+            "events": self.events,
+        }
 
 
 # --- validation shared by every protocol ------------------------------------------
@@ -333,7 +334,8 @@ def ingest_spans(spans: Sequence[SpanIn], *, now: dt.datetime) -> int:
     older: list[str] = []  # traces with spans from before this batch
     with transaction.atomic():
         for chunk in _chunks(trace_ids):
-            insert_many(
+            insert_values(
+                Trace,
                 [_fresh_summary(by_trace[trace_id], now) for trace_id in chunk],
                 ignore_conflicts=True,
             )
@@ -348,32 +350,32 @@ def ingest_spans(spans: Sequence[SpanIn], *, now: dt.datetime) -> int:
             ):
                 if received != now or count != len(by_trace[trace_id]):
                     older.append(trace_id)
-        insert_many([span.as_model() for span in unique], ignore_conflicts=True)
+        insert_values(Span, [span.as_row() for span in unique], ignore_conflicts=True)
         for chunk in _chunks(older):
             _summarize(chunk, now=now)
         transaction.on_commit(lambda: publish_trace_samples(trace_ids, now=now))
     return len(spans)
 
 
-def _fresh_summary(spans: list[SpanIn], now: dt.datetime) -> Trace:
-    """Return the summary of a trace whose spans are all these (see _summarize)."""
+def _fresh_summary(spans: list[SpanIn], now: dt.datetime) -> dict[str, Any]:
+    """Return the summary row of a trace whose spans are all these (see _summarize)."""
     ordered = sorted(spans, key=lambda span: span.start_ns)  # stable: batch order
     root = next((span for span in ordered if not span.parent_span_id), None)
     first = time_from_ns(min(span.start_ns for span in spans))
     last = time_from_ns(max(span.end_ns for span in spans))
-    return Trace(
-        trace_id=spans[0].trace_id,
-        root_span_id=root.span_id if root else "",
-        root_name=(root or ordered[0]).name,
-        root_service=(root or ordered[0]).service,
-        services=sorted({span.service for span in spans}),
-        start=first,
-        end=last,
-        duration_ms=(last - first).total_seconds() * 1000,
-        span_count=len(spans),
-        error_count=sum(1 for span in spans if span.status == SpanStatus.ERROR),
-        received=now,
-    )
+    return {
+        "trace_id": spans[0].trace_id,
+        "root_span_id": root.span_id if root else "",
+        "root_name": (root or ordered[0]).name,
+        "root_service": (root or ordered[0]).service,
+        "services": sorted({span.service for span in spans}),
+        "start": first,
+        "end": last,
+        "duration_ms": (last - first).total_seconds() * 1000,
+        "span_count": len(spans),
+        "error_count": sum(1 for span in spans if span.status == SpanStatus.ERROR),
+        "received": now,
+    }
 
 
 def publish_trace_samples(trace_ids: Sequence[str], *, now: dt.datetime) -> None:

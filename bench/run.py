@@ -147,6 +147,15 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _cpu_of(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 class Server:
     """A server process this harness started, known and stopped by its PID."""
 
@@ -235,6 +244,20 @@ class Server:
         with open(f"/proc/{self.process.pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def tree_cpu_seconds(self) -> float:
+        """Return the CPU time of the process and of its children now running (the
+        gateway's writer process)."""
+        assert self.process is not None
+        pid = self.process.pid
+        total = _cpu_of(pid)
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as children:
+                    total += sum(_cpu_of(int(c)) for c in children.read().split())
+            except FileNotFoundError:
+                continue  # a thread that ended meanwhile
+        return total
 
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():

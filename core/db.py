@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, models
 from django.db.models import QuerySet
 from django.db.models.constants import OnConflict
@@ -62,6 +64,71 @@ _AS_THEY_ARE = (
     models.BooleanField,
 )
 _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+_JSON_TYPES = frozenset({dict, list, str, int, float, bool})
+
+
+def _preparer(field: models.Field) -> Callable[[Any], Any]:
+    """Return what turns a value of field into what the driver is given, as
+    field.get_db_prep_save would, with the common cases short-cut: plain text,
+    numbers and booleans as they are, an aware datetime and plain JSON straight to
+    the backend's adapter (the field's own steps only check and convert what
+    these already are)."""
+
+    def prepared(value: Any) -> Any:
+        return field.get_db_prep_save(value, connection)
+
+    if isinstance(field, _AS_THEY_ARE):
+
+        def plain(value: Any) -> Any:
+            return value if type(value) in _PLAIN_TYPES else prepared(value)
+
+        return plain
+    if isinstance(field, models.DateTimeField):
+        adapt_time = connection.ops.adapt_datetimefield_value
+        if connection.vendor == "sqlite" and settings.USE_TZ:
+            # What the SQLite backend's adapter does, without its checks each time.
+            zone = connection.timezone
+
+            def adapt_time(value: dt.datetime) -> str:
+                return str(value.astimezone(zone).replace(tzinfo=None))
+
+        def moment(value: Any) -> Any:
+            if type(value) is dt.datetime and value.tzinfo is not None:
+                return adapt_time(value)
+            return prepared(value)
+
+        return moment
+    if isinstance(field, models.JSONField):
+        adapt_json, encoder = connection.ops.adapt_json_value, field.encoder
+
+        def document(value: Any) -> Any:
+            if value is None:
+                return None  # SQL NULL, as get_db_prep_save gives it
+            if type(value) in _JSON_TYPES:
+                return adapt_json(value, encoder)
+            return prepared(value)
+
+        return document
+    return prepared
+
+
+def _insert_sql(meta: Any, fields: list, ignore_conflicts: bool) -> str:
+    quote = connection.ops.quote_name
+    conflict = OnConflict.IGNORE if ignore_conflicts else None
+    columns = ", ".join(quote(field.column) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = (
+        f"{connection.ops.insert_statement(on_conflict=conflict)} "
+        f"{quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
+    )
+    suffix = connection.ops.on_conflict_suffix_sql(fields, conflict, None, None)
+    return f"{sql} {suffix}" if suffix else sql
+
+
+def _inserted_fields(model: type[models.Model]) -> list:
+    return [
+        f for f in model._meta.concrete_fields if not isinstance(f, models.AutoField)
+    ]
 
 
 def insert_many(
@@ -72,39 +139,50 @@ def insert_many(
     Like bulk_create without returning ids, for the busiest writers (the
     gateway's records and spans): QuerySet.bulk_create compiles a placeholder
     and a prepared value per field and row in Python; executemany sends one
-    statement with each row's values, adapted by the fields as save() would,
-    except that the values of text, number and boolean fields that are exactly
-    str, int, float, bool or None go as they are (an enum's member, say, is
-    still prepared by its field).
+    statement with each row's values, adapted by the fields as save() would
+    (see _preparer for the short cuts).
     With ignore_conflicts, a row whose unique key is taken is skipped.
     """
     if not objects:
         return
-    meta = objects[0]._meta
-    fields = [f for f in meta.concrete_fields if not isinstance(f, models.AutoField)]
-    quote = connection.ops.quote_name
-    conflict = OnConflict.IGNORE if ignore_conflicts else None
-    columns = ", ".join(quote(field.column) for field in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    sql = (
-        f"{connection.ops.insert_statement(on_conflict=conflict)} "
-        f"{quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
-    )
-    suffix = connection.ops.on_conflict_suffix_sql(fields, conflict, None, None)
-    if suffix:
-        sql = f"{sql} {suffix}"
-    plain = [isinstance(field, _AS_THEY_ARE) for field in fields]
+    fields = _inserted_fields(type(objects[0]))
+    preparers = [_preparer(field) for field in fields]
     rows = [
         [
-            value
-            if as_is and type(value := getattr(obj, field.attname)) in _PLAIN_TYPES
-            else field.get_db_prep_save(field.pre_save(obj, True), connection)
-            for field, as_is in zip(fields, plain, strict=True)
+            prepare(field.pre_save(obj, True))
+            for field, prepare in zip(fields, preparers, strict=True)
         ]
         for obj in objects
     ]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+        cursor.executemany(
+            _insert_sql(objects[0]._meta, fields, ignore_conflicts), rows
+        )
+
+
+def insert_values(
+    model: type[models.Model],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    ignore_conflicts: bool = False,
+) -> None:
+    """insert_many for rows given as {field attname: value}, without making a
+    model instance of each (that alone took longer than preparing its values);
+    a field a row leaves out gets its default. No auto_now fields here."""
+    if not rows:
+        return
+    fields = _inserted_fields(model)
+    preparers = [_preparer(field) for field in fields]
+    absent = object()
+    values = []
+    for row in rows:
+        prepared = []
+        for field, prepare in zip(fields, preparers, strict=True):
+            value = row.get(field.attname, absent)
+            prepared.append(prepare(field.get_default() if value is absent else value))
+        values.append(prepared)
+    with connection.cursor() as cursor:
+        cursor.executemany(_insert_sql(model._meta, fields, ignore_conflicts), values)
 
 
 def add_into(

@@ -84,11 +84,19 @@ def writer_processes(pid: int) -> list[int]:
     """Return the gateway writer processes among pid's children."""
     found = []
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as children:
-            for child in children.read().split():
+        try:  # threads and children come and go while they are read
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                listed = children.read().split()
+        except FileNotFoundError:
+            continue
+        for child in listed:
+            try:
                 with open(f"/proc/{child}/cmdline", "rb") as cmdline:
-                    if b"network.gateway.writer_process" in cmdline.read():
-                        found.append(int(child))
+                    command = cmdline.read()
+            except FileNotFoundError:
+                continue
+            if b"network.gateway.writer_process" in command:
+                found.append(int(child))
     return found
 
 

@@ -328,6 +328,10 @@ def test_concurrent_writers_lose_no_increment():
 # --- reading: /api/metrics over long windows ------------------------------------------
 
 
+# The first whole minute of the hour before NOW, where rollups begin that hour.
+HOUR_AGO_WHOLE_MINUTE = dt.datetime(2026, 3, 2, 11, 21, tzinfo=dt.UTC)
+
+
 def raw_counts(label: str) -> dict[str, int]:
     counts: dict[str, int] = defaultdict(int)
     for value in RequestRecord.objects.values_list(label, flat=True):
@@ -368,9 +372,38 @@ def test_a_window_longer_than_raw_requests_are_kept_is_answered_from_rollups():
     assert (week["answered_from"], week["resolution_seconds"]) == ("rollups", 3600)
     assert week["totals"]["requests"] == 600
     assert week["totals"]["errors"] == totals["errors"]
-    # An hour is still read from the raw requests, exactly.
+    # Ten minutes are still read from the raw requests, exactly; an hour, which
+    # they no longer hold whole, from the rollups (raw rows would undercount it).
+    recent = metrics.window_metrics(window=600, now=NOW)
+    assert (recent["answered_from"], recent["percentiles"]) == ("requests", "exact")
     hour = metrics.window_metrics(window=3600, now=NOW)
-    assert (hour["answered_from"], hour["percentiles"]) == ("requests", "exact")
+    assert hour["answered_from"] == "rollups"
+    assert hour["totals"]["requests"] == sum(
+        row.timestamp >= HOUR_AGO_WHOLE_MINUTE for row in rows
+    )
+
+
+def test_an_hour_whose_first_requests_the_count_prune_took_is_answered_from_rollups():
+    """More requests an hour than SOLLOL_REQUEST_RETENTION_COUNT (139/s by default):
+    the raw rows left would undercount the hour, so the minute rollups answer it."""
+    record_in_batches(history(600, hours=1.0))
+    # Rollups answer in whole minutes: from the first whole one in the window.
+    in_hour = [
+        r for r in RequestRecord.objects.all() if r.timestamp >= HOUR_AGO_WHOLE_MINUTE
+    ]
+    metrics.prune_requests(now=NOW, max_age=7200, max_count=200)
+    assert RequestRecord.objects.count() == 200
+
+    hour = metrics.window_metrics(window=3600, now=NOW)
+    assert hour["answered_from"] == "rollups"
+    assert hour["totals"]["requests"] == len(in_hour)
+    assert "SOLLOL_REQUEST_RETENTION_COUNT" in hour["note"]
+    # The last five minutes are all still there: read exactly from the raw rows.
+    recent = metrics.window_metrics(window=300, now=NOW)
+    assert (recent["answered_from"], recent["percentiles"]) == ("requests", "exact")
+    assert recent["totals"]["requests"] == sum(
+        r.timestamp > NOW - dt.timedelta(minutes=5) for r in in_hour
+    )
 
 
 def test_estimated_percentiles_fall_in_the_bucket_of_the_true_ones():
