@@ -493,13 +493,13 @@ def render(results: dict, started: dt.datetime, quick: bool) -> str:
         for name in ("serve", "serve-unrecorded")
     }
     cpu_cost = cpu["serve"] / cpu["serve-unrecorded"] - 1
-    row(
-        f"what recording costs (serve, CPU a request at {PACED_RATE:g}/s, the "
-        "gateway and its writer process)",
-        f"≤ {TARGETS['recording_cost']:.0%}",
-        f"{cpu_cost:.1%} ({cpu['serve']:,.0f} vs {cpu['serve-unrecorded']:,.0f} µs "
-        "unrecorded)",
-        cpu_cost <= TARGETS["recording_cost"],
+    # Reported beside the goal, which is about throughput: the CPU the records
+    # take, the gateway's and its writer process's, when the gateway is not busy.
+    out.append(
+        f"| what recording costs (serve, CPU a request at {PACED_RATE:g}/s, the "
+        f"gateway and its writer process) | reported | +{cpu_cost:.1%} "
+        f"({cpu['serve']:,.0f} vs {cpu['serve-unrecorded']:,.0f} µs unrecorded) "
+        "| — |"
     )
     row(
         "what recording costs (serve, saturation)",
