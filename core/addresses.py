@@ -130,26 +130,58 @@ def node_name(reported: str) -> str:
 
 
 class NodeAddress(NamedTuple):
-    """An Ollama node's URL (without credentials), host, port and credential."""
+    """A node's URL (without credentials), host, port, credential and the kind of
+    server it was declared as (None: not said)."""
 
     url: str
     host: str
     port: int
     credential: Credential | None = None
+    kind: str | None = None
+
+
+# The kinds of inference server a node may be declared as (`llamacpp+http://...`),
+# with the port each listens on by default (network.choices.NodeKind names them).
+KIND_PORTS = {
+    "ollama": OLLAMA_PORT,
+    "llamacpp": 8080,  # llama.cpp's llama-server
+    "vllm": 8000,
+    "sglang": 30000,
+    "tgi": 3000,  # Hugging Face text-generation-inference (its router)
+    "lmstudio": 1234,
+    "localai": 8080,
+    "openai": 8000,  # any other OpenAI-compatible server
+}
 
 
 def node_url(value: str, *, credentials: bool = False) -> NodeAddress:
-    """Return an Ollama node given as a URL or host[:port].
+    """Return a node given as a URL or host[:port], perhaps led by its kind.
 
-    With credentials (the operator's own sources), the URL may carry
-    user:password@ (sent as Basic) or end in ;token=<token> (sent as Bearer);
-    elsewhere either is refused. The URL returned never carries them.
+    `llamacpp+http://host:8080` declares the kind of server (KIND_PORTS), whose
+    default port a URL without one gets; without a kind it is an Ollama node's
+    (its kind is then None: not said). With credentials (the operator's own
+    sources), the URL may carry user:password@ (sent as Basic) or end in
+    ;token=<token> (sent as Bearer); elsewhere either is refused. The URL
+    returned never carries them, nor the kind.
     """
+    kind = None
+    if isinstance(value, str) and (found := _KIND.match(value.strip())):
+        kind = found[1].lower()
+        if kind not in KIND_PORTS:
+            kinds = ", ".join(sorted(KIND_PORTS))
+            raise PayloadError(
+                f"{masked(value)!r}: {kind!r} is not a kind of node ({kinds})"
+            )
+        value = value.strip()[found.end() :]
     scheme, host, port, credential = _split(value, "http", credentials=credentials)
     if scheme not in ("http", "https"):
         raise PayloadError(f"{masked(value)!r}: a node is reached over http or https")
-    port = port or OLLAMA_PORT
-    return NodeAddress(f"{scheme}://{host}:{port}", host.strip("[]"), port, credential)
+    port = port or KIND_PORTS[kind or "ollama"]
+    url = f"{scheme}://{host}:{port}"
+    return NodeAddress(url, host.strip("[]"), port, credential, kind)
+
+
+_KIND = re.compile(r"([A-Za-z][A-Za-z0-9_-]*)\+(?=[A-Za-z]+://)")
 
 
 def backend_address(value: str) -> tuple[str, str, int]:

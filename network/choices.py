@@ -16,6 +16,19 @@ class NodeStatus(models.TextChoices):
     UNAUTHORIZED = "unauthorized", "Unauthorized"
 
 
+class NodeKind(models.TextChoices):
+    """What kind of inference server a node is (core.addresses.KIND_PORTS)."""
+
+    OLLAMA = "ollama", "Ollama"
+    LLAMACPP = "llamacpp", "llama.cpp llama-server"
+    VLLM = "vllm", "vLLM"
+    SGLANG = "sglang", "SGLang"
+    TGI = "tgi", "Text Generation Inference"
+    LMSTUDIO = "lmstudio", "LM Studio"
+    LOCALAI = "localai", "LocalAI"
+    OPENAI = "openai", "OpenAI-compatible"
+
+
 class BackendStatus(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
     ONLINE = "online", "Online"

@@ -59,7 +59,7 @@ def run_cycle(
     """
     tags_due = now - dt.timedelta(seconds=settings.SOLLOL_PROBE_TAGS_INTERVAL)
     node_rows = OllamaNode.objects.only(
-        "id", "url", "host", "port", "source", "tags_checked_at", "credential"
+        "id", "url", "host", "port", "source", "tags_checked_at", "credential", "kind"
     )
     backend_rows = RpcBackend.objects.only(
         "id", "host", "port", "source", "status", "session_at"
@@ -78,6 +78,7 @@ def run_cycle(
             node.tags_checked_at is None or node.tags_checked_at <= tags_due,
             _gate(node),
             Credential.from_stored(node.credential),
+            node.kind,
         )
         for node in node_rows
     ]
@@ -147,6 +148,7 @@ async def _probe_all(
         with_tags: bool,
         gate: tuple | None,
         credential: Credential | None,
+        kind: str,
     ) -> None:
         async with limit:
             started = time.monotonic()
@@ -168,6 +170,7 @@ async def _probe_all(
                 connect_to=address,
                 credential=credential,
                 pool=pool,
+                kind=kind,
             )
         node_results.append((node_id, probe))
 

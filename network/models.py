@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db import models
 
 from core.addresses import host_port
-from network.choices import BackendStatus, NodeStatus, Source
+from network.choices import BackendStatus, NodeKind, NodeStatus, Source
 
 
 class ProbedTarget(models.Model):
@@ -27,9 +27,13 @@ class ProbedTarget(models.Model):
 
 
 class OllamaNode(ProbedTarget):
-    """An Ollama server the dashboard probes over its HTTP API."""
+    """An inference server the dashboard probes over its HTTP API: Ollama's, or
+    another kind's (llama.cpp's llama-server, vLLM, ... : `kind`)."""
 
     url = models.CharField(max_length=300, unique=True)  # http://host:port
+    kind = models.CharField(
+        max_length=16, choices=NodeKind.choices, default=NodeKind.OLLAMA
+    )
     status = models.CharField(
         max_length=16, choices=NodeStatus.choices, default=NodeStatus.UNKNOWN
     )
@@ -50,6 +54,12 @@ class OllamaNode(ProbedTarget):
     # the admin say "basic ***" or "bearer ***"; events and logs carry none.
     credential = models.JSONField(null=True, blank=True, editable=False)
     tags_checked_at = models.DateTimeField(null=True, blank=True)
+    # What a server other than Ollama says of its work (network.servers): slots
+    # busy and in all, requests running and waiting, KV-cache use, tokens/s.
+    serving = models.JSONField(default=dict, blank=True)
+    # Its counters at the last probe, with their time: rates are the next
+    # probe's differences; a counter that went back is a restart, not a rate.
+    counters = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["url"]

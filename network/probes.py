@@ -1,4 +1,5 @@
-"""The only code that asks Ollama nodes (over core.httpclient); RPC is network.rpc."""
+"""The only code that asks nodes (over core.httpclient): Ollama's API here, other
+kinds of server through network.servers; RPC backends are network.rpc."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from core import httpclient, jsonio
 from core.httpclient import Credential
 from core.jsonio import storable
+from network import servers
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,10 @@ class NodeProbe:
     disk_models: list[dict[str, Any]] | None = None
     error: str = ""
     unauthorized: bool = False  # it answered 401 or 403: credentials missing/refused
+    # Servers other than Ollama (network.servers): gauges of their work, and
+    # their counters (None: not read this time).
+    serving: dict[str, Any] | None = None
+    counters: dict[str, float] | None = None
 
 
 LOADED_FIELDS = ("name", "model", "size", "size_vram", "digest", "expires_at")
@@ -76,8 +82,10 @@ async def probe_node(
     connect_to: str | None = None,
     credential: Credential | None = None,
     pool: httpclient.Pool | None = None,
+    kind: str = "ollama",
 ) -> NodeProbe:
-    """Probe one node: /api/version, /api/ps and, when asked, /api/tags.
+    """Probe one node: /api/version, /api/ps and, when asked, /api/tags; a node
+    of another kind as network.servers reads it.
 
     The whole probe shares one deadline, so a node that hangs costs one timeout.
     connect_to is an address already checked for url's host (the Host header and
@@ -97,6 +105,8 @@ async def probe_node(
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout), client:
+            if kind != "ollama":
+                return await _probe_server(client, kind)
             reply = await client.get("/api/version")
             latency_ms = (time.perf_counter() - started) * 1000
             if reply.status != 200:
@@ -146,6 +156,33 @@ async def probe_node(
         version=version_text,
         loaded_models=loaded,
         disk_models=disk,
+    )
+
+
+async def _probe_server(client: httpclient.Client, kind: str) -> NodeProbe:
+    try:
+        latency_ms, found = await servers.read_server(client, kind)
+    except servers.NotServing as refused:
+        if refused.status in (401, 403):
+            return _refusal(
+                refused.path, refused.status, refused.latency_ms, client.credential
+            )
+        return NodeProbe(
+            ok=False,
+            answered=True,
+            latency_ms=refused.latency_ms,
+            error=str(refused)[:300],
+        )
+    return NodeProbe(
+        ok=True,
+        answered=True,
+        latency_ms=latency_ms,
+        version=found["version"],
+        loaded_models=found["models"],
+        disk_models=found["models"],
+        error=found["error"],
+        serving=found["serving"],
+        counters=found["counters"],
     )
 
 

@@ -351,6 +351,9 @@ LOGGING = {
 
 # Network: where nodes and backends come from, and how they are probed.
 SOLLOL_OLLAMA_NODES = env_list("SOLLOL_OLLAMA_NODES")
+# Nodes of any kind: `llamacpp+http://host:8080`, `vllm+http://host:8000`, ...
+# (core.addresses.KIND_PORTS); an entry without a kind is an Ollama node.
+SOLLOL_NODES = env_list("SOLLOL_NODES")
 SOLLOL_RPC_BACKENDS = env_list("SOLLOL_RPC_BACKENDS")
 SOLLOL_DISCOVER_LOCALHOST = env_bool("SOLLOL_DISCOVER_LOCALHOST", True)
 SOLLOL_DISCOVERY_CIDRS = env_list("SOLLOL_DISCOVERY_CIDRS")

@@ -23,6 +23,7 @@ from network.models import OllamaNode, RpcBackend
 _NODE_COLUMNS = (
     "id",
     "url",
+    "kind",
     "host",
     "port",
     "status",
@@ -37,6 +38,7 @@ _NODE_COLUMNS = (
     "last_error",
     "last_seen",
     "last_probe",
+    "serving",
 )
 
 
@@ -83,6 +85,7 @@ def _node_summary(row: dict[str, Any], load: live.Load) -> dict[str, Any]:
     return {
         "id": row["id"],
         "url": row["url"],
+        "kind": row["kind"],
         "address": address,
         "status": row["status"],
         "source": row["source"],
@@ -102,6 +105,9 @@ def _node_summary(row: dict[str, Any], load: live.Load) -> dict[str, Any]:
         # Requests through the gateway now: being answered, and waiting for a slot.
         "in_flight": in_flight,
         "queued": queued,
+        # A server other than Ollama, as it says (network.servers): slots busy and
+        # in all, requests running and waiting, KV-cache use, tokens/s.
+        "serving": row["serving"] or None,
     }
 
 

@@ -38,10 +38,21 @@ FIELDS = (
     "latency_avg_ms",
     "latency_ms",
     "credential",
+    "kind",
+    "serving",
 )
 # How long a node that failed a request is left out, at most, when no probe
 # comes to look at it (no scheduler running, say).
 SUSPECT_FOR = 10.0
+
+
+def _busy(serving: dict | None) -> int:
+    """Requests a server other than Ollama says it runs and holds waiting (its
+    other clients' too), as its last probe read them."""
+    if not serving:
+        return 0
+    running = serving.get("requests_running", serving.get("slots_busy")) or 0
+    return int(running) + int(serving.get("requests_waiting") or 0)
 
 
 def read_nodes() -> list[NodeView]:
@@ -62,6 +73,8 @@ def read_nodes() -> list[NodeView]:
                 credential=row.credential,
                 version=row.version,
                 id=row.id,
+                kind=row.kind,
+                busy=_busy(row.serving),
             )
         )
     return views

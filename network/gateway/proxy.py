@@ -249,14 +249,20 @@ class Gateway:
                 head_only=head_only,
             )
             return
-        versions = [n.version for n in self.fleet.usable() if n.usable and n.version]
+        versions = [
+            n.version
+            for n in self.fleet.usable()
+            if n.usable and n.version and n.kind == "ollama"
+        ]
         # The oldest: a client that checks for a feature must find it everywhere.
         version = min(versions, key=_version_key) if versions else "0.0.0"
         body = json.dumps({"version": version}, separators=(",", ":")).encode()
         await _answer(send, 200, body, head_only=head_only)
 
     async def _fleet_list(self, endpoint: Endpoint, send: Callable) -> None:
-        nodes = [n for n in self.fleet.usable() if n.usable]
+        nodes = [
+            n for n in self.fleet.usable() if n.usable and n.speaks(endpoint.openai)
+        ]
         body = await fanout.listing(self.relay, endpoint.name, nodes)
         await _answer(send, 200, body)
 
@@ -315,6 +321,12 @@ class Gateway:
             node = pinned(self.fleet.nodes, named)
             if node is None:
                 raise Refused(400, f"no node {named[:300]} in this fleet")
+            if not node.speaks(endpoint.openai):
+                raise Refused(
+                    400,
+                    f"node {node.address} is a {node.kind} server: it answers the "
+                    "OpenAI-compatible API (/v1/...), not Ollama's",
+                )
             if not node.usable:
                 raise Refused(
                     503,
@@ -328,7 +340,8 @@ class Gateway:
                 f"{endpoint.name} changes one node: name it with the header "
                 "X-SOLLOL-Node: host:port",
             )
-        choice = rank(self.fleet.usable(), model, self.limits.load())
+        speaking = [n for n in self.fleet.usable() if n.speaks(endpoint.openai)]
+        choice = rank(speaking, model, self.limits.load())
         if not choice.known:
             raise Refused(404, model_not_found(model))
         if not choice.nodes:

@@ -2,8 +2,9 @@
 
 Among usable nodes (network.status), those that hold the model in memory come
 first, then those that have it on disk; degraded nodes only when no healthy one
-has it. Within a group, the fewest requests in flight (and waiting) first, then
-the lowest smoothed latency.
+has it. Within a group, the fewest requests in flight (and waiting) first (the
+gateway's count, or what a server other than Ollama says it runs and queues,
+whichever is more), then the lowest smoothed latency.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ class NodeView:
     credential: dict | None = field(default=None, repr=False)
     version: str = ""
     id: int | None = None  # the row's, to have it probed now
+    kind: str = "ollama"  # network.choices.NodeKind: only Ollama speaks /api/...
+    busy: int = 0  # running and waiting, as a server other than Ollama says
+
+    def speaks(self, openai: bool) -> bool:
+        """Whether it answers that API: every kind OpenAI's, Ollama alone its own."""
+        return openai or self.kind == "ollama"
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,8 @@ def rank(
         order = (
             node.degraded,  # healthy first; degraded only when nothing else
             not in_memory,  # loaded, then on disk
-            load.get(node.address, 0),
+            # The server's own count includes this gateway's requests and others'.
+            max(load.get(node.address, 0), node.busy),
             node.latency_ms if node.latency_ms is not None else float("inf"),
             node.address,  # a stable order for equals
         )

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 LOCALHOST_NODE = "http://127.0.0.1:11434"
 LOCALHOST_BACKEND = "127.0.0.1:50052"
+NODE_SETTINGS = "SOLLOL_OLLAMA_NODES or SOLLOL_NODES"
 
 
 def _parse_all(
@@ -75,6 +76,7 @@ def ensure_nodes(
         created = _create_missing(OllamaNode, "url", wanted, source=source, now=now)
         if source in CREDENTIAL_SOURCES:
             _keep_credentials(wanted.values(), source=source, created=created)
+            _keep_kinds(wanted.values(), created=created)
         record_events(
             [
                 node_event(
@@ -122,13 +124,15 @@ def _create_missing(
         ).values_list("host", "port")
     )
     new = []
-    for value, (_, host, port, *credential) in wanted.items():
+    for value, (_, host, port, *more) in wanted.items():
         if value in known or (host, port) in taken:
             continue
         taken.add((host, port))
         fields = {key: value, "host": host, "port": port}
-        if credential and credential[0] is not None:
-            fields["credential"] = credential[0].stored()
+        if more and more[0] is not None:  # a node's credential
+            fields["credential"] = more[0].stored()
+        if len(more) > 1 and more[1] is not None:  # a node's declared kind
+            fields["kind"] = more[1]
         new.append(_refused_at_once(model(**fields, source=source, created_at=now)))
     model.objects.bulk_create(new, ignore_conflicts=True)
     # ignore_conflicts leaves pks unset: read back the rows this call created.
@@ -179,6 +183,25 @@ def _keep_credentials(
     save_fields(changed, ["credential"])
 
 
+def _keep_kinds(wanted: Iterable[addresses.NodeAddress], *, created: list) -> None:
+    """Store the kind the operator declared for nodes that existed already."""
+    declared = {(n.host, n.port): n.kind for n in wanted if n.kind is not None}
+    if not declared:
+        return
+    new = {node.id for node in created}
+    changed = []
+    for node in (
+        OllamaNode.objects.filter(host__in={host for host, _ in declared})
+        .exclude(id__in=new)
+        .only("id", "host", "port", "kind")
+    ):
+        kind = declared.get((node.host, node.port))
+        if kind is not None and node.kind != kind:
+            node.kind = kind
+            changed.append(node)
+    save_fields(changed, ["kind"])
+
+
 def _refused_at_once(target: OllamaNode | RpcBackend) -> OllamaNode | RpcBackend:
     """Store a told-about IP literal outside the allowed ranges as rejected.
 
@@ -197,13 +220,13 @@ def add_node(value: str, *, now: dt.datetime) -> tuple[OllamaNode, bool]:
 
     Raise StillConfigured when it gives credentials to a configured node.
     """
-    _, host, port, credential = addresses.node_url(value, credentials=True)
+    _, host, port, credential, _ = addresses.node_url(value, credentials=True)
     configured = OllamaNode.objects.filter(
         host=host, port=port, source=Source.CONFIG
     ).first()
     if configured is not None and credential is not None:
         raise StillConfigured(
-            f"{configured.url} is in SOLLOL_OLLAMA_NODES: give its credentials there"
+            f"{configured.url} is in {NODE_SETTINGS}: give its credentials there"
         )
     created = ensure_nodes([value], source=Source.API, now=now)
     if created:
@@ -219,7 +242,10 @@ def _still_configured(
     key: str, source: str, parse: Callable, setting: str, localhost: str
 ) -> str | None:
     """Say why the operator's configuration would add key back at once, if it would."""
-    configured = _parse_all(getattr(settings, setting), parse, Source.CONFIG)
+    entries = (
+        configured_nodes() if setting == NODE_SETTINGS else getattr(settings, setting)
+    )
+    configured = _parse_all(entries, parse, Source.CONFIG)
     if source == Source.CONFIG and key in configured:
         return f"{key} is in {setting}: remove it there"
     if (
@@ -245,7 +271,7 @@ def remove_node(node_id: int, *, now: dt.datetime) -> OllamaNode | None:
         key="url",
         removal=Removed.Kind.NODE,
         parse=_node_parser(Source.CONFIG),
-        setting="SOLLOL_OLLAMA_NODES",
+        setting=NODE_SETTINGS,
         localhost=LOCALHOST_NODE,
         event=lambda node: node_event(
             "node_removed", node, f"🗑️ Node removed: {node.url}"
@@ -322,9 +348,15 @@ def remove_backend(backend_id: int, *, now: dt.datetime) -> RpcBackend | None:
     )
 
 
+def configured_nodes() -> list[str]:
+    """The nodes of the operator's configuration: SOLLOL_OLLAMA_NODES (Ollama's,
+    unless an entry names its kind) and SOLLOL_NODES (of any kind)."""
+    return [*settings.SOLLOL_OLLAMA_NODES, *settings.SOLLOL_NODES]
+
+
 def sync_configured(*, now: dt.datetime) -> None:
     """Add the nodes and backends the operator configured (and localhost)."""
-    ensure_nodes(settings.SOLLOL_OLLAMA_NODES, source=Source.CONFIG, now=now)
+    ensure_nodes(configured_nodes(), source=Source.CONFIG, now=now)
     ensure_backends(settings.SOLLOL_RPC_BACKENDS, source=Source.CONFIG, now=now)
     if settings.SOLLOL_DISCOVER_LOCALHOST:
         ensure_nodes([LOCALHOST_NODE], source=Source.LOCALHOST, now=now)

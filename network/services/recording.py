@@ -95,7 +95,45 @@ def _apply_node_probe(
         node.disk_models = probe.disk_models
         node.tags_checked_at = now
         fields += DISK_FIELDS
+    if probe.serving is not None:
+        node.serving, node.counters = serving_with_rates(
+            probe.serving, node.counters, probe.counters, now
+        )
+        fields += SERVING_FIELDS
     return fields
+
+
+SERVING_FIELDS = ("serving", "counters")
+RATES = (
+    ("prompt_tokens", "prompt_tokens_per_second"),
+    ("generated_tokens", "generation_tokens_per_second"),
+)
+
+
+def serving_with_rates(
+    serving: dict, before: dict, counters: dict | None, now: dt.datetime
+) -> tuple[dict, dict]:
+    """Return what a server says of its work with its token rates since the last
+    probe, and the counters to keep for the next.
+
+    A counter below its last value means the server restarted (its counters
+    began again): no rate this time (not a negative one), and `restarted` says so.
+    """
+    serving = dict(serving)
+    if counters is None:
+        return serving, {}
+    at = now.timestamp()
+    kept = {**counters, "at": at}
+    elapsed = at - before.get("at", at)
+    for counter, rate in RATES:
+        new, old = counters.get(counter), before.get(counter)
+        if new is None or old is None or elapsed <= 0:
+            continue
+        if new < old:
+            serving["restarted"] = True
+            continue
+        serving[rate] = round((new - old) / elapsed, 2)
+    return serving, kept
 
 
 def record_node_probes(

@@ -64,6 +64,19 @@ def test_it_lists_nodes_with_what_an_operator_needs(client):
     assert detail["history"][0]["new_status"] == "healthy"
 
 
+def test_a_node_of_another_kind_is_added_through_the_api_by_its_kind(client):
+    created = post(client, "/api/network/nodes", {"url": "llamacpp+http://127.0.0.2"})
+    assert created.status_code == 201
+    assert created.json()["node"]["url"] == "http://127.0.0.2:8080"
+    assert created.json()["node"]["kind"] == "llamacpp"
+    again = post(client, "/api/network/nodes", {"url": "vllm+http://127.0.0.2:8080"})
+    assert again.json()["created"] is False
+    assert OllamaNode.objects.get().kind == "vllm"  # the operator says what it is
+    refused = post(client, "/api/network/nodes", {"url": "kobold+http://127.0.0.3"})
+    assert refused.status_code == 400
+    assert "'kobold' is not a kind of node" in refused.json()["error"]
+
+
 def test_it_adds_and_removes_nodes_through_the_api(client):
     created = post(client, "/api/network/nodes", {"url": "127.0.0.2:11434"})
     assert created.status_code == 201
