@@ -27,6 +27,9 @@ class NodeKind(models.TextChoices):
     LMSTUDIO = "lmstudio", "LM Studio"
     LOCALAI = "localai", "LocalAI"
     OPENAI = "openai", "OpenAI-compatible"
+    # Declared without a kind (SOLLOL_NODES): its first answers tell (network.servers
+    # detect_kind), and it is stored as that.
+    UNKNOWN = "", "Not known yet"
 
 
 class BackendStatus(models.TextChoices):

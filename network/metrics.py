@@ -34,7 +34,9 @@ def nodes() -> Iterator[Family]:
         "Status of the Ollama node: 1 for its current status, 0 for the others.",
     )
     info = Family(
-        "sollol_node_info", "gauge", "Ollama node URL and version (always 1)."
+        "sollol_node_info",
+        "gauge",
+        "Node URL, kind of server and version (always 1).",
     )
     latency = Family(
         "sollol_node_probe_latency_seconds",
@@ -59,16 +61,26 @@ def nodes() -> Iterator[Family]:
         "gauge",
         "Memory one loaded model takes on the node, in VRAM and RAM together.",
     )
+    serving_families = {
+        key: Family(name, "gauge", text) for key, name, text in SERVING_FAMILIES
+    }
+    rates = Family(
+        "sollol_node_tokens_per_second",
+        "gauge",
+        "Tokens a server other than Ollama processed a second between its last two "
+        "probes (its counters), by direction: prompt or generation.",
+    )
     statuses = [(name, f',status="{name}"}} ') for name in NodeStatus.values]
     seen: set[str] = set()
     rows = OllamaNode.objects.annotate(
         loaded_json=Cast("loaded_models", TextField())
     ).values_list(
         "host", "port", "url", "status", "probe_status", "version", "latency_ms",
-        "vram_used_bytes", "loaded_json",
+        "vram_used_bytes", "loaded_json", "kind", "serving",
     )  # fmt: skip
     for (
-        host, port, url, node_status, probe_status, version, latency_ms, used, models
+        host, port, url, node_status, probe_status, version, latency_ms, used, models,
+        kind, serving,
     ) in rows:  # fmt: skip
         node = host_port(host, port)
         if node in seen:  # http and https on one host:port: tell them apart
@@ -82,9 +94,20 @@ def nodes() -> Iterator[Family]:
             f"sollol_node_status{{{label}{rest}{1 if name == node_status else 0}\n"
             for name, rest in statuses
         ]
-        info.add(f'{label},url="{escape(url)}",version="{escape(version)}"', 1)
+        info.add(
+            f'{label},url="{escape(url)}",kind="{escape(kind)}",'
+            f'version="{escape(version)}"',
+            1,
+        )
         if not is_up:
             continue
+        for key, value in (serving or {}).items():
+            if key in serving_families and _number(value):
+                serving_families[key].add(label, value)
+        for direction in ("prompt", "generation"):
+            value = (serving or {}).get(f"{direction}_tokens_per_second")
+            if _number(value):
+                rates.add(f'{label},direction="{direction}"', value)
         if latency_ms is not None:
             latency.add(label, latency_ms / 1000.0)
         vram.add(label, used)
@@ -101,6 +124,34 @@ def nodes() -> Iterator[Family]:
             model_vram.add(labels, model_vram_bytes)
             model_size.add(labels, size)
     yield from (up, status, info, latency, loaded, vram, model_vram, model_size)
+    yield from (*serving_families.values(), rates)
+
+
+# What a server other than Ollama says of its work (network.servers), by the key
+# it is stored under in OllamaNode.serving.
+SERVING_FAMILIES = (
+    ("slots_busy", "sollol_node_slots_busy", "Slots of the server processing now."),
+    ("slots_total", "sollol_node_slots_total", "Slots the server has in all."),
+    (
+        "requests_running",
+        "sollol_node_requests_running",
+        "Requests the server says it is processing.",
+    ),
+    (
+        "requests_waiting",
+        "sollol_node_requests_waiting",
+        "Requests the server says are waiting (deferred, queued).",
+    ),
+    (
+        "kv_cache_usage",
+        "sollol_node_kv_cache_usage_ratio",
+        "KV-cache use the server reports, 1 for full.",
+    ),
+)
+
+
+def _number(value: object) -> bool:
+    return type(value) in (int, float)
 
 
 def backends() -> Iterator[Family]:

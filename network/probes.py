@@ -31,6 +31,7 @@ class NodeProbe:
     # their counters (None: not read this time).
     serving: dict[str, Any] | None = None
     counters: dict[str, float] | None = None
+    kind: str = ""  # what a node of no known kind turned out to be
 
 
 LOADED_FIELDS = ("name", "model", "size", "size_vram", "digest", "expires_at")
@@ -105,8 +106,20 @@ async def probe_node(
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout), client:
+            detected = ""
+            if not kind:
+                detected = await servers.detect_kind(client) or ""
+                if not detected:
+                    return NodeProbe(
+                        ok=False,
+                        answered=True,
+                        error="answers neither as Ollama nor as an "
+                        "OpenAI-compatible server (/v1/models, /api/version)",
+                    )
+                kind = detected
             if kind != "ollama":
-                return await _probe_server(client, kind)
+                found = await _probe_server(client, kind)
+                return dataclasses.replace(found, kind=detected)
             reply = await client.get("/api/version")
             latency_ms = (time.perf_counter() - started) * 1000
             if reply.status != 200:
@@ -156,6 +169,7 @@ async def probe_node(
         version=version_text,
         loaded_models=loaded,
         disk_models=disk,
+        kind=detected,
     )
 
 

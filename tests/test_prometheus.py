@@ -109,7 +109,12 @@ def test_it_shows_a_healthy_node_up_with_its_vram_and_models():
     assert value(families, size, **labels, model="nomic-embed-text") == GIB
     info = "sollol_node_info"
     assert value(
-        families, info, **labels, url="http://127.0.0.2:11434", version="0.12.6"
+        families,
+        info,
+        **labels,
+        url="http://127.0.0.2:11434",
+        kind="ollama",
+        version="0.12.6",
     )
 
 

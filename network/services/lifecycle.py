@@ -23,7 +23,7 @@ from core import addresses
 from core.db import prune_newest, save_fields
 from core.jsonio import PayloadError
 from network import allowlist
-from network.choices import NodeStatus, Source
+from network.choices import NodeKind, NodeStatus, Source
 from network.models import NodeStatusChange, OllamaNode, Removed, RpcBackend
 from network.services.events import backend_event, node_event
 
@@ -66,14 +66,29 @@ def _node_parser(source: str) -> Callable[[str], addresses.NodeAddress]:
 
 
 def ensure_nodes(
-    values: Iterable[str], *, source: str, now: dt.datetime
+    values: Iterable[str],
+    *,
+    source: str,
+    now: dt.datetime,
+    default_kind: str = NodeKind.OLLAMA,
 ) -> list[OllamaNode]:
-    """Make sure the nodes exist; return the ones that were new."""
+    """Make sure the nodes exist; return the ones that were new.
+
+    A new node not declared with a kind gets default_kind (UNKNOWN: its first
+    probe tells).
+    """
     wanted = _parse_all(values, _node_parser(source), source)
     if not wanted:
         return []
     with transaction.atomic():
-        created = _create_missing(OllamaNode, "url", wanted, source=source, now=now)
+        created = _create_missing(
+            OllamaNode,
+            "url",
+            wanted,
+            source=source,
+            now=now,
+            default_kind=default_kind,
+        )
         if source in CREDENTIAL_SOURCES:
             _keep_credentials(wanted.values(), source=source, created=created)
             _keep_kinds(wanted.values(), created=created)
@@ -100,8 +115,10 @@ def _create_missing(
     *,
     source: str,
     now: dt.datetime,
+    default_kind: str | None = None,
 ) -> list:
-    """Insert the wanted nodes or backends not stored yet; return those it made.
+    """Insert the wanted nodes or backends not stored yet; return those it made
+    (nodes of the kind each was declared as, else of `default_kind`).
 
     What the operator removed stays removed when an application or the scan
     reports it again; the operator's own sources (configuration, localhost, the
@@ -131,8 +148,10 @@ def _create_missing(
         fields = {key: value, "host": host, "port": port}
         if more and more[0] is not None:  # a node's credential
             fields["credential"] = more[0].stored()
-        if len(more) > 1 and more[1] is not None:  # a node's declared kind
-            fields["kind"] = more[1]
+        if len(more) > 1:  # a node's declared kind, or the default
+            declared = more[1] if more[1] is not None else default_kind
+            if declared is not None:
+                fields["kind"] = declared
         new.append(_refused_at_once(model(**fields, source=source, created_at=now)))
     model.objects.bulk_create(new, ignore_conflicts=True)
     # ignore_conflicts leaves pks unset: read back the rows this call created.
@@ -356,7 +375,14 @@ def configured_nodes() -> list[str]:
 
 def sync_configured(*, now: dt.datetime) -> None:
     """Add the nodes and backends the operator configured (and localhost)."""
-    ensure_nodes(configured_nodes(), source=Source.CONFIG, now=now)
+    ensure_nodes(settings.SOLLOL_OLLAMA_NODES, source=Source.CONFIG, now=now)
+    # Of any kind: one not named is detected at its first probe.
+    ensure_nodes(
+        settings.SOLLOL_NODES,
+        source=Source.CONFIG,
+        now=now,
+        default_kind=NodeKind.UNKNOWN,
+    )
     ensure_backends(settings.SOLLOL_RPC_BACKENDS, source=Source.CONFIG, now=now)
     if settings.SOLLOL_DISCOVER_LOCALHOST:
         ensure_nodes([LOCALHOST_NODE], source=Source.LOCALHOST, now=now)

@@ -27,6 +27,7 @@ from network.probes import NodeProbe
 from network.services.events import (
     backend_transition,
     model_activity,
+    node_event,
     status_event,
 )
 from network.status import next_node_status, node_usable, without_flapping
@@ -95,6 +96,9 @@ def _apply_node_probe(
         node.disk_models = probe.disk_models
         node.tags_checked_at = now
         fields += DISK_FIELDS
+    if probe.kind and not node.kind:  # what a node of no known kind turned out to be
+        node.kind = probe.kind
+        fields += ("kind",)
     if probe.serving is not None:
         node.serving, node.counters = serving_with_rates(
             probe.serving, node.counters, probe.counters, now
@@ -104,6 +108,38 @@ def _apply_node_probe(
 
 
 SERVING_FIELDS = ("serving", "counters")
+
+
+def saturated(serving: dict) -> bool:
+    """Whether a server says every slot is busy and requests wait (without slots,
+    as vLLM: requests wait, its batch is full)."""
+    waiting = serving.get("requests_waiting") or 0
+    total, busy = serving.get("slots_total"), serving.get("slots_busy")
+    if not waiting:
+        return False
+    return total is None or busy is None or busy >= total
+
+
+def saturation_event(node: OllamaNode) -> NewEvent:
+    serving = node.serving
+    figures = {
+        key: serving.get(key)
+        for key in ("slots_busy", "slots_total", "requests_running", "requests_waiting")
+        if serving.get(key) is not None
+    }
+    if saturated(serving):
+        return node_event(
+            "node_saturated",
+            node,
+            f"🔥 Node {node.url} is saturated: every slot busy, "
+            f"{serving.get('requests_waiting')} waiting",
+            **figures,
+        )
+    return node_event(
+        "node_recovered", node, f"✅ Node {node.url} has room again", **figures
+    )
+
+
 RATES = (
     ("prompt_tokens", "prompt_tokens_per_second"),
     ("generated_tokens", "generation_tokens_per_second"),
@@ -175,7 +211,10 @@ def record_node_probes(
                 events.extend(
                     model_activity(node, node.loaded_models, probe.loaded_models)
                 )
+            was_saturated = saturated(node.serving)
             probed.setdefault(_apply_node_probe(node, probe, now), []).append(node)
+            if probe.serving is not None and saturated(node.serving) != was_saturated:
+                events.append(saturation_event(node))
             node.status, reason = without_flapping(
                 node, *next_node_status(node, probe, reported.get(node.address))
             )
@@ -401,7 +440,8 @@ def record_rejections(
 
 
 # Positions are kept: a field a client does not know comes last.
-SAMPLE_FIELDS = ["id", "status", "latency_ms", "last_seen", "usable"]
+# serving: what a server other than Ollama says of its work (null for Ollama).
+SAMPLE_FIELDS = ["id", "status", "latency_ms", "last_seen", "usable", "serving"]
 
 
 def publish_node_samples(node_ids: list[int]) -> None:
@@ -414,14 +454,21 @@ def publish_node_samples(node_ids: list[int]) -> None:
     if not node_ids:
         return
     rows = OllamaNode.objects.filter(id__in=node_ids).values_list(
-        "id", "status", "probe_status", "latency_ms", "last_seen"
+        "id", "status", "probe_status", "latency_ms", "last_seen", "serving"
     )
     realtime.publish_samples(
         NODE_STREAM,
         {
             "nodes": [
-                [id, state, rounded(latency), epoch(seen), node_usable(state, probe)]
-                for id, state, probe, latency, seen in rows
+                [
+                    id,
+                    state,
+                    rounded(latency),
+                    epoch(seen),
+                    node_usable(state, probe),
+                    serving or None,
+                ]
+                for id, state, probe, latency, seen, serving in rows
             ],
             "fields": SAMPLE_FIELDS,
             "at": timezone.now().timestamp(),

@@ -41,7 +41,9 @@ async def test_each_probe_cycle_sends_the_nodes_latencies_to_who_asked():
             "latency_ms",
             "last_seen",
             "usable",
+            "serving",
         ]
+        assert all(row[5] is None for row in rows.values())  # Ollama's: none
         # The event stream's contract stays: without ?samples=1, events only.
         events = [await plain.receive_json_from(timeout=5) for _ in range(2)]
         assert all(m["type"] == "status_change" and "id" in m for m in events)

@@ -13,6 +13,7 @@ import requests
 from django.test import override_settings
 from django.utils import timezone
 
+from activity.models import Event
 from core.addresses import node_url
 from core.jsonio import PayloadError
 from network import servers
@@ -26,6 +27,7 @@ from network.services.recording import serving_with_rates
 from network.tests.gateway_harness import served_gateway, view_of
 from simulator.ollama import running_fleet
 from simulator.servers import KINDS, SimulatedServer, running_servers
+from tests.test_prometheus import scrape, value
 
 # The pages as each project's source writes them (see network/servers.py).
 VLLM_PAGE = """\
@@ -93,7 +95,7 @@ def test_metrics_pages_are_read_by_each_kinds_names_summed_over_label_sets():
     [
         ("vllm:num_requests_running{ 2\n", "does not parse"),
         ("vllm:prompt_tokens_total -5\n", "vllm:prompt_tokens is negative"),
-        ("<html>502 Bad Gateway</html>\n", "does not parse"),
+        ("<html>502 Bad Gateway</html>\n", "none of vllm:num_requests_running"),
     ],
 )
 def test_a_page_that_cannot_be_read_says_why(page, why):
@@ -273,6 +275,18 @@ def test_a_declared_llama_server_is_probed_by_its_kind_with_token_rates(client):
         assert node.status == "healthy"
         assert node.serving["generation_tokens_per_second"] > 0
         assert [m["name"] for m in node.loaded_models] == ["tiny-llama"]
+        # Prometheus shows what the server said, labelled as every node is.
+        families = scrape()
+        labels = {"node": server.address}
+        assert value(families, "sollol_node_slots_total", **labels) == 2
+        assert value(families, "sollol_node_slots_busy", **labels) == 0
+        assert value(families, "sollol_node_requests_waiting", **labels) == 0
+        generation = value(
+            families, "sollol_node_tokens_per_second", **labels, direction="generation"
+        )
+        assert generation == node.serving["generation_tokens_per_second"]
+        info = {"url": server.url, "kind": "llamacpp", "version": "b7310-0c1e57098"}
+        assert value(families, "sollol_node_info", **labels, **info) == 1
         server.restart_counters()
         run_cycle(now=timezone.now())
         node.refresh_from_db()
@@ -355,3 +369,71 @@ def test_the_gateway_sends_openai_requests_to_every_kind_and_ollamas_to_ollama()
             # Ollama's lists are of Ollama nodes only.
             tags = requests.get(f"{gateway.url}/api/tags").json()["models"]
             assert {node for m in tags for node in m["nodes"]} == {ollama_node.address}
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(SOLLOL_PROBE_TIMEOUT=2.0)
+def test_a_saturated_server_and_its_recovery_are_events():
+    server = SimulatedServer("llamacpp", "127.0.0.70", slots=1, generation_seconds=1.5)
+    with running_servers(server):
+        lifecycle.ensure_nodes(
+            [f"llamacpp+{server.url}"], source=Source.API, now=timezone.now()
+        )
+        run_cycle(now=timezone.now())
+        chat = {"model": "tiny-llama", "messages": []}
+        threads = [
+            threading.Thread(
+                target=requests.post,
+                args=(server.url + "/v1/chat/completions",),
+                kwargs={"json": chat, "timeout": 10},
+            )
+            for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for _ in range(20):  # until both have arrived: one runs, one waits
+                if server.running == 2:
+                    break
+                threading.Event().wait(0.05)
+            run_cycle(now=timezone.now())
+        finally:
+            for thread in threads:
+                thread.join()
+        run_cycle(now=timezone.now())
+    events = list(
+        Event.objects.filter(type__in=["node_saturated", "node_recovered"]).order_by(
+            "id"
+        )
+    )
+    assert [e.type for e in events] == ["node_saturated", "node_recovered"]
+    assert events[0].payload["slots_busy"] == 1
+    assert events[0].payload["requests_waiting"] == 1
+    assert "saturated" in events[0].message
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(SOLLOL_PROBE_TIMEOUT=2.0)
+def test_a_node_declared_without_a_kind_is_known_by_its_answers():
+    simulated = [
+        SimulatedServer(kind, f"127.0.0.{71 + index}")
+        for index, kind in enumerate(KINDS)
+    ]
+    with (
+        running_fleet(1, base="127.0.0.79", port=0, seed=9) as fleet,
+        running_servers(*simulated),
+    ):
+        urls = [server.url for server in simulated] + fleet.urls
+        with override_settings(SOLLOL_NODES=urls, SOLLOL_DISCOVER_LOCALHOST=False):
+            lifecycle.sync_configured(now=timezone.now())
+        assert set(OllamaNode.objects.values_list("kind", flat=True)) == {""}
+        run_cycle(now=timezone.now())
+        kinds = dict(OllamaNode.objects.values_list("url", "kind"))
+        assert kinds == {
+            **{server.url: server.kind for server in simulated},
+            fleet.urls[0]: "ollama",
+        }
+        assert set(OllamaNode.objects.values_list("status", flat=True)) == {"healthy"}
+        # Known now, each is read as its kind: the llama-server's slots, say.
+        llama = OllamaNode.objects.get(url=simulated[0].url)
+        assert llama.serving["slots_total"] == 2

@@ -19,8 +19,9 @@ const EMPTY = "No nodes known yet. Set SOLLOL_OLLAMA_NODES or add one through th
 const LATENCIES_KEPT = 30;
 const VERDICTS = ["usable", "loaded_models_known"];
 // What a sample may change in a node: measurements and verdicts, by name (the
-// probes' samples, and the gateway's: requests in flight and waiting).
-const SAMPLED = ["status", "latency_ms", "last_seen", "in_flight", "queued", ...VERDICTS];
+// probes' samples, with what a server other than Ollama says of its work, and the
+// gateway's: requests in flight and waiting).
+const SAMPLED = ["status", "latency_ms", "last_seen", "in_flight", "queued", "serving", ...VERDICTS];
 
 const latency = new Map(); // node id -> recent probes' latencies (ms)
 let changed = () => {};
@@ -68,12 +69,33 @@ const rows = new RowCache((id) => {
   return row;
 });
 
-/** Requests through the gateway: "2 in flight · 5 waiting", or "idle". */
+const KINDS = {
+  llamacpp: "llama.cpp", vllm: "vLLM", sglang: "SGLang", tgi: "TGI",
+  lmstudio: "LM Studio", localai: "LocalAI", openai: "OpenAI-compatible",
+};
+
+/** The node's URL, and its kind when it is not Ollama. */
+function nodeName(node) {
+  const kind = KINDS[node.kind];
+  return kind ? node.url + " (" + kind + ")" : node.url;
+}
+
+/** Requests through the gateway ("2 in flight · 5 waiting", or "idle"), and what a
+ * server other than Ollama says of its work: "slots 1/2 · 3 waiting · 48 tok/s". */
 function loadSummary(node) {
   const active = num(node.in_flight) || 0;
   const waiting = num(node.queued) || 0;
-  if (!active && !waiting) return "idle";
-  return active + " in flight" + (waiting ? " · " + waiting + " waiting" : "");
+  const parts = [];
+  if (active || waiting) parts.push(active + " in flight" + (waiting ? " · " + waiting + " waiting" : ""));
+  const s = node.serving && typeof node.serving === "object" ? node.serving : null;
+  if (s) {
+    if (num(s.slots_total) !== null && num(s.slots_busy) !== null) parts.push("slots " + s.slots_busy + "/" + s.slots_total);
+    else if (num(s.requests_running) !== null) parts.push(s.requests_running + " running");
+    if (num(s.requests_waiting)) parts.push(s.requests_waiting + " queued on the server");
+    if (num(s.generation_tokens_per_second)) parts.push(Math.round(s.generation_tokens_per_second) + " tok/s");
+    if (num(s.kv_cache_usage) !== null) parts.push("KV " + Math.round(s.kv_cache_usage * 100) + "%");
+  }
+  return parts.length ? parts.join(" · ") : "idle";
 }
 
 function loadedSummary(node) {
@@ -112,7 +134,7 @@ export function renderNodes() {
   const shown = nodes.map((node) => {
     const row = rows.row(node.id);
     const c = row.cells_;
-    setText(c.url, node.url);
+    setText(c.url, nodeName(node));
     setBadge(c.badge, node.status);
     setText(c.latencyText, fmtMs(node.latency_ms));
     updateSparkline(c.spark, (latency.get(node.id) || []).map((s) => s.value));

@@ -1,0 +1,195 @@
+"""The real llama.cpp llama-server, with a tiny model made here, in the fleet.
+
+scripts/build_llama_cpp.sh llama-server builds it once into the cache (beside
+ggml-rpc-server); SOLLOL_LLAMA_SERVER points at another build. The model is
+tests/tinymodel.py's: random weights, real tokens, loaded at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from websockets.sync.client import connect
+
+from conftest import require
+from network.probes import probe_node
+from tests.liveserver import free_port, wait_for
+from tests.test_network_live import FAST_PROBING, events_until
+from tests.tinymodel import write_tiny_llama
+
+pytestmark = pytest.mark.live
+
+HOST = "127.0.0.1"
+CACHE = Path(os.environ.get("SOLLOL_RPC_SERVER_CACHE", Path.home() / ".cache/sollol"))
+BINARY = Path(os.environ.get("SOLLOL_LLAMA_SERVER", CACHE / "llama-server"))
+MODEL = "tiny-llama"
+SLOTS, CONTEXT_PER_SLOT = 2, 4096
+
+
+class RealLlamaServer:
+    """One llama-server process on loopback with the tiny model, stopped by its PID."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.log_path = root / "llama-server.log"
+        model = write_tiny_llama(root / "tiny.gguf")
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(BINARY), "--host", HOST, "--port", str(self.port),
+                    "-m", str(model), "--alias", MODEL,
+                    "-c", str(SLOTS * CONTEXT_PER_SLOT), "-np", str(SLOTS),
+                    "-t", "1", "--metrics", "--slots",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"llama-server did not start:\n{self.log()}")
+            time.sleep(0.1)
+
+    def _ready(self) -> bool:
+        try:
+            return requests.get(self.url + "/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def llama_server(tmp_path) -> Iterator[RealLlamaServer]:
+    require(
+        BINARY.is_file() and os.access(BINARY, os.X_OK),
+        f"no llama-server at {BINARY}: run scripts/build_llama_cpp.sh llama-server",
+    )
+    pytest.importorskip("gguf", reason="the gguf package writes the tiny model")
+    server = RealLlamaServer(tmp_path)
+    yield server
+    server.stop()
+
+
+def test_llama_server_is_read_as_llama_server(llama_server):
+    found = asyncio.run(
+        probe_node(llama_server.url, timeout=5, with_tags=True, kind="llamacpp")
+    )
+    assert found.ok, found.error
+    assert found.version.startswith("b")  # its build, as /props says
+    [model] = found.loaded_models
+    assert (model["name"], model["context_length"]) == (MODEL, CONTEXT_PER_SLOT)
+    assert model["size"] > 0
+    assert found.serving["slots_total"] == SLOTS
+    assert found.serving["slots_busy"] == 0
+    assert found.serving["context_per_slot"] == CONTEXT_PER_SLOT
+    assert found.serving["requests_running"] == 0
+    assert set(found.counters) == {"prompt_tokens", "generated_tokens"}
+
+
+def test_a_streamed_completion_through_the_gateway_shows_a_slot_busy_and_tokens(
+    live_server_factory, llama_server
+):
+    gateway_port = free_port()
+    server = live_server_factory(
+        SOLLOL_NODES=f"llamacpp+{llama_server.url}",
+        SOLLOL_GATEWAY_PORT=str(gateway_port),
+        **FAST_PROBING,
+    )
+    server.start()
+
+    def node() -> dict:
+        listed = requests.get(f"{server.url}/api/network/nodes", timeout=5).json()
+        [entry] = listed["nodes"]
+        return entry
+
+    first = wait_for(lambda: node()["status"] == "healthy" and node(), timeout=15)
+    assert first["kind"] == "llamacpp"
+    seen_busy = False
+    chat = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hello"}],
+        "stream": True,
+        "max_tokens": 3500,  # a few seconds of noise from the tiny model
+        "temperature": 1.0,
+        "ignore_eos": True,
+    }
+    gateway = f"http://{HOST}:{gateway_port}"
+    wait_for(
+        lambda: requests.get(f"{gateway}/v1/models", timeout=5).json()["data"],
+        what="the gateway to list the llama-server's model",
+    )
+    lines = 0
+    with requests.post(
+        f"{gateway}/v1/chat/completions", json=chat, stream=True, timeout=60
+    ) as reply:
+        assert reply.status_code == 200, reply.text
+        for line in reply.iter_lines():
+            lines += bool(line)
+            if not seen_busy and lines % 50 == 0:
+                seen_busy = (node()["serving"] or {}).get("slots_busy") == 1
+    assert line == b"data: [DONE]"
+    assert seen_busy, "no probe saw the slot busy while it generated"
+
+    def rising() -> dict | None:
+        serving = node()["serving"] or {}
+        if serving.get("slots_busy") == 0 and serving.get(
+            "generation_tokens_per_second"
+        ):
+            return serving
+        return None
+
+    # The probe after the stream read the counters risen: a rate, and the slot free.
+    wait_for(rising, timeout=5, what="the slot free and the tokens counted")
+
+    def recorded():
+        metrics = requests.get(f"{server.url}/api/metrics?window=5m", timeout=5).json()
+        return metrics["totals"]["requests"] >= 1 and metrics
+
+    metrics = wait_for(recorded, what="the gateway's request in /api/metrics")
+    assert metrics["totals"]["completion_tokens"] >= 100  # usage asked of the node
+    prometheus = requests.get(f"{server.url}/api/prometheus", timeout=5).text
+    address = llama_server.url.removeprefix("http://")
+    assert f'sollol_node_slots_total{{node="{address}"}} 2' in prometheus
+
+
+def test_a_killed_llama_server_is_reported_within_an_interval_and_a_timeout(
+    live_server_factory, llama_server
+):
+    server = live_server_factory(
+        SOLLOL_NODES=f"llamacpp+{llama_server.url}", **FAST_PROBING
+    )
+    server.start()
+
+    def healthy() -> bool:
+        listed = requests.get(f"{server.url}/api/network/nodes", timeout=5).json()
+        return [n["status"] for n in listed["nodes"]] == ["healthy"]
+
+    wait_for(healthy, timeout=15)
+    with connect(f"ws://127.0.0.1:{server.port}/ws/network/nodes") as ws:
+        killed = time.monotonic()
+        llama_server.process.kill()  # the process this test started, by its PID
+        event = events_until(ws, lambda e: e["type"] == "status_change", timeout=10)
+        noticed = time.monotonic() - killed
+    assert event["node"] == llama_server.url
+    assert (event["old_status"], event["new_status"]) == ("healthy", "unhealthy")
+    assert noticed <= 3.5, noticed
