@@ -14,6 +14,7 @@ class NetworkConfig(AppConfig):
 
         for collector in (
             metrics.nodes,
+            metrics.gpus,
             metrics.backends,
             metrics.probe_cycles,
             metrics.gateway_load,

@@ -4,6 +4,7 @@ they arrive, so a node that hangs delays nobody's status but its own."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from core import httpclient
 from core.httpclient import Credential
 from network import allowlist
 from network.choices import BackendStatus
+from network.gpus import probe_gpus
 from network.models import OllamaNode, RpcBackend
 from network.probes import NodeProbe, probe_node
 from network.rpc import RpcProbe, probe_backend
@@ -59,7 +61,15 @@ def run_cycle(
     """
     tags_due = now - dt.timedelta(seconds=settings.SOLLOL_PROBE_TAGS_INTERVAL)
     node_rows = OllamaNode.objects.only(
-        "id", "url", "host", "port", "source", "tags_checked_at", "credential", "kind"
+        "id",
+        "url",
+        "host",
+        "port",
+        "source",
+        "tags_checked_at",
+        "credential",
+        "kind",
+        "gpu_exporter",
     )
     backend_rows = RpcBackend.objects.only(
         "id", "host", "port", "source", "status", "session_at"
@@ -79,6 +89,7 @@ def run_cycle(
             _gate(node),
             Credential.from_stored(node.credential),
             node.kind,
+            node.gpu_exporter,
         )
         for node in node_rows
     ]
@@ -149,6 +160,7 @@ async def _probe_all(
         gate: tuple | None,
         credential: Credential | None,
         kind: str,
+        gpu_exporter: str,
     ) -> None:
         async with limit:
             started = time.monotonic()
@@ -172,6 +184,13 @@ async def _probe_all(
                 pool=pool,
                 kind=kind,
             )
+            if gpu_exporter:  # the operator's own: not gated by the allow-list
+                gpus, why = await probe_gpus(
+                    gpu_exporter,
+                    timeout=max(0.01, timeout - (time.monotonic() - started)),
+                    pool=pool,
+                )
+                probe = dataclasses.replace(probe, gpus=gpus, gpu_error=why)
         node_results.append((node_id, probe))
 
     async def probe_one_backend(

@@ -154,6 +154,40 @@ def _number(value: object) -> bool:
     return type(value) in (int, float)
 
 
+GPU_FAMILIES = (
+    ("memory_total", "sollol_gpu_memory_total_bytes", "Memory of the GPU."),
+    ("memory_used", "sollol_gpu_memory_used_bytes", "Memory of the GPU in use."),
+    ("utilization", "sollol_gpu_utilization_ratio", "How busy the GPU is, 0 to 1."),
+    ("temperature", "sollol_gpu_temperature_celsius", "Temperature of the GPU."),
+    ("power_watts", "sollol_gpu_power_watts", "Power the GPU draws."),
+)
+
+
+def gpus() -> Iterator[Family]:
+    """The nodes' GPUs as their GPU exporters read them (network.gpus)."""
+    families = {
+        key: Family(name, "gauge", f"{text} (the node's GPU exporter)")
+        for key, name, text in GPU_FAMILIES
+    }
+    rows = OllamaNode.objects.exclude(gpu_exporter="").values_list(
+        "host", "port", "gpus"
+    )
+    for host, port, listed in rows:
+        node = escape(host_port(host, port))
+        for gpu in listed or ():
+            if type(gpu) is not dict:
+                continue
+            labels = (
+                f'node="{node}",gpu="{escape(str(gpu.get("index", "")))}",'
+                f'uuid="{escape(str(gpu.get("uuid", "")))}",'
+                f'name="{escape(str(gpu.get("name", "")))}"'
+            )
+            for key, family in families.items():
+                if _number(gpu.get(key)):
+                    family.add(labels, gpu[key])
+    yield from families.values()
+
+
 def backends() -> Iterator[Family]:
     up = Family(
         "sollol_backend_up",

@@ -60,6 +60,11 @@ class OllamaNode(ProbedTarget):
     # Its counters at the last probe, with their time: rates are the next
     # probe's differences; a counter that went back is a restart, not a rate.
     counters = models.JSONField(default=dict, blank=True)
+    # The node's GPUs, as the GPU exporter the operator named for it reads them
+    # (SOLLOL_GPU_EXPORTERS; network.gpus): [{index, uuid, name, memory_total,
+    # memory_used, utilization, temperature, power_watts}], bytes and 0..1.
+    gpu_exporter = models.CharField(max_length=300, blank=True)
+    gpus = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["url"]

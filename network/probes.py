@@ -32,6 +32,9 @@ class NodeProbe:
     serving: dict[str, Any] | None = None
     counters: dict[str, float] | None = None
     kind: str = ""  # what a node of no known kind turned out to be
+    # Its GPU exporter's reading (network.gpus), None when not read; why not.
+    gpus: list[dict[str, Any]] | None = None
+    gpu_error: str = ""
 
 
 LOADED_FIELDS = ("name", "model", "size", "size_vram", "digest", "expires_at")

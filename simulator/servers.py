@@ -452,4 +452,103 @@ def running_servers(*servers: SimulatedServer) -> Iterator[tuple[SimulatedServer
             loop.close()
 
 
-__all__ = ["KINDS", "SimulatedServer", "running_servers"]
+__all__ = ["KINDS", "SimulatedGpuExporter", "SimulatedServer", "running_servers"]
+
+
+def _go_float(value: float) -> str:
+    """A float as Go's strconv.FormatFloat(v, 'g', -1, 64) writes a large one
+    (8.589934592e+09), as Prometheus' Go client does."""
+    mantissa, exponent = f"{float(value):.16e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
+
+
+class SimulatedGpuExporter(ListeningServer, Site):
+    """A GPU exporter's /metrics: NVIDIA's DCGM exporter ("dcgm") or
+    utkuozdemir/nvidia_gpu_exporter ("nvidia_smi"), as their source writes them
+    (etc/default-counters.csv and render_metrics.go; exporter.go and its test
+    data). `gpus` is [(name, total bytes, used bytes)]; set_used changes one."""
+
+    listener_class = Listener
+    protocol_class = HttpConnection
+
+    def __init__(
+        self,
+        flavour: str,
+        host: str = "127.0.0.2",
+        port: int = 0,
+        *,
+        gpus: list[tuple[str, int, int]] | None = None,
+    ) -> None:
+        if flavour not in ("dcgm", "nvidia_smi"):
+            raise ValueError(f"no GPU exporter {flavour!r} (dcgm, nvidia_smi)")
+        _require_loopback(host)
+        super().__init__()
+        self.kind = flavour
+        self.host = host
+        self.port = port
+        self.gpus = [
+            list(gpu)
+            for gpu in gpus or [("NVIDIA GeForce RTX 4090", 24 * 2**30, 2**30)]
+        ]  # noqa: E501
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @on_loop
+    def set_used(self, index: int, used: int) -> None:
+        self.gpus[index][2] = used
+
+    def respond(self, request: Request) -> Response:
+        if request.method == "GET" and request.path == "/metrics":
+            page = self._dcgm() if self.kind == "dcgm" else self._nvidia_smi()
+            return Response(200, page.encode(), METRICS_TYPE)
+        return Response(404, b"404 page not found\n", "text/plain; charset=utf-8")
+
+    def _dcgm(self) -> str:
+        families = (
+            ("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", lambda t, u: 40 + 40 * u // t),  # noqa: E501
+            ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", lambda t, u: round(30 + 300 * u / t, 3)),  # noqa: E501
+            ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", lambda t, u: 100 * u // t),  # noqa: E501
+            ("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", lambda t, u: (t - u) // 2**20 - 512),  # noqa: E501
+            ("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", lambda t, u: u // 2**20),  # noqa: E501
+            ("DCGM_FI_DEV_FB_RESERVED", "Framebuffer memory reserved (in MiB).", lambda t, u: 512),  # noqa: E501
+        )  # fmt: skip
+        lines = []
+        for name, text, value in families:
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
+            for index, (model, total, used) in enumerate(self.gpus):
+                labels = (
+                    f'gpu="{index}",UUID="GPU-{index:08x}-0000-0000-0000-000000000000",'
+                    f'pci_bus_id="00000000:0{index + 1}:00.0",device="nvidia{index}",'
+                    f'modelName="{model}",Hostname="gpu-box"'
+                )
+                lines.append(f"{name}{{{labels}}} {value(total, used)}")
+        return "\n".join(lines) + "\n"
+
+    def _nvidia_smi(self) -> str:
+        # (its HELP text is not in the notes this was written from: left out)
+        lines = ["# TYPE nvidia_smi_gpu_info gauge"]
+        for index, (model, _, _) in enumerate(self.gpus):
+            uuid = f"{index:08x}-0000-0000-0000-000000000000"
+            lines.append(
+                f'nvidia_smi_gpu_info{{compute_cap="8.9",driver_model_current="",'
+                f'driver_model_pending="",driver_version="595.71.05",index="{index}",'
+                f'name="{model}",uuid="{uuid}",vbios_version="95.02.18.80.5f"}} 1'
+            )
+        families = (
+            ("memory_total_bytes", "memory.total [MiB]", lambda t, u: _go_float(t)),
+            ("memory_used_bytes", "memory.used [MiB]", lambda t, u: _go_float(u)),
+            ("power_draw_watts", "power.draw [W]", lambda t, u: round(30 + 300 * u / t, 2)),  # noqa: E501
+            ("temperature_gpu", "temperature.gpu", lambda t, u: 40 + 40 * u // t),
+            ("utilization_gpu_ratio", "utilization.gpu [%]", lambda t, u: round(u / t, 2)),  # noqa: E501
+        )  # fmt: skip
+        for name, text, value in families:
+            lines += [
+                f"# HELP nvidia_smi_{name} {text}",
+                f"# TYPE nvidia_smi_{name} gauge",
+            ]  # noqa: E501
+            for index, (_, total, used) in enumerate(self.gpus):
+                uuid = f"{index:08x}-0000-0000-0000-000000000000"
+                lines.append(f'nvidia_smi_{name}{{uuid="{uuid}"}} {value(total, used)}')
+        return "\n".join(lines) + "\n"

@@ -354,6 +354,9 @@ SOLLOL_OLLAMA_NODES = env_list("SOLLOL_OLLAMA_NODES")
 # Nodes of any kind: `llamacpp+http://host:8080`, `vllm+http://host:8000`, ...
 # (core.addresses.KIND_PORTS); an entry without a kind is an Ollama node.
 SOLLOL_NODES = env_list("SOLLOL_NODES")
+# A node's GPU exporter (NVIDIA's DCGM exporter or nvidia_gpu_exporter), read with
+# its probes: `host:port=http://exporter:9400`, comma-separated (network.gpus).
+SOLLOL_GPU_EXPORTERS = env_list("SOLLOL_GPU_EXPORTERS")
 SOLLOL_RPC_BACKENDS = env_list("SOLLOL_RPC_BACKENDS")
 SOLLOL_DISCOVER_LOCALHOST = env_bool("SOLLOL_DISCOVER_LOCALHOST", True)
 SOLLOL_DISCOVERY_CIDRS = env_list("SOLLOL_DISCOVERY_CIDRS")

@@ -39,6 +39,7 @@ _NODE_COLUMNS = (
     "last_seen",
     "last_probe",
     "serving",
+    "gpus",
 )
 
 
@@ -108,6 +109,8 @@ def _node_summary(row: dict[str, Any], load: live.Load) -> dict[str, Any]:
         # A server other than Ollama, as it says (network.servers): slots busy and
         # in all, requests running and waiting, KV-cache use, tokens/s.
         "serving": row["serving"] or None,
+        # Its GPUs as its GPU exporter reads them (SOLLOL_GPU_EXPORTERS), or [].
+        "gpus": row["gpus"],
     }
 
 

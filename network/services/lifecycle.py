@@ -22,7 +22,7 @@ from activity.services import NewEvent, record_events
 from core import addresses
 from core.db import prune_newest, save_fields
 from core.jsonio import PayloadError
-from network import allowlist
+from network import allowlist, gpus
 from network.choices import NodeKind, NodeStatus, Source
 from network.models import NodeStatusChange, OllamaNode, Removed, RpcBackend
 from network.services.events import backend_event, node_event
@@ -367,6 +367,35 @@ def remove_backend(backend_id: int, *, now: dt.datetime) -> RpcBackend | None:
     )
 
 
+def _name_gpu_exporters(entries: Iterable[str]) -> None:
+    """Give each node the GPU exporter the operator named for it (host:port=URL);
+    a node no longer named has none."""
+    named: dict[str, str] = {}
+    for entry in entries:
+        try:
+            node, url = gpus.exporter_entry(entry)
+        except PayloadError as exc:
+            logger.warning("ignoring a GPU exporter from the configuration: %s", exc)
+            continue
+        named[node] = url
+    hosts = {addresses.split_host_port(node)[0] for node in named}
+    named_now, cleared = [], []
+    for node in OllamaNode.objects.filter(Q(host__in=hosts) | ~Q(gpu_exporter="")).only(
+        "id", "host", "port", "gpu_exporter"
+    ):
+        url = named.get(node.address.lower(), "")
+        if node.gpu_exporter == url:
+            continue
+        node.gpu_exporter = url
+        if url:
+            named_now.append(node)
+        else:
+            node.gpus = []  # what it said is no longer read
+            cleared.append(node)
+    save_fields(named_now, ["gpu_exporter"])
+    save_fields(cleared, ["gpu_exporter", "gpus"])
+
+
 def configured_nodes() -> list[str]:
     """The nodes of the operator's configuration: SOLLOL_OLLAMA_NODES (Ollama's,
     unless an entry names its kind) and SOLLOL_NODES (of any kind)."""
@@ -383,6 +412,7 @@ def sync_configured(*, now: dt.datetime) -> None:
         now=now,
         default_kind=NodeKind.UNKNOWN,
     )
+    _name_gpu_exporters(settings.SOLLOL_GPU_EXPORTERS)
     ensure_backends(settings.SOLLOL_RPC_BACKENDS, source=Source.CONFIG, now=now)
     if settings.SOLLOL_DISCOVER_LOCALHOST:
         ensure_nodes([LOCALHOST_NODE], source=Source.LOCALHOST, now=now)

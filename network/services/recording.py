@@ -21,6 +21,7 @@ from activity.services import NewEvent, record_events
 from core import addresses, realtime
 from core.db import save_fields
 from core.jsonio import PayloadError, epoch, rounded
+from network import gpus
 from network.choices import NODE_STREAM, BackendStatus, NodeStatus
 from network.models import NodeStatusChange, OllamaNode, RpcBackend
 from network.probes import NodeProbe
@@ -99,6 +100,11 @@ def _apply_node_probe(
     if probe.kind and not node.kind:  # what a node of no known kind turned out to be
         node.kind = probe.kind
         fields += ("kind",)
+    if probe.gpus is not None:
+        node.gpus = probe.gpus
+        fields += ("gpus",)
+    if probe.gpu_error:
+        node.last_error = "; ".join(filter(None, (node.last_error, probe.gpu_error)))
     if probe.serving is not None:
         node.serving, node.counters = serving_with_rates(
             probe.serving, node.counters, probe.counters, now
@@ -108,6 +114,39 @@ def _apply_node_probe(
 
 
 SERVING_FIELDS = ("serving", "counters")
+
+
+def vram_events(node: OllamaNode, before: list, after: list) -> list[NewEvent]:
+    """vram_nearly_full when a GPU's memory passes NEARLY_FULL, vram_recovered when
+    it is below ROOM_AGAIN again (between the two it stays as it was, marked
+    `nearly_full` in its reading: no flapping)."""
+    was = {gpu.get("uuid"): gpu for gpu in before or []}
+    events = []
+    for gpu in after:
+        full_before = bool(was.get(gpu.get("uuid"), {}).get("nearly_full"))
+        full = gpus.nearly_full(gpu) or (
+            full_before and gpus.nearly_full(gpu, gpus.ROOM_AGAIN)
+        )
+        gpu["nearly_full"] = full
+        if full == full_before:
+            continue
+        total, used = gpu.get("memory_total"), gpu.get("memory_used")
+        figures = {
+            "gpu": gpu.get("index"),
+            "gpu_name": gpu.get("name", ""),
+            "memory_used": used,
+            "memory_total": total,
+        }
+        if full:
+            message = (
+                f"🟥 VRAM nearly full on {node.url} GPU {gpu.get('index')}: "
+                f"{used / total:.0%} of {total / 2**30:.1f} GB"
+            )
+            events.append(node_event("vram_nearly_full", node, message, **figures))
+        else:
+            message = f"✅ VRAM has room again on {node.url} GPU {gpu.get('index')}"
+            events.append(node_event("vram_recovered", node, message, **figures))
+    return events
 
 
 def saturated(serving: dict) -> bool:
@@ -212,7 +251,10 @@ def record_node_probes(
                     model_activity(node, node.loaded_models, probe.loaded_models)
                 )
             was_saturated = saturated(node.serving)
+            gpus_before = node.gpus
             probed.setdefault(_apply_node_probe(node, probe, now), []).append(node)
+            if probe.gpus is not None:
+                events.extend(vram_events(node, gpus_before, probe.gpus))
             if probe.serving is not None and saturated(node.serving) != was_saturated:
                 events.append(saturation_event(node))
             node.status, reason = without_flapping(
@@ -440,8 +482,17 @@ def record_rejections(
 
 
 # Positions are kept: a field a client does not know comes last.
-# serving: what a server other than Ollama says of its work (null for Ollama).
-SAMPLE_FIELDS = ["id", "status", "latency_ms", "last_seen", "usable", "serving"]
+# serving: what a server other than Ollama says of its work (null for Ollama);
+# gpus: what the node's GPU exporter says ([] without one).
+SAMPLE_FIELDS = [
+    "id",
+    "status",
+    "latency_ms",
+    "last_seen",
+    "usable",
+    "serving",
+    "gpus",
+]
 
 
 def publish_node_samples(node_ids: list[int]) -> None:
@@ -454,7 +505,7 @@ def publish_node_samples(node_ids: list[int]) -> None:
     if not node_ids:
         return
     rows = OllamaNode.objects.filter(id__in=node_ids).values_list(
-        "id", "status", "probe_status", "latency_ms", "last_seen", "serving"
+        "id", "status", "probe_status", "latency_ms", "last_seen", "serving", "gpus"
     )
     realtime.publish_samples(
         NODE_STREAM,
@@ -467,8 +518,9 @@ def publish_node_samples(node_ids: list[int]) -> None:
                     epoch(seen),
                     node_usable(state, probe),
                     serving or None,
+                    gpus,
                 ]
-                for id, state, probe, latency, seen, serving in rows
+                for id, state, probe, latency, seen, serving, gpus in rows
             ],
             "fields": SAMPLE_FIELDS,
             "at": timezone.now().timestamp(),

@@ -42,6 +42,7 @@ async def test_each_probe_cycle_sends_the_nodes_latencies_to_who_asked():
             "last_seen",
             "usable",
             "serving",
+            "gpus",
         ]
         assert all(row[5] is None for row in rows.values())  # Ollama's: none
         # The event stream's contract stays: without ?samples=1, events only.

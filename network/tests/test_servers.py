@@ -16,7 +16,7 @@ from django.utils import timezone
 from activity.models import Event
 from core.addresses import node_url
 from core.jsonio import PayloadError
-from network import servers
+from network import gpus, servers
 from network.choices import Source
 from network.cycle import run_cycle
 from network.gateway.routing import NodeView, model_key
@@ -26,7 +26,12 @@ from network.services import lifecycle
 from network.services.recording import serving_with_rates
 from network.tests.gateway_harness import served_gateway, view_of
 from simulator.ollama import running_fleet
-from simulator.servers import KINDS, SimulatedServer, running_servers
+from simulator.servers import (
+    KINDS,
+    SimulatedGpuExporter,
+    SimulatedServer,
+    running_servers,
+)
 from tests.test_prometheus import scrape, value
 
 # The pages as each project's source writes them (see network/servers.py).
@@ -437,3 +442,92 @@ def test_a_node_declared_without_a_kind_is_known_by_its_answers():
         # Known now, each is read as its kind: the llama-server's slots, say.
         llama = OllamaNode.objects.get(url=simulated[0].url)
         assert llama.serving["slots_total"] == 2
+
+
+# --- GPUs -------------------------------------------------------------------------
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize("flavour", ["dcgm", "nvidia_smi"])
+def test_each_gpu_exporters_page_reads_as_the_same_gpus(flavour):
+    exporter = SimulatedGpuExporter(
+        flavour,
+        "127.0.0.80",
+        gpus=[
+            ("NVIDIA GeForce RTX 4090", 24 * GIB, 6 * GIB),
+            ("NVIDIA T400 4GB", 4 * GIB, 0),
+        ],
+    )
+    with running_servers(exporter):
+        found, why = asyncio.run(gpus.probe_gpus(exporter.url, timeout=3))
+    assert why == ""
+    assert [(g["index"], g["name"]) for g in found] == [
+        (0, "NVIDIA GeForce RTX 4090"),
+        (1, "NVIDIA T400 4GB"),
+    ]
+    first = found[0]
+    assert first["memory_used"] == 6 * GIB
+    # DCGM says free and reserved MiB beside used: their sum is the GPU's memory.
+    assert first["memory_total"] == 24 * GIB
+    assert first["utilization"] == 0.25 and first["temperature"] == 50
+    assert first["power_watts"] == 105
+
+
+def test_a_page_with_no_gpu_memory_is_not_taken_for_gpus():
+    with pytest.raises(ValueError, match="no GPU memory"):
+        gpus.read_gpus("# TYPE up gauge\nup 1\n")
+    with pytest.raises(PayloadError):
+        gpus.exporter_entry("127.0.0.2:11434")  # no exporter named
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(SOLLOL_PROBE_TIMEOUT=2.0, SOLLOL_DISCOVER_LOCALHOST=False)
+def test_a_nodes_gpus_are_read_with_it_and_a_full_gpu_is_an_event(client):
+    llama = SimulatedServer("llamacpp", "127.0.0.81")
+    exporter = SimulatedGpuExporter(
+        "dcgm", "127.0.0.82", gpus=[("NVIDIA GeForce RTX 4090", 24 * GIB, 2 * GIB)]
+    )
+    with running_servers(llama, exporter):
+        configured = {
+            "SOLLOL_NODES": [f"llamacpp+{llama.url}"],
+            "SOLLOL_GPU_EXPORTERS": [f"{llama.address}={exporter.url}"],
+        }
+        with override_settings(**configured):
+            lifecycle.sync_configured(now=timezone.now())
+        run_cycle(now=timezone.now())
+        exporter.set_used(0, 23 * GIB)  # 96 %: nearly full
+        run_cycle(now=timezone.now())
+        run_cycle(now=timezone.now())  # still full: said once
+        exporter.set_used(0, 22 * GIB)  # 92 %: not room enough yet to say so
+        run_cycle(now=timezone.now())
+        exporter.set_used(0, 4 * GIB)
+        run_cycle(now=timezone.now())
+        [node] = client.get("/api/network/nodes").json()["nodes"]
+        families = scrape()
+    assert node["gpus"][0]["memory_used"] == 4 * GIB
+    assert node["gpus"][0]["memory_total"] == 24 * GIB
+    events = list(
+        Event.objects.filter(type__startswith="vram_")
+        .order_by("id")
+        .values_list("type", "payload")
+    )
+    assert [kind for kind, _ in events] == ["vram_nearly_full", "vram_recovered"]
+    assert events[0][1]["memory_used"] == 23 * GIB
+    labels = {
+        "node": llama.address,
+        "gpu": "0",
+        "uuid": "GPU-00000000-0000-0000-0000-000000000000",
+        "name": "NVIDIA GeForce RTX 4090",
+    }
+    [total] = [
+        sample.value
+        for family in families.values()
+        for sample in family.samples
+        if sample.name == "sollol_gpu_memory_total_bytes" and sample.labels == labels
+    ]
+    assert total == 24 * GIB
+    # The operator takes the exporter away: what it said goes with it.
+    with override_settings(SOLLOL_NODES=[f"llamacpp+{llama.url}"]):
+        lifecycle.sync_configured(now=timezone.now())
+    assert OllamaNode.objects.get().gpus == []

@@ -1,4 +1,4 @@
-"""The page shows a llama.cpp server as what it is, with its slots, live."""
+"""The page shows a llama.cpp server as what it is, with its slots and GPU, live."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from simulator.servers import SimulatedServer, running_servers
+from simulator.servers import SimulatedGpuExporter, SimulatedServer, running_servers
 from tests.browser.test_dashboard_page import (
     FAST_PROBING,
     all_healthy,
@@ -18,15 +18,21 @@ from tests.browser.test_dashboard_page import (
 from tests.liveserver import wait_for
 
 pytestmark = pytest.mark.live
+GIB = 2**30
 
 
 def test_a_llama_servers_slots_show_on_its_row_as_they_fill(
     live_server_factory, watched_page
 ):
     llama = SimulatedServer("llamacpp", "127.0.0.96", slots=1, generation_seconds=2)
-    with running_servers(llama):
+    exporter = SimulatedGpuExporter(
+        "nvidia_smi", "127.0.0.97", gpus=[("NVIDIA GeForce RTX 4090", 24 * GIB, GIB)]
+    )
+    with running_servers(llama, exporter):
         server = live_server_factory(
-            SOLLOL_NODES=f"llamacpp+{llama.url}", **FAST_PROBING
+            SOLLOL_NODES=f"llamacpp+{llama.url}",
+            SOLLOL_GPU_EXPORTERS=f"{llama.address}={exporter.url}",
+            **FAST_PROBING,
         )
         server.start()
         wait_for(lambda: all_healthy(server, 1))
@@ -52,3 +58,8 @@ def test_a_llama_servers_slots_show_on_its_row_as_they_fill(
             asker.join(15)
         expect(load).to_contain_text("slots 0/1", timeout=4000)
         expect(row.locator("td").nth(4)).to_have_text("b7310-0c1e57098")
+        # The VRAM bar is the GPU's own, as its exporter says, and follows it.
+        vram = row.locator("td").nth(6)
+        expect(vram).to_have_text("1.0 GB of 24.0 GB")
+        exporter.set_used(0, 18 * GIB)
+        expect(vram).to_have_text("18.0 GB of 24.0 GB", timeout=3000)

@@ -21,7 +21,7 @@ const VERDICTS = ["usable", "loaded_models_known"];
 // What a sample may change in a node: measurements and verdicts, by name (the
 // probes' samples, with what a server other than Ollama says of its work, and the
 // gateway's: requests in flight and waiting).
-const SAMPLED = ["status", "latency_ms", "last_seen", "in_flight", "queued", "serving", ...VERDICTS];
+const SAMPLED = ["status", "latency_ms", "last_seen", "in_flight", "queued", "serving", "gpus", ...VERDICTS];
 
 const latency = new Map(); // node id -> recent probes' latencies (ms)
 let changed = () => {};
@@ -105,9 +105,36 @@ function loadedSummary(node) {
   return models.map((m) => (m.name || m.model || "?") + " (" + fmtBytes(m.size_vram) + ")").join(", ");
 }
 
-/** Show the VRAM bar: current while the node answers; a node that does not may
- * have unloaded everything, so its last reading is greyed and says so in words. */
-function showVram(cell, node, maxVram) {
+// Without GPU figures: current while the node answers; a node that does not may
+// have unloaded everything, so its last reading is greyed and says so in words.
+/** The node's GPUs' memory, used and in all, when its GPU exporter says it. */
+function gpuMemory(node) {
+  const gpus = Array.isArray(node.gpus) ? node.gpus : [];
+  let total = 0;
+  let used = 0;
+  for (const gpu of gpus) {
+    if (!gpu || num(gpu.memory_total) === null || num(gpu.memory_used) === null) return null;
+    total += gpu.memory_total;
+    used += gpu.memory_used;
+  }
+  return total > 0 ? { total, used } : null;
+}
+
+/** Show the VRAM bar, scaled to the node's GPUs when their exporter says how
+ * much memory they have ("6.0 GB of 24.0 GB"), else to the fleet's largest user. */
+function showVram(cell, node, fleetMax) {
+  const gpu = gpuMemory(node);
+  if (gpu) {
+    const label = fmtBytes(gpu.used) + " of " + fmtBytes(gpu.total);
+    const d = cell.dataset;
+    if (d.value === label && d.state === "gpu") return;
+    d.value = label;
+    d.state = "gpu";
+    d.max = "";
+    cell.replaceChildren(bar(gpu.used / gpu.total, "GPU memory in use " + label), el("span", { className: "bar-label", text: label }));
+    return;
+  }
+  const maxVram = fleetMax;
   const vram = num(node.vram_used_bytes) || 0;
   const seen = node.last_seen !== null && node.last_seen !== undefined;
   const vramState = node.usable ? "current" : seen ? "last-known" : "unknown";
