@@ -13,13 +13,19 @@ import logging
 
 from django.conf import settings
 
-from core.addresses import OLLAMA_PORT, RPC_PORT
+from core import httpclient
+from core.addresses import KIND_PORTS, OLLAMA_PORT, RPC_PORT
+from network import allowlist, servers
 from network.choices import Source
 from network.services import lifecycle
 
 logger = logging.getLogger(__name__)
 
 MAX_ADDRESSES = 1024  # a /22 of IPv4 per entry at most
+# Each kind's default port: 11434 (Ollama), 8080 (llama-server, LocalAI), 8000
+# (vLLM), 30000 (SGLang), 3000 (TGI), 1234 (LM Studio).
+NODE_PORTS = sorted(set(KIND_PORTS.values()))
+IDENTIFY_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 0.3
 CONCURRENCY = 256
 
@@ -77,13 +83,64 @@ def scan_configured(*, now: dt.datetime) -> dict[str, int]:
     hosts = scan_hosts(settings.SOLLOL_DISCOVERY_CIDRS)
     if not hosts:
         return {"scanned": 0, "nodes": 0, "backends": 0}
-    found = asyncio.run(scan(hosts, [OLLAMA_PORT, RPC_PORT]))
-    nodes = lifecycle.ensure_nodes(
-        [f"{host}:{OLLAMA_PORT}" for host in found[OLLAMA_PORT]],
-        source=Source.SCAN,
-        now=now,
+    found = asyncio.run(scan(hosts, [*NODE_PORTS, RPC_PORT]))
+    nodes = add_found_nodes(
+        {port: found[port] for port in NODE_PORTS}, now=now, ollama_port=OLLAMA_PORT
     )
     backends = lifecycle.ensure_backends(
         [f"{host}:{RPC_PORT}" for host in found[RPC_PORT]], source=Source.SCAN, now=now
     )
     return {"scanned": len(hosts), "nodes": len(nodes), "backends": len(backends)}
+
+
+def add_found_nodes(
+    found: dict[int, list[str]], *, now: dt.datetime, ollama_port: int
+) -> list:
+    """Add the nodes a scan found; return the new ones.
+
+    On Ollama's port, an Ollama node, as ever. On the other kinds' ports, only
+    what answers as an inference server (network.servers.detect_kind), as the
+    kind it answers as: a web application on 8080 is not a node. Nothing
+    outside SOLLOL_ALLOWED_NODE_CIDRS is asked anything.
+    """
+    entries = [f"{host}:{ollama_port}" for host in found.get(ollama_port, [])]
+    others = [
+        (host, port)
+        for port, hosts in found.items()
+        if port != ollama_port
+        for host in hosts
+        if not allowlist.literal_refusal(host)
+    ]
+    kinds = asyncio.run(_identify_all(others)) if others else []
+    entries += [
+        f"{kind}+http://{host}:{port}"
+        for (host, port), kind in zip(others, kinds, strict=True)
+        if kind
+    ]
+    return lifecycle.ensure_nodes(entries, source=Source.SCAN, now=now)
+
+
+async def _identify_all(targets: list[tuple[str, int]]) -> list[str | None]:
+    limit = asyncio.Semaphore(CONCURRENCY)
+    async with httpclient.Pool(connections=CONCURRENCY) as pool:
+        return await asyncio.gather(
+            *(_identify(host, port, limit, pool) for host, port in targets)
+        )
+
+
+async def _identify(
+    host: str, port: int, limit: asyncio.Semaphore, pool: httpclient.Pool
+) -> str | None:
+    async with limit:
+        try:
+            async with (
+                asyncio.timeout(IDENTIFY_TIMEOUT),
+                httpclient.Client(
+                    f"http://{host}:{port}",
+                    max_body=servers.MAX_METRICS_BODY,
+                    pool=pool,
+                ) as client,
+            ):
+                return await servers.detect_kind(client)
+        except (TimeoutError, httpclient.HttpError, ValueError):
+            return None
