@@ -109,6 +109,11 @@ class RpcBackend(ProbedTarget):
     # The protocol session is opened sparingly (the server serves one client at a
     # time); between sessions a TCP connect tells whether it is alive.
     session_at = models.DateTimeField(null=True, blank=True)
+    # The llama.cpp coordinator (a llama-server or llama-cli with --rpc) that holds
+    # it, as host:port: declared by the operator (SOLLOL_RPC_COORDINATORS), or
+    # inferred (held busy while one llama.cpp node serves); "" when none.
+    coordinator = models.CharField(max_length=300, blank=True)
+    coordinator_source = models.CharField(max_length=16, blank=True)
 
     class Meta:
         ordering = ["address"]

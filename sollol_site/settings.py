@@ -357,6 +357,10 @@ SOLLOL_NODES = env_list("SOLLOL_NODES")
 # A node's GPU exporter (NVIDIA's DCGM exporter or nvidia_gpu_exporter), read with
 # its probes: `host:port=http://exporter:9400`, comma-separated (network.gpus).
 SOLLOL_GPU_EXPORTERS = env_list("SOLLOL_GPU_EXPORTERS")
+# Which llama.cpp coordinator (a llama-server with --rpc) uses which RPC backend:
+# `backend_host:port=coordinator_host:port`, comma-separated. Undeclared, a backend
+# held busy while one llama.cpp node serves is attributed to that node.
+SOLLOL_RPC_COORDINATORS = env_list("SOLLOL_RPC_COORDINATORS")
 SOLLOL_RPC_BACKENDS = env_list("SOLLOL_RPC_BACKENDS")
 SOLLOL_DISCOVER_LOCALHOST = env_bool("SOLLOL_DISCOVER_LOCALHOST", True)
 SOLLOL_DISCOVERY_CIDRS = env_list("SOLLOL_DISCOVERY_CIDRS")

@@ -22,6 +22,8 @@ from conftest import require
 from network.probes import probe_node
 from tests.liveserver import free_port, wait_for
 from tests.test_network_live import FAST_PROBING, events_until
+from tests.test_rpc_real import BINARY as RPC_BINARY
+from tests.test_rpc_real import RealServer
 from tests.tinymodel import write_tiny_llama
 
 pytestmark = pytest.mark.live
@@ -36,7 +38,7 @@ SLOTS, CONTEXT_PER_SLOT = 2, 4096
 class RealLlamaServer:
     """One llama-server process on loopback with the tiny model, stopped by its PID."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, rpc: str = "") -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.log_path = root / "llama-server.log"
@@ -48,6 +50,7 @@ class RealLlamaServer:
                     "-m", str(model), "--alias", MODEL,
                     "-c", str(SLOTS * CONTEXT_PER_SLOT), "-np", str(SLOTS),
                     "-t", "1", "--metrics", "--slots",
+                    *(["--rpc", rpc, "-ngl", "99"] if rpc else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -78,13 +81,17 @@ class RealLlamaServer:
                 self.process.wait(timeout=10)
 
 
-@pytest.fixture
-def llama_server(tmp_path) -> Iterator[RealLlamaServer]:
+def _require_binary() -> None:
     require(
         BINARY.is_file() and os.access(BINARY, os.X_OK),
         f"no llama-server at {BINARY}: run scripts/build_llama_cpp.sh llama-server",
     )
     pytest.importorskip("gguf", reason="the gguf package writes the tiny model")
+
+
+@pytest.fixture
+def llama_server(tmp_path) -> Iterator[RealLlamaServer]:
+    _require_binary()
     server = RealLlamaServer(tmp_path)
     yield server
     server.stop()
@@ -197,3 +204,50 @@ def test_a_killed_llama_server_is_reported_within_an_interval_and_a_timeout(
     assert event["node"] == llama_server.url
     assert (event["old_status"], event["new_status"]) == ("healthy", "unhealthy")
     assert noticed <= 3.5, noticed
+
+
+@pytest.fixture
+def rpc_server(tmp_path) -> Iterator[RealServer]:
+    require(
+        RPC_BINARY.is_file() and os.access(RPC_BINARY, os.X_OK),
+        f"no ggml-rpc-server at {RPC_BINARY}: run scripts/build_rpc_server.sh",
+    )
+    server = RealServer(tmp_path / "ggml-rpc-server.log")
+    yield server
+    server.stop()
+
+
+def test_a_llama_server_on_a_real_rpc_backend_holds_it_and_both_hear_it_lost(
+    live_server_factory, rpc_server, tmp_path
+):
+    """llama-server --rpc: the real ggml-rpc-server shows busy and held by that
+    coordinator while it serves; killed, its loss is an event on both."""
+    _require_binary()
+    backend = f"{HOST}:{rpc_server.port}"
+    coordinator = RealLlamaServer(tmp_path, rpc=backend)
+    try:
+        server = live_server_factory(
+            SOLLOL_NODES=f"llamacpp+{coordinator.url}",
+            SOLLOL_RPC_BACKENDS=backend,
+            **FAST_PROBING,
+        )
+        server.start()
+
+        def held() -> dict | None:
+            listed = requests.get(f"{server.url}/api/network/backends", timeout=5)
+            [entry] = listed.json()["backends"]
+            return entry if entry["coordinator"] else None
+
+        entry = wait_for(held, timeout=20, what="the backend held by the coordinator")
+        assert entry["status"] == "busy"
+        assert entry["coordinator"] == coordinator.url.removeprefix("http://")
+        assert entry["coordinator_source"] == "inferred"
+        with connect(f"ws://127.0.0.1:{server.port}/ws/network/nodes") as ws:
+            rpc_server.process.kill()  # the process this test started, by its PID
+            event = events_until(
+                ws, lambda e: e["type"] == "rpc_backend_lost", timeout=15
+            )
+        assert event["backend"] == backend
+        assert event["node"] == coordinator.url
+    finally:
+        coordinator.stop()

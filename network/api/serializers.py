@@ -50,6 +50,12 @@ def node_data(node: OllamaNode) -> dict[str, Any]:
         **_node_summary(row, live.node_load()),
         "models": node.disk_models,
         "loaded_models": node.loaded_models,
+        # The RPC backends this llama.cpp coordinator holds (network.recording).
+        "rpc_backends": list(
+            RpcBackend.objects.filter(coordinator=node.address).values_list(
+                "address", flat=True
+            )
+        ),
     }
 
 
@@ -146,4 +152,8 @@ def backend_data(backend: RpcBackend) -> dict[str, Any]:
         "last_error": backend.last_error,
         "last_seen": epoch(backend.last_seen),
         "last_probe": epoch(backend.last_probe),
+        # The llama.cpp coordinator that holds it (host:port), and how that is
+        # known: "declared" (SOLLOL_RPC_COORDINATORS) or "inferred"; "" for none.
+        "coordinator": backend.coordinator,
+        "coordinator_source": backend.coordinator_source,
     }

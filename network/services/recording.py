@@ -303,6 +303,8 @@ def _history(
 
 
 BACKEND_PROBE_FIELDS = [
+    "coordinator",
+    "coordinator_source",
     "status",
     "protocol",
     "devices",
@@ -314,6 +316,73 @@ BACKEND_PROBE_FIELDS = [
     "session_at",
     "probe_round",
 ]
+
+
+def declared_coordinators() -> dict[str, str]:
+    """{backend host:port: coordinator host:port} as the operator declared them."""
+    pairs = {}
+    for entry in settings.SOLLOL_RPC_COORDINATORS:
+        backend, separator, coordinator = entry.strip().partition("=")
+        if separator and backend.strip() and coordinator.strip():
+            pairs[backend.strip().lower()] = (
+                coordinator.strip().lower().removeprefix("http://").rstrip("/")
+            )
+    return pairs
+
+
+def serving_coordinators() -> list[str]:
+    """The llama.cpp nodes (host:port) that answer and serve a model now."""
+    return [
+        addresses.host_port(host, port)
+        for host, port, state, probe, loaded in OllamaNode.objects.filter(
+            kind="llamacpp"
+        ).values_list("host", "port", "status", "probe_status", "loaded_models")
+        if node_usable(state, probe) and loaded
+    ]
+
+
+def attribute(backend: RpcBackend, declared: dict, coordinators: list[str]) -> None:
+    """Say which coordinator holds the backend.
+
+    Declared: as the operator says. Else a backend held busy (a ggml-rpc-server
+    serves one client) while exactly one llama.cpp node serves (one on its own
+    host, if there are several) is that node's; with more, the last answer
+    stands until the operator declares it. A free backend is nobody's; a lost
+    one keeps whose it was, to say who lost it.
+    """
+    named = declared.get(backend.address.lower())
+    if named:
+        backend.coordinator, backend.coordinator_source = named, "declared"
+        return
+    if backend.status == BackendStatus.BUSY:
+        local = [c for c in coordinators if c.rsplit(":", 1)[0] == backend.host]
+        candidates = local or coordinators
+        if len(candidates) == 1:
+            backend.coordinator, backend.coordinator_source = candidates[0], "inferred"
+        elif backend.coordinator not in candidates:
+            backend.coordinator, backend.coordinator_source = "", ""
+    elif backend.status != BackendStatus.OFFLINE:
+        backend.coordinator, backend.coordinator_source = "", ""
+
+
+def _backend_lost(backend: RpcBackend, coordinator: str) -> list[NewEvent]:
+    """The coordinator's side of its backend's loss: an event on the nodes stream."""
+    try:
+        host, port = addresses.split_host_port(coordinator)
+    except PayloadError:
+        return []
+    node = OllamaNode.objects.filter(host=host, port=port).first()
+    if node is None:
+        return []
+    return [
+        node_event(
+            "rpc_backend_lost",
+            node,
+            f"🔌 {node.url} lost its RPC backend {backend.address}",
+            backend=backend.address,
+            reason=backend.last_error,
+        )
+    ]
 
 
 QUEUE_FULL = (
@@ -378,10 +447,12 @@ def record_backend_probes(
     if not results:
         return 0
     events: list[NewEvent] = []
+    declared = declared_coordinators()
     with transaction.atomic():
         backends = RpcBackend.objects.select_for_update().in_bulk(
             sorted({backend_id for backend_id, _, _ in results})
         )
+        coordinators = serving_coordinators()
         for backend_id, probe, session in results:
             backend = backends.get(backend_id)
             if backend is None:
@@ -418,9 +489,19 @@ def record_backend_probes(
                 elif backend.status in (BackendStatus.ONLINE, BackendStatus.BUSY):
                     # Free or serving someone: a bare connect tells that much.
                     backend.status = probe.status
+            held_by = backend.coordinator
+            attribute(backend, declared, coordinators)
             event = backend_transition(backend, old_status)
             if event is not None:
+                if held_by or backend.coordinator:
+                    event.payload["coordinator"] = held_by or backend.coordinator
                 events.append(event)
+            if (
+                held_by
+                and backend.status == BackendStatus.OFFLINE
+                and old_status != BackendStatus.OFFLINE
+            ):
+                events.extend(_backend_lost(backend, held_by))
         save_fields(list(backends.values()), BACKEND_PROBE_FIELDS)
         record_events(events, now=now)
     return len(events)

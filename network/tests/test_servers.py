@@ -20,12 +20,13 @@ from network import gpus, servers
 from network.choices import Source
 from network.cycle import run_cycle
 from network.gateway.routing import NodeView, model_key
-from network.models import OllamaNode
+from network.models import OllamaNode, RpcBackend
 from network.probes import probe_node
 from network.services import lifecycle
 from network.services.recording import serving_with_rates
 from network.tests.gateway_harness import served_gateway, view_of
 from simulator.ollama import running_fleet
+from simulator.rpc import running_rpc_server
 from simulator.servers import (
     KINDS,
     SimulatedGpuExporter,
@@ -531,3 +532,68 @@ def test_a_nodes_gpus_are_read_with_it_and_a_full_gpu_is_an_event(client):
     with override_settings(SOLLOL_NODES=[f"llamacpp+{llama.url}"]):
         lifecycle.sync_configured(now=timezone.now())
     assert OllamaNode.objects.get().gpus == []
+
+
+# --- llama.cpp distributed: coordinators and their RPC backends ---------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(
+    SOLLOL_PROBE_TIMEOUT=0.3,
+    SOLLOL_RPC_SESSION_INTERVAL=12,
+    SOLLOL_DISCOVER_LOCALHOST=False,
+)
+def test_a_backend_held_while_a_llama_server_serves_is_that_servers(client):
+    llama = SimulatedServer("llamacpp", "127.0.0.87")
+    with (
+        running_servers(llama),
+        running_rpc_server("127.0.0.87", 0, protocol="7.0.0") as rpc,
+    ):
+        started = timezone.now()
+        lifecycle.ensure_nodes(
+            [f"llamacpp+{llama.url}"], source=Source.CONFIG, now=started
+        )
+        lifecycle.ensure_backends([rpc.address], source=Source.CONFIG, now=started)
+        run_cycle(now=started)
+        backend = RpcBackend.objects.get()
+        assert (backend.status, backend.coordinator) == ("online", "")
+        rpc.attach()  # the coordinator loads its model onto it and holds it
+        for cycle in range(1, 4):
+            run_cycle(now=started + dt.timedelta(seconds=5 * cycle))
+        backend.refresh_from_db()
+        assert backend.status == "busy"
+        assert (backend.coordinator, backend.coordinator_source) == (
+            llama.address,
+            "inferred",
+        )
+        node_id = OllamaNode.objects.get().id
+        detail = client.get(f"/api/network/nodes/{node_id}").json()
+        assert detail["rpc_backends"] == [rpc.address]
+        listed = client.get("/api/network/backends").json()["backends"]
+        assert listed[0]["coordinator"] == llama.address
+        rpc.die()  # lost mid-generation: both sides hear of it
+        run_cycle(now=started + dt.timedelta(seconds=20))
+    lost = Event.objects.get(type="backend_disconnected")
+    assert lost.payload["coordinator"] == llama.address
+    on_node = Event.objects.get(type="rpc_backend_lost")
+    assert on_node.payload["backend"] == rpc.address
+    assert on_node.payload["node"] == llama.url
+    assert f"lost its RPC backend {rpc.address}" in on_node.message
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(SOLLOL_PROBE_TIMEOUT=0.3, SOLLOL_DISCOVER_LOCALHOST=False)
+def test_a_declared_pairing_holds_whatever_the_backend_does():
+    with running_rpc_server("127.0.0.88", 0, protocol="7.0.0") as rpc:
+        pairing = [f"{rpc.address}=127.0.0.89:8080"]
+        lifecycle.ensure_backends(
+            [rpc.address], source=Source.CONFIG, now=timezone.now()
+        )
+        with override_settings(SOLLOL_RPC_COORDINATORS=pairing):
+            run_cycle(now=timezone.now())
+    backend = RpcBackend.objects.get()
+    assert backend.status == "online"
+    assert (backend.coordinator, backend.coordinator_source) == (
+        "127.0.0.89:8080",
+        "declared",
+    )
