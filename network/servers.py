@@ -100,6 +100,9 @@ def read_metrics(text: str, families: Families) -> tuple[dict, dict]:
     # lines): it reads ~10 µs a line, and a vLLM page has hundreds of histogram
     # lines this does not need (bench/servers.py: a 70 KB page, 60 ms whole).
     names = families.names()
+    # Every line of the format ends in a newline: what follows the last one is
+    # a line cut short (half a number is not a number), and is left out.
+    text = text[: text.rfind("\n") + 1]
     kept = "\n".join(
         line
         for line in text.splitlines()

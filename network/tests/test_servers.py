@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import http.server
 import threading
 
 import pytest
@@ -596,4 +597,46 @@ def test_a_declared_pairing_holds_whatever_the_backend_does():
     assert (backend.coordinator, backend.coordinator_source) == (
         "127.0.0.89:8080",
         "declared",
+    )
+
+
+class _Garbage(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with what no inference server says."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        body = b"\x00\xffnot json {{{" if self.path != "/metrics" else b"half a li"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("kind", ["llamacpp", "vllm", ""])
+def test_a_node_that_answers_garbage_is_shown_with_a_reason(kind):
+    garbage = http.server.ThreadingHTTPServer(("127.0.0.90", 0), _Garbage)
+    threading.Thread(target=garbage.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.90:{garbage.server_address[1]}"
+        found = asyncio.run(probe_node(url, timeout=3, with_tags=True, kind=kind))
+    finally:
+        garbage.shutdown()
+        garbage.server_close()
+    assert found.answered and not found.ok
+    assert found.error.startswith(("unexpected reply", "answers neither"))
+
+
+def test_half_a_metrics_page_gives_what_came_whole():
+    cut = VLLM_PAGE.index("vllm:prompt_tokens_total{")
+    for half in (VLLM_PAGE[:cut], VLLM_PAGE[: cut + 30]):
+        gauges, counters = servers.read_metrics(half, servers.METRICS["vllm"])
+        assert gauges["requests_running"] == 3 and counters == {}
+    # Half a number is not taken for a whole one.
+    line = "vllm:num_requests_running 12"
+    assert servers.read_metrics(f"{line}\n{line[:-1]}", servers.METRICS["vllm"]) == (
+        {"requests_running": 12},
+        {},
     )
