@@ -112,6 +112,11 @@ class SimulatedServer(ListeningServer, Site):
         self.metrics_page = page
 
     @on_loop
+    def set_model(self, model: str) -> None:
+        """Serve another model (a server restarted with another -m)."""
+        self.model = model
+
+    @on_loop
     def restart_counters(self) -> None:
         """As a restarted server: its counters begin again."""
         self.prompt_tokens = self.generated_tokens = self.requests = 0

@@ -640,3 +640,25 @@ def test_half_a_metrics_page_gives_what_came_whole():
         {"requests_running": 12},
         {},
     )
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(SOLLOL_PROBE_TIMEOUT=2.0, SOLLOL_DISCOVER_LOCALHOST=False)
+def test_a_server_that_serves_another_model_is_model_activity():
+    server = SimulatedServer("vllm", "127.0.0.91", model="qwen2.5-7b")
+    with running_servers(server):
+        lifecycle.ensure_nodes(
+            [f"vllm+{server.url}"], source=Source.CONFIG, now=timezone.now()
+        )
+        run_cycle(now=timezone.now())  # the first look is the baseline
+        server.set_model("llama3.1-8b")
+        run_cycle(now=timezone.now())
+    events = list(
+        Event.objects.filter(type__startswith="model_")
+        .order_by("id")
+        .values_list("type", "payload")
+    )
+    assert sorted((kind, payload["model"]) for kind, payload in events) == [
+        ("model_loaded", "llama3.1-8b"),
+        ("model_unloaded", "qwen2.5-7b"),
+    ]
