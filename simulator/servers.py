@@ -54,11 +54,25 @@ _LLAMACPP_FAMILIES = (
 )  # fmt: skip
 
 
-class SimulatedServer(ListeningServer, Site):
-    """One simulated server of `kind` serving `model`."""
+class _HttpServer(ListeningServer, Site):
+    """A simulated HTTP server on host:port (port 0: any free one)."""
 
     listener_class = Listener
     protocol_class = HttpConnection
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class SimulatedServer(_HttpServer):
+    """One simulated server of `kind` serving `model`."""
 
     def __init__(
         self,
@@ -94,14 +108,6 @@ class SimulatedServer(ListeningServer, Site):
         self.prompt_tokens = 0
         self.generated_tokens = 0
         self.requests = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
 
     @on_loop
     def set_loading(self, on: bool) -> None:
@@ -467,14 +473,11 @@ def _go_float(value: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
 
 
-class SimulatedGpuExporter(ListeningServer, Site):
+class SimulatedGpuExporter(_HttpServer):
     """A GPU exporter's /metrics: NVIDIA's DCGM exporter ("dcgm") or
     utkuozdemir/nvidia_gpu_exporter ("nvidia_smi"), as their source writes them
     (etc/default-counters.csv and render_metrics.go; exporter.go and its test
     data). `gpus` is [(name, total bytes, used bytes)]; set_used changes one."""
-
-    listener_class = Listener
-    protocol_class = HttpConnection
 
     def __init__(
         self,
@@ -495,10 +498,6 @@ class SimulatedGpuExporter(ListeningServer, Site):
             list(gpu)
             for gpu in gpus or [("NVIDIA GeForce RTX 4090", 24 * 2**30, 2**30)]
         ]  # noqa: E501
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @on_loop
     def set_used(self, index: int, used: int) -> None:
