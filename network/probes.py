@@ -121,7 +121,9 @@ async def probe_node(
                     )
                 kind = detected
             if kind != "ollama":
-                found = await _probe_server(client, kind)
+                # What it serves and is (its models, build) is read when its
+                # tags are due, or when it was only now known; its work always.
+                found = await _probe_server(client, kind, full=with_tags or detected)
                 return dataclasses.replace(found, kind=detected)
             reply = await client.get("/api/version")
             latency_ms = (time.perf_counter() - started) * 1000
@@ -176,9 +178,11 @@ async def probe_node(
     )
 
 
-async def _probe_server(client: httpclient.Client, kind: str) -> NodeProbe:
+async def _probe_server(
+    client: httpclient.Client, kind: str, *, full: bool
+) -> NodeProbe:
     try:
-        latency_ms, found = await servers.read_server(client, kind)
+        latency_ms, found = await servers.read_server(client, kind, full=full)
     except servers.NotServing as refused:
         if refused.status in (401, 403):
             return _refusal(

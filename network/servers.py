@@ -190,16 +190,17 @@ def _count(value: Any) -> bool:
 
 
 async def read_server(
-    client: httpclient.Client, kind: str
+    client: httpclient.Client, kind: str, *, full: bool = True
 ) -> tuple[float, dict[str, Any]]:
-    """Ask a server of kind what it serves and how busy it is; return the
-    latency of its first answer (ms) and what was found:
-    {"version", "models", "serving", "counters", "error"}. Raise what the
-    client raises, and NotServing for an answer that says it cannot serve."""
+    """Ask a server of kind how busy it is and, when full, also what it serves
+    and is; return the latency of its first answer (ms) and what was found:
+    {"version", "models" (None: not read), "serving", "counters", "error"}.
+    Raise what the client raises, and NotServing for an answer that says it
+    cannot serve."""
     if kind == "llamacpp":
-        return await _read_llamacpp(client)
+        return await _read_llamacpp(client, full=full)
     started = time.perf_counter()
-    reply = await client.get("/v1/models")
+    reply = await client.get("/v1/models", last=kind not in METRICS and not full)
     latency_ms = (time.perf_counter() - started) * 1000
     if reply.status != 200:
         raise NotServing("/v1/models", reply.status, latency_ms, "")
@@ -210,7 +211,7 @@ async def read_server(
         "counters": None,
         "error": "",
     }
-    if kind == "vllm":
+    if kind == "vllm" and full:
         version = await client.get("/version")
         if version.status == 200:
             parsed = jsonio.parse(version.body)
@@ -220,34 +221,41 @@ async def read_server(
     return latency_ms, found
 
 
-async def _read_llamacpp(client: httpclient.Client) -> tuple[float, dict[str, Any]]:
+async def _read_llamacpp(
+    client: httpclient.Client, *, full: bool
+) -> tuple[float, dict[str, Any]]:
+    """/health, then /slots and /metrics (each answers 501 when switched off);
+    when full, /props (slots, context, build, which endpoints are on) and
+    /v1/models before them."""
     started = time.perf_counter()
     reply = await client.get("/health")
     latency_ms = (time.perf_counter() - started) * 1000
     if reply.status != 200:
         message = _error_message(reply.body)
         raise NotServing("/health", reply.status, latency_ms, message)
-    props = jsonio.parse((await client.get("/props")).body)
-    if not isinstance(props, dict):
-        props = {}
     serving: dict[str, Any] = {}
-    if _count(props.get("total_slots")):
-        serving["slots_total"] = props["total_slots"]
-    settings = props.get("default_generation_settings")
-    if isinstance(settings, dict) and _count(settings.get("n_ctx")):
-        serving["context_per_slot"] = settings["n_ctx"]
-    reply = await client.get("/v1/models")
-    if reply.status != 200:
-        raise NotServing("/v1/models", reply.status, latency_ms, "")
     found: dict[str, Any] = {
-        "version": storable(props.get("build_info") or "")[:64]
-        if isinstance(props.get("build_info"), str)
-        else "",
-        "models": served_models(reply.body),
+        "version": "",
+        "models": None,
         "serving": serving,
         "counters": None,
         "error": "",
     }
+    props: dict[str, Any] = {}
+    if full:
+        said = jsonio.parse((await client.get("/props")).body)
+        props = said if isinstance(said, dict) else {}
+        if _count(props.get("total_slots")):
+            serving["slots_total"] = props["total_slots"]
+        settings = props.get("default_generation_settings")
+        if isinstance(settings, dict) and _count(settings.get("n_ctx")):
+            serving["context_per_slot"] = settings["n_ctx"]
+        if isinstance(props.get("build_info"), str):
+            found["version"] = storable(props["build_info"])[:64]
+        reply = await client.get("/v1/models")
+        if reply.status != 200:
+            raise NotServing("/v1/models", reply.status, latency_ms, "")
+        found["models"] = served_models(reply.body)
     if props.get("endpoint_slots", True) is not False:
         slots = await client.get("/slots")
         if slots.status == 200:

@@ -106,14 +106,21 @@ def _apply_node_probe(
     if probe.gpu_error:
         node.last_error = "; ".join(filter(None, (node.last_error, probe.gpu_error)))
     if probe.serving is not None:
+        serving = {
+            **{key: node.serving[key] for key in KEPT if key in node.serving},
+            **probe.serving,
+        }
         node.serving, node.counters = serving_with_rates(
-            probe.serving, node.counters, probe.counters, now
+            serving, node.counters, probe.counters, now
         )
         fields += SERVING_FIELDS
     return fields
 
 
 SERVING_FIELDS = ("serving", "counters")
+# What a server is rather than does, read only with its models (network.servers):
+# kept from that probe until the next such one says otherwise.
+KEPT = ("slots_total", "context_per_slot")
 
 
 def vram_events(node: OllamaNode, before: list, after: list) -> list[NewEvent]:

@@ -193,6 +193,17 @@ def test_llama_server_is_read_through_health_props_slots_metrics_and_models():
         after = probe(server)
         assert after.serving["slots_busy"] == 0
         assert after.counters["generated_tokens"] == 16  # the reply's tokens
+        # Between the times its models are due, only its work is read.
+        quick = asyncio.run(
+            probe_node(server.url, timeout=3.0, with_tags=False, kind="llamacpp")
+        )
+        assert quick.ok and quick.loaded_models is None and quick.version == ""
+        assert quick.serving == {
+            "slots_total": 2,
+            "slots_busy": 0,
+            "requests_running": 0,
+            "requests_waiting": 0,
+        }
 
 
 def _wait_busy(server: SimulatedServer):
