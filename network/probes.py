@@ -123,7 +123,8 @@ async def probe_node(
             if kind != "ollama":
                 # What it serves and is (its models, build) is read when its
                 # tags are due, or when it was only now known; its work always.
-                found = await _probe_server(client, kind, full=with_tags or detected)
+                full = with_tags or bool(detected)
+                found = await _probe_server(client, kind, full=full)
                 return dataclasses.replace(found, kind=detected)
             reply = await client.get("/api/version")
             latency_ms = (time.perf_counter() - started) * 1000
