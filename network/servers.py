@@ -200,7 +200,8 @@ async def read_server(
     if kind == "llamacpp":
         return await _read_llamacpp(client, full=full)
     started = time.perf_counter()
-    reply = await client.get("/v1/models", last=kind not in METRICS and not full)
+    # Nothing follows it for a kind whose metrics are not read.
+    reply = await client.get("/v1/models", last=kind not in METRICS)
     latency_ms = (time.perf_counter() - started) * 1000
     if reply.status != 200:
         raise NotServing("/v1/models", reply.status, latency_ms, "")
@@ -257,7 +258,9 @@ async def _read_llamacpp(
             raise NotServing("/v1/models", reply.status, latency_ms, "")
         found["models"] = served_models(reply.body)
     if props.get("endpoint_slots", True) is not False:
-        slots = await client.get("/slots")
+        slots = await client.get(
+            "/slots", last=props.get("endpoint_metrics", True) is False
+        )
         if slots.status == 200:
             listed = jsonio.parse(slots.body)
             if isinstance(listed, list):
