@@ -50,13 +50,17 @@ def node_data(node: OllamaNode) -> dict[str, Any]:
         **_node_summary(row, live.node_load()),
         "models": node.disk_models,
         "loaded_models": node.loaded_models,
-        # The RPC backends this llama.cpp coordinator holds (network.recording).
-        "rpc_backends": list(
-            RpcBackend.objects.filter(coordinator=node.address).values_list(
-                "address", flat=True
-            )
-        ),
     }
+
+
+def node_rpc_backends(node: OllamaNode) -> list[str]:
+    """The RPC backends this llama.cpp coordinator holds (network.recording), for
+    the node's detail."""
+    return list(
+        RpcBackend.objects.filter(coordinator=node.address).values_list(
+            "address", flat=True
+        )
+    )
 
 
 def node_list_json(nodes: QuerySet[OllamaNode]) -> str:

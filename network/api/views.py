@@ -11,6 +11,7 @@ from network.api.serializers import (
     node_data,
     node_history,
     node_list_json,
+    node_rpc_backends,
 )
 from network.models import OllamaNode, RpcBackend
 from network.services import lifecycle
@@ -65,7 +66,13 @@ class NodeDetailView(APIView):
         node = OllamaNode.objects.filter(pk=node_id).first()
         if node is None:
             raise NotFound(f"no node with id {node_id}")
-        return Response({**node_data(node), "history": node_history(node)})
+        return Response(
+            {
+                **node_data(node),
+                "history": node_history(node),
+                "rpc_backends": node_rpc_backends(node),
+            }
+        )
 
     def delete(self, request, node_id: int):
         return _removed(lifecycle.remove_node, node_id, "node")
