@@ -13,6 +13,7 @@ temperature, power_watts}] in bytes and 0..1, ordered by index.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -114,8 +115,6 @@ async def probe_gpus(
     url: str, *, timeout: float, pool: httpclient.Pool | None = None
 ) -> tuple[list[dict[str, Any]] | None, str]:
     """Read the exporter at url; return (its GPUs, "") or (None, why not)."""
-    import asyncio
-
     try:
         async with (
             asyncio.timeout(timeout),
