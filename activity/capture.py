@@ -21,7 +21,9 @@ from activity import logs
 
 MAX_QUEUE = 10_000
 BATCH = 2000
-IGNORED_LOGGERS = ("django.db.backends", "activity.capture")
+# uvicorn.access: `serve --access-log` is for log shippers on standard error; a
+# row for every request would double the writes of a busy dashboard.
+IGNORED_LOGGERS = ("django.db.backends", "activity.capture", "uvicorn.access")
 
 _installed: DashboardLogHandler | None = None
 _install_lock = threading.Lock()

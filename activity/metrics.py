@@ -142,17 +142,21 @@ def _parse_request(item: Any, *, default_app: str, index: int | None) -> Request
     )
 
 
-def parse_window(value: str | None) -> float:
+def parse_window(
+    value: str | None, *, default: str = DEFAULT_WINDOW, maximum: float = MAX_WINDOW
+) -> float:
     """Return a window such as "5m", "90s", "1h" or "300" in seconds."""
-    text = (value or DEFAULT_WINDOW).strip().lower()
+    text = (value or default).strip().lower()
     match = _WINDOW.fullmatch(text)
     if not match:
         raise PayloadError(
             f"window {value!r} is not a duration such as 30s, 5m, 1h or 1d"
         )
     seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if not 0 < seconds <= MAX_WINDOW:
-        raise PayloadError("window must be more than 0 and at most 30d")
+    if not 0 < seconds <= maximum:
+        raise PayloadError(
+            f"window must be more than 0 and at most {maximum / 86400:g}d"
+        )
     return seconds
 
 

@@ -335,3 +335,77 @@ class Trace(models.Model):
 
     def __str__(self) -> str:
         return f"{self.trace_id} {self.root_name} ({self.span_count} spans)"
+
+
+class SeriesMeasurement(models.Model):
+    """One measurement of a kept series (activity/history.py), as it was taken.
+
+    Which quantity each column holds is the series' own (history.Series): a
+    node's ``value`` is its probe's latency and ``gauge`` its VRAM, the fleet's
+    ``count`` its usable nodes. No id: the key is the row. Columns are ordered
+    widest first, so PostgreSQL pads none (this table holds the most rows).
+    """
+
+    pk = models.CompositePrimaryKey("series", "subject", "at")
+    at = models.DateTimeField()
+    value = models.FloatField(null=True)
+    gauge = models.BigIntegerField(null=True)
+    subject = models.PositiveIntegerField(default=0)  # a node's id; 0: the whole
+    count = models.IntegerField(null=True)
+    total = models.IntegerField(null=True)
+    series = models.PositiveSmallIntegerField()  # history.Series.code
+    up = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["at"], name="series_measurement_at")]
+
+    def __str__(self) -> str:
+        return f"{self.series}/{self.subject} at {self.at}"
+
+
+class SeriesRollup(models.Model):
+    """A step's measurements of a subject, summed: averages are value_sum /
+    value_n; ``gauge``, ``count`` and ``total`` keep the step's highest."""
+
+    pk = models.CompositePrimaryKey("series", "subject", "at")
+    at = models.DateTimeField()  # the step's start
+    value_sum = models.FloatField(null=True)
+    value_max = models.FloatField(null=True)
+    gauge = models.BigIntegerField(null=True)
+    subject = models.PositiveIntegerField(default=0)
+    n = models.PositiveIntegerField(default=0)  # measurements
+    up = models.PositiveIntegerField(default=0)  # of them, the subject was up
+    value_n = models.PositiveIntegerField(default=0)
+    count = models.IntegerField(null=True)
+    total = models.IntegerField(null=True)
+    series = models.PositiveSmallIntegerField()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.series}/{self.subject} at {self.at}"
+
+
+class SeriesMinute(SeriesRollup):
+    """A minute of measurements (SOLLOL_HISTORY_MINUTE_RETENTION)."""
+
+    class Meta:
+        indexes = [models.Index(fields=["at"], name="series_minute_at")]
+
+
+class SeriesHour(SeriesRollup):
+    """An hour of minutes (SOLLOL_HISTORY_HOUR_RETENTION)."""
+
+    class Meta:
+        indexes = [models.Index(fields=["at"], name="series_hour_at")]
+
+
+class SeriesMark(models.Model):
+    """How far a step's points were rolled up: every one before ``until`` is in."""
+
+    step = models.PositiveIntegerField(primary_key=True)
+    until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"step {self.step} until {self.until}"

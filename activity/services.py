@@ -6,11 +6,13 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from django.db import connection, models, transaction
 from django.db.models import F
 
+from activity import signals
 from activity.models import Event, EventCount
 from core.db import prune_newest
 
@@ -57,6 +59,10 @@ def record_events(events: Iterable[NewEvent], *, now: dt.datetime) -> list[Event
             row.save(force_insert=True)
             rows.append(row)
         _count_events(events)
+        streams = frozenset(new.stream for new in events)
+        transaction.on_commit(
+            partial(signals.events_committed.send_robust, sender=Event, streams=streams)
+        )
     return rows
 
 

@@ -20,6 +20,10 @@ from core import realtime
 # watches the nodes and backends an application names there.
 application_reported = Signal()
 
+# Sent once a transaction that wrote events has committed, with streams= (the
+# streams they went to). The alerting engine asks to evaluate at once.
+events_committed = Signal()
+
 
 @receiver(post_save, sender=Event, dispatch_uid="announce_event")
 def announce_event(sender, instance: Event, created: bool, **kwargs) -> None:

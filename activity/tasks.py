@@ -4,7 +4,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from activity import logs, metrics, rollups, services, traces
+from activity import history, logs, metrics, rollups, services, traces
 
 
 @shared_task(name="activity.tasks.prune_events")
@@ -52,3 +52,17 @@ def prune_traces() -> int:
         max_age=settings.SOLLOL_TRACE_RETENTION_AGE,
         max_count=settings.SOLLOL_TRACE_RETENTION_COUNT,
     )
+
+
+@shared_task(name="activity.tasks.keep_history")
+def keep_history() -> dict[str, int]:
+    """Measure what no probe measures, then roll up closed minutes and hours."""
+    now = timezone.now()
+    made = history.roll_up(now=now)  # first: a failing sampler stops no rollup
+    kept = history.sample(now=now)
+    return {"sampled": kept, **{f"step_{step}": n for step, n in made.items()}}
+
+
+@shared_task(name="activity.tasks.prune_history")
+def prune_history() -> dict[int, int]:
+    return history.prune(now=timezone.now(), retention=history.retention())

@@ -1,10 +1,16 @@
 from django.contrib import admin
+from django.utils import timezone
 
+from activity.admin import RemovedThroughServices
+from applications import services
 from applications.models import Application
 
 
 @admin.register(Application)
-class ApplicationAdmin(admin.ModelAdmin):
+class ApplicationAdmin(RemovedThroughServices):
+    """Applications report themselves; removing one here is unregistering it
+    (app_unregistered, as when it stops), and it comes back if it still runs."""
+
     list_display = [
         "name",
         "app_id",
@@ -15,4 +21,6 @@ class ApplicationAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "router_type"]
     search_fields = ["name", "app_id"]
-    readonly_fields = ["start_time", "last_heartbeat", "stale_after", "remove_after"]
+
+    def remove(self, app: Application) -> None:
+        services.unregister_application(app.app_id, now=timezone.now())

@@ -7,6 +7,6 @@ class ApplicationsConfig(AppConfig):
 
     def ready(self) -> None:
         from activity import prometheus
-        from applications import metrics
+        from applications import alerting, history, metrics  # noqa: F401  (they register)
 
         prometheus.register(metrics.applications)

@@ -7,9 +7,9 @@ One simulated node that answers at once (`manage.py simulate_fleet`, its own
 process) is asked the same non-streamed /api/chat three ways, in turns: directly
 (the floor), through Debian's nginx as a plain reverse proxy with keep-alive to
 the node (the ceiling for a proxy), and through the gateway (`manage.py serve
---gateway-port`, and `daphne sollol_site.asgi:gateway`). The gateway's node
-limit is raised out of the way (SOLLOL_GATEWAY_NODE_CONCURRENCY=4096): what is
-measured is the cost of passing a request on, not queueing.
+--gateway-port`, `daphne sollol_site.asgi:gateway` and `manage.py gateway`). The
+gateway's node limit is raised out of the way (SOLLOL_GATEWAY_NODE_CONCURRENCY=4096):
+what is measured is the cost of passing a request on, not queueing.
 
 (a) paced 500 requests/s (bench/paced.py, open loop): added latency = the
 gateway's percentile minus the node's; (b) saturation with wrk, 50 connections,
@@ -105,6 +105,17 @@ DAPHNE_GATEWAY = Kind(
     lambda port: [
         str(run.DAPHNE),
         *f"-b {HOST} -p {port} sollol_site.asgi:gateway".split(),
+    ],
+)
+
+
+GATEWAY_COMMAND = Kind(
+    "gateway",
+    "gateway on `manage.py gateway`",
+    False,
+    lambda port: [
+        str(PYTHON),
+        *f"manage.py gateway --host {HOST} --port {port}".split(),
     ],
 )
 
@@ -308,19 +319,22 @@ def main() -> None:
             servers.append(server)
             wait_for_model(port)
             gateways[name] = (port, server)
-        daphne = Server(
-            DAPHNE_GATEWAY, root / "serve", {**env, "SOLLOL_GATEWAY_RECORD": "true"}
-        )
-        daphne.start()
-        servers.append(daphne)
-        wait_for_model(daphne.port)
-        gateways["daphne"] = (daphne.port, daphne)
+        # The production servers, on serve's database.
+        for name, kind in (("daphne", DAPHNE_GATEWAY), ("gateway", GATEWAY_COMMAND)):
+            server = Server(
+                kind, root / "serve", {**env, "SOLLOL_GATEWAY_RECORD": "true"}
+            )
+            server.start()
+            servers.append(server)
+            wait_for_model(server.port)
+            gateways[name] = (server.port, server)
         # nginx sends the node its own Host (Ollama refuses names it does not know).
         targets = {
             "node": (NODE_HOST, node.port),
             "nginx": (NGINX_HOST, nginx.port),
             "serve": (HOST, gateways["serve"][0]),
             "daphne": (HOST, gateways["daphne"][0]),
+            "gateway": (HOST, gateways["gateway"][0]),
         }
         targets["serve-unrecorded"] = (HOST, gateways["serve-unrecorded"][0])
         for number in range(rounds):
@@ -436,7 +450,7 @@ def render(results: dict, started: dt.datetime, quick: bool) -> str:
 
     added = {
         name: {q: lat(name, q) - lat("node", q) for q in ("p50", "p99")}
-        for name in ("nginx", "serve", "daphne")
+        for name in ("nginx", "serve", "daphne", "gateway")
     }
     recording_cost = 1 - rate("serve") / rate("serve-unrecorded")
     gap = {name: streams[name]["gap_ms"]["0.99"] for name in streams if streams[name]}
@@ -453,7 +467,8 @@ def render(results: dict, started: dt.datetime, quick: bool) -> str:
         f"{info['wrk']}, {info['nginx']}. Load average {info['load']} at start, "
         f"{info['load_after']} at end. One simulated node answering at once "
         "(`simulate_fleet`, its own process); nginx as a plain keep-alive reverse "
-        "proxy; the gateway on `serve --gateway-port` and on daphne, "
+        "proxy; the gateway on `serve --gateway-port`, on daphne and on "
+        "`manage.py gateway`, "
         "`SOLLOL_GATEWAY_NODE_CONCURRENCY=4096`. Medians of the rounds.\n",
         "| target | goal | measured | met |",
         "|---|---|---|---|",
@@ -462,7 +477,11 @@ def render(results: dict, started: dt.datetime, quick: bool) -> str:
     def row(name: str, goal: str, measured: str, met: bool) -> None:
         out.append(f"| {name} | {goal} | {measured} | {'yes' if met else '**no**'} |")
 
-    for name, label in (("serve", "serve"), ("daphne", "daphne")):
+    for name, label in (
+        ("serve", "serve"),
+        ("daphne", "daphne"),
+        ("gateway", "manage.py gateway"),
+    ):
         ratio_50 = (
             added[name]["p50"] / added["nginx"]["p50"]
             if added["nginx"]["p50"] > 0
@@ -484,7 +503,8 @@ def render(results: dict, started: dt.datetime, quick: bool) -> str:
     row(
         f"saturation, {CONNECTIONS} connections, serve",
         f"≥ {TARGETS['saturation_serve']:,.0f} req/s",
-        f"{rate('serve'):,.0f} req/s (daphne {rate('daphne'):,.0f}, nginx "
+        f"{rate('serve'):,.0f} req/s (manage.py gateway {rate('gateway'):,.0f}, "
+        f"daphne {rate('daphne'):,.0f}, nginx "
         f"{rate('nginx'):,.0f}, node {rate('node'):,.0f})",
         rate("serve") >= TARGETS["saturation_serve"],
     )

@@ -42,6 +42,41 @@ def save_fields(objects: Sequence[models.Model], field_names: Sequence[str]) -> 
         cursor.executemany(sql, rows)
 
 
+def read_values(rows: QuerySet, names: Sequence[str]) -> list[tuple]:
+    """rows.values_list(*names) as a list of tuples, without Django's converter
+    call for every value of every row.
+
+    For the few hot reads of many rows (the open alerts each evaluation round):
+    the drivers already give text, numbers and booleans as Python has them, and
+    a datetime is only made aware here when the driver gave it naive (SQLite).
+    Only plain columns of the queryset's own model (no lookups, no JSON).
+    """
+    meta = rows.model._meta
+    fields = [meta.get_field(name) for name in names]
+    for field in fields:
+        plain = isinstance(field, (*_AS_THEY_ARE, models.DateTimeField))
+        if not (plain or field.is_relation and field.many_to_one):
+            raise ValueError(f"read_values reads plain columns, not {field.name}")
+    query = rows.values_list(*names)
+    sql, params = query.query.get_compiler(using=query.db).as_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        found = cursor.fetchall()
+    moments = [i for i, f in enumerate(fields) if isinstance(f, models.DateTimeField)]
+    if not moments or not found or not settings.USE_TZ:
+        return [tuple(row) for row in found]
+    zone = connection.timezone
+    out = []
+    for row in found:
+        row = list(row)
+        for i in moments:
+            value = row[i]
+            if value is not None and value.tzinfo is None:
+                row[i] = value.replace(tzinfo=zone)
+        out.append(tuple(row))
+    return out
+
+
 def prune_newest(rows: QuerySet, *, keep: int) -> int:
     """Delete all of rows but the newest `keep` (by id); return how many went.
 

@@ -1,4 +1,7 @@
-"""The one HTTP client for everything that talks to nodes and clusters (aiohttp).
+"""The HTTP client for everything that asks nodes and clusters (aiohttp).
+
+The gateway forwards requests with a client of its own (core/relay.py), which
+shares this module's credentials and errors.
 
 A `Client` is one aiohttp session for one far side (a node, a dashboard) and the
 few GETs asked of it, then closed: its connections are kept alive between those
@@ -21,11 +24,9 @@ Errors are `HttpError`s whose message is in words for the operator:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import socket
 import ssl
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -342,112 +343,3 @@ def _other_error(exc: aiohttp.ClientError) -> HttpError:
             f"broke the connection: {exc.strerror or type(exc).__name__}"
         )
     return BadReply(f"{type(exc).__name__}: {exc}"[:200])
-
-
-class Relay:
-    """One long-lived session that forwards requests and streams their replies.
-
-    The gateway's (network/gateway): unlike `Client`, a reply is not read whole
-    but handed on piece by piece as it arrives, with the HTTP chunk boundaries
-    the server wrote, and nothing is inflated (the bytes pass through as they
-    came). Connections to each server are kept alive between requests.
-    """
-
-    def __init__(self, *, connect_timeout: float, connections: int = 0) -> None:
-        self.connect_timeout = connect_timeout
-        self.connections = connections  # 0: no bound
-        self.session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        """Open the session (on the loop that will use it)."""
-        if self.session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self.connections, limit_per_host=0, keepalive_timeout=30
-            )
-            self.session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=self.connect_timeout
-                ),
-            )
-
-    async def close(self) -> None:
-        """Close the session and its connections."""
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
-
-    async def open(
-        self,
-        method: str,
-        url: str,
-        *,
-        body: bytes,
-        headers: dict[str, str],
-        first_byte_timeout: float,
-    ) -> Upstream:
-        """Send a request; return once the reply's head came; raise HttpError.
-
-        Errors before the head (refused, reset, timed out, garbled) are raised
-        here, where the request may still go elsewhere; `Upstream.close()` gives
-        the connection back (or drops it, when the reply was not read to its end).
-        """
-        if self.session is None:
-            await self.start()
-        assert self.session is not None
-        try:
-            async with asyncio.timeout(first_byte_timeout):
-                response = await self.session.request(
-                    method,
-                    URL(url, encoded=True),
-                    data=body or None,
-                    headers=headers,
-                    allow_redirects=False,
-                )
-        except TimeoutError:
-            raise Unreachable(
-                f"no answer within {first_byte_timeout:g}s", refused=False
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise _unreachable(exc, exc.host, exc.port) from None
-        except aiohttp.ServerDisconnectedError:
-            raise Disconnected("closed the connection without a reply") from None
-        except aiohttp.ClientError as exc:
-            raise _other_error(exc) from None
-        return Upstream(response)
-
-
-class Upstream:
-    """A reply whose head has come; its body is read with `chunks()`."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self.response = response
-        self.status = response.status
-        self.headers = response.headers
-
-    async def chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
-        """Yield (data, whether an HTTP chunk ends here) as the body arrives.
-
-        Raise `Disconnected` when the server ends the connection mid-body.
-        """
-        content = self.response.content
-        try:
-            while True:
-                data, end = await content.readchunk()
-                if not data and not end:
-                    return
-                yield data, end
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
-            raise Disconnected("closed the connection mid-reply") from None
-        except aiohttp.ClientError as exc:
-            raise _other_error(exc) from None
-
-    def close(self) -> None:
-        """Give the connection back when the body was read whole, else drop it."""
-        if self.response.content.at_eof():
-            self.response.release()
-        else:
-            self.response.close()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import ipaddress
 
 from django.conf import settings
+from django.contrib.auth import get_user
+from django.middleware.csrf import CsrfViewMiddleware
 from rest_framework import exceptions
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
@@ -49,6 +54,49 @@ def may_read(authorization: str | None, user) -> bool:
     return bearer_matches(authorization, [*tokens, *settings.SOLLOL_API_TOKENS])
 
 
+def as_bearer(authorization: str | None) -> str | None:
+    """Read HTTP Basic credentials as the bearer of their password.
+
+    Upstream SOLLOL's client sends no token of its own; a token put in its
+    dashboard URL (http://app:TOKEN@dash:8080) reaches us as Basic auth, which
+    the application endpoints accept (only those: a browser replays Basic
+    credentials it remembers, so no endpoint the page uses takes them).
+    """
+    if not authorization:
+        return authorization
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return authorization
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return "Basic"  # matches no token: 403, not a crash
+    user, _, password = decoded.partition(":")
+    # http://app:TOKEN@dash, or the token alone as the user: http://TOKEN@dash
+    return f"Bearer {password or user}"
+
+
+def trusted_client(address: str | None) -> bool:
+    """Whether a client address is in SOLLOL_TRUSTED_NETWORKS."""
+    networks = settings.SOLLOL_TRUSTED_NETWORKS
+    if not networks or not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def check_app_write(authorization: str | None, client: str | None):
+    """check_bearer for the application endpoints (register, heartbeat,
+    unregister): a token may also come as a Basic-auth password, and clients in
+    SOLLOL_TRUSTED_NETWORKS write without one."""
+    if trusted_client(client):
+        return None
+    return check_bearer(as_bearer(authorization))
+
+
 def fingerprint(authorization: str) -> str:
     """Return who a bearer is, without the token: 16 hex digits of its hash."""
     offered = authorization.partition(" ")[2].strip()
@@ -61,6 +109,7 @@ def token_owner(authorization: str | None) -> str:
     The token itself is never stored. Without tokens configured every writer is
     the same anonymous owner ("").
     """
+    authorization = as_bearer(authorization)
     if not settings.SOLLOL_API_TOKENS or not authorization:
         return ""
     return fingerprint(authorization)
@@ -72,14 +121,66 @@ class TokenMissing(exceptions.APIException):
     default_code = "not_authenticated"
 
 
+def staff_user(request) -> bool:
+    """Whether the page's own session is a staff user's (logged in at /admin/)."""
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_authenticated and user.is_staff)
+
+
+def _session_is_staff(request) -> bool:
+    if not hasattr(request, "session"):
+        return False
+    user = get_user(request)
+    return bool(user.is_authenticated and user.is_staff)
+
+
+def may_write(request) -> bool:
+    """Whether the page may offer its writes (acknowledge, silence) to this viewer:
+    without tokens anyone may write; with them, a staff user's session may."""
+    return not settings.SOLLOL_API_TOKENS or staff_user(request)
+
+
+def _csrf_refusal(request) -> str | None:
+    """Why a session's write fails Django's CSRF check, or None when it passes."""
+    check = CsrfViewMiddleware(lambda _: None)
+    check.process_request(request)
+    response = check.process_view(request, None, (), {})
+    return None if response is None else "CSRF check failed: reload the page"
+
+
+def _refuse(refusal: tuple[int, str] | None) -> bool:
+    if refusal is None:
+        return True
+    status, message = refusal
+    if status == 401:
+        raise TokenMissing(message)
+    raise exceptions.PermissionDenied(message)
+
+
+class AppWriteAllowed(BasePermission):
+    """The application endpoints' writes: core.tokens.check_app_write."""
+
+    def has_permission(self, request, view) -> bool:
+        if request.method in SAFE_METHODS:
+            return True
+        return _refuse(
+            check_app_write(
+                request.headers.get("Authorization"), request.META.get("REMOTE_ADDR")
+            )
+        )
+
+
 class WriteTokenRequired(BasePermission):
     def has_permission(self, request, view) -> bool:
         if request.method in SAFE_METHODS:
             return True
-        refusal = check_bearer(request.headers.get("Authorization"))
-        if refusal is None:
-            return True
-        status, message = refusal
-        if status == 401:
-            raise TokenMissing(message)
-        raise exceptions.PermissionDenied(message)
+        if settings.SOLLOL_API_TOKENS and not request.headers.get("Authorization"):
+            # The page's writes: a staff user's session, with its CSRF token.
+            # DRF has set the request's user to its own (none): read the session.
+            django_request = request._request
+            if _session_is_staff(django_request):
+                refusal = _csrf_refusal(django_request)
+                if refusal:
+                    raise exceptions.PermissionDenied(refusal)
+                return True
+        return _refuse(check_bearer(request.headers.get("Authorization")))

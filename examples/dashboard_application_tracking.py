@@ -1,7 +1,8 @@
 """An application reporting to the SOLLOL dashboard: the developer's side.
 
-    .venv/bin/python examples/dashboard_application_tracking.py              # :8080
-    .venv/bin/python examples/dashboard_application_tracking.py http://dash:8080 \\
+    python examples/dashboard_application_tracking.py     # :8080 (client installed:
+    # README "From an application"; or from the checkout with PYTHONPATH=.)
+    python examples/dashboard_application_tracking.py http://dash:8080 \\
         --ollama http://127.0.0.2:11434 --requests 0      # until Ctrl-C
 
 What an application does with `sollol.DashboardClient`, start to end:
@@ -26,17 +27,11 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import requests
 
-# Run from a checkout: make the project importable without installing it.
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from sollol import DashboardClient  # noqa: E402
+from sollol import DashboardClient
 
 log = logging.getLogger("example_app")
 

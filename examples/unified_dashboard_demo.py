@@ -1,7 +1,7 @@
 """The whole SOLLOL dashboard alive on one machine, with nothing but the project.
 
     make demo                                      # the same as:
-    .venv/bin/python examples/unified_dashboard_demo.py   # then open the URL shown
+    PYTHONPATH=. .venv/bin/python examples/unified_dashboard_demo.py
 
 It starts, all on loopback:
 
@@ -42,12 +42,7 @@ from typing import Any
 
 import requests
 
-# Run from a checkout: make the project importable without installing it.
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from simulator.ollama import (  # noqa: E402
+from simulator.ollama import (
     EMBEDDING_MODELS,
     GIB,
     Fleet,

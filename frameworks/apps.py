@@ -7,6 +7,6 @@ class FrameworksConfig(AppConfig):
 
     def ready(self) -> None:
         from activity import prometheus
-        from frameworks import metrics
+        from frameworks import history, metrics  # noqa: F401  (history registers)
 
         prometheus.register(metrics.frameworks)

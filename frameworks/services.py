@@ -21,7 +21,7 @@ from core import realtime
 from core.addresses import is_loopback
 from core.db import prune_newest
 from core.httpclient import split_credential
-from frameworks import collectors
+from frameworks import collectors, history
 from frameworks.choices import FRAMEWORK_STREAM, FrameworkStatus, Kind
 from frameworks.collectors import Collection
 from frameworks.models import FrameworkSnapshot, FrameworkState
@@ -194,6 +194,7 @@ def record_collection(collection: Collection, *, now: dt.datetime) -> FrameworkS
             duration_ms=collection.duration_ms,
         )
         prune_snapshots(collection.kind, keep=settings.SOLLOL_FRAMEWORK_HISTORY)
+        history.record(collection.kind, collection.status, collection.sample, now=now)
         _change_status(collection.kind, collection.status, collection, now=now)
     return snapshot
 

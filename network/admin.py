@@ -1,7 +1,16 @@
 from django.contrib import admin
+from django.utils import timezone
 
+from activity.admin import ReadOnlyAdmin, RemovedThroughServices
 from core.httpclient import Credential
-from network.models import NodeStatusChange, OllamaNode, Removed, RpcBackend
+from network.models import (
+    NodeStatusChange,
+    OllamaNode,
+    ProbeCycle,
+    Removed,
+    RpcBackend,
+)
+from network.services import lifecycle
 
 
 class StatusChangeInline(admin.TabularInline):
@@ -12,7 +21,11 @@ class StatusChangeInline(admin.TabularInline):
 
 
 @admin.register(OllamaNode)
-class OllamaNodeAdmin(admin.ModelAdmin):
+class OllamaNodeAdmin(RemovedThroughServices):
+    """Nodes are added by the configuration, the API, discovery or applications;
+    their status is what the probes measured."""
+
+    refused = (lifecycle.StillConfigured,)
     list_display = ["url", "status", "version", "latency_ms", "source", "last_seen"]
     list_filter = ["status", "source"]
     search_fields = ["url"]
@@ -25,9 +38,14 @@ class OllamaNodeAdmin(admin.ModelAdmin):
         credential = Credential.from_stored(node.credential)
         return credential.masked if credential else "none"
 
+    def remove(self, node: OllamaNode) -> None:
+        lifecycle.remove_node(node.id, now=timezone.now())
+
 
 @admin.register(RpcBackend)
-class RpcBackendAdmin(admin.ModelAdmin):
+class RpcBackendAdmin(RemovedThroughServices):
+    refused = (lifecycle.StillConfigured,)
+
     list_display = [
         "address",
         "status",
@@ -38,6 +56,17 @@ class RpcBackendAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "source"]
     search_fields = ["address"]
+
+    def remove(self, backend: RpcBackend) -> None:
+        lifecycle.remove_backend(backend.id, now=timezone.now())
+
+
+@admin.register(ProbeCycle)
+class ProbeCycleAdmin(ReadOnlyAdmin):
+    """Whether probing keeps up: the last cycle's figures and the sharded round."""
+
+    list_display = ["name", "started_at", "seconds", "nodes", "backends", "changes"]
+    list_display += ["round", "missed"]
 
 
 @admin.register(Removed)

@@ -8,7 +8,7 @@ class NetworkConfig(AppConfig):
     def ready(self) -> None:
         from activity import metrics as activity_metrics
         from activity import prometheus
-        from network import metrics, signals  # noqa: F401
+        from network import alerting, history, metrics, signals  # noqa: F401
         from network.gateway import live, shared
         from network.services import recording
 

@@ -14,6 +14,8 @@ class NodeStatus(models.TextChoices):
     FLAPPING = "flapping", "Flapping"  # keeps changing; quiet until it settles
     # Answers 401 or 403: the dashboard's credentials are missing or refused.
     UNAUTHORIZED = "unauthorized", "Unauthorized"
+    # Only guessed (SOLLOL_DISCOVER_LOCALHOST) and never answered: not down.
+    NOT_FOUND = "not_found", "Not found"
 
 
 class NodeKind(models.TextChoices):
@@ -40,6 +42,8 @@ class BackendStatus(models.TextChoices):
     INCOMPATIBLE = "incompatible", "Incompatible"  # speaks something else
     # Outside SOLLOL_ALLOWED_NODE_CIDRS: never contacted.
     REJECTED = "rejected", "Rejected"
+    # Only guessed (SOLLOL_DISCOVER_LOCALHOST) and never answered: not down.
+    NOT_FOUND = "not_found", "Not found"
 
 
 class Source(models.TextChoices):

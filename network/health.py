@@ -10,7 +10,7 @@ from django.db.models import Count, Q
 from network.choices import BackendStatus, NodeStatus
 from network.models import OllamaNode, RpcBackend
 from network.services.rounds import last_cycle
-from network.status import BACKEND_ANSWERING, usable_nodes
+from network.status import ADD_NODES, BACKEND_ANSWERING, usable_nodes
 
 
 def network_health(*, now: dt.datetime) -> dict[str, Any]:
@@ -32,6 +32,7 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         rejected=Count("id", filter=Q(status=NodeStatus.REJECTED)),
         flapping=Count("id", filter=Q(status=NodeStatus.FLAPPING)),
         unauthorized=Count("id", filter=Q(status=NodeStatus.UNAUTHORIZED)),
+        not_found=Count("id", filter=Q(status=NodeStatus.NOT_FOUND)),
         usable=Count("id", filter=usable_nodes()),
     )
     backends = RpcBackend.objects.aggregate(
@@ -42,6 +43,7 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         incompatible=Count("id", filter=Q(status=BackendStatus.INCOMPATIBLE)),
         rejected=Count("id", filter=Q(status=BackendStatus.REJECTED)),
         unknown=Count("id", filter=Q(status=BackendStatus.UNKNOWN)),
+        not_found=Count("id", filter=Q(status=BackendStatus.NOT_FOUND)),
         usable=Count("id", filter=Q(status__in=BACKEND_ANSWERING)),
     )
     reasons = []
@@ -74,23 +76,32 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         if rejected
         else []
     )
-    probed = nodes["total"] - nodes["unknown"] - nodes["rejected"]
+    # Probed and meant to be there: neither rejected nor only the localhost guess.
+    probed = nodes["total"] - nodes["unknown"] - nodes["rejected"] - nodes["not_found"]
+    backends_probed = (
+        backends["total"]
+        - backends["unknown"]
+        - backends["rejected"]
+        - backends["not_found"]
+    )
     if probed and not nodes["usable"]:
         status = "critical"
         reasons.insert(0, "no node is usable")
-    elif (
-        not probed
-        and backends["total"] - backends["unknown"] - backends["rejected"]
-        and not backends["usable"]
-    ):
+    elif not probed and backends_probed and not backends["usable"]:
         # A fleet of RPC backends only, and none of them answers.
         status = "critical"
         reasons.insert(0, "no RPC backend is usable")
     elif not probed and not backends["usable"]:
         status = "unknown"
-        reasons.append(
-            "no node has been probed yet" if nodes["total"] else "no nodes known"
-        )
+        if nodes["not_found"] and not nodes["unknown"]:
+            reasons.append(
+                "no Ollama answers on this machine, the only place the dashboard "
+                "looked; " + ADD_NODES
+            )
+        else:
+            reasons.append(
+                "no node has been probed yet" if nodes["total"] else "no nodes known"
+            )
     elif reasons:
         status = "degraded"
     else:
@@ -108,6 +119,7 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         "nodes_rejected": nodes["rejected"],
         "nodes_flapping": nodes["flapping"],
         "nodes_unauthorized": nodes["unauthorized"],
+        "nodes_not_found": nodes["not_found"],
         "backends_total": backends["total"],
         "backends_online": backends["online"],
         "backends_busy": backends["busy"],

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db.models import Q
 
-from network.choices import BackendStatus, NodeStatus
+from network.choices import BackendStatus, NodeStatus, Source
 from network.models import OllamaNode, RpcBackend
 
 if TYPE_CHECKING:
@@ -44,6 +44,19 @@ def backend_usable(status: str) -> bool:
     return status in BACKEND_ANSWERING
 
 
+ADD_NODES = (
+    "add your nodes with SOLLOL_OLLAMA_NODES (host:port, comma-separated) or "
+    "POST /api/network/nodes"
+)
+
+
+def only_guessed(target: OllamaNode | RpcBackend) -> bool:
+    """Whether a node or backend is only the localhost guess and never answered:
+    "not found", not down (a first run without Ollama is not a critical fleet).
+    Once it has answered, failing is being down, as for any other."""
+    return target.source == Source.LOCALHOST and target.last_seen is None
+
+
 def next_node_status(
     node: OllamaNode, probe: NodeProbe, reported: tuple[int, int] | None = None
 ) -> tuple[str, str]:
@@ -60,6 +73,11 @@ def next_node_status(
     it is degraded too, and it is the routers who can tell.
     """
     if not probe.answered:
+        if only_guessed(node):
+            return NodeStatus.NOT_FOUND, (
+                f"nothing answers at {node.url}, where the dashboard looked "
+                "because SOLLOL_DISCOVER_LOCALHOST is true; " + ADD_NODES
+            )
         if node.consecutive_failures >= settings.SOLLOL_PROBE_OFFLINE_AFTER:
             return NodeStatus.OFFLINE, (
                 f"{node.consecutive_failures} probes failed in a row: {probe.error}"
@@ -122,6 +140,7 @@ def needs_session(backend: RpcBackend, now: dt.datetime) -> bool:
         BackendStatus.UNKNOWN,
         BackendStatus.REJECTED,
         BackendStatus.OFFLINE,  # costs no more than a connect, and tells what is back
+        BackendStatus.NOT_FOUND,
     ):
         return True
     interval = dt.timedelta(seconds=settings.SOLLOL_RPC_SESSION_INTERVAL)

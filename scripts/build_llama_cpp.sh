@@ -64,6 +64,8 @@ source_dir="$(echo "$work_dir"/llama_cpp_python-*/vendor/llama.cpp)"
 # LLAMA_BUILD_COMMON) adds tools/rpc when GGML_RPC is on (and tools/server with
 # LLAMA_BUILD_SERVER), and building the single target skips the rest. GGML_NATIVE=OFF keeps the binary portable between machines of
 # one kind; OpenSSL and OpenMP are turned off so no extra dev packages are needed.
+# LLAMA_USE_PREBUILT_UI=OFF: otherwise the build reaches out to Hugging Face for
+# llama-server's web UI (the tests need none, and nothing may leave loopback).
 generator=()
 if command -v ninja >/dev/null; then
     generator=(-G Ninja)
@@ -83,6 +85,7 @@ cmake -S "$source_dir" -B "$work_dir/build" "${generator[@]}" \
     -DLLAMA_BUILD_SERVER="$server" \
     -DLLAMA_BUILD_APP=OFF \
     -DLLAMA_BUILD_UI=OFF \
+    -DLLAMA_USE_PREBUILT_UI=OFF \
     -DLLAMA_OPENSSL=OFF \
     -DLLAMA_CURL=OFF >&2
 

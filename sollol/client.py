@@ -42,14 +42,18 @@ class DashboardClient:
         router_type: str = "unknown",
         version: str = "0.0.0",
         dashboard_url: str = "http://localhost:8080",
-        metadata: Mapping[str, Any] | None = None,
         heartbeat_interval: float = 10.0,
+        metadata: Mapping[str, Any] | None = None,
+        auto_register: bool = True,
+        *,
         app_id: str | None = None,
         api_token: str | None = None,
-        auto_register: bool = True,
         timeout: float = 2.0,
         propagate_traces: bool = True,
     ) -> None:
+        """The first seven arguments, in this order, are upstream SOLLOL's (its
+        code runs unchanged); the rest are named. With auto_register=False
+        nothing is sent until start() or register()."""
         if heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be a positive number of seconds")
         self.app_id = app_id or str(uuid.uuid4())
@@ -74,6 +78,7 @@ class DashboardClient:
         self._closed = False
 
         self._registered = threading.Event()
+        self._register_tried = threading.Event()  # a register attempt finished
         self._stopping = threading.Event()
         self._wake = threading.Event()
         # Touched only by the background thread.
@@ -98,9 +103,17 @@ class DashboardClient:
 
     @property
     def metadata(self) -> dict[str, Any]:
-        """Return a copy of the metadata as this client knows it."""
+        """The metadata sent with every full heartbeat: the dict itself, as
+        upstream's client has it (a change made in it goes with the next one;
+        update_metadata() sends at once)."""
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, value: Mapping[str, Any]) -> None:
         with self._lock:
-            return dict(self._metadata)
+            self._metadata = dict(value or {})
+            self._unsent_keys.update(self._metadata)
+        self._wake.set()
 
     def start(self) -> None:
         """Start the background thread (done by the constructor unless told not to)."""
@@ -115,17 +128,82 @@ class DashboardClient:
             self._thread.start()
             atexit.register(self.close)
 
+    def register(self) -> bool:
+        """Register now, as upstream's register() does; return whether the
+        dashboard took it (after one attempt, at most `timeout` seconds).
+
+        The background thread sends it, and goes on with heartbeats every
+        `heartbeat_interval` (and retries, if this attempt failed). After
+        unregister() it starts again, under the same app_id.
+        """
+        with self._lock:
+            if self._closed:
+                if self._thread is not None and self._thread.is_alive():
+                    logger.warning(
+                        "%s is still unregistering from the dashboard; "
+                        "register() again once it has",
+                        self,
+                    )
+                    return False
+                self._reopen()
+        if self.registered:
+            return True
+        self._register_tried.clear()
+        self.start()
+        self._wake.set()
+        self._register_tried.wait(self.timeout + 1.0)
+        return self.registered
+
+    def heartbeat(self, metadata: Mapping[str, Any] | None = None) -> bool:
+        """Send a heartbeat now from the calling thread, as upstream's heartbeat()
+        does: with these metadata (merged by the dashboard) or all of it. Return
+        whether the dashboard took it; False before the app is registered."""
+        if not self.registered:
+            return False
+        with self._lock:
+            try:
+                body = self._encode_report(
+                    set(metadata or ()), full=not metadata, metadata=metadata
+                )
+            except ValueError as exc:
+                self._report_failure(f"the metadata cannot be sent as JSON: {exc}")
+                return False
+        try:
+            response = requests.post(
+                self.dashboard_url + "/api/applications/heartbeat",
+                data=body,
+                headers=self._headers,
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            self._report_failure(f"cannot reach it ({type(exc).__name__})")
+            return False
+        if response.status_code != 200:
+            self._report_failure(
+                f"/api/applications/heartbeat answered {response.status_code}: "
+                f"{_error(response)}"
+            )
+            return False
+        self._report_success()
+        return True
+
+    def unregister(self) -> None:
+        """Stop reporting and unregister the app, as upstream's unregister() does
+        (close(), which atexit also calls); register() starts again."""
+        self.close()
+
     def wait_registered(self, timeout: float | None = None) -> bool:
         """Wait until the dashboard acknowledged the app; return whether it did."""
         return self._registered.wait(timeout)
 
-    def update_metadata(self, changes: Mapping[str, Any]) -> None:
-        """Merge changes into the metadata and have them sent to the dashboard now."""
-        if not changes:
+    def update_metadata(self, metadata: Mapping[str, Any]) -> None:
+        """Merge these keys into the metadata and have them sent to the dashboard
+        now (from the background thread)."""
+        if not metadata:
             return
         with self._lock:
-            self._metadata.update(changes)
-            self._unsent_keys.update(changes)
+            self._metadata.update(metadata)
+            self._unsent_keys.update(metadata)
         self._wake.set()
 
     def record_request(
@@ -257,6 +335,17 @@ class DashboardClient:
                 self.app_name,
             )
 
+    def _reopen(self) -> None:
+        """Make a closed client startable again; call with the lock held."""
+        self._closed = False
+        self._thread = None
+        self._stopping.clear()
+        self._must_register = True
+        self._next_full_heartbeat = 0.0
+        self._senders = {}
+        self._tracer = None
+        self._session = requests.Session()
+
     def __enter__(self) -> DashboardClient:
         self.start()
         return self
@@ -333,7 +422,10 @@ class DashboardClient:
     def _send_due_report(self) -> bool | None:
         """Send what is due; return whether it went through, or None if nothing was."""
         if self._must_register:
-            return self._post_report("/api/applications/register", full=True)
+            try:
+                return self._post_report("/api/applications/register", full=True)
+            finally:
+                self._register_tried.set()
         if time.monotonic() >= self._next_full_heartbeat:
             return self._post_report("/api/applications/heartbeat", full=True)
         with self._lock:
@@ -397,15 +489,23 @@ class DashboardClient:
         self._registered.set()
         return True
 
-    def _encode_report(self, keys: set[str], *, full: bool) -> str:
+    def _encode_report(
+        self,
+        keys: set[str],
+        *,
+        full: bool,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
         """Return the JSON body of a register or heartbeat; call with the lock held.
 
-        Serializing under the lock keeps the caller's thread from changing the
-        metadata halfway through.
+        Serializing under the lock keeps update_metadata() from changing the
+        metadata halfway through; the dict itself (client.metadata) may still be
+        changed by the application meanwhile, so it is copied first (one step:
+        dict() of a dict holds the interpreter lock throughout).
         """
-        metadata = (
-            self._metadata if full else {key: self._metadata[key] for key in keys}
-        )
+        if metadata is None:
+            held = dict(self._metadata)
+            metadata = held if full else {k: held[k] for k in keys if k in held}
         return json.dumps(
             {
                 "app_id": self.app_id,

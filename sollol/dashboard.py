@@ -11,6 +11,7 @@ import importlib.util
 import ipaddress
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -55,9 +56,10 @@ class UnifiedDashboard:
 
     def __init__(
         self,
-        dashboard_port: int = 8080,
+        router: Any = None,
         ray_dashboard_port: int | None = 8265,
         dask_dashboard_port: int | None = 8787,
+        dashboard_port: int = 8080,
         enable_dask: bool = False,
         enable_ray: bool = False,
         host: str | None = None,
@@ -80,6 +82,12 @@ class UnifiedDashboard:
             raise ValueError("enable_dask=True needs a dask_dashboard_port")
         if enable_ray and ray_dashboard_port is None:
             raise ValueError("enable_ray=True needs a ray_dashboard_port")
+        if isinstance(router, int) and not isinstance(router, bool):
+            raise TypeError(
+                "UnifiedDashboard's first argument is the router, as upstream "
+                "SOLLOL's: pass the port by name (dashboard_port=...)"
+            )
+        self.router = router
         self.dashboard_port = dashboard_port
         self.ray_dashboard_port = ray_dashboard_port
         self.dask_dashboard_port = dask_dashboard_port
@@ -169,13 +177,19 @@ class UnifiedDashboard:
             self._saved_sigterm = None
         self._frameworks_host = None
 
-    def run(self, host: str | None = None) -> None:
+    def run(
+        self, host: str | None = None, debug: bool = False, allow_fallback: bool = True
+    ) -> None:
         """Serve until interrupted (Ctrl-C or SIGTERM); call it from the main thread.
 
         Listen on `host`, else the host given to the constructor, else 127.0.0.1.
         Clusters this call starts are stopped before it returns; those started
         before it (start_frameworks(), `with`) are left to whoever started them.
+        `debug` and `allow_fallback` are upstream SOLLOL's run() options, taken
+        so that its code runs unchanged; they have no effect here.
         """
+        if debug or not allow_fallback:
+            _say("UnifiedDashboard.run(): debug and allow_fallback have no effect here")
         host = self._host(host)
         if importlib.util.find_spec("sollol_site") is None:
             raise RuntimeError(
@@ -203,6 +217,7 @@ class UnifiedDashboard:
         started_here = self._frameworks_host is None
         try:
             self.start_frameworks(host)
+            self._point_at_router_nodes()
             os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
             # The settings read these: SOLLOL_HOST decides which Host headers are
             # allowed (any, when listening on all interfaces).
@@ -343,6 +358,32 @@ class UnifiedDashboard:
 
     # --- helpers ---------------------------------------------------------------
 
+    def _point_at_router_nodes(self) -> None:
+        """Watch what an upstream router knows: its Ollama nodes and RPC backends
+        become SOLLOL_OLLAMA_NODES and SOLLOL_RPC_BACKENDS, unless the environment
+        names them. The dashboard probes them itself; nothing else of the router
+        is used."""
+        if self.router is None:
+            return
+        nodes, backends = router_addresses(self.router)
+        for variable, found in (
+            ("SOLLOL_OLLAMA_NODES", nodes),
+            ("SOLLOL_RPC_BACKENDS", backends),
+        ):
+            if found and not os.environ.get(variable):
+                os.environ[variable] = ",".join(found)
+        if nodes or backends:
+            _say(
+                f"Router {type(self.router).__name__}: watching {len(nodes)} "
+                f"node(s) and {len(backends)} RPC backend(s) it knows"
+            )
+        else:
+            _say(
+                f"Router {type(self.router).__name__}: it names no nodes or "
+                "backends this dashboard can read; discovery and "
+                "SOLLOL_OLLAMA_NODES find them instead"
+            )
+
     def _host(self, host: str | None) -> str:
         return host or self.host or os.environ.get("SOLLOL_HOST") or "127.0.0.1"
 
@@ -356,6 +397,72 @@ class UnifiedDashboard:
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
             return
         self._saved_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def run_unified_dashboard(
+    router: Any = None,
+    ray_dashboard_port: int = 8265,
+    dask_dashboard_port: int = 8787,
+    dashboard_port: int = 8080,
+    host: str | None = None,
+    enable_dask: bool = True,
+) -> dict[str, Any]:
+    """Upstream SOLLOL's function: serve a dashboard unless one already answers on
+    that port. Return {"started": whether this call served it, "url": ...}; when
+    it serves, it returns once serving ended. Listens on loopback unless `host`
+    says otherwise (upstream's default was every interface)."""
+    dashboard = UnifiedDashboard(
+        router,
+        ray_dashboard_port,
+        dask_dashboard_port,
+        dashboard_port,
+        enable_dask=enable_dask,
+        host=host,
+    )
+    listen = dashboard._host(None)
+    url = _http_url(_connect_host(listen), dashboard_port)
+    try:
+        with socket.create_connection((_connect_host(listen), dashboard_port), 1.0):
+            return {"started": False, "url": url}
+    except OSError:
+        pass
+    dashboard.run()
+    return {"started": True, "url": url}
+
+
+def router_addresses(router: Any) -> tuple[list[str], list[str]]:
+    """The Ollama nodes and RPC backends an upstream router names, as host:port.
+
+    Upstream's pools keep `nodes` (dicts with host and port, or objects with a
+    url or host and port); its hybrid routers an `ollama_pool` with those, and
+    `rpc_backends` (dicts). Anything else is left out, never an error.
+    """
+    pool = router
+    if not isinstance(getattr(router, "nodes", None), (list, tuple)):
+        pool = getattr(router, "ollama_pool", None)
+    nodes = [
+        address
+        for item in getattr(pool, "nodes", None) or ()
+        if (address := _address(item, 11434))
+    ]
+    backends = [
+        address
+        for item in getattr(router, "rpc_backends", None) or ()
+        if (address := _address(item, 50052))
+    ]
+    return nodes, backends
+
+
+def _address(item: Any, default_port: int) -> str | None:
+    """host:port (or a URL) of one node or backend as upstream describes it."""
+    get = item.get if isinstance(item, dict) else lambda key: getattr(item, key, None)
+    url = get("url")
+    if isinstance(url, str) and url.startswith(("http://", "https://")):
+        return url
+    host, port = get("host"), get("port") or default_port
+    if not isinstance(host, str) or not host or not isinstance(port, (int, str)):
+        return None
+    return f"{host}:{port}"
 
 
 def _refuse_in_worker_process() -> None:

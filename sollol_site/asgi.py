@@ -20,6 +20,7 @@ from django.urls import re_path  # noqa: E402
 
 from activity.api.ingest import routes as activity_ingest_routes  # noqa: E402
 from activity.routing import websocket_urlpatterns as activity_streams  # noqa: E402
+from alerts.routing import websocket_urlpatterns as alert_streams  # noqa: E402
 from applications.api.ingest import routes as application_ingest_routes  # noqa: E402
 from applications.routing import websocket_urlpatterns as application_streams  # noqa: E402
 from core import realtime  # noqa: E402
@@ -154,6 +155,7 @@ application = ProtocolTypeRouter(
                         *network_streams,
                         *activity_streams,
                         *framework_streams,
+                        *alert_streams,
                         re_path(r"", NoSuchStream()),
                     ]
                 )

@@ -1,8 +1,13 @@
 """The embedded scheduler: CELERY_BEAT_SCHEDULE run inside the server process.
 
 The same task functions Celery beat sends to workers in production run here on the
-same intervals, each in a worker thread so the event loop never waits on a task,
-and each entry on its own so a slow task delays only itself.
+same intervals, each in a worker thread of the scheduler's own so the event loop
+and the requests' threads never wait on a task, and each entry on its own so a
+slow task delays only itself.
+
+Two ways a task runs before its turn: `core.wakeups.wake(name)` from any thread
+(the alerting engine, when events commit), and a task that returns a dict with
+`next_in_ms` (it knows when it has work: a pending alert's "for" running out).
 """
 
 from __future__ import annotations
@@ -11,12 +16,18 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from celery import current_app
 from django.db import close_old_connections
 
+from core import wakeups
+
 logger = logging.getLogger(__name__)
+
+# Runs asked for before their turn start at most this often (seconds apart).
+MIN_GAP = 0.25
 
 
 def _interval(entry: dict[str, Any]) -> float:
@@ -52,27 +63,65 @@ class Scheduler:
             for name, entry in schedule.items()
         ]
         self._tasks: list[asyncio.Task] = []
+        self._wakes: dict[str, asyncio.Event] = {}  # by task name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unsubscribe = None
+        # Threads of their own, one an entry (each runs one at a time): with the
+        # database away every task waits its 5 s for a connection, and in the
+        # loop's default executor they took the threads requests need.
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, len(self.entries)), thread_name_prefix="scheduled"
+        )
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._unsubscribe = wakeups.subscribe(self._wake)
         for name, task, interval in self.entries:
+            self._wakes[task.name] = asyncio.Event()
             self._tasks.append(
                 asyncio.create_task(self._every(name, task, interval), name=name)
             )
 
+    def _wake(self, task_name: str) -> None:
+        """Run task_name's entry now (called from any thread)."""
+        event, loop = self._wakes.get(task_name), self._loop
+        if event is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+
     async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _every(self, name: str, task, interval: float) -> None:
         next_run = time.monotonic()
+        woken = self._wakes[task.name]
         while True:
+            woken.clear()  # what woke it before this run is seen by this run
+            started = time.monotonic()
+            result = None
             try:
-                await asyncio.to_thread(_run_task, task)
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._executor, _run_task, task)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("scheduled task %s failed", name)
             # Keep the cadence: a run that took 0.3 s of a 1 s interval waits 0.7 s.
-            next_run = max(next_run + interval, time.monotonic())
-            await asyncio.sleep(next_run - time.monotonic())
+            # A run before its turn (woken, or due sooner) leaves the turn where
+            # it was: what makes no wake is still read every interval.
+            if started >= next_run:
+                next_run = max(next_run + interval, time.monotonic())
+            due = result.get("next_in_ms") if isinstance(result, dict) else None
+            wait = next_run - time.monotonic()
+            if isinstance(due, int | float) and due / 1000 < wait:
+                wait = max(due / 1000, started + MIN_GAP - time.monotonic())
+            try:
+                await asyncio.wait_for(woken.wait(), max(0.0, wait))
+            except TimeoutError:
+                continue
+            # Woken: run now (a burst of wakes, at most every MIN_GAP).
+            await asyncio.sleep(max(0.0, started + MIN_GAP - time.monotonic()))

@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "applications",
     "network",
     "frameworks",
+    "alerts",
 ]
 
 MIDDLEWARE = [
@@ -297,6 +298,33 @@ if min(SOLLOL_ROLLUP_MINUTE_RETENTION, SOLLOL_ROLLUP_HOUR_RETENTION) <= 0:
         "SOLLOL_ROLLUP_MINUTE_RETENTION and SOLLOL_ROLLUP_HOUR_RETENTION must be "
         "more than 0 seconds"
     )
+# History (activity/history.py): nodes', backends', the fleet's, applications'
+# and Ray/Dask measurements, kept as taken for RAW seconds, as minutes for MINUTE
+# seconds and as hours for HOUR seconds. What no probe measures (the fleet, the
+# applications) is measured every SOLLOL_HISTORY_INTERVAL seconds.
+SOLLOL_HISTORY_RAW_RETENTION = env_float("SOLLOL_HISTORY_RAW_RETENTION", 2 * 86400.0)
+SOLLOL_HISTORY_MINUTE_RETENTION = env_float(
+    "SOLLOL_HISTORY_MINUTE_RETENTION", 14 * 86400.0
+)
+SOLLOL_HISTORY_HOUR_RETENTION = env_float(
+    "SOLLOL_HISTORY_HOUR_RETENTION", 365 * 86400.0
+)
+SOLLOL_HISTORY_INTERVAL = env_float("SOLLOL_HISTORY_INTERVAL", 5.0)
+if (
+    SOLLOL_HISTORY_INTERVAL <= 0
+    # Kept long enough to be summed: a minute's measurements until the minute is
+    # rolled up (30 s of grace), an hour's minutes until the hour is.
+    or SOLLOL_HISTORY_RAW_RETENTION < 300
+    or SOLLOL_HISTORY_MINUTE_RETENTION < 7200
+    or not SOLLOL_HISTORY_RAW_RETENTION
+    <= SOLLOL_HISTORY_MINUTE_RETENTION
+    <= SOLLOL_HISTORY_HOUR_RETENTION
+):
+    raise ImproperlyConfigured(
+        "SOLLOL_HISTORY_INTERVAL must be more than 0 s, SOLLOL_HISTORY_RAW_RETENTION "
+        "at least 300 s, SOLLOL_HISTORY_MINUTE_RETENTION at least 7200 s, and "
+        "RAW <= MINUTE <= HOUR"
+    )
 # Log lines: a flood is cut back to the newest COUNT every PRUNE_INTERVAL seconds.
 SOLLOL_LOG_RETENTION_AGE = env_float("SOLLOL_LOG_RETENTION_AGE", 3 * 24 * 3600.0)
 SOLLOL_LOG_RETENTION_COUNT = env_int("SOLLOL_LOG_RETENTION_COUNT", 200_000)
@@ -338,14 +366,34 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": SOLLOL_APP_SAMPLE_INTERVAL},
     },
 }
+CELERY_BEAT_SCHEDULE["keep-history"] = {
+    "task": "activity.tasks.keep_history",
+    "schedule": SOLLOL_HISTORY_INTERVAL,
+    "options": {"expires": SOLLOL_HISTORY_INTERVAL},
+}
+CELERY_BEAT_SCHEDULE["prune-history"] = {
+    "task": "activity.tasks.prune_history",
+    "schedule": SOLLOL_EVENT_PRUNE_INTERVAL,
+}
 
+# The server's log on standard error: lines of text, or JSON objects for log
+# shippers (SOLLOL_LOG_FORMAT=json, core/logformat.py).
+SOLLOL_LOG_FORMAT = env_str("SOLLOL_LOG_FORMAT", "text").lower()
+if SOLLOL_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured("SOLLOL_LOG_FORMAT must be text or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "core.logformat.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if SOLLOL_LOG_FORMAT == "json" else "plain",
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("SOLLOL_LOG_LEVEL", "INFO")},
 }
 
@@ -379,6 +427,15 @@ for _cidr in SOLLOL_ALLOWED_NODE_CIDRS:
         ipaddress.ip_network(_cidr, strict=False)
     except ValueError as _exc:
         raise ImproperlyConfigured(f"SOLLOL_ALLOWED_NODE_CIDRS: {_exc}") from None
+# Applications writing from these networks (register, heartbeat, unregister) need
+# no token even when SOLLOL_API_TOKEN is set: for apps that cannot send one.
+try:
+    SOLLOL_TRUSTED_NETWORKS = [
+        ipaddress.ip_network(cidr, strict=False)
+        for cidr in env_list("SOLLOL_TRUSTED_NETWORKS")
+    ]
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"SOLLOL_TRUSTED_NETWORKS: {_exc}") from None
 SOLLOL_DISCOVERY_RESCAN_INTERVAL = env_float("SOLLOL_DISCOVERY_RESCAN_INTERVAL", 300.0)
 SOLLOL_PROBE_INTERVAL = env_float("SOLLOL_PROBE_INTERVAL", 5.0)
 SOLLOL_PROBE_TIMEOUT = env_float("SOLLOL_PROBE_TIMEOUT", 2.0)
@@ -423,6 +480,49 @@ if SOLLOL_DISCOVERY_CIDRS:
         "schedule": SOLLOL_DISCOVERY_RESCAN_INTERVAL,
     }
 
+# Alerting (alerts/): rules are evaluated every EVALUATE_INTERVAL seconds; a built-in
+# rule fires once its condition held ALERT_FOR seconds and resolves once it has not
+# held as long. Notifications of one rule wait GROUP_WAIT seconds for others to
+# join them, and while an alert of the rule that began within GROUP_GATHER seconds
+# of the first is still pending (a lone alert is told at once); a firing alert is
+# told again every REPEAT seconds.
+SOLLOL_ALERT_EVALUATE_INTERVAL = env_float("SOLLOL_ALERT_EVALUATE_INTERVAL", 2.0)
+SOLLOL_ALERT_FOR = env_float("SOLLOL_ALERT_FOR", 30.0)
+SOLLOL_ALERT_GROUP_WAIT = env_float("SOLLOL_ALERT_GROUP_WAIT", 0.0)
+SOLLOL_ALERT_GROUP_GATHER = env_float("SOLLOL_ALERT_GROUP_GATHER", 60.0)
+SOLLOL_ALERT_REPEAT = env_float("SOLLOL_ALERT_REPEAT", 4 * 3600.0)
+# Rules kept in a file (YAML, or JSON by its .json name): alerts/config.py.
+SOLLOL_ALERT_RULES = env_str("SOLLOL_ALERT_RULES")
+# Zero-file channels: generic JSON webhooks, e-mail through SMTP, Alertmanager.
+SOLLOL_ALERT_WEBHOOKS = env_list("SOLLOL_ALERT_WEBHOOKS")
+SOLLOL_ALERT_WEBHOOK_SECRET = env_str("SOLLOL_ALERT_WEBHOOK_SECRET")
+SOLLOL_ALERT_EMAIL_TO = env_list("SOLLOL_ALERT_EMAIL_TO")
+SOLLOL_ALERT_EMAIL_FROM = env_str("SOLLOL_ALERT_EMAIL_FROM", "sollol@localhost")
+SOLLOL_SMTP_URL = env_str("SOLLOL_SMTP_URL")
+SOLLOL_ALERTMANAGER_URL = env_str("SOLLOL_ALERTMANAGER_URL")
+# Sending: each attempt waits at most TIMEOUT seconds; a failed one is tried again
+# after 2, 4, 8 ... seconds (at most 5 minutes apart), ATTEMPTS times in all.
+SOLLOL_ALERT_SEND_TIMEOUT = env_float("SOLLOL_ALERT_SEND_TIMEOUT", 10.0)
+SOLLOL_ALERT_SEND_ATTEMPTS = env_int("SOLLOL_ALERT_SEND_ATTEMPTS", 10)
+CELERY_BEAT_SCHEDULE["evaluate-alerts"] = {
+    "task": "alerts.tasks.evaluate_alerts",
+    "schedule": SOLLOL_ALERT_EVALUATE_INTERVAL,
+    "options": {"expires": SOLLOL_ALERT_EVALUATE_INTERVAL},
+}
+# Resolved alerts, ended silences and sent notifications are kept this long.
+SOLLOL_ALERT_RETENTION = env_float("SOLLOL_ALERT_RETENTION", 30 * 24 * 3600.0)
+CELERY_BEAT_SCHEDULE["prune-alerts"] = {
+    "task": "alerts.tasks.prune_alerts",
+    "schedule": SOLLOL_EVENT_PRUNE_INTERVAL,
+}
+# Deliveries go out as soon as an evaluation queues them; this round takes retries
+# whose backoff ran out and deliveries whose sender died.
+CELERY_BEAT_SCHEDULE["deliver-alerts"] = {
+    "task": "alerts.tasks.deliver_alerts",
+    "schedule": 2.0,
+    "options": {"expires": 2.0},
+}
+
 # Traces: whole traces are pruned once idle longer than AGE seconds, and the oldest
 # go first whenever all stored spans together exceed COUNT.
 SOLLOL_TRACE_RETENTION_AGE = env_float("SOLLOL_TRACE_RETENTION_AGE", 24 * 3600.0)
@@ -438,6 +538,8 @@ CELERY_BEAT_SCHEDULE["prune-traces"] = {
 # The gateway (network/gateway): Ollama's API and the OpenAI-compatible one in front
 # of the fleet, under /ollama/ on the dashboard's port and, with SOLLOL_GATEWAY_PORT
 # (`serve --gateway-port`), at the root of a port of its own.
+# `serve` logs every request of the dashboard's port (`--access-log`).
+SOLLOL_ACCESS_LOG = env_bool("SOLLOL_ACCESS_LOG", False)
 SOLLOL_GATEWAY_PORT = env_int("SOLLOL_GATEWAY_PORT", 0)  # 0: no port of its own
 # Requests in flight a node at most (Ollama's own OLLAMA_NUM_PARALLEL default is
 # 1); more wait in line up to QUEUE_TIMEOUT seconds, then 503 with Retry-After.

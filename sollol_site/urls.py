@@ -6,12 +6,15 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from activity.api import traces
 from activity.api.prometheus import prometheus_metrics
+from alerts.api.views import AlertListView
 from applications.api.views import ApplicationListView
 from sollol_site import health, views
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("admin/", admin.site.urls),
+    path("api/alerts", AlertListView.as_view()),
+    path("api/alerts/", include("alerts.api.urls")),
     path("api/applications", ApplicationListView.as_view()),
     path("api/applications/", include("applications.api.urls")),
     # The network's health counts the applications too: the roof joins them.

@@ -12,9 +12,12 @@ from django.views import defaults
 from activity import logs, metrics, streams, traces
 from activity.models import Event
 from activity.services import last_event_id
+from alerts.api.views import overview as alerts_overview
+from alerts.choices import ALERT_STREAM
 from applications.api.serializers import application_data
 from applications.choices import APPLICATION_STREAM
 from applications.models import Application
+from core.tokens import may_write, staff_user
 from frameworks import services as frameworks
 from frameworks.choices import FRAMEWORK_STREAM, Kind
 from network.api.serializers import backend_data, node_list_json
@@ -33,6 +36,7 @@ SNAPSHOT_FEED = 200
 SNAPSHOT_LOGS = 200
 SNAPSHOT_TRACES = 25
 EVENT_STREAMS = [
+    ALERT_STREAM,
     NODE_STREAM,
     BACKEND_STREAM,
     APPLICATION_STREAM,
@@ -51,6 +55,9 @@ def index(request):
     watermarks[streams.LOGS] = logs.last_log_id()
     now = timezone.now()
     snapshot = _snapshot(now, watermarks, request.get_host())
+    # What the page offers this viewer: acknowledging and silencing alerts.
+    snapshot["can_write"] = may_write(request)
+    snapshot["user"] = request.user.get_username() if staff_user(request) else ""
     response = render(
         request,
         "dashboard/index.html",
@@ -62,6 +69,7 @@ def index(request):
             "applications": snapshot["applications"],
             "applications_total": snapshot["applications_total"],
             "frameworks": snapshot["frameworks"].values(),
+            "alerts": snapshot["alerts"],
         },
     )
     return with_page_security(response, request)
@@ -74,6 +82,7 @@ def _snapshot(now, watermarks: dict[str, int], host: str) -> dict[str, Any]:
         "generated_at": now.timestamp(),
         "watermarks": watermarks,
         "health": fleet_health(now=now),
+        "alerts": alerts_overview(),
         "nodes": json.loads(node_list_json(OllamaNode.objects.all()))["nodes"],
         "backends": [backend_data(b) for b in RpcBackend.objects.all()],
         "applications": [application_data(app, now) for app in apps],

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
-from tests.liveserver import LiveServer
+from conftest import require
+from tests.liveserver import LiveServer, free_port
 
 BROWSER_TESTS = Path(__file__).resolve().parent / "browser"
 
@@ -46,3 +51,58 @@ def live_dashboard(live_server_factory):
     server = live_server_factory()
     server.start()
     return server
+
+
+# A real Prometheus Alertmanager (Debian's prometheus-alertmanager), started on
+# 127.0.0.1 with its own configuration and data dir, clustering off (no gossip
+# port), stopped by its PID.
+ALERTMANAGER = Path(
+    os.environ.get("SOLLOL_ALERTMANAGER", "/usr/bin/prometheus-alertmanager")
+)
+CONFIG = """
+route:
+  receiver: nobody
+  group_wait: 1s
+receivers:
+  - name: nobody
+"""
+
+
+@pytest.fixture
+def alertmanager(tmp_path):
+    """The URL of an Alertmanager of the test's own."""
+    require(
+        ALERTMANAGER.is_file() and os.access(ALERTMANAGER, os.X_OK),
+        f"{ALERTMANAGER} is missing: apt-get install prometheus-alertmanager (Debian)",
+    )
+    (tmp_path / "alertmanager.yml").write_text(CONFIG)
+    port = free_port()
+    log = (tmp_path / "alertmanager.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(ALERTMANAGER),
+            f"--config.file={tmp_path / 'alertmanager.yml'}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",  # no cluster, no gossip
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail((tmp_path / "alertmanager.log").read_text()[-2000:])
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(15)

@@ -82,7 +82,8 @@ class LiveServer:
     """`manage.py serve` in a child process, restartable on the same port and data.
 
     kind "daphne" serves the dashboard with daphne, "gateway" only the gateway
-    (sollol_site.asgi:gateway); `database` shares another server's database.
+    (sollol_site.asgi:gateway, with daphne), "lean-gateway" only the gateway with
+    `manage.py gateway`; `database` shares another server's database.
     """
 
     def __init__(
@@ -114,7 +115,7 @@ class LiveServer:
 
     def start(self, timeout: float = 20.0) -> float:
         """Start the server; return the seconds until it first answered 200."""
-        if self.kind in ("daphne", "gateway"):
+        if self.kind in ("daphne", "gateway", "lean-gateway"):
             # daphne serves; migrating is a deployment step of its own.
             subprocess.run(
                 [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
@@ -123,10 +124,14 @@ class LiveServer:
                 check=True,
             )
             app = "gateway" if self.kind == "gateway" else "application"
+            # As deploy/ runs it: the client's address from a proxy's header.
             command = [
-                *(sys.executable, "-m", "daphne", "-b", "127.0.0.1"),
+                *(sys.executable, "-m", "daphne", "--proxy-headers", "-b", "127.0.0.1"),
                 *("-p", str(self.port), f"sollol_site.asgi:{app}"),
             ]
+            if self.kind == "lean-gateway":
+                command = [sys.executable, "manage.py", "gateway"]
+                command += ["--host", "127.0.0.1", "--port", str(self.port)]
         else:
             command = [sys.executable, "manage.py", "serve", "--port", str(self.port)]
         started = time.monotonic()

@@ -378,7 +378,10 @@ def test_it_sends_only_the_changed_keys(scripted_dashboard, make_client):
 @pytest.mark.live
 def test_it_serves_the_dashboard_in_process(tmp_path):
     port = free_port()
-    script = f"from sollol import UnifiedDashboard; UnifiedDashboard({port}).run()"
+    script = (
+        "from sollol import UnifiedDashboard; "
+        f"UnifiedDashboard(dashboard_port={port}).run()"
+    )
     env = {
         **os.environ,
         "SOLLOL_DATA_DIR": str(tmp_path),

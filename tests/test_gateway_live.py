@@ -1,4 +1,5 @@
-"""The gateway in the real servers: `serve --gateway-port`, /ollama/, and daphne."""
+"""The gateway in the real servers: `serve --gateway-port`, /ollama/, daphne and
+`manage.py gateway`."""
 
 from __future__ import annotations
 
@@ -182,12 +183,12 @@ def test_a_node_that_fails_a_request_is_probed_at_once(live_server_factory, flee
         victim.revive()
 
 
-def test_a_gateway_of_its_own_under_daphne(live_server_factory, fleet):
+@pytest.mark.parametrize("kind", ["gateway", "lean-gateway"])
+def test_a_gateway_of_its_own_in_production(live_server_factory, fleet, kind):
+    """daphne sollol_site.asgi:gateway, and manage.py gateway."""
     prober = live_server_factory(**fleet_env(fleet, SOLLOL_PROBE_INTERVAL="1"))
     prober.start()
-    gateway = live_server_factory(
-        "gateway", database=prober.database, **fleet_env(fleet)
-    )
+    gateway = live_server_factory(kind, database=prober.database, **fleet_env(fleet))
     gateway.start()
     gateway_sees(gateway.url, "llama3.2:3b")
     client = ollama.Client(host=gateway.url)
@@ -198,7 +199,7 @@ def test_a_gateway_of_its_own_under_daphne(live_server_factory, fleet):
         metrics = requests.get(f"{prober.url}/api/metrics?window=5m", timeout=5).json()
         return metrics["totals"]["requests"] >= 1
 
-    wait_for(recorded, what="the daphne gateway's request in the dashboard's metrics")
+    wait_for(recorded, what="the gateway's request in the dashboard's metrics")
 
 
 @pytest.fixture
@@ -208,7 +209,7 @@ def channel_prefix():
         yield prefix
 
 
-def test_two_daphne_gateways_hold_one_nodes_limit_together(
+def test_two_gateways_hold_one_nodes_limit_together(
     live_server_factory, channel_prefix
 ):
     delay = 1.5
@@ -224,9 +225,10 @@ def test_two_daphne_gateways_hold_one_nodes_limit_together(
         )
         dashboard = live_server_factory(**env)
         dashboard.start()
+        # One on daphne, one on `manage.py gateway`: both production servers.
         gateways = [
-            live_server_factory("gateway", database=dashboard.database, **env)
-            for _ in range(2)
+            live_server_factory(kind, database=dashboard.database, **env)
+            for kind in ("gateway", "lean-gateway")
         ]
         for gateway in gateways:
             gateway.start()

@@ -139,6 +139,7 @@ def test_it_shows_an_offline_node_down_with_nothing_loaded_claimed():
         "rejected": 0,
         "flapping": 0,
         "unauthorized": 0,
+        "not_found": 0,
     }
     # What an unreachable node holds is unknown: no series rather than stale ones.
     for name in (

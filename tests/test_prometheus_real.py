@@ -8,6 +8,7 @@ scraping only the live dashboard on 127.0.0.1, and stops it by its PID.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,7 +30,9 @@ PROMETHEUS = Path(os.environ.get("SOLLOL_PROMETHEUS", "/usr/bin/prometheus"))
 class PrometheusServer:
     """One Prometheus process on loopback scraping one target, stopped by its PID."""
 
-    def __init__(self, tmp_path: Path, target_port: int) -> None:
+    def __init__(
+        self, tmp_path: Path, target_port: int, rules: Path | None = None
+    ) -> None:
         self.port = free_port(HOST)
         self.url = f"http://{HOST}:{self.port}"
         config = tmp_path / "prometheus.yml"
@@ -39,7 +42,8 @@ class PrometheusServer:
             "  scrape_interval: 1s\n"
             "  scrape_timeout: 1s\n"
             "  evaluation_interval: 1s\n"
-            "scrape_configs:\n"
+            + (f"rule_files:\n  - {rules}\n" if rules else "")
+            + "scrape_configs:\n"
             "  - job_name: sollol\n"
             "    metrics_path: /api/prometheus\n"
             "    static_configs:\n"
@@ -110,10 +114,10 @@ def prometheus_server(tmp_path) -> Iterator:
     )
     servers: list[PrometheusServer] = []
 
-    def start(target_port: int) -> PrometheusServer:
+    def start(target_port: int, rules: Path | None = None) -> PrometheusServer:
         directory = tmp_path / f"prometheus{len(servers)}"
         directory.mkdir()
-        servers.append(PrometheusServer(directory, target_port))
+        servers.append(PrometheusServer(directory, target_port, rules))
         return servers[-1]
 
     yield start
@@ -177,3 +181,42 @@ def test_it_is_scraped_by_a_real_prometheus_that_answers_fleet_queries(
             '{job="sollol-http",view="prometheus",method="GET"} >= 1'
         )
         prometheus.wait(lambda: prometheus.query(scrapes), scrapes)
+
+
+def test_the_shipped_rules_fire_when_a_node_dies_and_resolve_when_it_is_back(
+    live_server_factory, prometheus_server, tmp_path
+):
+    """deploy/prometheus/sollol-alerts.yml as shipped, its "for" shortened to 2 s."""
+    shipped = Path(__file__).resolve().parent.parent / "deploy/prometheus"
+    rules = tmp_path / "sollol-alerts.yml"
+    text = (shipped / "sollol-alerts.yml").read_text()
+    rules.write_text(re.sub(r"for: \d+m", "for: 2s", text))
+    with running_fleet(2, base="127.0.0.2", port=0, seed=5) as fleet:
+        victim, other = fleet.nodes
+        dashboard = live_server_factory(
+            SOLLOL_OLLAMA_NODES=",".join(fleet.urls),
+            SOLLOL_DISCOVER_LOCALHOST="false",
+            SOLLOL_PROBE_INTERVAL="1",
+            SOLLOL_PROBE_TIMEOUT="1",
+        )
+        dashboard.start()
+        prometheus = prometheus_server(dashboard.port, rules)
+
+        def firing() -> set[str]:
+            alerts = prometheus.get("/api/v1/alerts")["alerts"]
+            return {
+                a["labels"].get("node", "")
+                for a in alerts
+                if a["labels"]["alertname"] == "SollolNodeDown"
+                and a["state"] == "firing"
+            }
+
+        up = f'sollol_node_up{{node="{victim.address}"}} == 1'
+        prometheus.wait(lambda: prometheus.query(up), "the victim up")
+        assert firing() == set()
+        victim.die()
+        prometheus.wait(lambda: firing() == {victim.address}, "SollolNodeDown firing")
+        # The other node stayed up, and is not named.
+        assert other.address not in firing()
+        victim.revive()
+        prometheus.wait(lambda: firing() == set(), "SollolNodeDown resolved")

@@ -282,3 +282,31 @@ def test_refused_and_unknown_streams_get_their_close_code_from_a_real_server(
     with connect(allowed, open_timeout=5, additional_headers=reader) as ws:
         assert register(server, "reader").status_code == 200
         assert next_event(ws)["type"] == "app_registered"
+
+
+def test_an_access_log_in_json_lines_for_log_shippers(live_server_factory):
+    server = live_server_factory(SOLLOL_ACCESS_LOG="true", SOLLOL_LOG_FORMAT="json")
+    server.start()
+    assert requests.get(f"{server.url}/api/network/health", timeout=5).ok
+    missing = requests.get(f"{server.url}/api/nothing-here?x=<b>", timeout=5)
+    assert missing.status_code == 404
+
+    def logged() -> list[dict]:
+        # Every log line is one JSON object; only serve's banner (its standard
+        # output, not the log) is text.
+        lines = [
+            json.loads(line)
+            for line in server.log().splitlines()
+            if line and not line.startswith("SOLLOL dashboard on ")
+        ]
+        return [line for line in lines if line["logger"] == "uvicorn.access"]
+
+    def both() -> list[dict] | None:
+        paths = {line["path"]: line for line in logged()}
+        wanted = ("/api/network/health", "/api/nothing-here?x=%3Cb%3E")
+        return [paths[path] for path in wanted] if set(wanted) <= set(paths) else None
+
+    health, nothing = wait_for(both, what="both requests in the access log")
+    assert (health["method"], health["status"]) == ("GET", 200)
+    assert health["client"].startswith("127.0.0.1:") and health["level"] == "INFO"
+    assert nothing["status"] == 404

@@ -71,7 +71,7 @@ class Dashboard:
         self.url = f"http://127.0.0.1:{self.port}"
         script = (
             "from sollol import UnifiedDashboard\n"
-            f"UnifiedDashboard({self.port}, {arguments}).run()\n"
+            f"UnifiedDashboard(dashboard_port={self.port}, {arguments}).run()\n"
         )
         self.log_path = tmp_path / "dashboard.log"
         environment = {
@@ -227,7 +227,8 @@ def test_it_explains_the_main_guard_a_script_with_dask_needs(tmp_path):
     script = tmp_path / "unguarded.py"
     script.write_text(
         "from sollol import UnifiedDashboard\n"
-        f"UnifiedDashboard({free_port()}, dask_dashboard_port={free_port()}, "
+        f"UnifiedDashboard(dashboard_port={free_port()}, "
+        f"dask_dashboard_port={free_port()}, "
         "enable_dask=True, dask_workers=1).run()\n"
     )
     result = subprocess.run(

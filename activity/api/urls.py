@@ -1,8 +1,9 @@
 from django.urls import path
 
-from activity.api import views
+from activity.api import history, views
 
 urlpatterns = [
     path("metrics", views.MetricsView.as_view(), name="metrics"),
     path("logs", views.LogListView.as_view(), name="logs"),
+    path("history/<str:series>", history.SeriesHistoryView.as_view(), name="history"),
 ]

@@ -40,6 +40,6 @@ async def _heartbeat(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
     }
 
 
-heartbeat = lean_post(_heartbeat)
+heartbeat = lean_post(_heartbeat, app=True)
 
 routes = {"/api/applications/heartbeat": heartbeat}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -8,16 +9,18 @@ from rest_framework.exceptions import NotFound, ParseError, PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from activity.metrics import parse_window
 from applications import services
 from applications.api.serializers import (
     application_data,
     parse_app_id,
     parse_report,
 )
+from applications.availability import availability
 from applications.choices import AppStatus
 from applications.models import Application
 from core.schema import query
-from core.tokens import token_owner
+from core.tokens import AppWriteAllowed, token_owner
 from core.validators import query_int
 
 DEFAULT_PAGE = 100
@@ -32,6 +35,11 @@ class ApplicationListView(APIView):
             query("offset", OpenApiTypes.INT),
             query("status", description="active or stale"),
             query("router_type"),
+            query(
+                "availability",
+                description="a window (1h, 24h, 7d): each app's share of it active, "
+                "from its events (as long as the event log keeps them)",
+            ),
         ]
     }
 
@@ -58,10 +66,18 @@ class ApplicationListView(APIView):
         counts = apps.aggregate(
             total=Count("pk"), active=Count("pk", filter=Q(stale_after__gt=now))
         )
-        page = apps.order_by("name", "app_id")[offset : offset + limit]
+        page = list(apps.order_by("name", "app_id")[offset : offset + limit])
+        listed = [application_data(app, now) for app in page]
+        if query.get("availability"):
+            window = parse_window(
+                query.get("availability"), maximum=settings.SOLLOL_EVENT_RETENTION_AGE
+            )
+            shares = availability(page, window=window, now=now)
+            for data in listed:
+                data["availability"] = shares[data["app_id"]]
         return Response(
             {
-                "applications": [application_data(app, now) for app in page],
+                "applications": listed,
                 "total": counts["total"],
                 "active": counts["active"],
                 "stale": counts["total"] - counts["active"],
@@ -80,6 +96,8 @@ class ApplicationDetailView(APIView):
 
 
 class RegisterView(APIView):
+    permission_classes = [AppWriteAllowed]
+
     def post(self, request):
         owner = token_owner(request.headers.get("Authorization"))
         report = parse_report(request.data, registering=True, owner=owner)
@@ -95,6 +113,8 @@ class RegisterView(APIView):
 
 class UnregisterView(APIView):
     """Unregister by path (/<app_id>/unregister) or by body ({"app_id": ...})."""
+
+    permission_classes = [AppWriteAllowed]
 
     def post(self, request, app_id: str | None = None):
         if app_id is None:

@@ -6,6 +6,7 @@ from django.test import override_settings
 from activity.models import Event
 from applications import services
 from applications.api.serializers import AppReport
+from applications.availability import availability
 from applications.choices import AppStatus
 from applications.models import Application, SweepMark
 from applications.tests.factories import T0, register, seconds
@@ -36,7 +37,8 @@ def test_it_registers_an_application_and_announces_it(
     assert message["router_type"] == "HybridRouter"
     assert message["message"] == "📱 Application started: SynapticLlamas (HybridRouter)"
     assert message["timestamp"] == T0.timestamp()
-    assert len(callbacks) == 1  # the announcement waits for the commit
+    # The announcement (and the news for the alerting engine) wait for the commit.
+    assert len(callbacks) == 2
 
 
 def test_it_updates_an_application_registered_again_under_the_same_id():
@@ -176,3 +178,21 @@ def test_it_follows_the_configured_timeouts():
     SweepMark.objects.create(name="applications", last_run=T0)
     assert services.sweep_applications(now=T0 + seconds(5))["stale"] == 1
     assert services.sweep_applications(now=T0 + seconds(10))["removed"] == 1
+
+
+def test_an_apps_availability_is_the_share_of_the_window_it_was_active():
+    register(now=T0)
+    register("app-2", now=T0 + seconds(60), name="Late App")
+    SweepMark.objects.create(name="applications", last_run=T0 + seconds(30))
+    services.mark_stale(now=T0 + seconds(30))  # app-1: stale from 30 s
+    heartbeat(now=T0 + seconds(90))  # ... active again from 90 s
+    shares = availability(
+        list(Application.objects.all()), window=120, now=T0 + seconds(120)
+    )
+    # app-1: active 0-30 and 90-120 of 120 s; app-2: all of the 60 s it existed.
+    assert shares == {"app-1": 0.5, "app-2": 1.0}
+    # Over a window after its last change, the state it is in counts throughout.
+    later = availability(
+        list(Application.objects.all()), window=20, now=T0 + seconds(120)
+    )
+    assert later == {"app-1": 1.0, "app-2": 1.0}

@@ -19,7 +19,7 @@ from django.http.request import split_domain_port, validate_host
 from core import jsonio, ratelimit
 from core.lean.writer import WriterBusy, WriterUnavailable
 from core.parsers import body_limit, too_large_message
-from core.tokens import check_bearer
+from core.tokens import check_app_write, check_bearer
 
 logger = logging.getLogger(__name__)
 
@@ -103,15 +103,23 @@ async def read_body(scope: dict, receive: Callable, limit: int | None = None) ->
         ) from None
 
 
-def check_write(scope: dict) -> None:
-    """Refuse a write from a foreign Host or without a valid token, as Django would."""
+def check_write(scope: dict, *, app: bool = False) -> None:
+    """Refuse a write from a foreign Host or without a valid token, as Django would.
+
+    An application endpoint (app) takes the token as a Basic-auth password too,
+    and none from SOLLOL_TRUSTED_NETWORKS (core.tokens.check_app_write)."""
     given = header(scope, b"host")
     if given is None:  # HTTP/1.0: the address it came to, as Django does
         given = (scope.get("server") or ("",))[0] or ""
     host, _ = split_domain_port(given)  # also as Django: "localhost." is localhost
     if not host or not validate_host(host, settings.ALLOWED_HOSTS):
         raise Refusal(400, f"host {host!r} is not allowed")
-    refusal = check_bearer(header(scope, b"authorization"))
+    authorization = header(scope, b"authorization")
+    if app:
+        client = (scope.get("client") or (None,))[0]
+        refusal = check_app_write(authorization, client)
+    else:
+        refusal = check_bearer(authorization)
     if refusal is not None:
         status, message = refusal
         challenge = [(b"www-authenticate", b"Bearer")] if status == 401 else []
@@ -122,6 +130,7 @@ def lean_post(
     handler: Callable[[bytes, dict], Awaitable[tuple[int, Any]]],
     *,
     reads_in_django=False,
+    app: bool = False,
 ) -> Handler:
     """Wrap handler(body, scope) -> (status, json) into an ASGI app for one POST.
 
@@ -133,7 +142,7 @@ def lean_post(
         try:
             if scope["method"] != "POST":
                 raise Refusal(405, "use POST", [(b"allow", b"POST")])
-            check_write(scope)
+            check_write(scope, app=app)
             status, body = await handler(await read_body(scope, receive), scope)
         except Refusal as exc:
             await send_json(send, exc.status, {"error": exc.message}, exc.headers)

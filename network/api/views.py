@@ -6,6 +6,8 @@ from rest_framework.exceptions import APIException, NotFound, ParseError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from activity import history
+from activity.api.history import WINDOW, series_history, window_of
 from network.api.serializers import (
     backend_data,
     node_data,
@@ -106,3 +108,105 @@ class BackendDetailView(APIView):
 
     def delete(self, request, backend_id: int):
         return _removed(lifecycle.remove_backend, backend_id, "RPC backend")
+
+
+def _exists(model, target_id: int, what: str) -> None:
+    if not model.objects.filter(pk=target_id).exists():
+        raise NotFound(f"no {what} with id {target_id}")
+
+
+class NodeHistoryView(APIView):
+    """GET /api/network/nodes/<id>/history?window=24h: the node's measurements
+    (usable share, latency, VRAM, loaded models) and its availability."""
+
+    query_parameters = {"GET": [WINDOW]}
+
+    def get(self, request, node_id: int):
+        _exists(OllamaNode, node_id, "node")
+        return series_history(request, "node", node_id)
+
+
+class BackendHistoryView(APIView):
+    """GET /api/network/backends/<id>/history?window=24h: usable share, connect
+    latency, device memory in use."""
+
+    query_parameters = {"GET": [WINDOW]}
+
+    def get(self, request, backend_id: int):
+        _exists(RpcBackend, backend_id, "backend")
+        return series_history(request, "backend", backend_id)
+
+
+class FleetHistoryView(APIView):
+    """GET /api/network/history?window=7d: usable nodes of all, their mean
+    latency and VRAM, and whether the fleet could serve."""
+
+    query_parameters = {"GET": [WINDOW]}
+
+    def get(self, request):
+        return series_history(request, "fleet")
+
+
+SPARK_FIELDS = ("t", "usable", "latency_ms")
+MANY_WINDOW = 86400.0
+
+
+class NodesHistoryView(APIView):
+    """GET /api/network/nodes/history?window=5m: every node's usable share and
+    latency at one step (the page's sparklines), coarser the more nodes there
+    are; each point a row [t, usable, latency_ms] to keep 1,000 nodes small.
+    At most a day: longer, a node's own history or the fleet's answers."""
+
+    query_parameters = {"GET": [WINDOW]}
+
+    def get(self, request):
+        ids = list(OllamaNode.objects.values_list("id", flat=True))
+        answer = history.history_many(
+            "node",
+            ids,
+            window=window_of(request, maximum=MANY_WINDOW),
+            now=timezone.now(),
+            retention=history.retention(),
+        )
+        answer["fields"] = SPARK_FIELDS
+        answer["subjects"] = {
+            subject: [[p[f] for f in SPARK_FIELDS] for p in points]
+            for subject, points in answer["subjects"].items()
+        }
+        return Response(answer)
+
+
+class AvailabilityView(APIView):
+    """GET /api/network/availability?window=30d: each node's and backend's share
+    of its measurements in which it was usable (null: never measured in the
+    window), the least available first."""
+
+    query_parameters = {"GET": [WINDOW]}
+
+    def get(self, request):
+        window = window_of(request)
+        now = timezone.now()
+        answer = {"window": window, "since": now.timestamp() - window}
+        for name, rows, label in (
+            ("node", OllamaNode.objects.values_list("id", "url"), "url"),
+            ("backend", RpcBackend.objects.values_list("id", "address"), "address"),
+        ):
+            measured = history.availability(
+                name, window=window, now=now, retention=history.retention()
+            )
+            listed = []
+            for target_id, key in rows:
+                up, n = measured.get(target_id, (0, 0))
+                listed.append(
+                    {
+                        "id": target_id,
+                        label: key,
+                        "availability": round(up / n, 6) if n else None,
+                        "measurements": n,
+                    }
+                )
+            listed.sort(
+                key=lambda r: (r["availability"] is None, r["availability"] or 0)
+            )
+            answer[name + "s"] = listed
+        return Response(answer)

@@ -18,8 +18,9 @@ import re
 import time
 from collections.abc import Callable
 
-from core.httpclient import Credential, HttpError, Relay
+from core.httpclient import Credential, HttpError
 from core.jsonio import go_json
+from core.relay import Relay
 from network.gateway.routing import NodeView
 
 PATHS = {"tags": "/api/tags", "ps": "/api/ps", "v1/models": "/v1/models"}
@@ -67,7 +68,8 @@ async def _get_json(relay: Relay, node: NodeView, path: str) -> object:
         async with asyncio.timeout(TIMEOUT):
             upstream = await relay.open(
                 "GET",
-                node.url + path,
+                node.url,
+                path,
                 body=b"",
                 headers=headers,
                 first_byte_timeout=TIMEOUT,

@@ -19,13 +19,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from django.conf import settings
 
 from core import realtime, tokens
 from core.addresses import is_loopback
-from core.httpclient import Credential, Disconnected, HttpError, Relay, Upstream
+from core.httpclient import Credential, Disconnected, HttpError
 from core.lean.http import Refusal, read_body
+from core.relay import Relay, Upstream
 from network.choices import NODE_STREAM
 from network.gateway import fanout, live, records, tracing
 from network.gateway.apis import (
@@ -49,6 +51,8 @@ logger = logging.getLogger(__name__)
 FORWARDED = frozenset({b"content-type", b"accept", b"user-agent", b"traceparent"})
 # Reply headers the client is given; hop-by-hop and framing ones are the server's.
 RELAYED = frozenset({b"content-type", b"content-length", b"retry-after"})
+# What stays as it is when a decoded path is encoded again for the node.
+TARGET_SAFE = "/:@!$&'()*+,;=~"
 CLIENT_CLOSED = 499  # as nginx logs a request whose client went away
 LOAD_SAMPLE_EVERY = 0.5  # seconds
 
@@ -228,8 +232,7 @@ class Gateway:
             return
         if settings.SOLLOL_GATEWAY_OPEN:
             return
-        client = (scope.get("client") or ("",))[0]
-        if not is_loopback(client):
+        if not is_loopback(_client(scope)):
             raise Refused(
                 403,
                 "this gateway answers only on loopback until SOLLOL_GATEWAY_TOKEN "
@@ -360,7 +363,10 @@ class Gateway:
         headers = _forwarded_headers(scope)
         if exchange.trace is not None:
             headers["traceparent"] = exchange.trace.traceparent()
+        # The path as the client sent it: the server decoded it, the node is
+        # sent it encoded again (a %0D%0A in it stays three characters).
         query = scope.get("query_string", b"").decode("latin-1")
+        target = quote(path, safe=TARGET_SAFE) + (f"?{query}" if query else "")
         tries = candidates[: settings.SOLLOL_GATEWAY_RETRIES + 1]
         deadline = time.monotonic() + settings.SOLLOL_GATEWAY_QUEUE_TIMEOUT
         last_error = ""
@@ -377,7 +383,6 @@ class Gateway:
                     [(b"retry-after", b"1")],
                 )
             exchange.attempts += 1
-            url = node.url + path + (f"?{query}" if query else "")
             sent = dict(headers)
             if node.credential:
                 credential = Credential.from_stored(node.credential)
@@ -386,11 +391,15 @@ class Gateway:
             try:
                 upstream = await self.relay.open(
                     scope["method"],
-                    url,
+                    node.url,
+                    target,
                     body=body,
                     headers=sent,
                     first_byte_timeout=settings.SOLLOL_GATEWAY_FIRST_BYTE_TIMEOUT,
                 )
+            except ValueError as exc:  # what the client sent cannot be sent on
+                self.limits.release(node.address)
+                raise Refused(400, f"the request cannot be forwarded: {exc}") from None
             except HttpError as exc:
                 self.limits.release(node.address)
                 self.fleet.suspect(node)
@@ -410,12 +419,11 @@ class Gateway:
         send: Callable,
     ) -> None:
         exchange.status = upstream.status
-        chunked = "chunked" in upstream.headers.get("Transfer-Encoding", "").lower()
+        chunked = upstream.chunked
         headers = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in upstream.headers.items()
-            if name.lower().encode("latin-1") in RELAYED
-            and not (strip and name.lower() == "content-length")
+            (name, value)
+            for name, value in upstream.headers
+            if name in RELAYED and not (strip and name == b"content-length")
         ]
         # The client's going away (http.disconnect) cancels this task: the
         # request to the node is then dropped with its connection.
@@ -490,6 +498,18 @@ def access_policy() -> str:
     if settings.SOLLOL_GATEWAY_OPEN:
         return "open to every client (SOLLOL_GATEWAY_OPEN=true, no token)"
     return "answers loopback clients only: set SOLLOL_GATEWAY_TOKEN to let others in"
+
+
+def _client(scope: dict) -> str:
+    """The client's address: behind a proxy on this machine (nginx, deploy/), the
+    one the proxy saw, the last of X-Forwarded-For (what a client wrote there
+    itself comes before it); otherwise the connection's."""
+    client = (scope.get("client") or ("",))[0]
+    if is_loopback(client):
+        forwarded = _header(scope, b"x-forwarded-for")
+        if forwarded and forwarded.strip():
+            return forwarded.rsplit(",", 1)[-1].strip()
+    return client
 
 
 def _header(scope: dict, name: bytes) -> str | None:

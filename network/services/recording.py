@@ -16,6 +16,8 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from activity import history as series
+from activity.history import Point
 from activity.models import RequestRecord
 from activity.services import NewEvent, record_events
 from core import addresses, realtime
@@ -23,6 +25,7 @@ from core.db import save_fields
 from core.jsonio import PayloadError, epoch, rounded
 from network import gpus
 from network.choices import NODE_STREAM, BackendStatus, NodeStatus
+from network.history import backend_point, node_point
 from network.models import NodeStatusChange, OllamaNode, RpcBackend
 from network.probes import NodeProbe
 from network.services.events import (
@@ -31,7 +34,12 @@ from network.services.events import (
     node_event,
     status_event,
 )
-from network.status import next_node_status, node_usable, without_flapping
+from network.status import (
+    next_node_status,
+    node_usable,
+    only_guessed,
+    without_flapping,
+)
 
 if TYPE_CHECKING:
     from network.rpc import RpcProbe
@@ -200,10 +208,13 @@ def serving_with_rates(
 
     A counter below its last value means the server restarted (its counters
     began again): no rate this time (not a negative one), and `restarted` says so.
+    A probe that could not read the counters (its /metrics timed out) keeps the
+    last ones read: the next that can gives the rate over the whole time since,
+    and work done in between is not lost from it.
     """
     serving = dict(serving)
     if counters is None:
-        return serving, {}
+        return serving, before
     at = now.timestamp()
     kept = {**counters, "at": at}
     elapsed = at - before.get("at", at)
@@ -233,6 +244,7 @@ def record_node_probes(
         return 0
     events: list[NewEvent] = []
     history: list[NodeStatusChange] = []
+    points: list[Point] = []
     probed: dict[tuple[str, ...], list[OllamaNode]] = {}
     with transaction.atomic():
         # Models on disk are only replaced, never read here: not decoded either.
@@ -278,9 +290,17 @@ def record_node_probes(
                         latency_ms=rounded(node.latency_ms),
                     )
                 )
+            points.append(
+                node_point(
+                    node,
+                    probe.latency_ms if probe.answered else None,
+                    models_read=probe.loaded_models is not None,
+                )
+            )
         for fields, group in probed.items():
             save_fields(group, fields)
         NodeStatusChange.objects.bulk_create(history)
+        series.record("node", points, at=now)
         record_events(events, now=now)
     return len(events)
 
@@ -454,6 +474,7 @@ def record_backend_probes(
     if not results:
         return 0
     events: list[NewEvent] = []
+    points: list[Point] = []
     declared = declared_coordinators()
     with transaction.atomic():
         backends = RpcBackend.objects.select_for_update().in_bulk(
@@ -490,12 +511,23 @@ def record_backend_probes(
                             {"index": d.index, "free": d.free, "total": d.total}
                             for d in probe.devices
                         ]
-                elif backend.status in (BackendStatus.OFFLINE, BackendStatus.UNKNOWN):
+                elif backend.status in (
+                    BackendStatus.OFFLINE,
+                    BackendStatus.UNKNOWN,
+                    BackendStatus.NOT_FOUND,
+                ):
                     # Alive again, but what it is now takes a session to tell.
                     backend.session_at = None
                 elif backend.status in (BackendStatus.ONLINE, BackendStatus.BUSY):
                     # Free or serving someone: a bare connect tells that much.
                     backend.status = probe.status
+            if backend.status == BackendStatus.OFFLINE and only_guessed(backend):
+                backend.status = BackendStatus.NOT_FOUND
+                backend.last_error = (
+                    f"nothing answers at {backend.address}, where the dashboard "
+                    "looked because SOLLOL_DISCOVER_LOCALHOST is true; add your "
+                    "backends with SOLLOL_RPC_BACKENDS or POST /api/network/backends"
+                )
             held_by = backend.coordinator
             attribute(backend, declared, coordinators)
             event = backend_transition(backend, old_status)
@@ -509,7 +541,17 @@ def record_backend_probes(
                 and old_status != BackendStatus.OFFLINE
             ):
                 events.extend(_backend_lost(backend, held_by))
+            points.append(
+                backend_point(
+                    backend,
+                    probe.latency_ms
+                    if backend.status != BackendStatus.OFFLINE
+                    else None,
+                    devices_read=session and probe.status == BackendStatus.ONLINE,
+                )
+            )
         save_fields(list(backends.values()), BACKEND_PROBE_FIELDS)
+        series.record("backend", points, at=now)
         record_events(events, now=now)
     return len(events)
 

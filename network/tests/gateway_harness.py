@@ -1,4 +1,6 @@
-"""A gateway served by uvicorn on a thread of its own, in front of simulated nodes.
+"""A gateway served on a thread of its own, in front of simulated nodes.
+
+Its server is the one `serve --gateway-port` uses (core/lean/server.py).
 
 The gateway's picture of the fleet is what the simulated nodes hold right now
 (`views_of`), as a probe would have read it, so a test decides which node is
@@ -11,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 
-import uvicorn
-
+from core.lean.server import Server
 from network.gateway.proxy import Gateway
 from network.gateway.routing import NodeView, model_key
 from simulator.ollama import SimulatedNode, new_event_loop
@@ -54,18 +56,7 @@ class ServedGateway:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.loop = new_event_loop()
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                self.gateway,
-                host="127.0.0.1",
-                port=self.port,
-                loop="none",
-                http="httptools",
-                lifespan="on",
-                log_level="warning",
-            )
-        )
-        self.server.capture_signals = contextlib.nullcontext  # not the main thread
+        self.server = Server(self.gateway, "127.0.0.1", self.port)
         self.thread = threading.Thread(
             target=self._serve, name="gateway-under-test", daemon=True
         )
@@ -78,6 +69,14 @@ class ServedGateway:
             # its layer on the loop as the loop closes (an async test's own loop
             # runs on the main thread).
             self.loop.close()
+
+    def probed_soon(self, timeout: float = 5.0) -> list[int]:
+        """The node ids asked to be probed, once one was: the gateway asks from a
+        thread of its own, maybe just after the client had its answer."""
+        deadline = time.monotonic() + timeout
+        while not self.probed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return list(self.probed)
 
     def _probe(self, ids: list[int]) -> None:
         """What a probe finds: a simulated node that is not alive is unhealthy."""

@@ -170,7 +170,7 @@ def test_a_refused_connection_goes_to_the_next_node_and_is_probed_now(fleet):
             assert reply.message.content.startswith(
                 f"Simulated reply from {second.address}"
             )
-            assert served.probed == [first.index]
+            assert served.probed_soon() == [first.index]
             # The probe found it dead: the next request does not knock first.
             again = client.chat(model="llama3.2:3b", messages=CHAT)
             assert again.message.content.startswith(
@@ -179,7 +179,7 @@ def test_a_refused_connection_goes_to_the_next_node_and_is_probed_now(fleet):
         finally:
             first.revive()
         assert first.snapshot()["requests"].get("/api/chat", 0) == 0
-        assert served.probed == [first.index]
+        assert served.probed_soon() == [first.index]
     [failed_over, _] = wait_for_records(2)
     assert failed_over.node == second.address and failed_over.ok
 
@@ -353,6 +353,21 @@ def test_with_tokens_a_client_needs_one(fleet):
     [record] = wait_for_records(1)
     # The application is the token's owner, never the token.
     assert record.app_id.startswith("token:") and "other" not in record.app_id
+
+
+def test_behind_a_proxy_on_loopback_only_the_proxys_loopback_clients_get_in(fleet):
+    """Without a token the gateway answers loopback clients only; through nginx on
+    this machine every connection is loopback, so the address the proxy saw (the
+    last of X-Forwarded-For) decides, and one a client forged before it does not."""
+    with served_gateway([view_of(fleet.nodes[0])]) as served:
+        version = f"{served.url}/api/version"
+        remote = requests.get(version, headers={"X-Forwarded-For": "198.51.100.7"})
+        assert remote.status_code == 403 and "loopback" in remote.json()["error"]
+        forged = {"X-Forwarded-For": "127.0.0.1, 198.51.100.7"}
+        assert requests.get(version, headers=forged).status_code == 403
+        local = {"X-Forwarded-For": "198.51.100.7, 127.0.0.1"}
+        assert requests.get(version, headers=local).status_code == 200
+        assert requests.get(version).status_code == 200
 
 
 def test_each_request_becomes_a_record_with_what_the_node_measured(fleet):

@@ -189,7 +189,7 @@ def test_a_node_that_resets_the_connection_is_left_for_the_next(fleet):
     first.set_reset(True)
     with served_gateway([view_of(first), view_of(second)]) as served:
         reply = ollama.Client(host=served.url).generate(model="llama3.2:3b", prompt="x")
-        assert served.probed == [first.index]
+        assert served.probed_soon() == [first.index]
     assert reply.response.startswith(f"Simulated reply from {second.address}")
     [record] = wait_for_records(1)
     assert record.node == second.address and record.ok

@@ -150,6 +150,19 @@ def test_rates_come_from_successive_counters_and_a_reset_is_a_restart():
     )
     assert serving == {"restarted": True}  # not a negative rate
     assert kept["prompt_tokens"] == 10  # the next rate starts from here
+    # A probe that could not read the counters keeps the last ones: the work done
+    # meanwhile shows in the next rate, over the whole time since.
+    missed = restarted + dt.timedelta(seconds=2)
+    serving, kept = serving_with_rates({"slots_busy": 0}, kept, None, missed)
+    assert serving == {"slots_busy": 0} and kept["prompt_tokens"] == 10
+    read = missed + dt.timedelta(seconds=2)
+    serving, kept = serving_with_rates(
+        {}, kept, {"prompt_tokens": 410, "generated_tokens": 205}, read
+    )
+    assert serving == {
+        "prompt_tokens_per_second": 100.0,
+        "generation_tokens_per_second": 50.0,
+    }
 
 
 def probe(server: SimulatedServer, **options):

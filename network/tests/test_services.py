@@ -314,3 +314,46 @@ def test_its_events_carry_the_verdict_clients_use_not_only_the_status():
         ("degraded", True, True),
         ("unhealthy", False, False),
     ]
+
+
+def test_a_localhost_guess_that_never_answers_is_not_found_not_down():
+    """A first run without Ollama: the guessed localhost entries are "not found",
+    the fleet is not critical, the health says how to add nodes (and nothing
+    alerts: alerts/tests/test_lifecycle.py)."""
+    from network.health import network_health
+    from network.models import RpcBackend
+    from network.rpc import RpcProbe
+
+    [guess] = lifecycle.ensure_nodes(
+        ["http://127.0.0.1:11434"], source=Source.LOCALHOST, now=T0
+    )
+    lifecycle.ensure_backends(["127.0.0.1:50052"], source=Source.LOCALHOST, now=T0)
+    backend = RpcBackend.objects.get(address="127.0.0.1:50052")
+    for second in range(5):  # past SOLLOL_PROBE_OFFLINE_AFTER
+        at = T0 + dt.timedelta(seconds=second)
+        assert probe(guess, DOWN, at=at) == NodeStatus.NOT_FOUND
+        refused = RpcProbe("offline", error="connection refused")
+        assert backend_probe(backend, refused, at=at) == "not_found"
+    health = network_health(now=T0)
+    assert health["status"] == "unknown" and health["nodes_not_found"] == 1
+    assert "SOLLOL_OLLAMA_NODES" in health["reason"]
+    assert "down" not in health["reason"] and "offline" not in health["reason"]
+    [found] = node_events("status_change")  # unknown → not_found, and once
+    assert found.payload["new_status"] == "not_found"
+    assert "SOLLOL_DISCOVER_LOCALHOST" in found.payload["reason"]
+    assert "SOLLOL_RPC_BACKENDS" in backend.last_error
+
+    # Ollama started later: healthy; and from then on, failing is being down.
+    assert probe(guess, OK, at=T0 + dt.timedelta(seconds=10)) == NodeStatus.HEALTHY
+    assert probe(guess, DOWN, at=T0 + dt.timedelta(seconds=11)) == NodeStatus.UNHEALTHY
+    assert network_health(now=T0)["status"] == "critical"
+
+
+def test_a_configured_node_that_never_answers_is_down():
+    node = make_node()
+    assert probe(node, DOWN) == NodeStatus.UNHEALTHY
+    backend = make_backend()
+    from network.rpc import RpcProbe
+
+    refused = RpcProbe("offline", error="connection refused")
+    assert backend_probe(backend, refused) == "offline"

@@ -268,7 +268,9 @@ async def test_past_max_queue_a_node_answers_503_server_busy() -> None:
     async with Fleet(1, base="127.0.0.72", port=0) as fleet:
         node = fleet[0]
         node.pull(CHAT)
-        node.set_generation(token_rate=20, num_parallel=1, max_queue=1)
+        # The first answer holds its slot for over a second: the third request
+        # must arrive while both others are still there, on a loaded machine too.
+        node.set_generation(token_rate=20, first_token=1.0, num_parallel=1, max_queue=1)
         client = ollama.AsyncClient(host=node.url, trust_env=False, timeout=10)
 
         def ask() -> asyncio.Task[ollama.GenerateResponse]:

@@ -27,12 +27,14 @@
 import { num } from "./dom.js";
 import { snap } from "./state.js";
 import { renderConnection, Stream } from "./streams.js";
+import * as alerts from "./panels/alerts.js";
 import * as apps from "./panels/apps.js";
 import * as backends from "./panels/backends.js";
 import { bindDrawer, openNode } from "./panels/drawer.js";
 import * as feed from "./panels/feed.js";
 import * as frameworks from "./panels/frameworks.js";
 import { refreshHealth, renderHealth } from "./panels/health.js";
+import * as history from "./panels/history.js";
 import * as logs from "./panels/logs.js";
 import * as metrics from "./panels/metrics.js";
 import * as nodes from "./panels/nodes.js";
@@ -74,7 +76,10 @@ function onActivityMessage(message) {
   if (message.type === "samples") {
     // Spans make no events: a sample names the traces that just got some.
     if (Array.isArray(message.traces) && message.traces.length) traces.refreshTraces();
-    if (message.metrics && typeof message.metrics === "object") metrics.onMetricsTick(message.metrics);
+    if (message.metrics && typeof message.metrics === "object") {
+      metrics.onMetricsTick(message.metrics);
+      if (num(message.metrics.at) !== null) history.onTick(message.metrics.at);
+    }
     return;
   }
   if (message.type === "model_loaded" || message.type === "model_unloaded") nodes.refreshNodes();
@@ -94,11 +99,17 @@ function onFrameworkMessage(message) {
   feed.addFeed(message, "frameworks");
 }
 
+function onAlertMessage(message) {
+  alerts.onAlertMessage(message);
+  feed.addFeed(message, "alerts");
+}
+
 function start() {
   const marks = snap.watermarks || {};
   nodes.init({ onChange: renderHealth, openNode });
   backends.init({ onChange: renderHealth });
   feed.init({ openNode, showApp: apps.showApp });
+  alerts.startAlerts();
 
   // Subscribe first: each stream resumes after the snapshot's watermark.
   new Stream("nodes", "/ws/network/nodes", marks.nodes || 0, onNodeMessage, { params: { samples: "1" } }).connect();
@@ -112,6 +123,7 @@ function start() {
     params: { samples: "1" },
     onOpen: () => traces.refreshTraces(),
   }).connect();
+  new Stream("alerts", "/ws/alerts", marks.alerts || 0, onAlertMessage).connect();
   new Stream("logs", "/ws/logs", marks.logs || 0, logs.onLogMessage, { params: { batch: "1" } }).connect();
 
   // The server rendered the snapshot's nodes, backends and applications into
@@ -121,6 +133,9 @@ function start() {
   logs.appendLogs(snap.logs || []);
   // The chart is drawn from the series the server rendered into the page.
   metrics.startMetrics();
+  // Kept series: the fleet's charts, availability, the nodes' recent latencies.
+  history.startHistory({ onRange: metrics.setWindow });
+  nodes.loadLatencies();
   renderConnection();
   requestAnimationFrame(() =>
     setTimeout(() => {
@@ -129,6 +144,7 @@ function start() {
       apps.renderApps();
       renderHealth();
       traces.renderTraces();
+      alerts.renderAlerts();
       document.body.dataset.live = "true";
     }, 0),
   );
@@ -137,7 +153,7 @@ function start() {
   feed.bindFeedControls();
   logs.bindLogControls();
   traces.bindTraceControls();
-  bindDrawer();
+  bindDrawer({ range: history.currentRange });
 
   // The page came with both frameworks' answers. Subscribe, then fetch once
   // subscribed (and after each reconnect): no change falls in between. Samples
@@ -153,6 +169,7 @@ function start() {
     apps.tickApps();
     nodes.tickNodes();
     frameworks.tickFrameworks();
+    alerts.renderAlerts(); // "since" ages
   }, 1000);
   document.body.dataset.ready = "true";
 }

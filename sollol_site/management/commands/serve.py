@@ -1,18 +1,26 @@
-"""`manage.py serve`: the embedded dashboard, one process, on uvicorn."""
+"""`manage.py serve`: the embedded dashboard, one process, on uvicorn.
+
+With --gateway-port, the gateway's port is served in the same process by
+core/lean/server.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
+import logging
 import signal
 
 import uvicorn
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
 from core.addresses import is_loopback
+from core.lean.server import Server as LeanServer
+from core.logformat import ACCESS_LOGGER
+from network.services import lifecycle
 from sollol_site.scheduler import Scheduler
 
 
@@ -56,6 +64,14 @@ class Command(BaseCommand):
             "--no-migrate", action="store_true", help="do not apply migrations first"
         )
         parser.add_argument(
+            "--access-log",
+            action="store_true",
+            default=settings.SOLLOL_ACCESS_LOG,
+            help="log every HTTP request of the dashboard's port (client, method, "
+            "path, status) on standard error, as text or JSON (SOLLOL_LOG_FORMAT); "
+            "env SOLLOL_ACCESS_LOG",
+        )
+        parser.add_argument(
             "--no-scheduler",
             action="store_true",
             help="do not run the periodic jobs here (Celery beat runs them)",
@@ -64,6 +80,9 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, **options) -> None:
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
+        # The configured nodes and backends are listed from the first answer on
+        # (unknown until probed), not only once the first probe round ran.
+        lifecycle.sync_configured(now=timezone.now())
         settings.ALLOWED_HOSTS = allowed_hosts_for(host)
         warning = open_door_warning(host)
         if warning:
@@ -71,12 +90,22 @@ class Command(BaseCommand):
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(
                 self._serve(
-                    host, port, not options["no_scheduler"], options["gateway_port"]
+                    host,
+                    port,
+                    not options["no_scheduler"],
+                    options["gateway_port"],
+                    access_log=options["access_log"],
                 )
             )
 
     async def _serve(
-        self, host: str, port: int, run_scheduler: bool, gateway_port: int = 0
+        self,
+        host: str,
+        port: int,
+        run_scheduler: bool,
+        gateway_port: int = 0,
+        *,
+        access_log: bool = False,
     ) -> None:
         # uvicorn re-raises the signal that stopped it once it has shut down; with
         # these handlers that re-raise is a no-op, so we can stop our jobs cleanly.
@@ -105,27 +134,22 @@ class Command(BaseCommand):
             ws_per_message_deflate=False,
             lifespan="on",
             log_level="warning",
-            access_log=False,
+            # Through the settings' LOGGING (text or JSON), not uvicorn's own.
+            log_config=None,
+            access_log=access_log,
             timeout_graceful_shutdown=5,
         )
+        if access_log:
+            logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)
         server = stopping["server"] = uvicorn.Server(config)
         server.should_exit = stopping["asked"]
         gateway = None
         if gateway_port:
-            gateway = _QuietServer(
-                uvicorn.Config(
-                    "sollol_site.asgi:gateway",
-                    host=host,
-                    port=gateway_port,
-                    loop="none",
-                    http="httptools",
-                    lifespan="on",
-                    log_level="warning",
-                    access_log=False,
-                    server_header=False,
-                    timeout_graceful_shutdown=5,
-                )
-            )
+            # Its own small server: at thousands of small requests a second, a
+            # second uvicorn cost as much CPU as the gateway (core/lean/server.py).
+            from sollol_site.asgi import gateway as gateway_app
+
+            gateway = LeanServer(gateway_app, host, gateway_port, graceful=5)
         scheduler = Scheduler(settings.CELERY_BEAT_SCHEDULE) if run_scheduler else None
         if scheduler:
             scheduler.start()
@@ -149,14 +173,6 @@ class Command(BaseCommand):
             if scheduler:
                 await scheduler.stop()
         self.stdout.write("SOLLOL dashboard stopped.")
-
-
-class _QuietServer(uvicorn.Server):
-    """A second server in the process: the first one owns the signals and stops
-    this one when it stops."""
-
-    def capture_signals(self):
-        return contextlib.nullcontext()
 
 
 def _loop_factory():

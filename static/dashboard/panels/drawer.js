@@ -2,13 +2,17 @@
  * (from its row in the nodes table or a link in the activity feed). */
 
 import { getJson } from "../api.js";
-import { $, badge, el, fmtAge, fmtBytes, fmtMs, setText, stat } from "../dom.js";
+import { lineChart } from "../chart.js";
+import { $, badge, el, fmtAge, fmtBytes, fmtMs, fmtPct, setText, stat } from "../dom.js";
 import { serverNow, state } from "../state.js";
 
 let returnFocus = null;
+let range = () => "1h";
 
-/** Close with the button; give the focus back to what opened the drawer. */
-export function bindDrawer() {
+/** Close with the button; give the focus back to what opened the drawer.
+ * `range()` is the history range a node's chart covers. */
+export function bindDrawer(options = {}) {
+  if (options.range) range = options.range;
   $("drawer-close").addEventListener("click", () => $("drawer").close());
   $("drawer").addEventListener("close", () => {
     if (returnFocus && returnFocus.isConnected) returnFocus.focus();
@@ -42,6 +46,13 @@ export async function openNode(id, returnTo) {
   const parts = [facts];
   if (node.last_error) parts.push(el("p", null, el("strong", { text: "Last error: " }), node.last_error));
 
+  const chart = el("div", { className: "chart small", role: "img", "aria-label": "Latency over the last " + range() });
+  const availability = el("p", { className: "muted", text: "Reading its history…" });
+  const legend = el("p", { className: "legend" },
+    el("span", { className: "key swatch line-latency", text: "mean latency" }), " ",
+    el("span", { className: "key swatch line-total", text: "highest latency" }));
+  parts.push(el("h3", { text: "Latency and availability, last " + range() }), chart, legend, availability);
+
   parts.push(el("h3", { text: "Loaded models" }));
   const loaded = Array.isArray(node.loaded_models) ? node.loaded_models : [];
   parts.push(loaded.length ? modelTable(loaded, true) : el("p", { className: "muted", text: "None in memory." }));
@@ -60,6 +71,28 @@ export async function openNode(id, returnTo) {
           change.reason ? " " + change.reason : "")))));
   }
   body.replaceChildren(...parts);
+  drawHistory(id, chart, availability);
+}
+
+/** The node's kept measurements over the range: latency (mean and highest of each
+ * step) and the share of probes after which it was usable. */
+async function drawHistory(id, chart, note) {
+  let data;
+  try {
+    data = await getJson("/api/network/nodes/" + encodeURIComponent(id) + "/history?window=" + encodeURIComponent(range()));
+  } catch (error) {
+    setText(note, "Could not read its history: " + error.message);
+    return;
+  }
+  const points = Array.isArray(data.points) ? data.points : [];
+  lineChart(chart, {
+    since: data.since, until: data.until, format: fmtMs,
+    lines: [{ key: "total", name: "highest latency", values: points.map((p) => [p.t, p.latency_ms_max]) },
+      { key: "latency", name: "mean latency", values: points.map((p) => [p.t, p.latency_ms]) }],
+  });
+  setText(note, data.availability === null
+    ? "Not measured in this range."
+    : "Usable after " + fmtPct(data.availability) + " of " + data.measurements + " probes (" + data.resolution + " points).");
 }
 
 function modelTable(models, loaded) {

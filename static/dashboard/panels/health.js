@@ -20,17 +20,21 @@ export function renderHealth() {
   };
   const nodes = state.nodes;
   const unknown = count(nodes, "unknown");
+  const notFound = count(nodes, "not_found");
   setText(
     $("count-nodes"),
     count(nodes, "healthy") + " healthy · " + count(nodes, "degraded") + " degraded · " +
-      (count(nodes, "unhealthy") + count(nodes, "offline")) + " down" + (unknown ? " · " + unknown + " unknown" : ""),
+      (count(nodes, "unhealthy") + count(nodes, "offline")) + " down" + (unknown ? " · " + unknown + " unknown" : "") +
+      (notFound ? " · " + notFound + " not found" : ""),
   );
   const backends = state.backends;
   const incompatible = count(backends, "incompatible");
+  const backendsNotFound = count(backends, "not_found");
   setText(
     $("count-backends"),
     count(backends, "online") + " online · " + count(backends, "busy") + " busy · " + count(backends, "offline") +
-      " offline" + (incompatible ? " · " + incompatible + " incompatible" : ""),
+      " offline" + (incompatible ? " · " + incompatible + " incompatible" : "") +
+      (backendsNotFound ? " · " + backendsNotFound + " not found" : ""),
   );
   const shown = state.apps.size;
   const active = count(state.apps, "active");

@@ -2,7 +2,8 @@
  * the window as the server cut it into buckets (/api/metrics `series`). */
 
 import { refresher } from "../api.js";
-import { $, el, fmtClock, fmtMs, fmtPct, fmtSpan, num, setText, showRows, stat, svg } from "../dom.js";
+import { chartFrame, stamp } from "../chart.js";
+import { $, el, fmtMs, fmtPct, fmtSpan, num, setText, showRows, stat, svg } from "../dom.js";
 import { snap } from "../state.js";
 
 // Told apart by name, dash pattern and marker shape as well as by colour.
@@ -58,27 +59,12 @@ function marker(shape, x, y) {
   return svg("circle", { class: "marker", cx: x, cy: y, r: 2.8 });
 }
 
-/** A time on the chart, with its date when the window is longer than a day. */
-function stamp(ts, withDate) {
-  const t = num(ts);
-  return withDate && t !== null ? new Date(t * 1000).toLocaleString() : fmtClock(ts);
-}
-
 /** Draw the window's series as the server cut it: a gap where a bucket had no requests. */
 function renderChart(data) {
   const box = $("metrics-chart");
   const series = (Array.isArray(data && data.series) ? data.series : []).filter(
     (b) => b && num(b.start) !== null && num(b.end) !== null);
-  const width = Math.max(300, Math.round(box.clientWidth) || 600);
-  const height = 170, left = 48, right = 8, bottom = 20, top = 8;
-  const root = svg("svg", { viewBox: "0 0 " + width + " " + height, preserveAspectRatio: "none", "aria-hidden": "true" });
-  root.append(svg("line", { class: "axis", x1: left, y1: height - bottom, x2: width, y2: height - bottom }));
-  root.append(svg("line", { class: "axis", x1: left, y1: top, x2: left, y2: height - bottom }));
-  const label = (text, attrs) => {
-    const node = svg("text", attrs);
-    node.textContent = text;
-    root.append(node);
-  };
+  const { root, label, width, height, left, right, bottom, top } = chartFrame(box, 170);
   const latency = (bucket, key) => num((bucket.latency_ms || {})[key]);
   const values = series.flatMap((b) => PERCENTILES.map((p) => latency(b, p.key))).filter((v) => v !== null);
   const option = $("metrics-window").selectedOptions[0];
@@ -158,4 +144,12 @@ export function startMetrics() {
   $("metrics-window").addEventListener("change", refreshMetrics);
   // A browser that restored another choice of window than the page's 5 min.
   if (snap.metrics && $("metrics-window").value !== "5m") refreshMetrics();
+}
+
+/** Show another window (the history panel's range), if the list offers it. */
+export function setWindow(value) {
+  const select = $("metrics-window");
+  if (![...select.options].some((option) => option.value === value)) return;
+  select.value = value;
+  refreshMetrics();
 }

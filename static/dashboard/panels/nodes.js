@@ -7,7 +7,7 @@
  * samples.
  */
 
-import { refresher } from "../api.js";
+import { getJson, refresher } from "../api.js";
 import {
   $, badge, bar, el, flash, fmtAge, fmtBytes, fmtMs, num, onActivate, RowCache, setBadge, setText,
   showRows, sparkline, throttle, updateSparkline,
@@ -42,6 +42,25 @@ function rememberLatency(node) {
   list.push({ value, probe: node.last_probe });
   while (list.length > LATENCIES_KEPT) list.shift();
   latency.set(node.id, list);
+}
+
+/** Fill the sparklines from the server's kept probes, so a reload shows them
+ * whole; probes after these arrive as samples. */
+export async function loadLatencies() {
+  let data;
+  try {
+    data = await getJson("/api/network/nodes/history?window=3m");
+  } catch (_) {
+    return; // the sparklines fill from the next probes
+  }
+  const t = data.fields.indexOf("t");
+  const value = data.fields.indexOf("latency_ms");
+  for (const [id, points] of Object.entries(data.subjects || {})) {
+    const kept = points.filter((p) => num(p[value]) !== null).map((p) => ({ value: p[value], probe: p[t] }));
+    const live = (latency.get(Number(id)) || []).filter((s) => !kept.length || s.probe > kept[kept.length - 1].probe);
+    latency.set(Number(id), [...kept, ...live].slice(-LATENCIES_KEPT));
+  }
+  renderNodes();
 }
 
 const rows = new RowCache((id) => {

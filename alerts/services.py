@@ -1,0 +1,562 @@
+"""Every change of alerting state: rules checked, alerts moved on, notifications queued.
+
+`evaluate(now)` is one round. For each enabled rule it asks its condition
+(activity.alerting) what is true now, and moves each subject's alert along:
+pending when the condition starts to hold, firing once it held `for_seconds`,
+resolved once it has not held for as long again (so a subject that flaps is one
+alert, told once firing and once resolved, never once a flip). A condition that
+fails to be read leaves its alerts as they are.
+
+Notifications come out of the same transaction, as `Delivery` rows (an outbox):
+the alerts of one rule that began firing (or resolved) are told together, once
+the first of them has waited SOLLOL_ALERT_GROUP_WAIT and no alert of the rule
+that began within SOLLOL_ALERT_GROUP_GATHER of it is still pending; a firing
+alert is told
+again every rule.repeat_seconds unless acknowledged; a silenced one is not told
+(and is told once its silence ends, if it still fires). alerts.delivery sends
+them. On PostgreSQL one process evaluates at a time (an advisory lock), so
+several web and worker processes never tell anything twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import fnmatch
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Min
+
+from activity import alerting
+from activity.services import NewEvent, record_events
+from alerts.choices import (
+    ALERT_STREAM,
+    EVALUATE_TASK,
+    SEVERITY_RANK,
+    AlertState,
+    DeliveryState,
+    Source,
+)
+from alerts.models import Alert, Channel, Delivery, Rule, Silence
+from alerts.validation import rule_defaults
+from core import wakeups
+from core.db import read_values, save_fields
+
+logger = logging.getLogger(__name__)
+
+EVALUATION_LOCK = 0x50110A1E  # pg_try_advisory_xact_lock key: one evaluator at once
+OPEN = (AlertState.PENDING, AlertState.FIRING)
+
+
+def ensure_builtin_rules() -> None:
+    """One rule per registered condition, with its defaults (kept as changed)."""
+    for condition in alerting.conditions().values():
+        Rule.objects.get_or_create(
+            name=condition.kind,
+            defaults={**rule_defaults(condition), "source": Source.BUILTIN},
+        )
+
+
+def _exclusive() -> bool:
+    if connection.vendor != "postgresql":
+        return True  # SQLite: one process, and its writes are serialised anyway
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [EVALUATION_LOCK])
+        return bool(cursor.fetchone()[0])
+
+
+def _matches(pattern: str, value: str) -> bool:
+    return not pattern or fnmatch.fnmatchcase(value, pattern)
+
+
+def active_silences(now: dt.datetime) -> list[Silence]:
+    return list(Silence.objects.filter(starts_at__lte=now, ends_at__gt=now))
+
+
+def silenced_by(silences: Sequence[Silence], rule: str, subject: str) -> bool:
+    return any(
+        _matches(s.rule, rule) and _matches(s.subject, subject) for s in silences
+    )
+
+
+def evaluate(now: dt.datetime) -> dict[str, int]:
+    """One round of every enabled rule; return what changed, by kind of change."""
+    counts: dict[str, int] = defaultdict(int)
+    with transaction.atomic():
+        if not _exclusive():
+            counts["skipped"] = 1  # another process is evaluating right now
+            # What woke this one may not be in that one's reading: again soon.
+            counts["next_in_ms"] = SKIPPED_RETRY_MS
+            return counts
+        conditions = alerting.conditions()
+        rules = {rule.id: rule for rule in Rule.objects.all()}
+        open_alerts: dict[tuple[int, str], Any] = {
+            (row.rule_id, row.subject): row for row in _open_rows()
+        }
+        by_rule: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        for key in open_alerts:
+            by_rule[key[0]].append(key)
+        silences = active_silences(now)
+        events: list[NewEvent] = []
+        created: list[Alert] = []
+        changed: list[Alert] = []
+        dirty: set[int] = set()  # id() of alerts whose row must be written
+        asked: dict[tuple, list[alerting.Finding]] = {}
+        gone: list[int] = []
+        for rule in rules.values():
+            condition = conditions.get(rule.kind)
+            if not rule.enabled or condition is None:
+                continue
+            window = rule.window_seconds or condition.window
+            check = alerting.Check(rule.threshold, dt.timedelta(seconds=window), now)
+            try:
+                # Rules of one kind and settings (scoped differently) ask once.
+                key = (rule.kind, rule.threshold, window)
+                if key not in asked:
+                    asked[key] = condition.find(check)
+                findings = asked[key]
+            except Exception:
+                logger.exception("alert rule %s: its condition failed", rule.name)
+                for key in by_rule[rule.id]:
+                    open_alerts.pop(key, None)  # left as they are this round
+                continue
+            holding = set()
+            if rule.subjects:  # scoped: one compiled glob for all its findings
+                scoped = re.compile(fnmatch.translate(rule.subjects)).match
+                findings = [f for f in findings if scoped(f.subject)]
+            for finding in findings:
+                holding.add(finding.subject)
+                alert = open_alerts.pop((rule.id, finding.subject), None)
+                if alert is None:
+                    alert = Alert(
+                        rule=rule,
+                        subject=finding.subject[:300],
+                        state=AlertState.PENDING,
+                        severity=rule.severity,
+                        started_at=now,
+                    )
+                    created.append(alert)
+                else:
+                    changed.append(alert)
+                if _moved(alert, finding):
+                    alert.value, alert.message = finding.value, finding.message
+                    dirty.add(id(alert))
+                if alert.cleared_at is not None:
+                    alert.cleared_at = None
+                    dirty.add(id(alert))
+                if (
+                    alert.state == AlertState.PENDING
+                    and (now - alert.started_at).total_seconds() >= rule.for_seconds
+                ):
+                    alert.state = AlertState.FIRING
+                    alert.fired_at = now
+                    # What it says when it fires is what it says now.
+                    alert.value, alert.message = finding.value, finding.message
+                    dirty.add(id(alert))
+                    events.append(_event(alert, rule, "alert_firing"))
+                    counts["fired"] += 1
+            # What no longer holds, for this rule.
+            for key in by_rule[rule.id]:
+                alert = open_alerts.pop(key, None)
+                if alert is None:
+                    continue  # it held this round
+                if alert.state == AlertState.PENDING:
+                    gone.append(alert.id)  # never fired: nothing to tell
+                    continue
+                if alert.cleared_at is None:
+                    alert.cleared_at = now
+                    dirty.add(id(alert))
+                if (now - alert.cleared_at).total_seconds() >= rule.for_seconds:
+                    alert.state = AlertState.RESOLVED
+                    alert.ended_at = now
+                    dirty.add(id(alert))
+                    events.append(_event(alert, rule, "alert_resolved"))
+                    counts["resolved"] += 1
+                changed.append(alert)
+        # Alerts of rules disabled, removed or of a kind no longer known.
+        for alert in open_alerts.values():
+            rule = rules.get(alert.rule_id)
+            if alert.state == AlertState.PENDING or rule is None:
+                gone.append(alert.id)
+                continue
+            alert.state, alert.ended_at = AlertState.RESOLVED, now
+            dirty.add(id(alert))
+            events.append(_event(alert, rule, "alert_resolved"))
+            changed.append(alert)
+            counts["resolved"] += 1
+        for alert in [*created, *changed]:
+            silenced = silenced_by(silences, rules[alert.rule_id].name, alert.subject)
+            if silenced != alert.silenced:
+                alert.silenced = silenced
+                dirty.add(id(alert))
+        if gone:
+            Alert.objects.filter(id__in=gone).delete()
+        Alert.objects.bulk_create(created, batch_size=500)
+        # Only what changed is written: a round with nothing new writes nothing.
+        updated = [alert for alert in changed if id(alert) in dirty]
+        if updated:
+            save_fields(updated, WRITTEN)
+        counts["deliveries"] = plan_notifications(now, rules, silences)
+        record_events(events, now=now)
+    due = _next_due([*created, *changed], rules)
+    if due is not None:
+        counts["next_in_ms"] = max(0, int((due - now).total_seconds() * 1000))
+    return counts
+
+
+def _next_due(alerts: Iterable[Any], rules: dict[int, Rule]) -> dt.datetime | None:
+    """When the first pending alert would fire, or a cleared one resolve, if its
+    condition stays as it is: the scheduler evaluates again then, not later."""
+    due = []
+    for alert in alerts:
+        rule = rules.get(alert.rule_id)
+        if rule is None:
+            continue
+        since = alert.started_at if alert.state == AlertState.PENDING else None
+        if alert.state == AlertState.FIRING and alert.cleared_at is not None:
+            since = alert.cleared_at
+        if since is not None:
+            due.append(since + dt.timedelta(seconds=rule.for_seconds))
+    return min(due, default=None)
+
+
+SKIPPED_RETRY_MS = 300
+
+WRITTEN = [
+    "state",
+    "value",
+    "message",
+    "fired_at",
+    "cleared_at",
+    "ended_at",
+    "silenced",
+]
+VALUE_MOVES = 0.05  # a value that moved less than this share is not written again
+
+
+def _moved(alert: Alert, finding: alerting.Finding) -> bool:
+    """Whether what the finding says differs enough from the stored alert."""
+    if finding.message != alert.message and (
+        finding.value is None or alert.value is None
+    ):
+        return True
+    old, new = alert.value, finding.value
+    if (old is None) != (new is None):
+        return True
+    if old is None or new is None:
+        return False
+    return abs(new - old) > VALUE_MOVES * max(abs(old), abs(new), 1e-9)
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class _OpenRow:
+    """An open alert as evaluate() reads and writes it, without a model instance
+    (4,000 of those took a quarter of a round); core.db.save_fields writes it."""
+
+    _meta: ClassVar = Alert._meta
+    id: int
+    rule_id: int
+    subject: str
+    state: str
+    severity: str
+    value: float | None
+    message: str
+    started_at: dt.datetime
+    fired_at: dt.datetime | None
+    cleared_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    silenced: bool
+    acked_by: str
+
+    @property
+    def pk(self) -> int:
+        return self.id
+
+
+_OPEN_COLUMNS = [field.name for field in dataclasses.fields(_OpenRow)]
+
+
+def _open_rows() -> list[_OpenRow]:
+    rows = read_values(Alert.objects.filter(state__in=OPEN), _OPEN_COLUMNS)
+    return [_OpenRow(*row) for row in rows]
+
+
+def _event(alert: Any, rule: Rule, kind: str) -> NewEvent:
+    words = {
+        "alert_firing": "firing",
+        "alert_resolved": "resolved",
+        "alert_acknowledged": f"acknowledged by {alert.acked_by}",
+    }[kind]
+    return NewEvent(
+        stream=ALERT_STREAM,
+        type=kind,
+        message=f"{rule.name} {words}: {alert.message or alert.subject}"[:500],
+        payload={
+            "rule": rule.name,
+            "subject": alert.subject,
+            "severity": alert.severity,
+            "value": alert.value,
+        },
+    )
+
+
+# --- notifications ---------------------------------------------------------------
+
+
+def plan_notifications(
+    now: dt.datetime, rules: dict[int, Rule], silences: Sequence[Silence]
+) -> int:
+    """Queue what is due to be told; return how many deliveries were queued."""
+    wait = dt.timedelta(seconds=settings.SOLLOL_ALERT_GROUP_WAIT)
+    groups: dict[tuple[int, str], list[Alert]] = defaultdict(list)
+    told: list[Alert] = []
+    firing = Alert.objects.filter(state=AlertState.FIRING, silenced=False)
+    for alert in firing.filter(notified_at__isnull=True):
+        groups[(alert.rule_id, "firing")].append(alert)
+    # Reminders: each rule's own repeat. The database is asked only for what the
+    # shortest repeat makes due (one condition, not one a rule), the rest here.
+    repeats = {r.id: r.repeat_seconds for r in rules.values() if r.repeat_seconds > 0}
+    if repeats:
+        since = now - dt.timedelta(seconds=min(repeats.values()))
+        for alert in firing.filter(notified_at__lte=since, acked_at__isnull=True):
+            repeat = repeats.get(alert.rule_id)
+            if repeat and alert.notified_at <= now - dt.timedelta(seconds=repeat):
+                groups[(alert.rule_id, "firing")].append(alert)
+    resolved = Alert.objects.filter(
+        state=AlertState.RESOLVED, resolve_notified=False, notified_at__isnull=False
+    )
+    for alert in resolved:
+        groups[(alert.rule_id, "resolved")].append(alert)
+    queued = 0
+    channels = list(Channel.objects.filter(enabled=True))
+    coming = _pending_due(rules) if groups else {}
+    gather = dt.timedelta(seconds=settings.SOLLOL_ALERT_GROUP_GATHER)
+    for (rule_id, status), alerts in groups.items():
+        rule = rules.get(rule_id)
+        if rule is None:
+            continue
+        moments = [
+            (a.fired_at if status == "firing" else a.ended_at) or now for a in alerts
+        ]
+        if status == "firing" and not any(a.notified_at for a in alerts):
+            first = min(moments)
+            # A group waits until its oldest member has waited GROUP_WAIT, and
+            # while an alert of its rule that began with it (within GATHER) is
+            # still pending: ten nodes that die in the same minute are one
+            # notification, told once the last of them has held "for".
+            if first + wait > now:
+                continue
+            due = coming.get(rule_id)
+            if due is not None and due <= first + gather and now < first + gather:
+                continue
+        payload = notification(status, rule, alerts)
+        for channel in channels:
+            if wants(channel, rule):
+                Delivery.objects.create(
+                    channel=channel,
+                    status=status,
+                    rule=rule.name,
+                    payload=payload,
+                    next_attempt_at=now,
+                    created=now,
+                )
+                queued += 1
+        for alert in alerts:
+            if status == "firing":
+                alert.notified_at = now
+            else:
+                alert.resolve_notified = True
+            told.append(alert)
+    if told:
+        save_fields(told, ["notified_at", "resolve_notified"])
+    # A resolved alert nobody was told of firing (silenced all along) stays quiet.
+    Alert.objects.filter(
+        state=AlertState.RESOLVED, resolve_notified=False, notified_at__isnull=True
+    ).update(resolve_notified=True)
+    return queued
+
+
+def _pending_due(rules: dict[int, Rule]) -> dict[int, dt.datetime]:
+    """When each rule's first pending (unsilenced) alert would fire."""
+    pending = (
+        Alert.objects.filter(state=AlertState.PENDING, silenced=False)
+        .values("rule_id")
+        .annotate(first=Min("started_at"))
+    )
+    return {
+        row["rule_id"]: row["first"]
+        + dt.timedelta(seconds=rules[row["rule_id"]].for_seconds)
+        for row in pending
+        if row["rule_id"] in rules
+    }
+
+
+def wants(channel: Channel, rule: Rule) -> bool:
+    return _matches(channel.rules, rule.name) and SEVERITY_RANK.get(
+        rule.severity, 0
+    ) >= SEVERITY_RANK.get(channel.min_severity, 0)
+
+
+def notification(status: str, rule: Rule, alerts: Iterable[Alert]) -> dict:
+    """The generic webhook body (README: Alerting), which every channel formats."""
+    alerts = list(alerts)
+    listed = [
+        {
+            "rule": rule.name,
+            "subject": alert.subject,
+            "severity": alert.severity,
+            "started_at": _iso(alert.fired_at or alert.started_at),
+            "ended_at": _iso(alert.ended_at),
+            "value": alert.value,
+            "message": alert.message,
+        }
+        for alert in sorted(alerts, key=lambda a: a.subject)
+    ]
+    subjects = ", ".join(a["subject"] for a in listed[:10])
+    more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
+    words = "FIRING" if status == "firing" else "RESOLVED"
+    return {
+        "status": status,
+        "alerts": listed,
+        "message": f"[{words}] {rule.description or rule.name} ({rule.severity}): "
+        f"{subjects}{more}",
+    }
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+# --- what people do ----------------------------------------------------------------
+
+
+def acknowledge(alert: Alert, who: str, now: dt.datetime) -> Alert:
+    """Someone is on it: no more reminders; every viewer hears who."""
+    alert.acked_by, alert.acked_at = who[:150], now
+    with transaction.atomic():
+        alert.save(update_fields=["acked_by", "acked_at"])
+        event = _event(alert, alert.rule, "alert_acknowledged")
+        event.payload["by"] = alert.acked_by
+        record_events([event], now=now)
+    return alert
+
+
+def silence(
+    rule: str, subject: str, seconds: float, who: str, why: str, now: dt.datetime
+) -> Silence:
+    """Silence what matches (globs) for a while. The open alerts it covers are
+    marked at once, and every viewer hears of it; the next round sends nothing
+    for them."""
+    with transaction.atomic():
+        made = Silence.objects.create(
+            rule=rule,
+            subject=subject,
+            starts_at=now,
+            ends_at=now + dt.timedelta(seconds=seconds),
+            created_by=who,
+            comment=why,
+        )
+        marked = _mark_silenced(now)
+        record_events([_silence_event(made, "silence_created", marked)], now=now)
+    return made
+
+
+def end_silence(silence_id: int, now: dt.datetime) -> Silence | None:
+    """End an active silence now; None when there is none of that id. What it
+    covered is told again by the next round if it still fires."""
+    with transaction.atomic():
+        ended = (
+            Silence.objects.select_for_update()
+            .filter(id=silence_id, ends_at__gt=now)
+            .first()
+        )
+        if ended is None:
+            return None
+        ended.ends_at = now
+        ended.save(update_fields=["ends_at"])
+        marked = _mark_silenced(now)
+        record_events([_silence_event(ended, "silence_ended", marked)], now=now)
+    transaction.on_commit(lambda: wakeups.wake(EVALUATE_TASK))
+    return ended
+
+
+def _mark_silenced(now: dt.datetime) -> int:
+    """Set each open alert's `silenced` to what the active silences say; return
+    how many changed. Each is set to its value, not flipped: an evaluation that
+    wrote it meanwhile cannot be inverted."""
+    silences = active_silences(now)
+    names = dict(Rule.objects.values_list("id", "name"))
+    open_alerts = Alert.objects.filter(state__in=OPEN)
+    wanted: dict[bool, list[int]] = {True: [], False: []}
+    for alert_id, rule_id, subject, was in open_alerts.values_list(
+        "id", "rule_id", "subject", "silenced"
+    ):
+        now_silenced = silenced_by(silences, names.get(rule_id, ""), subject)
+        if now_silenced != was:
+            wanted[now_silenced].append(alert_id)
+    for value, ids in wanted.items():
+        if ids:
+            Alert.objects.filter(id__in=ids).update(silenced=value)
+    return len(wanted[True]) + len(wanted[False])
+
+
+def _silence_event(made: Silence, kind: str, marked: int) -> NewEvent:
+    what = " ".join(
+        part
+        for part in (made.rule and f"rule {made.rule}", made.subject and made.subject)
+        if part
+    )
+    if kind == "silence_created":
+        words = f"Silenced {what} until {_iso(made.ends_at)} by {made.created_by}"
+        words += f": {made.comment}"
+    else:
+        words = f"Silence of {what} ended"
+    return NewEvent(
+        stream=ALERT_STREAM,
+        type=kind,
+        message=words[:500],
+        payload={
+            "silence": made.id,
+            "rule": made.rule,
+            "subject": made.subject,
+            "ends_at": _iso(made.ends_at),
+            "by": made.created_by,
+            "alerts": marked,
+        },
+    )
+
+
+def test_delivery(channel: Channel, now: dt.datetime) -> Delivery:
+    """Queue a test notification to one channel."""
+    return Delivery.objects.create(
+        channel=channel,
+        status="test",
+        payload={
+            "status": "firing",
+            "alerts": [],
+            "message": f"[TEST] a test notification from SOLLOL to {channel.name}",
+        },
+        next_attempt_at=now,
+        created=now,
+        state=DeliveryState.QUEUED,
+    )
+
+
+def prune(now: dt.datetime) -> dict[str, int]:
+    """Forget resolved alerts, ended silences and finished deliveries older than
+    SOLLOL_ALERT_RETENTION seconds (open alerts and queued sends are kept)."""
+    before = now - dt.timedelta(seconds=settings.SOLLOL_ALERT_RETENTION)
+    alerts, _ = Alert.objects.filter(
+        state=AlertState.RESOLVED, ended_at__lt=before
+    ).delete()
+    silences, _ = Silence.objects.filter(ends_at__lt=before).delete()
+    deliveries, _ = Delivery.objects.filter(
+        state__in=[DeliveryState.SENT, DeliveryState.FAILED], created__lt=before
+    ).delete()
+    return {"alerts": alerts, "silences": silences, "deliveries": deliveries}

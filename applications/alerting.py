@@ -1,0 +1,28 @@
+"""The applications' condition for alerting (activity.alerting): an app gone stale."""
+
+from __future__ import annotations
+
+from activity.alerting import Check, Condition, Finding, register
+from applications.choices import AppStatus
+from applications.models import Application
+
+
+def apps_stale(check: Check) -> list[Finding]:
+    rows = Application.objects.filter(status=AppStatus.STALE).values_list(
+        "app_id", "name", "last_heartbeat"
+    )
+    return [
+        # No value: the age grows every round, and the message says when.
+        Finding(
+            app_id,
+            None,
+            f"application {name} ({app_id}) stopped sending heartbeats "
+            f"(the last at {last:%Y-%m-%d %H:%M:%S} UTC)",
+        )
+        for app_id, name, last in rows
+    ]
+
+
+register(
+    Condition("app_stale", "Application stale", "app", "warning", None, "s", apps_stale)
+)

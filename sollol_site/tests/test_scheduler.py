@@ -1,0 +1,93 @@
+"""The embedded scheduler runs a task before its turn when woken, or when the task
+says it has work due sooner (core.wakeups, `next_in_ms`)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from celery import shared_task
+
+from core import wakeups
+from sollol_site.scheduler import MIN_GAP, Scheduler
+
+runs: list[float] = []
+due_in: list[int | None] = []
+
+
+@shared_task(name="sollol_site.tests.test_scheduler.counted")
+def counted() -> dict:
+    runs.append(time.monotonic())
+    next_in = due_in.pop(0) if due_in else None
+    return {"next_in_ms": next_in} if next_in is not None else {}
+
+
+SCHEDULE = {
+    "counted": {"task": "sollol_site.tests.test_scheduler.counted", "schedule": 30.0}
+}
+
+
+async def until(count: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(runs) < count:
+        assert time.monotonic() < deadline, f"{len(runs)} runs, not {count}"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_wake_from_another_thread_runs_the_task_now_and_bursts_once():
+    runs.clear()
+    scheduler = Scheduler(SCHEDULE)
+    scheduler.start()
+    try:
+        await until(1)  # the first turn, at once
+        woke = time.monotonic()
+        for _ in range(5):  # a burst, from a writer thread
+            threading.Thread(target=wakeups.wake, args=(counted.name,)).start()
+        await until(2)
+        assert runs[1] - woke < 1.0  # not the 30 s of its interval
+        assert runs[1] - runs[0] >= MIN_GAP - 0.01
+        await asyncio.sleep(0.6)
+        assert len(runs) == 2  # five wakes close together: one run
+        wakeups.wake("some.other.task")  # not this entry's
+        await asyncio.sleep(0.4)
+        assert len(runs) == 2
+    finally:
+        await scheduler.stop()
+    wakeups.wake(counted.name)  # stopped: nobody listens, nothing runs
+    await asyncio.sleep(0.3)
+    assert len(runs) == 2
+
+
+async def test_a_task_with_work_due_sooner_runs_again_then():
+    runs.clear()
+    due_in[:] = [400, None]
+    scheduler = Scheduler(SCHEDULE)
+    scheduler.start()
+    try:
+        await until(2)
+        assert 0.35 <= runs[1] - runs[0] < 1.5
+        await asyncio.sleep(0.5)
+        assert len(runs) == 2  # then its interval again
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_run_before_its_turn_leaves_the_turn_where_it_was():
+    runs.clear()
+    due_in[:] = [300]
+    scheduler = Scheduler(
+        {
+            "counted": {
+                "task": "sollol_site.tests.test_scheduler.counted",
+                "schedule": 1.0,
+            }
+        }
+    )
+    scheduler.start()
+    try:
+        await until(3)
+        assert 0.25 <= runs[1] - runs[0] < 0.8  # due sooner: early
+        assert 0.9 <= runs[2] - runs[0] < 1.5  # its turn, where it was
+    finally:
+        await scheduler.stop()
