@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -101,12 +103,29 @@ def _send(group: str, message: dict[str, Any]) -> None:
         asyncio.run_coroutine_threadsafe(send(), _server_loop).add_done_callback(
             _log_failure
         )
+    elif _interpreter_exiting():
+        # A thread still writing while the process exits (a log record of a
+        # cluster closing after the server stopped): the event is stored; nobody
+        # is left to tell, and no new loop can start now.
+        logger.debug("not announcing to %s: the process is exiting", group)
     else:
         # A Celery worker or a management command: no server loop here.
         try:
             async_to_sync(send)()
-        except Exception:
-            logger.exception("could not announce to %s", group)
+        except Exception as exc:
+            if _interpreter_exiting() or "interpreter shutdown" in str(exc):
+                logger.debug("not announcing to %s: the process is exiting", group)
+            else:
+                logger.exception("could not announce to %s", group)
+
+
+def _interpreter_exiting() -> bool:
+    """True once the main thread has finished and the interpreter is shutting down.
+
+    From then on async_to_sync cannot start its loop ("cannot schedule new futures
+    after interpreter shutdown").
+    """
+    return sys.is_finalizing() or not threading.main_thread().is_alive()
 
 
 def _log_failure(future) -> None:
