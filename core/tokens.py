@@ -40,18 +40,35 @@ def bearer_matches(authorization: str | None, tokens: list[str]) -> bool:
     return scheme.lower() == "bearer" and any(matches)
 
 
+# Users who may look but not change: non-staff accounts in this group sign in at
+# /login/ and read the page and the API; only staff write.
+VIEWERS_GROUP = "viewers"
+
+
+def may_view(user) -> bool:
+    """Whether a signed-in user may read the dashboard: staff, or a viewer.
+
+    Reads the database for a non-staff user (their groups): call it from sync code.
+    """
+    if user is None or not getattr(user, "is_authenticated", False):
+        return False
+    if not user.is_active:
+        return False
+    return user.is_staff or user.groups.filter(name=VIEWERS_GROUP).exists()
+
+
 def may_read(authorization: str | None, user) -> bool:
     """Return whether a reader gets in: always, unless SOLLOL_READ_TOKEN is set.
 
-    Then a read token or a write token (Authorization: Bearer ...) or a logged-in
-    Django user (the page, after /admin/login/) is needed.
+    Then a read token or a write token (Authorization: Bearer ...) or a signed-in
+    staff user or viewer (the page, after /login/) is needed.
     """
     tokens = settings.SOLLOL_READ_TOKENS
     if not tokens:
         return True
-    if user is not None and getattr(user, "is_authenticated", False):
+    if bearer_matches(authorization, [*tokens, *settings.SOLLOL_API_TOKENS]):
         return True
-    return bearer_matches(authorization, [*tokens, *settings.SOLLOL_API_TOKENS])
+    return may_view(user)
 
 
 def as_bearer(authorization: str | None) -> str | None:
@@ -122,7 +139,7 @@ class TokenMissing(exceptions.APIException):
 
 
 def staff_user(request) -> bool:
-    """Whether the page's own session is a staff user's (logged in at /admin/)."""
+    """Whether the page's own session is a staff user's (signed in at /login/)."""
     user = getattr(request, "user", None)
     return bool(user is not None and user.is_authenticated and user.is_staff)
 

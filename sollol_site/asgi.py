@@ -12,6 +12,7 @@ django_application = get_asgi_application()
 
 # Imported after Django is set up: these import models.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.db import database_sync_to_async  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
@@ -69,7 +70,8 @@ class ReadAccess:
             (v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"),
             None,
         )
-        if may_read(authorization, scope.get("user")):
+        # A viewer's groups are read from the database: not on the event loop.
+        if await database_sync_to_async(may_read)(authorization, scope.get("user")):
             await self.inner(scope, receive, send)
             return
         await refuse_socket(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpResponseRedirect, JsonResponse
@@ -45,10 +46,15 @@ class JsonErrorMiddleware:
         return None
 
 
+# Paths that handle their own sign-in.
+OWN_LOGINS = ("/admin/", "/login/")
+
+
 class ReadAccessMiddleware:
     """With SOLLOL_READ_TOKEN set, reads need a token or a login (auth.may_read).
 
-    The admin keeps its own login; static files (no data in them) stay open.
+    The sign-in page and the admin (its own staff-only login) stay open, as do
+    static files (no data in them).
     """
 
     def __init__(self, get_response):
@@ -56,7 +62,7 @@ class ReadAccessMiddleware:
 
     def __call__(self, request):
         if request.method in ("GET", "HEAD", "OPTIONS") and not request.path.startswith(
-            "/admin/"
+            OWN_LOGINS
         ):
             if not may_read(request.headers.get("Authorization"), request.user):
                 return self._refuse(request)
@@ -65,7 +71,9 @@ class ReadAccessMiddleware:
     @staticmethod
     def _refuse(request):
         if request.path == "/":
-            return HttpResponseRedirect("/admin/login/?" + urlencode({"next": "/"}))
+            return HttpResponseRedirect(
+                settings.LOGIN_URL + "?" + urlencode({"next": "/"})
+            )
         response = JsonResponse(
             {"error": "reading this dashboard needs Authorization: Bearer <token>"},
             status=401,

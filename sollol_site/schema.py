@@ -140,3 +140,19 @@ def add_lean_lane(result, generator, request, public):
 
 def _json(schema: dict) -> dict:
     return {"application/json": {"schema": schema}}
+
+
+def drop_slash_aliases(endpoints):
+    """Describe /api/alerts once, not also its alias /api/alerts/.
+
+    A list served at both spellings (a bare path and its app's include) would
+    otherwise be two operations with one operationId (drf-spectacular W001).
+    """
+    bare = {(path, method) for path, _, method, _ in endpoints}
+    return [
+        endpoint
+        for endpoint in endpoints
+        if not (
+            endpoint[0].endswith("/") and (endpoint[0].rstrip("/"), endpoint[2]) in bare
+        )
+    ]

@@ -57,6 +57,15 @@ def env_list(name: str, default: str = "") -> list[str]:
 def _secret_key() -> str:
     key = env_str("SOLLOL_SECRET_KEY")
     if key:
+        # Django's own bar for a key (security.W009), and not deploy/'s example
+        # left as it was: a weak key is refused at start, not found by
+        # `check --deploy` after sessions were signed with it.
+        weak = len(key) < 50 or len(set(key)) < 5 or key.startswith("django-insecure")
+        if weak or "change-me" in key:
+            raise ImproperlyConfigured(
+                "SOLLOL_SECRET_KEY must be 50 or more random characters, e.g. "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
+            )
         return key
     # Embedded mode: one random key per data directory, kept across restarts so
     # sessions of the admin survive a restart.
@@ -78,6 +87,24 @@ ALLOWED_HOSTS_FROM_ENV = bool(env_list("SOLLOL_ALLOWED_HOSTS"))
 ALLOWED_HOSTS = env_list("SOLLOL_ALLOWED_HOSTS") or (
     ["*"] if SOLLOL_HOST in {"0.0.0.0", "::"} else [*LOOPBACK_HOSTS, SOLLOL_HOST]
 )
+
+# The page is served over HTTPS, TLS ending at the proxy in front (deploy/nginx,
+# which sets X-Forwarded-Proto): cookies are sent over HTTPS only, and a browser
+# asking for a page over plain HTTP is sent to HTTPS. Machine paths (the API, OTLP,
+# /metrics) are not redirected: a client's POST must not turn into a GET.
+SOLLOL_HTTPS = env_bool("SOLLOL_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SOLLOL_HTTPS
+SECURE_SSL_REDIRECT = SOLLOL_HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^api/", r"^v1/", r"^metrics$"]
+if SOLLOL_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HTTP Strict Transport Security, with SOLLOL_HTTPS: how long browsers keep to
+# HTTPS for this name (0: no header), and whether for its subdomains and the
+# browsers' preload lists too. Raise it once HTTPS works; lowering it later does
+# not reach browsers that remember it.
+SECURE_HSTS_SECONDS = env_int("SOLLOL_HSTS_SECONDS", 0) if SOLLOL_HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SOLLOL_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SOLLOL_HSTS_PRELOAD", False)
 
 INSTALLED_APPS = [
     "daphne",
@@ -230,6 +257,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "PREPROCESSING_HOOKS": ["sollol_site.schema.drop_slash_aliases"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "sollol_site.schema.add_lean_lane",
@@ -247,9 +275,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(SOLLOL_MAX_BODY_BYTES, SOLLOL_MAX_TRACE_BODY_B
 # (comma-separated) allow rotation.
 SOLLOL_API_TOKENS = env_list("SOLLOL_API_TOKEN")
 # When set, reads (the page, GET /api/..., /metrics, the streams) need a read or
-# write token as a bearer, or a logged-in Django user (the page sends people to
-# /admin/login/). Unset, reads are open, as on a loopback-only dashboard.
+# write token as a bearer, or a signed-in staff user or viewer (a user in the
+# "viewers" group; the page sends people to /login/). Unset, reads are open, as on
+# a loopback-only dashboard.
 SOLLOL_READ_TOKENS = env_list("SOLLOL_READ_TOKEN")
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
 # Browser origins (scheme://host:port) allowed to write from another site; writes
 # that carry any other Origin than the dashboard's own are refused (403).
 SOLLOL_TRUSTED_ORIGINS = frozenset(env_list("SOLLOL_TRUSTED_ORIGINS"))
@@ -259,7 +291,7 @@ SOLLOL_WRITE_RATE = env_float("SOLLOL_WRITE_RATE", 200.0)
 SOLLOL_WRITE_BURST = env_float("SOLLOL_WRITE_BURST", 400.0)
 # Seconds a request's whole body may take to arrive (then 408).
 SOLLOL_BODY_TIMEOUT = env_float("SOLLOL_BODY_TIMEOUT", 30.0)
-# Login attempts (the admin's form) per second and burst per client address.
+# Sign-in attempts (/login/ and the admin's form) per second and burst per address.
 SOLLOL_LOGIN_RATE = env_float("SOLLOL_LOGIN_RATE", 0.2)
 SOLLOL_LOGIN_BURST = env_float("SOLLOL_LOGIN_BURST", 10.0)
 # An application's metadata (as JSON, after heartbeats merged into it) and nesting.

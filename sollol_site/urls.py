@@ -8,10 +8,12 @@ from activity.api import traces
 from activity.api.prometheus import prometheus_metrics
 from alerts.api.views import AlertListView
 from applications.api.views import ApplicationListView
-from sollol_site import health, views
+from sollol_site import accounts, health, views
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("login/", accounts.login, name="login"),
+    path("logout/", accounts.logout, name="logout"),
     path("admin/", admin.site.urls),
     path("api/alerts", AlertListView.as_view()),
     path("api/alerts/", include("alerts.api.urls")),

@@ -1,7 +1,7 @@
 """The front door of the HTTP lane: lean routes by exact path, Django for the rest.
 
 Write policy that holds for both lanes lives here too: cross-site writes are
-refused, writes and admin logins are rate limited, and bodies bound for Django are
+refused, writes and sign-ins are rate limited, and bodies bound for Django are
 read (and refused when oversized or slow) before Django spools them.
 """
 
@@ -25,7 +25,7 @@ def same_origin(origin: str, host: str | None) -> bool:
 
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 WRITE_PREFIXES = ("/api/", "/v1/")
-LOGIN_PATH = "/admin/login/"
+LOGIN_PATHS = frozenset({"/admin/login/", "/login/"})
 
 
 class LeanRouter:
@@ -52,7 +52,7 @@ class LeanRouter:
             if wait := ratelimit.write_wait(client):
                 await too_many(send, wait, f"too many writes from {client}")
                 return
-        elif scope["method"] == "POST" and scope["path"] == LOGIN_PATH:
+        elif scope["method"] == "POST" and scope["path"] in LOGIN_PATHS:
             if wait := ratelimit.login_wait(client):
                 await too_many(send, wait, "too many login attempts")
                 return

@@ -154,23 +154,26 @@ async def test_an_operator_can_trust_another_origin():
     assert status == 200
 
 
+@pytest.mark.parametrize(
+    ("path", "client"), [("/admin/login/", "127.0.0.11"), ("/login/", "127.0.0.12")]
+)
 @override_settings(SOLLOL_LOGIN_RATE=0.1, SOLLOL_LOGIN_BURST=3.0)
-async def test_guessing_the_admin_password_is_rate_limited():
+async def test_guessing_a_password_is_rate_limited(path, client):
     statuses = []
     for _ in range(5):
-        status, headers, _ = await call_login()
+        status, headers, _ = await call_login(path, client)
         statuses.append(status)
     assert statuses[:3] != [429] * 3 and statuses[3:] == [429, 429], statuses
     assert int(headers[b"retry-after"]) >= 1
 
 
-async def call_login() -> tuple:
+async def call_login(path: str, client: str) -> tuple:
     body = b"username=admin&password=guess"
     form = (
         (b"content-type", b"application/x-www-form-urlencoded"),
         (b"content-length", str(len(body)).encode()),
     )
-    return await exchange(http_scope("POST", "/admin/login/", "127.0.0.11", form), body)
+    return await exchange(http_scope("POST", path, client, form), body)
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.test import override_settings
 
+from core.tokens import VIEWERS_GROUP
 from sollol_site.asgi import application
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8080")
@@ -24,11 +26,14 @@ def test_reads_need_a_token_or_a_login(client):
         for token in ("read-me", "write-me"):
             allowed = client.get(path, HTTP_AUTHORIZATION=f"Bearer {token}")
             assert allowed.status_code == 200, path
-    # The page sends people to log in, and comes back after.
+    # The page sends people to sign in, and comes back after.
     page = client.get("/")
-    assert page.status_code == 302 and page["Location"] == "/admin/login/?next=%2F"
+    assert page.status_code == 302 and page["Location"] == "/login/?next=%2F"
     user = get_user_model().objects.create_user("operator", password="pw")
     client.force_login(user)
+    # Signed in is not enough: staff or the viewers group.
+    assert client.get("/api/applications").status_code == 401
+    user.groups.add(Group.objects.get_or_create(name=VIEWERS_GROUP)[0])
     assert client.get("/").status_code == 200
     assert client.get("/api/applications").status_code == 200
 
@@ -65,14 +70,19 @@ async def test_streams_need_a_token_or_a_session():
     from asgiref.sync import sync_to_async
     from django.test import Client
 
-    def logged_in_cookie() -> bytes:
-        user = get_user_model().objects.create_user("viewer", password="pw")
+    def logged_in_cookie(name: str, viewer: bool) -> bytes:
+        user = get_user_model().objects.create_user(name, password="pw")
+        if viewer:
+            user.groups.add(Group.objects.get_or_create(name=VIEWERS_GROUP)[0])
         browser = Client()
         browser.force_login(user)
         return f"sessionid={browser.cookies['sessionid'].value}".encode()
 
-    cookie = await sync_to_async(logged_in_cookie)()
+    cookie = await sync_to_async(logged_in_cookie)("viewer", True)
     assert (await stream([(b"cookie", cookie)]))[0] is True
+    # A user who is neither staff nor a viewer is refused like a stranger.
+    cookie = await sync_to_async(logged_in_cookie)("someone", False)
+    assert await stream([(b"cookie", cookie)]) == (False, 4401)
 
 
 @pytest.mark.django_db
