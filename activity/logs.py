@@ -5,6 +5,11 @@ gets every line (fan-out through the channel layer, which only says "lines up to
 N are committed") and `?since=` replays what a viewer missed. Retention is bounded
 by age and by count, and ingest refuses with 503 rather than queueing without
 bound, so a flood of logs can exhaust neither memory nor the database.
+
+Lines arrive as JSON on POST /api/logs (activity.api.ingest), as OTLP/HTTP on
+POST /v1/logs (activity.otlp), and from the dashboard's own loggers
+(activity.capture); all of them become LogLine values (make_line) and are stored
+by record_logs().
 """
 
 from __future__ import annotations
@@ -111,14 +116,38 @@ def _parse_line(item: Any, index: int, default_app: str) -> LogLine:
         raise PayloadError(f"records[{index}] must be a JSON object")
     if not isinstance(item.get("message"), str):
         raise PayloadError(f"{where}message must be a string")
-    message = validators.text(
-        item["message"],
-        f"{where}message",
-        max_length=MAX_MESSAGE_CHARS,
-        longer="ellipsis",
-    )
     level, levelno = parse_level(item.get("level", "INFO"), f"{where}level")
-    extra = item.get("extra") or {}
+    return make_line(
+        level=level,
+        levelno=levelno,
+        message=item["message"],
+        logger=validators.text(item.get("logger"), f"{where}logger", max_length=200),
+        app_id=validators.text(item.get("app_id"), f"{where}app_id", max_length=128)
+        or default_app,
+        timestamp=validators.timestamp(item.get("timestamp"), f"{where}timestamp"),
+        extra=item.get("extra") or {},
+        where=where,
+    )
+
+
+def make_line(
+    *,
+    level: str,
+    levelno: int,
+    message: str,
+    logger: str,
+    app_id: str,
+    timestamp: dt.datetime | None,
+    extra: Any,
+    where: str = "",
+) -> LogLine:
+    """Check what every protocol shares (the message, extra) and return the LogLine.
+
+    POST /api/logs and OTLP's /v1/logs (activity.otlp) both end here.
+    """
+    message = validators.text(
+        message, f"{where}message", max_length=MAX_MESSAGE_CHARS, longer="ellipsis"
+    )
     if not isinstance(extra, dict):
         raise PayloadError(f"{where}extra must be a JSON object")
     check_document(extra, f"{where}extra", max_depth=EXTRA_MAX_DEPTH)
@@ -126,10 +155,9 @@ def _parse_line(item: Any, index: int, default_app: str) -> LogLine:
         level=level,
         levelno=levelno,
         message=message,
-        logger=validators.text(item.get("logger"), f"{where}logger", max_length=200),
-        app_id=validators.text(item.get("app_id"), f"{where}app_id", max_length=128)
-        or default_app,
-        timestamp=validators.timestamp(item.get("timestamp"), f"{where}timestamp"),
+        logger=logger,
+        app_id=app_id,
+        timestamp=timestamp,
         extra=extra,
     )
 

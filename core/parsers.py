@@ -15,9 +15,9 @@ class RequestTooLarge(exceptions.APIException):
     default_code = "too_large"
 
 
-# Trace exports come in batches (an OpenTelemetry SDK sends up to 512 spans at once,
-# uncompressed by default): they get a limit of their own.
-TRACE_PATHS = frozenset({"/v1/traces", "/api/traces"})
+# Trace and OTLP log exports come in batches (an OpenTelemetry SDK sends up to 512
+# spans or records at once, uncompressed by default): they get a limit of their own.
+TRACE_PATHS = frozenset({"/v1/traces", "/api/traces", "/v1/logs"})
 
 
 def body_limit(path: str) -> int:

@@ -105,9 +105,17 @@ BODIES = {
         "type": "object",
         "properties": {"resourceSpans": {"type": "array", "items": {"type": "object"}}},
     },
+    ("/v1/logs", "post"): {
+        "type": "object",
+        "properties": {"resourceLogs": {"type": "array", "items": {"type": "object"}}},
+    },
 }
 
-OTLP = "an OpenTelemetry OTLP/HTTP trace export (also application/x-protobuf)"
+ALSO_PROTOBUF = "(also application/x-protobuf)"
+OTLP = {
+    "/v1/traces": f"an OpenTelemetry OTLP/HTTP trace export {ALSO_PROTOBUF}",
+    "/v1/logs": f"an OpenTelemetry OTLP/HTTP log export {ALSO_PROTOBUF}",
+}
 LEAN_LANE = {
     "/api/applications/heartbeat": "an application's heartbeat (metadata merges)",
     "/api/activity": "requests a router made",
@@ -119,7 +127,7 @@ def add_lean_lane(result, generator, request, public):
     """Add the POSTs served before Django (core.lean.router.LeanRouter) and the
     OTLP receiver, and say what every write endpoint's body looks like."""
     paths = result.setdefault("paths", {})
-    for path, summary in {**LEAN_LANE, "/v1/traces": OTLP}.items():
+    for path, summary in {**LEAN_LANE, **OTLP}.items():
         responses = {
             "200": {"description": "stored", "content": _json({"type": "object"})}
         }

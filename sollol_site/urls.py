@@ -4,7 +4,7 @@ from django.urls import include, path
 from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from activity.api import traces
+from activity.api import otlp, traces
 from activity.api.prometheus import prometheus_metrics
 from alerts.api.views import AlertListView
 from applications.api.views import ApplicationListView
@@ -25,7 +25,8 @@ urlpatterns = [
     path("api/", include("frameworks.api.urls")),
     path("api/traces", traces.TraceListView.as_view(), name="trace-list"),
     path("api/traces/<str:trace_id>", traces.TraceDetailView.as_view(), name="trace"),
-    path("v1/traces", traces.otlp_traces, name="otlp-traces"),
+    path("v1/traces", otlp.otlp_traces, name="otlp-traces"),
+    path("v1/logs", otlp.otlp_logs, name="otlp-logs"),
     path("api/", include("activity.api.urls")),
     path("api/prometheus", prometheus_metrics, name="prometheus"),
     path("metrics", ExportToDjangoView, name="prometheus-django-metrics"),

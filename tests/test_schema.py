@@ -22,6 +22,7 @@ def test_the_schema_and_its_swagger_ui_are_served_without_a_cdn(live_dashboard):
         "/api/metrics",
         "/api/logs",
         "/v1/traces",  # the OTLP receiver
+        "/v1/logs",
     ):
         assert path in paths
     # Write endpoints say what their bodies look like, not just "an object".
@@ -29,6 +30,8 @@ def test_the_schema_and_its_swagger_ui_are_served_without_a_cdn(live_dashboard):
     assert register["content"]["application/json"]["schema"]["required"] == ["name"]
     spans = paths["/api/traces"]["post"]["requestBody"]["content"]["application/json"]
     assert spans["schema"]["type"] == "array"
+    otlp_logs = paths["/v1/logs"]["post"]["requestBody"]["content"]["application/json"]
+    assert "resourceLogs" in otlp_logs["schema"]["properties"]
     page = requests.get(live_dashboard.url + "/api/schema/swagger/", timeout=10)
     assert page.status_code == 200
     assert "cdn" not in page.text.lower() and "https://" not in page.text

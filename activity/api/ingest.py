@@ -1,4 +1,7 @@
-"""POST /api/activity and POST /api/logs on the lean lane (see core.lean)."""
+"""POST /api/activity and POST /api/logs on the lean lane (see core.lean).
+
+OTLP's POST /v1/logs (activity.api.otlp) hands its lines to the same log writer.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 from activity import logs, metrics
 from core import jsonio
 from core.lean.http import lean_post
-from core.lean.writer import get_writer
+from core.lean.writer import BatchWriter, get_writer
 
 # Requests (each up to the body limit) that may wait for the log writer before new
 # ones are refused with 503 and Retry-After.
@@ -36,10 +39,14 @@ async def _activity(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
     return 200, {"status": "ok", "accepted": accepted}
 
 
+def log_writer() -> BatchWriter:
+    """Return the writer of log lines, the one for every lane that takes them."""
+    return get_writer("logs", _write_logs, MAX_PENDING_LOG_BATCHES)
+
+
 async def _logs(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
     lines = logs.parse_logs(jsonio.loads(body))
-    writer = get_writer("logs", _write_logs, MAX_PENDING_LOG_BATCHES)
-    accepted = await writer.submit(lines)
+    accepted = await log_writer().submit(lines)
     return 200, {"status": "ok", "accepted": accepted}
 
 
