@@ -256,6 +256,10 @@ def test_upstream_style_apps_get_in_with_a_token_set(live_server_factory, how):
         timeout=5,
     )
     assert other.status_code in (401, 403)
+    # The lean lane's other writes too (only its heartbeat is an app endpoint).
+    for path, lines in (("/api/logs", [{"message": "x"}]), ("/api/activity", {})):
+        lean = requests.post(f"{base}{path}", json=lines, timeout=5)
+        assert lean.status_code in (401, 403), path
 
 
 def _server_env(tmp_path) -> dict[str, str]:

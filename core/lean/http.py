@@ -138,7 +138,7 @@ def lean_post(
     what was posted) on to Django; otherwise they get 405 here.
     """
 
-    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+    async def serve(scope: dict, receive: Callable, send: Callable) -> None:
         try:
             if scope["method"] != "POST":
                 raise Refusal(405, "use POST", [(b"allow", b"POST")])
@@ -165,8 +165,8 @@ def lean_post(
         else:
             await send_json(send, status, body)
 
-    app.reads_in_django = reads_in_django
-    return app
+    serve.reads_in_django = reads_in_django
+    return serve
 
 
 async def too_many(send: Callable, wait: float, what: str) -> None:
