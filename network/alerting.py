@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from activity.alerting import Check, Condition, Finding, register, requested_models
 from core.addresses import host_port
-from network.choices import BackendStatus, NodeStatus
+from network.choices import NodeStatus
 from network.health import network_health
 from network.models import OllamaNode, RpcBackend
-from network.status import usable_nodes
+from network.status import BACKEND_DOWN, usable_nodes
 
 DOWN = (NodeStatus.UNHEALTHY, NodeStatus.OFFLINE)
 
@@ -42,16 +42,16 @@ def nodes_unauthorized(check: Check) -> list[Finding]:
 
 
 def backends_down(check: Check) -> list[Finding]:
-    rows = RpcBackend.objects.filter(status=BackendStatus.OFFLINE).values_list(
-        "host", "port"
+    rows = RpcBackend.objects.filter(status__in=BACKEND_DOWN).values_list(
+        "host", "port", "status"
     )
     return [
         Finding(
             host_port(host, port),
             1.0,
-            f"RPC backend {host_port(host, port)} is offline",
+            f"RPC backend {host_port(host, port)} is {state}",
         )
-        for host, port in rows
+        for host, port, state in rows
     ]
 
 

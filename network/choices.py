@@ -39,6 +39,9 @@ class BackendStatus(models.TextChoices):
     ONLINE = "online", "Online"
     BUSY = "busy", "Busy"  # accepts, but serves another client
     OFFLINE = "offline", "Offline"
+    # Was busy, and has given no proof of life for SOLLOL_RPC_BUSY_MAX: its connects
+    # time out as a busy server's do, but no coordinator is known to be using it.
+    UNREACHABLE = "unreachable", "Unreachable"
     INCOMPATIBLE = "incompatible", "Incompatible"  # speaks something else
     # Outside SOLLOL_ALLOWED_NODE_CIDRS: never contacted.
     REJECTED = "rejected", "Rejected"

@@ -10,7 +10,7 @@ from django.db.models import Count, Q
 from network.choices import BackendStatus, NodeStatus
 from network.models import OllamaNode, RpcBackend
 from network.services.rounds import last_cycle
-from network.status import ADD_NODES, BACKEND_ANSWERING, usable_nodes
+from network.status import ADD_NODES, BACKEND_ANSWERING, BACKEND_DOWN, usable_nodes
 
 
 def network_health(*, now: dt.datetime) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         total=Count("id"),
         online=Count("id", filter=Q(status=BackendStatus.ONLINE)),
         busy=Count("id", filter=Q(status=BackendStatus.BUSY)),
-        offline=Count("id", filter=Q(status=BackendStatus.OFFLINE)),
+        offline=Count("id", filter=Q(status__in=BACKEND_DOWN)),
         incompatible=Count("id", filter=Q(status=BackendStatus.INCOMPATIBLE)),
         rejected=Count("id", filter=Q(status=BackendStatus.REJECTED)),
         unknown=Count("id", filter=Q(status=BackendStatus.UNKNOWN)),
@@ -60,7 +60,8 @@ def network_health(*, now: dt.datetime) -> dict[str, Any]:
         )
     if backends["offline"]:
         reasons.append(
-            f"{backends['offline']} of {backends['total']} RPC backends are offline"
+            f"{backends['offline']} of {backends['total']} RPC backends are "
+            "offline or unreachable"
         )
     if backends["incompatible"]:
         reasons.append(

@@ -71,21 +71,17 @@ def nodes() -> Iterator[Family]:
         "probes (its counters), by direction: prompt or generation.",
     )
     statuses = [(name, f',status="{name}"}} ') for name in NodeStatus.values]
-    seen: set[str] = set()
     rows = OllamaNode.objects.annotate(
         loaded_json=Cast("loaded_models", TextField())
     ).values_list(
         "host", "port", "url", "status", "probe_status", "version", "latency_ms",
-        "vram_used_bytes", "loaded_json", "kind", "serving",
+        "vram_used_bytes", "loaded_json", "kind", "serving", "loaded_models_failed",
     )  # fmt: skip
     for (
         host, port, url, node_status, probe_status, version, latency_ms, used, models,
-        kind, serving,
+        kind, serving, models_failed,
     ) in rows:  # fmt: skip
-        node = host_port(host, port)
-        if node in seen:  # http and https on one host:port: tell them apart
-            node = url
-        seen.add(node)
+        node = host_port(host, port)  # one node per host:port (a constraint)
         label = f'node="{escape(node)}"'
         is_up = node_usable(node_status, probe_status)
         up.add(label, 1 if is_up else 0)
@@ -110,6 +106,8 @@ def nodes() -> Iterator[Family]:
                 rates.add(f'{label},direction="{direction}"', value)
         if latency_ms is not None:
             latency.add(label, latency_ms / 1000.0)
+        if models_failed:
+            continue  # its /api/ps fails: what it holds now is not known
         vram.add(label, used)
         per_model: dict[str, list[int]] = {}
         for entry in json.loads(models) if models else ():

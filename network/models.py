@@ -41,6 +41,9 @@ class OllamaNode(ProbedTarget):
     latency_avg_ms = models.FloatField(null=True, blank=True)
     disk_models = models.JSONField(default=list, blank=True)  # from /api/tags
     loaded_models = models.JSONField(default=list, blank=True)  # in memory, /api/ps
+    # The last probe asked for its loaded models and got an error: loaded_models
+    # are then what it held, not what it holds (network.status.models_known).
+    loaded_models_failed = models.BooleanField(default=False)
     vram_used_bytes = models.BigIntegerField(default=0)
     consecutive_successes = models.PositiveIntegerField(default=0)
     # Flap detection: the status the last probe alone gave, and a score that each
@@ -68,6 +71,11 @@ class OllamaNode(ProbedTarget):
 
     class Meta:
         ordering = ["url"]
+        # One node per host:port, whatever scheme it was given with: two adds at
+        # once (an app's report and the API) cannot both store it.
+        constraints = [
+            models.UniqueConstraint(fields=["host", "port"], name="node_host_port")
+        ]
 
     def __str__(self) -> str:
         return self.url

@@ -27,6 +27,9 @@ class NodeProbe:
     disk_models: list[dict[str, Any]] | None = None
     error: str = ""
     unauthorized: bool = False  # it answered 401 or 403: credentials missing/refused
+    # Its loaded models were asked for and not read (/api/ps answered an error):
+    # what it held before is no longer known to be what it holds.
+    models_failed: bool = False
     # Servers other than Ollama (network.servers): gauges of their work, and
     # their counters (None: not read this time).
     serving: dict[str, Any] | None = None
@@ -148,7 +151,9 @@ async def probe_node(
                 refusal = _refusal(
                     "/api/ps", reply.status, latency_ms, client.credential
                 )
-                return dataclasses.replace(refusal, version=version_text)
+                return dataclasses.replace(
+                    refusal, version=version_text, models_failed=True
+                )
             loaded = _models(reply.body, LOADED_FIELDS)
             disk = None
             if with_tags:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 NODE_ANSWERING = frozenset({NodeStatus.HEALTHY, NodeStatus.DEGRADED})
 BACKEND_ANSWERING = frozenset({BackendStatus.ONLINE, BackendStatus.BUSY})
+# Down: refused or timed out (offline), or busy too long with no proof of life.
+BACKEND_DOWN = (BackendStatus.OFFLINE, BackendStatus.UNREACHABLE)
 
 
 def node_usable(status: str, probe_status: str) -> bool:
@@ -30,6 +32,13 @@ def node_usable(status: str, probe_status: str) -> bool:
     if status == NodeStatus.FLAPPING:
         return probe_status in NODE_ANSWERING
     return status in NODE_ANSWERING
+
+
+def models_known(usable: bool, loaded_models_failed: bool) -> bool:
+    """Whether a node's loaded models are what it holds now: it answered its last
+    probe, and that probe read them (a node whose /api/ps fails while /api/version
+    answers is usable, but what it holds is not known)."""
+    return usable and not loaded_models_failed
 
 
 def usable_nodes() -> Q:
@@ -140,6 +149,7 @@ def needs_session(backend: RpcBackend, now: dt.datetime) -> bool:
         BackendStatus.UNKNOWN,
         BackendStatus.REJECTED,
         BackendStatus.OFFLINE,  # costs no more than a connect, and tells what is back
+        BackendStatus.UNREACHABLE,
         BackendStatus.NOT_FOUND,
     ):
         return True

@@ -485,6 +485,9 @@ SOLLOL_REPORTED_FAILURE_RATE = env_float("SOLLOL_REPORTED_FAILURE_RATE", 0.5)
 SOLLOL_PROBE_TAGS_INTERVAL = env_float("SOLLOL_PROBE_TAGS_INTERVAL", 60.0)
 SOLLOL_PROBE_CONCURRENCY = env_int("SOLLOL_PROBE_CONCURRENCY", 256)
 SOLLOL_RPC_SESSION_INTERVAL = env_float("SOLLOL_RPC_SESSION_INTERVAL", 30.0)
+# Seconds a busy RPC backend may go without answering, when no coordinator serving
+# with it says it is in use, before it is called unreachable (its host may be gone).
+SOLLOL_RPC_BUSY_MAX = env_float("SOLLOL_RPC_BUSY_MAX", 600.0)
 SOLLOL_NODE_HISTORY = env_int("SOLLOL_NODE_HISTORY", 50)
 # Flap detection: every probe multiplies a node's score by DECAY, every change of
 # the status a probe gives adds 1. At START the node is "flapping" (one event, then

@@ -40,6 +40,7 @@ _NODE_COLUMNS = (
     "last_probe",
     "serving",
     "gpus",
+    "loaded_models_failed",
 )
 
 
@@ -105,9 +106,10 @@ def _node_summary(row: dict[str, Any], load: live.Load) -> dict[str, Any]:
         "version": row["version"],
         "latency_ms": rounded(row["latency_ms"]),
         "latency_avg_ms": rounded(row["latency_avg_ms"]),
-        # A node that does not answer unloads nothing: what it held is unknown.
+        # A node that does not answer unloads nothing: what it held is unknown;
+        # nor is it when its /api/ps fails while /api/version answers.
         "usable": usable,
-        "loaded_models_known": usable,
+        "loaded_models_known": status.models_known(usable, row["loaded_models_failed"]),
         "vram_used_bytes": row["vram_used_bytes"],
         "consecutive_failures": row["consecutive_failures"],
         "last_error": row["last_error"],

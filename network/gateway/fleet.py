@@ -40,6 +40,7 @@ FIELDS = (
     "credential",
     "kind",
     "serving",
+    "loaded_models_failed",
 )
 # How long a node that failed a request is left out, at most, when no probe
 # comes to look at it (no scheduler running, say).
@@ -67,7 +68,11 @@ def read_nodes() -> list[NodeView]:
                 status=row.status,
                 usable=node_usable(row.status, row.probe_status),
                 degraded=NodeStatus.DEGRADED in (row.status, row.probe_status),
-                loaded=frozenset(_names(row.loaded_models)),
+                # Not known to hold what it held once /api/ps fails: no
+                # preference for it by what it may have unloaded since.
+                loaded=frozenset()
+                if row.loaded_models_failed
+                else frozenset(_names(row.loaded_models)),
                 disk=frozenset(_names(row.disk_models)),
                 latency_ms=latency if latency is not None else row.latency_ms,
                 credential=row.credential,

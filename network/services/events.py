@@ -24,7 +24,7 @@ def node_event(type: str, node: OllamaNode, message: str, **extra) -> NewEvent:
         "node_id": node.id,
         "status": node.status,
         "usable": usable,
-        "loaded_models_known": usable,
+        "loaded_models_known": status.models_known(usable, node.loaded_models_failed),
         **extra,
     }
     return NewEvent(NODE_STREAM, type, message, payload)
@@ -69,7 +69,10 @@ def backend_transition(backend: RpcBackend, old_status: str) -> NewEvent | None:
             old_status=old_status,
             new_status=new_status,
         )
-    if new_status == BackendStatus.OFFLINE and old_status != BackendStatus.UNKNOWN:
+    if new_status in status.BACKEND_DOWN and old_status not in (
+        BackendStatus.UNKNOWN,
+        *status.BACKEND_DOWN,
+    ):
         return backend_event(
             "backend_disconnected",
             backend,

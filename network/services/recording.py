@@ -35,6 +35,8 @@ from network.services.events import (
     status_event,
 )
 from network.status import (
+    BACKEND_DOWN,
+    models_known,
     next_node_status,
     node_usable,
     only_guessed,
@@ -60,6 +62,7 @@ NODE_PROBE_FIELDS = (
     "last_seen",
     "last_probe",
     "probe_round",
+    "loaded_models_failed",
 )
 # Written only when a probe changed them: encoding every node's models as JSON
 # at every probe cost the writer more than all the other fields (bench/RESULTS.md).
@@ -95,6 +98,12 @@ def _apply_node_probe(
             else (1 - LATENCY_SMOOTHING) * node.latency_avg_ms
             + LATENCY_SMOOTHING * probe.latency_ms
         )
+    # Known again once read; unknown while asking fails; a probe that did not ask
+    # (a server whose models are read now and then) leaves it as it was.
+    if probe.models_failed:
+        node.loaded_models_failed = True
+    elif probe.loaded_models is not None:
+        node.loaded_models_failed = False
     if probe.loaded_models is not None and probe.loaded_models != node.loaded_models:
         node.loaded_models = probe.loaded_models
         node.vram_used_bytes = sum(
@@ -418,7 +427,9 @@ QUEUE_FULL = (
 )
 
 
-def _record_connect_timeout(backend: RpcBackend) -> None:
+def _record_connect_timeout(
+    backend: RpcBackend, now: dt.datetime, serving: set[str]
+) -> None:
     """Judge a TCP connect to backend that timed out: busy, or gone.
 
     ggml-rpc-server listens with a backlog of 1 and accept()s only when it is free.
@@ -441,15 +452,30 @@ def _record_connect_timeout(backend: RpcBackend) -> None:
       offline; until then it keeps its status, with the error;
     - anything else: offline at once, as after a refused connect.
 
-    The trade-off: a host that dies while its server is serving a client stays busy
-    until something refuses or answers there again, since a long session and a dead
-    host give the same timeouts on this port; telling them apart would take
-    evidence from elsewhere. A server process that dies is never in doubt: its port
-    refuses at once, and the kernel resets the connections waiting in its queue.
+    A long session and a dead host give the same timeouts on this port, so a busy
+    backend needs proof of life from elsewhere: the llama.cpp coordinator that
+    holds it (declared, or inferred) answering and serving a model. With that it
+    stays busy for as long as the session lasts; without it, once nothing has
+    answered there for SOLLOL_RPC_BUSY_MAX, it is `unreachable`, saying why, until
+    it answers or refuses again. A server process that dies is never in doubt: its
+    port refuses at once, and the kernel resets the connections waiting in its queue.
     """
-    if backend.status == BackendStatus.BUSY:
+    if backend.status in (BackendStatus.BUSY, BackendStatus.UNREACHABLE):
         backend.consecutive_failures = 0
-        backend.last_error = QUEUE_FULL
+        if backend.coordinator and backend.coordinator in serving:
+            backend.status = BackendStatus.BUSY
+            backend.last_error = QUEUE_FULL
+            return
+        silent = (now - (backend.last_seen or backend.created_at)).total_seconds()
+        if silent < settings.SOLLOL_RPC_BUSY_MAX:
+            backend.last_error = QUEUE_FULL
+            return
+        backend.status = BackendStatus.UNREACHABLE
+        backend.last_error = (
+            f"busy, then nothing answered for {silent:.0f} s and no coordinator "
+            "serving with it says it is in use: its host may be gone (a known "
+            "coordinator, SOLLOL_RPC_COORDINATORS, keeps a long session busy)"
+        )
         return
     backend.consecutive_failures += 1
     if (
@@ -481,6 +507,7 @@ def record_backend_probes(
             sorted({backend_id for backend_id, _, _ in results})
         )
         coordinators = serving_coordinators()
+        serving = {*coordinators}
         for backend_id, probe, session in results:
             backend = backends.get(backend_id)
             if backend is None:
@@ -495,7 +522,7 @@ def record_backend_probes(
             if probe.latency_ms is not None:
                 backend.latency_ms = probe.latency_ms
             if probe.status == BackendStatus.OFFLINE and probe.connect_timed_out:
-                _record_connect_timeout(backend)
+                _record_connect_timeout(backend, now, serving)
             elif probe.status == BackendStatus.OFFLINE:
                 backend.consecutive_failures += 1
                 backend.status = BackendStatus.OFFLINE
@@ -513,6 +540,7 @@ def record_backend_probes(
                         ]
                 elif backend.status in (
                     BackendStatus.OFFLINE,
+                    BackendStatus.UNREACHABLE,
                     BackendStatus.UNKNOWN,
                     BackendStatus.NOT_FOUND,
                 ):
@@ -537,16 +565,14 @@ def record_backend_probes(
                 events.append(event)
             if (
                 held_by
-                and backend.status == BackendStatus.OFFLINE
-                and old_status != BackendStatus.OFFLINE
+                and backend.status in BACKEND_DOWN
+                and old_status not in BACKEND_DOWN
             ):
                 events.extend(_backend_lost(backend, held_by))
             points.append(
                 backend_point(
                     backend,
-                    probe.latency_ms
-                    if backend.status != BackendStatus.OFFLINE
-                    else None,
+                    probe.latency_ms if backend.status not in BACKEND_DOWN else None,
                     devices_read=session and probe.status == BackendStatus.ONLINE,
                 )
             )
@@ -622,6 +648,7 @@ SAMPLE_FIELDS = [
     "usable",
     "serving",
     "gpus",
+    "loaded_models_known",
 ]
 
 
@@ -635,7 +662,14 @@ def publish_node_samples(node_ids: list[int]) -> None:
     if not node_ids:
         return
     rows = OllamaNode.objects.filter(id__in=node_ids).values_list(
-        "id", "status", "probe_status", "latency_ms", "last_seen", "serving", "gpus"
+        "id",
+        "status",
+        "probe_status",
+        "latency_ms",
+        "last_seen",
+        "serving",
+        "gpus",
+        "loaded_models_failed",
     )
     realtime.publish_samples(
         NODE_STREAM,
@@ -649,8 +683,9 @@ def publish_node_samples(node_ids: list[int]) -> None:
                     node_usable(state, probe),
                     serving or None,
                     gpus,
+                    models_known(node_usable(state, probe), failed),
                 ]
-                for id, state, probe, latency, seen, serving, gpus in rows
+                for id, state, probe, latency, seen, serving, gpus, failed in rows
             ],
             "fields": SAMPLE_FIELDS,
             "at": timezone.now().timestamp(),

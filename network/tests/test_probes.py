@@ -346,6 +346,21 @@ async def test_a_403_on_ps_is_unauthorized_with_the_version_read():
     assert result.error == "/api/ps: the credentials were refused (HTTP 403)"
 
 
+async def test_a_ps_that_fails_while_version_answers_says_the_models_went_unread():
+    def handle(path, headers):
+        if path == "/api/ps":
+            return 500, b"", b'{"error": "runner crashed"}'
+        return 200, b"", OLLAMA_BODIES[path]
+
+    server, url, _ = await serve_paths(handle)
+    async with server:
+        result = await probe_node(url, timeout=1.0, with_tags=False)
+    assert result.answered and not result.ok and not result.unauthorized
+    assert result.version == "0.12.3"
+    assert result.models_failed and result.loaded_models is None
+    assert result.error == "/api/ps answered HTTP 500"
+
+
 def test_a_credential_never_shows_its_secret():
     bearer = Credential.bearer("s3cret-token")
     basic = Credential.basic("ollama", "pa55word")

@@ -43,8 +43,10 @@ async def test_each_probe_cycle_sends_the_nodes_latencies_to_who_asked():
             "usable",
             "serving",
             "gpus",
+            "loaded_models_known",
         ]
         assert all(row[5] is None for row in rows.values())  # Ollama's: none
+        assert all(row[7] is True for row in rows.values())  # /api/ps was read
         # The event stream's contract stays: without ?samples=1, events only.
         events = [await plain.receive_json_from(timeout=5) for _ in range(2)]
         assert all(m["type"] == "status_change" and "id" in m for m in events)

@@ -228,9 +228,20 @@ def backend_events():
     return [(e.type, e.payload.get("new_status")) for e in rows]
 
 
-def test_it_keeps_a_busy_backend_busy_while_its_queue_is_full():
+@override_settings(SOLLOL_RPC_COORDINATORS=["127.0.0.2:50052=127.0.0.9:8080"])
+def test_it_keeps_a_busy_backend_busy_while_its_coordinator_serves_with_it():
     from network.rpc import RpcProbe
 
+    # The llama.cpp server holding it answers and serves a model: proof of life.
+    [coordinator] = lifecycle.ensure_nodes(
+        ["http://127.0.0.9:8080"], source=Source.CONFIG, now=T0
+    )
+    OllamaNode.objects.filter(pk=coordinator.pk).update(
+        kind="llamacpp",
+        status="healthy",
+        probe_status="healthy",
+        loaded_models=[{"name": "split-model"}],
+    )
     backend = make_backend()
     backend_probe(backend, RpcProbe("online", latency_ms=0.4, protocol="7.0.0"))
     # Seen serving another client by a bare connect, then the queue is full.
@@ -250,6 +261,38 @@ def test_it_keeps_a_busy_backend_busy_while_its_queue_is_full():
         ("status_change", "busy"),
         ("status_change", "online"),
     ]
+
+
+@override_settings(SOLLOL_RPC_BUSY_MAX=600)
+def test_a_busy_backend_with_no_proof_of_life_becomes_unreachable_until_it_answers(
+    client,
+):
+    from network.rpc import RpcProbe
+
+    backend = make_backend()
+    backend_probe(backend, RpcProbe("online", latency_ms=0.4, protocol="7.0.0"))
+    backend_probe(backend, RpcProbe("busy", latency_ms=0.3), session=False)
+    queued = RpcProbe("offline", error="timed out", connect_timed_out=True)
+    for minute in range(1, 10):
+        at = T0 + dt.timedelta(minutes=minute)
+        assert backend_probe(backend, queued, session=False, at=at) == "busy"
+    # Ten minutes of timeouts, and no coordinator says it is in use.
+    at = T0 + dt.timedelta(minutes=10)
+    assert backend_probe(backend, queued, session=False, at=at) == "unreachable"
+    assert "nothing answered for 600 s" in backend.last_error
+    assert backend_events()[-1] == ("backend_disconnected", "unreachable")
+    listed = client.get("/api/network/backends").json()["backends"][0]
+    assert listed["status"] == "unreachable" and listed["usable"] is False
+    health = client.get("/api/network/health").json()
+    assert "offline or unreachable" in health["reason"]
+    # More timeouts change nothing; an answer brings it back.
+    at = T0 + dt.timedelta(minutes=11)
+    assert backend_probe(backend, queued, session=False, at=at) == "unreachable"
+    alive = RpcProbe("online", latency_ms=0.2)
+    assert backend_probe(backend, alive, session=False, at=at) == "unreachable"
+    online = RpcProbe("online", latency_ms=0.2, protocol="7.0.0")
+    assert backend_probe(backend, online, at=at) == "online"
+    assert backend_events()[-1] == ("backend_connected", "online")
 
 
 @override_settings(SOLLOL_PROBE_OFFLINE_AFTER=3)
