@@ -299,6 +299,11 @@ def recent_lines(
     return [log_message(row) for row in reversed(newest)]
 
 
+def count_lines(*, filter: LogFilter) -> int:
+    """Return how many stored lines pass filter."""
+    return filter.apply(LogRecord.objects.all()).count()
+
+
 def last_log_id() -> int:
     newest = LogRecord.objects.order_by("-id").values_list("id", flat=True).first()
     return newest or 0

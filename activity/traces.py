@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, F, Max, Min, Q, RowRange, Sum, Window
+from django.db.models import Count, F, Max, Min, Q, QuerySet, RowRange, Sum, Window
 
 from activity import streams
 from activity.choices import SpanKind, SpanStatus
@@ -523,10 +523,11 @@ def trace_data(trace: Trace) -> dict[str, Any]:
     }
 
 
-def recent_traces(
-    *, service: str | None = None, min_duration_ms: float | None = None, limit: int
-) -> list[Trace]:
-    """Return the newest traces (by start), optionally of one service or slow ones."""
+def matching_traces(
+    *, service: str | None = None, min_duration_ms: float | None = None
+) -> QuerySet[Trace]:
+    """Return the traces newest first (by start), optionally of one service (a
+    span of it) or slow ones."""
     traces = Trace.objects.all()
     if service:
         traces = traces.filter(
@@ -534,7 +535,12 @@ def recent_traces(
         )
     if min_duration_ms:
         traces = traces.filter(duration_ms__gte=min_duration_ms)
-    return list(traces.order_by("-start", "-id")[:limit])
+    return traces.order_by("-start", "-id")
+
+
+def recent_traces(*, limit: int) -> list[Trace]:
+    """Return the newest traces (by start)."""
+    return list(matching_traces()[:limit])
 
 
 def span_data(span: Span) -> dict[str, Any]:

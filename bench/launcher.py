@@ -128,7 +128,7 @@ def demo() -> dict[str, float]:
 
     def populated() -> bool:
         apps = get(url + "/api/applications") or {}
-        nodes = get(url + "/api/network/nodes") or {}
+        nodes = get(url + "/api/network/nodes?limit=1000") or {}
         metrics = get(url + "/api/metrics") or {}
         dask = get(url + "/api/dask/metrics") or {}
         return (

@@ -150,7 +150,7 @@ def _nodes(server: run.Server) -> list[dict]:
 
     connection = http.client.HTTPConnection(run.HOST, server.port, timeout=30)
     try:
-        connection.request("GET", "/api/network/nodes")
+        connection.request("GET", "/api/network/nodes?limit=1000")
         return json.loads(connection.getresponse().read())["nodes"]
     finally:
         connection.close()

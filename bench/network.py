@@ -756,7 +756,7 @@ def coverage_window(server: run.Server, fleet: FleetProcess, seconds: float) -> 
         after = cycle["started_at"]
         window.sample_threads()
         # A new connection each time: uvicorn closes one idle for 5 s.
-        listed = get_json(server.port, "/api/network/nodes")
+        listed = get_json(server.port, "/api/network/nodes?limit=1000")
         read_at = time.time()
         probes = {node["url"]: node["last_probe"] for node in listed["nodes"]}
         advanced = sum(
@@ -820,7 +820,7 @@ def scale_detect(
     server: run.Server, fleet: FleetProcess, kills: int, result: dict
 ) -> dict:
     """Kills and hangs of healthy nodes among 1,000, at interval 5 s, timeout 2 s."""
-    listed = get_json(server.port, "/api/network/nodes")["nodes"]
+    listed = get_json(server.port, "/api/network/nodes?limit=1000")["nodes"]
     healthy = [fleet.urls.index(n["url"]) for n in listed if n["status"] == "healthy"]
     if len(healthy) < 2 * kills:
         log(f"  only {len(healthy)} healthy nodes: no timed breaks")
@@ -865,7 +865,7 @@ def listing(port: int, requests: int, expected: int | None) -> dict:
     times, sizes, body = [], [], b""
     for index in range(10 + requests):
         started = time.perf_counter()
-        connection.request("GET", "/api/network/nodes")
+        connection.request("GET", "/api/network/nodes?limit=1000")
         response = connection.getresponse()
         body = response.read()
         elapsed = time.perf_counter() - started

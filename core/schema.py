@@ -1,11 +1,13 @@
 """The OpenAPI schema of the API (drf-spectacular), at /api/schema/.
 
-The API's views validate their JSON by hand (core.jsonio) rather than with
-DRF serializers, so the schema says what every one of them shares: a JSON object
-in, a JSON object out, and `{"error": "..."}` with a 4xx status (or 503 while the
-database is away) for anything refused. Query parameters are declared on the views
-(`query_parameters`). The lean-lane endpoints, served before Django, and the
-bodies of the write endpoints are added by sollol_site.schema.add_lean_lane.
+The API's views validate their JSON by hand (core.jsonio) and build their answers
+by hand (fast at fleet scale); DRF serializers *describe* both: a view names them
+per method in `responses` (the success answer; None: 204, no body) and
+`request_bodies` (None: the method takes no body), and each becomes a component
+of the schema. Every view shares `{"error": "..."}` with a 4xx status (or 503
+while the database is away) for anything refused. Query parameters are declared
+on the views (`query_parameters`). The lean-lane endpoints, served before Django,
+and the bodies of the write endpoints are added by sollol_site.schema.add_lean_lane.
 schemathesis checks the running server against this schema (tests/test_schema.py).
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import serializers
 
 ERROR = {
     "type": "object",
@@ -33,6 +36,14 @@ REFUSALS = {
     "429": "too many writes from this client; see Retry-After",
     "503": "the database is unavailable, or too many writes wait; try again",
 }
+
+
+class PageSerializer(serializers.Serializer):
+    """The paging fields of a list's answer (core.pagination.Page.answer)."""
+
+    total = serializers.IntegerField(help_text="in all, not just this page")
+    limit = serializers.IntegerField()
+    offset = serializers.IntegerField()
 
 
 def query(name: str, type=OpenApiTypes.STR, description: str = "") -> OpenApiParameter:
@@ -56,18 +67,28 @@ class JsonApiSchema(AutoSchema):
     def _view_parameters(self):
         return list(getattr(self.view, "query_parameters", {}).get(self.method, []))
 
+    def map_parsers(self):
+        # StrictJSONParser takes any Content-Type (to refuse what is not JSON with
+        # a clear 400); what the endpoints take is JSON.
+        return ["application/json"]
+
     def get_request_serializer(self):
         if self.method in ("POST", "PUT", "PATCH"):
-            return OpenApiTypes.OBJECT
+            return getattr(self.view, "request_bodies", {}).get(
+                self.method, OpenApiTypes.OBJECT
+            )
         return None
 
     def get_response_serializers(self):
-        ok = "201" if self.method == "POST" else "200"
-        responses = {
-            "200": OpenApiResponse(OpenApiTypes.OBJECT, description="done"),
-        }
-        if ok == "201":
-            responses["201"] = OpenApiResponse(OpenApiTypes.OBJECT, description="made")
+        # What a success answers: the view's serializer for this method (a
+        # component of the schema), nothing (None: 204), or just "an object".
+        body = getattr(self.view, "responses", {}).get(self.method, OpenApiTypes.OBJECT)
+        if body is None:
+            responses = {"204": OpenApiResponse(description="done; no body")}
+        else:
+            responses = {"200": OpenApiResponse(body, description="done")}
+            if self.method == "POST":
+                responses["201"] = OpenApiResponse(body, description="made")
         for status, text in REFUSALS.items():
             responses[status] = OpenApiResponse(ERROR, description=text)
         return responses

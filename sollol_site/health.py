@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from applications.models import Application
 from network.health import network_health
+from sollol_site import schemas
 
 
 def fleet_health(*, now: dt.datetime) -> dict[str, Any]:
@@ -26,5 +27,7 @@ def fleet_health(*, now: dt.datetime) -> dict[str, Any]:
 
 
 class HealthView(APIView):
+    responses = {"GET": schemas.HealthSerializer}
+
     def get(self, request):
         return Response(fleet_health(now=timezone.now()))

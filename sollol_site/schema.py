@@ -1,8 +1,10 @@
 """What the OpenAPI schema cannot learn from the views (core.schema describes those).
 
-The lean-lane POSTs are served before Django, and the views validate their bodies
-by hand; this adds both to the schema, so that a client generator (or
-schemathesis, tests/test_schema.py) sends what the endpoints expect.
+The lean-lane POSTs are served before Django, and some views' bodies are richer
+than a serializer says (the OTLP exports, a list of spans or one service's spans):
+this adds both to the schema, each body and each lean answer a named component, so
+that a client generator (or schemathesis, tests/test_schema.py) sends what the
+endpoints expect. The other bodies and answers are the views' serializers.
 """
 
 from __future__ import annotations
@@ -42,73 +44,184 @@ REQUEST = {
 SPAN = {
     "type": "object",
     "properties": {
-        "trace_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-        "span_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+        "trace_id": {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"},
+        "span_id": {"type": "string", "pattern": "^[0-9a-fA-F]{16}$"},
         "parent_span_id": {"type": "string", "nullable": True},
         "name": {"type": "string", "minLength": 1},
-        "start": {"type": "number"},
+        "start": {"type": "number", "description": "epoch seconds"},
         "end": {"type": "number"},
+        "kind": {
+            "type": "string",
+            "enum": [
+                "unspecified",
+                "internal",
+                "server",
+                "client",
+                "producer",
+                "consumer",
+            ],
+        },
         "attributes": {"type": "object"},
         "status": {"type": "string", "enum": ["unset", "ok", "error"]},
+        "status_message": TEXT,
+        "events": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": TEXT,
+                    "timestamp": {"type": "number"},
+                    "attributes": {"type": "object"},
+                },
+            },
+        },
         "service": TEXT,
     },
     "required": ["trace_id", "span_id", "name", "start", "end"],
 }
+# Each write body a component of its own, by name: (path, method) -> (name, schema).
 BODIES = {
-    ("/api/applications/register", "post"): {**APPLICATION, "required": ["name"]},
-    ("/api/applications/heartbeat", "post"): {**APPLICATION, "required": ["app_id"]},
-    ("/api/applications/unregister", "post"): {
-        "type": "object",
-        "properties": {"app_id": APPLICATION["properties"]["app_id"]},
-        "required": ["app_id"],
-    },
-    ("/api/network/nodes", "post"): {
-        "type": "object",
-        "properties": {"url": TEXT},
-        "required": ["url"],
-    },
-    ("/api/network/backends", "post"): {
-        "type": "object",
-        "properties": {"address": TEXT},
-        "required": ["address"],
-    },
-    ("/api/activity", "post"): {
-        "oneOf": [
-            REQUEST,
-            {
+    ("/api/applications/heartbeat", "post"): (
+        "Heartbeat",
+        {**APPLICATION, "required": ["app_id"]},
+    ),
+    ("/api/network/nodes", "post"): (
+        "NodeAdd",
+        {"type": "object", "properties": {"url": TEXT}, "required": ["url"]},
+    ),
+    ("/api/network/backends", "post"): (
+        "BackendAdd",
+        {"type": "object", "properties": {"address": TEXT}, "required": ["address"]},
+    ),
+    ("/api/activity", "post"): (
+        "RequestReport",
+        {
+            "oneOf": [
+                REQUEST,
+                {
+                    "type": "object",
+                    "properties": {
+                        "app_id": TEXT,
+                        "requests": {"type": "array", "items": REQUEST},
+                    },
+                    "required": ["requests"],
+                },
+            ]
+        },
+    ),
+    ("/api/logs", "post"): (
+        "LogLines",
+        {
+            "type": "array",
+            "items": {
                 "type": "object",
                 "properties": {
+                    "timestamp": {"oneOf": [{"type": "number"}, TEXT]},
+                    "level": {"oneOf": [TEXT, {"type": "integer"}]},
+                    "logger": TEXT,
+                    "message": TEXT,
                     "app_id": TEXT,
-                    "requests": {"type": "array", "items": REQUEST},
+                    "extra": {"type": "object"},
                 },
-                "required": ["requests"],
+                "required": ["message"],
             },
-        ]
-    },
-    ("/api/logs", "post"): {
-        "type": "array",
-        "items": {
+        },
+    ),
+    ("/api/traces", "post"): (
+        "Spans",
+        {
+            "oneOf": [
+                {"type": "array", "items": SPAN},
+                {
+                    "type": "object",
+                    "description": "spans of one service, named once",
+                    "properties": {
+                        "service": TEXT,
+                        "spans": {"type": "array", "items": SPAN},
+                    },
+                    "required": ["spans"],
+                },
+            ]
+        },
+    ),
+    ("/v1/traces", "post"): (
+        "OtlpTraceExport",
+        {
             "type": "object",
             "properties": {
-                "timestamp": {"oneOf": [{"type": "number"}, TEXT]},
-                "level": {"oneOf": [TEXT, {"type": "integer"}]},
-                "logger": TEXT,
-                "message": TEXT,
-                "app_id": TEXT,
-                "extra": {"type": "object"},
+                "resourceSpans": {"type": "array", "items": {"type": "object"}}
             },
-            "required": ["message"],
         },
-    },
-    ("/api/traces", "post"): {"type": "array", "items": SPAN},
-    ("/v1/traces", "post"): {
-        "type": "object",
-        "properties": {"resourceSpans": {"type": "array", "items": {"type": "object"}}},
-    },
-    ("/v1/logs", "post"): {
-        "type": "object",
-        "properties": {"resourceLogs": {"type": "array", "items": {"type": "object"}}},
-    },
+    ),
+    ("/v1/logs", "post"): (
+        "OtlpLogExport",
+        {
+            "type": "object",
+            "properties": {
+                "resourceLogs": {"type": "array", "items": {"type": "object"}}
+            },
+        },
+    ),
+}
+
+# What the lean lane and the OTLP receiver answer when they took the body.
+ACCEPTED = {
+    "type": "object",
+    "properties": {"status": TEXT, "accepted": {"type": "integer", "minimum": 0}},
+    "required": ["status", "accepted"],
+}
+ANSWERS = {
+    "/api/applications/heartbeat": (
+        "HeartbeatAnswer",
+        {
+            "type": "object",
+            "properties": {
+                "status": TEXT,
+                "app_id": TEXT,
+                "registered": {
+                    "type": "boolean",
+                    "description": "the heartbeat registered an app it did not know",
+                },
+            },
+            "required": ["status", "app_id", "registered"],
+        },
+    ),
+    "/api/activity": ("RequestsAccepted", ACCEPTED),
+    "/api/logs": ("LinesAccepted", ACCEPTED),
+    "/v1/traces": (
+        "OtlpTraceAnswer",
+        {
+            "type": "object",
+            "description": "{} when every span was taken (OTLP's "
+            "ExportTraceServiceResponse)",
+            "properties": {
+                "partialSuccess": {
+                    "type": "object",
+                    "properties": {
+                        "rejectedSpans": {"type": "integer"},
+                        "errorMessage": TEXT,
+                    },
+                }
+            },
+        },
+    ),
+    "/v1/logs": (
+        "OtlpLogAnswer",
+        {
+            "type": "object",
+            "description": "{} when every record was taken (OTLP's "
+            "ExportLogsServiceResponse)",
+            "properties": {
+                "partialSuccess": {
+                    "type": "object",
+                    "properties": {
+                        "rejectedLogRecords": {"type": "integer"},
+                        "errorMessage": TEXT,
+                    },
+                }
+            },
+        },
+    ),
 }
 
 ALSO_PROTOBUF = "(also application/x-protobuf)"
@@ -125,12 +238,14 @@ LEAN_LANE = {
 
 def add_lean_lane(result, generator, request, public):
     """Add the POSTs served before Django (core.lean.router.LeanRouter) and the
-    OTLP receiver, and say what every write endpoint's body looks like."""
+    OTLP receiver, and say what every write endpoint's body looks like: each
+    body and each of those answers a component of the schema."""
     paths = result.setdefault("paths", {})
+    components = result.setdefault("components", {}).setdefault("schemas", {})
     for path, summary in {**LEAN_LANE, **OTLP}.items():
-        responses = {
-            "200": {"description": "stored", "content": _json({"type": "object"})}
-        }
+        name, answer = ANSWERS[path]
+        components[name] = answer
+        responses = {"200": {"description": "stored", "content": _json(_ref(name))}}
         for status, text in REFUSALS.items():
             responses[status] = {"description": text, "content": _json(ERROR)}
         paths.setdefault(path, {})["post"] = {
@@ -139,11 +254,16 @@ def add_lean_lane(result, generator, request, public):
             "requestBody": {"content": _json({}), "required": True},
             "responses": responses,
         }
-    for (path, method), body in BODIES.items():
+    for (path, method), (name, body) in BODIES.items():
         operation = paths.get(path, {}).get(method)
         if operation is not None:
-            operation["requestBody"] = {"content": _json(body), "required": True}
+            components[name] = body
+            operation["requestBody"] = {"content": _json(_ref(name)), "required": True}
     return result
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _json(schema: dict) -> dict:

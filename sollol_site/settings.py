@@ -258,6 +258,17 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "PREPROCESSING_HOOKS": ["sollol_site.schema.drop_slash_aliases"],
+    # One name for each set of choices the answers' serializers share.
+    "ENUM_NAME_OVERRIDES": {
+        "NodeStatusEnum": "network.choices.NodeStatus",
+        "BackendStatusEnum": "network.choices.BackendStatus",
+        "AppStatusEnum": "applications.choices.AppStatus",
+        "SeverityEnum": "alerts.choices.Severity",
+        "ChannelKindEnum": "alerts.choices.ChannelKind",
+        "FrameworkStatusEnum": "frameworks.choices.FrameworkStatus",
+        "FrameworkMetricsStatusEnum": "frameworks.api.schemas.STATUSES",
+        "HealthStatusEnum": "sollol_site.schemas.HEALTH_STATUSES",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "sollol_site.schema.add_lean_lane",
@@ -266,7 +277,7 @@ SPECTACULAR_SETTINGS = {
 
 # Bodies larger than this are refused with 413 on every lane.
 SOLLOL_MAX_BODY_BYTES = env_int("SOLLOL_MAX_BODY_BYTES", 256 * 1024)
-# POST /api/traces and /v1/traces: an SDK's batch of 512 spans, uncompressed.
+# POST /api/traces, /v1/traces and /v1/logs: an SDK's batch of 512, uncompressed.
 SOLLOL_MAX_TRACE_BODY_BYTES = env_int("SOLLOL_MAX_TRACE_BODY_BYTES", 4 * 1024 * 1024)
 # Django's own cap; the lean router has already refused what is over each path's.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(SOLLOL_MAX_BODY_BYTES, SOLLOL_MAX_TRACE_BODY_BYTES)

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from activity import history
+from activity.api import schemas
 from activity.metrics import parse_window
 from core.schema import query
 
@@ -45,6 +46,7 @@ class SeriesHistoryView(APIView):
     """GET /api/history/<series>: fleet, apps, ray or dask over the window."""
 
     query_parameters = {"GET": [WINDOW]}
+    responses = {"GET": schemas.HistorySerializer}
 
     def get(self, request, series: str):
         whole = [s.name for s in history.registered() if s.whole]

@@ -12,6 +12,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from activity import traces
+from activity.api import schemas
+from core.pagination import page_of, page_parameters
 from core.schema import query
 from core.validators import query_number
 
@@ -20,40 +22,40 @@ MAX_LIMIT = 500
 
 
 class TraceListView(APIView):
+    """GET /api/traces: a page of the traces, newest first (by start), of one
+    service or slower than min_duration_ms when asked. POST: native spans."""
+
     query_parameters = {
         "GET": [
-            query("service"),
-            query("min_duration_ms", OpenApiTypes.NUMBER),
-            query("limit", OpenApiTypes.INT),
+            query("service", description="only traces with a span of this service"),
+            query(
+                "min_duration_ms",
+                OpenApiTypes.NUMBER,
+                "only traces that took at least this long",
+            ),
+            *page_parameters(DEFAULT_LIMIT, MAX_LIMIT),
         ]
+    }
+    responses = {
+        "GET": schemas.TraceListSerializer,
+        "POST": schemas.SpansAcceptedSerializer,
     }
 
     def get(self, request):
-        query = request.query_params
-        limit = int(
-            query_number(
-                query.get("limit"),
-                "limit",
-                default=DEFAULT_LIMIT,
-                low=0,
-                high=MAX_LIMIT,
-            )
-        )
-        service = query.get("service") or None
-        found = traces.recent_traces(
-            service=service,
+        params = request.query_params
+        page = page_of(params, default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
+        found = traces.matching_traces(
+            service=params.get("service") or None,
             min_duration_ms=query_number(
-                query.get("min_duration_ms"),
+                params.get("min_duration_ms"),
                 "min_duration_ms",
                 default=None,
                 low=0,
                 high=1e12,
             ),
-            limit=limit,
         )
-        return Response(
-            {"traces": [traces.trace_data(trace) for trace in found], "limit": limit}
-        )
+        listed = [traces.trace_data(trace) for trace in page.of(found)]
+        return Response(page.answer("traces", listed, found.count()))
 
     def post(self, request):
         spans = traces.parse_native(request.data)
@@ -62,6 +64,8 @@ class TraceListView(APIView):
 
 
 class TraceDetailView(APIView):
+    responses = {"GET": schemas.TraceTreeSerializer}
+
     def get(self, request, trace_id: str):
         trace_id = traces.parse_trace_id(trace_id)
         tree = traces.trace_tree(trace_id)

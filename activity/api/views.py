@@ -6,9 +6,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from activity import logs, metrics
+from activity.api import schemas
+from core.pagination import id_cursors
 from core.schema import query
 from core.validators import query_int
 
+DEFAULT_LOG_LIMIT = 200
 MAX_LOG_LIMIT = 1000
 
 
@@ -34,6 +37,7 @@ class MetricsView(APIView):
             query("app_id", description="only requests of this application"),
         ]
     }
+    responses = {"GET": schemas.MetricsSerializer}
 
     def get(self, request):
         query = request.query_params
@@ -47,11 +51,10 @@ class MetricsView(APIView):
         )
 
 
-ID_MAX = 2**63 - 1
-
-
 class LogListView(APIView):
-    """GET /api/logs: the newest lines, or the ones after ?since=<id>, filtered.
+    """GET /api/logs: the newest lines (before ?before=<id> when given), or the
+    ones after ?since=<id> in order, filtered; with how many the filters match in
+    all, as GET /api/events pages.
 
     POST /api/logs (ingest) is served by the lean lane, activity.api.ingest.
     """
@@ -61,22 +64,28 @@ class LogListView(APIView):
             query("level", description="this level and above, e.g. WARNING"),
             query("app_id"),
             query("q", description="text the message contains"),
-            query("limit", OpenApiTypes.INT),
-            query("since", OpenApiTypes.INT, "lines after this id"),
-            query("before", OpenApiTypes.INT, "lines before this id"),
+            query(
+                "limit",
+                OpenApiTypes.INT,
+                f"{DEFAULT_LOG_LIMIT} unless given, at most {MAX_LOG_LIMIT}",
+            ),
+            query("since", OpenApiTypes.INT, "lines after this id, oldest first"),
+            query("before", OpenApiTypes.INT, "the newest lines before this id"),
         ]
     }
+    responses = {"GET": schemas.LogListSerializer}
 
     def get(self, request):
         query = request.query_params
         filter = logs.parse_filter(query.dict())
         limit = query_int(
-            query.get("limit"), "limit", default=200, low=1, high=MAX_LOG_LIMIT
+            query.get("limit"),
+            "limit",
+            default=DEFAULT_LOG_LIMIT,
+            low=1,
+            high=MAX_LOG_LIMIT,
         )
-        since = query_int(query.get("since"), "since", default=None, low=0, high=ID_MAX)
-        before = query_int(
-            query.get("before"), "before", default=None, low=1, high=ID_MAX
-        )
+        since, before = id_cursors(query)
         if since is not None:
             lines = [
                 logs.log_message(row)
@@ -89,5 +98,7 @@ class LogListView(APIView):
                 "logs": lines,
                 "count": len(lines),
                 "last_id": lines[-1]["id"] if lines else since,
+                "total": logs.count_lines(filter=filter),
+                "limit": limit,
             }
         )

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from activity import alerting
 from alerts import delivery, services
+from alerts.api import schemas
 from alerts.choices import AlertState, Source
 from alerts.models import Alert, Channel, Delivery, Rule, Silence
 from alerts.validation import (
@@ -145,6 +146,7 @@ class AlertListView(APIView):
             query("limit", OpenApiTypes.INT, f"at most {MAX_PAGE}"),
         ]
     }  # fmt: skip
+    responses = {"GET": schemas.AlertOverviewSerializer}
 
     def get(self, request):
         limit = query_int(
@@ -158,6 +160,9 @@ class AlertListView(APIView):
 
 
 class AlertAckView(APIView):
+    request_bodies = {"POST": schemas.AckSerializer}
+    responses = {"POST": schemas.AlertSerializer}
+
     def post(self, request, alert_id: int):
         alert = Alert.objects.select_related("rule").filter(id=alert_id).first()
         if alert is None:
@@ -170,6 +175,9 @@ class AlertAckView(APIView):
 
 
 class RuleListView(APIView):
+    request_bodies = {"POST": schemas.NewRuleSerializer}
+    responses = {"GET": schemas.RuleListSerializer, "POST": schemas.RuleSerializer}
+
     def get(self, request):
         return Response(
             {
@@ -190,6 +198,13 @@ class RuleListView(APIView):
 
 
 class RuleDetailView(APIView):
+    request_bodies = {"PATCH": schemas.RuleChangeSerializer}
+    responses = {
+        "GET": schemas.RuleSerializer,
+        "PATCH": schemas.RuleSerializer,
+        "DELETE": None,
+    }
+
     def get(self, request, name: str):
         return Response(rule_data(_rule(name)))
 
@@ -219,6 +234,12 @@ def _rule(name: str) -> Rule:
 
 
 class SilenceListView(APIView):
+    request_bodies = {"POST": schemas.NewSilenceSerializer}
+    responses = {
+        "GET": schemas.SilenceListSerializer,
+        "POST": schemas.SilenceSerializer,
+    }
+
     def get(self, request):
         now = timezone.now()
         silences = Silence.objects.filter(ends_at__gt=now)
@@ -243,6 +264,8 @@ class SilenceListView(APIView):
 
 
 class SilenceDetailView(APIView):
+    responses = {"DELETE": None}
+
     def delete(self, request, silence_id: int):
         """End a silence now."""
         if services.end_silence(silence_id, timezone.now()) is None:
@@ -251,6 +274,12 @@ class SilenceDetailView(APIView):
 
 
 class ChannelListView(APIView):
+    request_bodies = {"POST": schemas.NewChannelSerializer}
+    responses = {
+        "GET": schemas.ChannelListSerializer,
+        "POST": schemas.ChannelSerializer,
+    }
+
     def get(self, request):
         return Response({"channels": [channel_data(c) for c in Channel.objects.all()]})
 
@@ -269,6 +298,13 @@ class ChannelListView(APIView):
 
 
 class ChannelDetailView(APIView):
+    request_bodies = {"PATCH": schemas.ChannelChangeSerializer}
+    responses = {
+        "GET": schemas.ChannelSerializer,
+        "PATCH": schemas.ChannelSerializer,
+        "DELETE": None,
+    }
+
     def get(self, request, name: str):
         return Response(channel_data(_channel(name)))
 
@@ -293,6 +329,9 @@ def _channel(name: str) -> Channel:
 
 
 class ChannelTestView(APIView):
+    request_bodies = {"POST": None}
+    responses = {"POST": schemas.ChannelTestedSerializer}
+
     def post(self, request, name: str):
         queued = services.test_delivery(_channel(name), timezone.now())
         delivery.deliver_due()
@@ -303,6 +342,7 @@ class DeliveryListView(APIView):
     query_parameters = {
         "GET": [query("limit", OpenApiTypes.INT, f"at most {MAX_PAGE}")]
     }
+    responses = {"GET": schemas.DeliveryListSerializer}
 
     def get(self, request):
         limit = query_int(

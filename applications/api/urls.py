@@ -21,7 +21,7 @@ urlpatterns = [
     path("unregister", views.UnregisterView.as_view(), name="application-unregister"),
     path(
         "<app_id:app_id>/unregister",
-        views.UnregisterView.as_view(),
+        views.UnregisterByIdView.as_view(),
         name="application-unregister-by-id",
     ),
     path("<app_id:app_id>", views.ApplicationDetailView.as_view(), name="application"),

@@ -3,7 +3,6 @@ from __future__ import annotations
 from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ParseError, PermissionDenied
 from rest_framework.response import Response
@@ -11,6 +10,7 @@ from rest_framework.views import APIView
 
 from activity.metrics import parse_window
 from applications import services
+from applications.api import schemas
 from applications.api.serializers import (
     application_data,
     parse_app_id,
@@ -19,20 +19,18 @@ from applications.api.serializers import (
 from applications.availability import availability
 from applications.choices import AppStatus
 from applications.models import Application
+from core.pagination import page_of, page_parameters
 from core.schema import query
 from core.tokens import AppWriteAllowed, token_owner
-from core.validators import query_int
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
-MAX_OFFSET = 10**9  # past any fleet; a bigger one overflowed the SQL (500)
 
 
 class ApplicationListView(APIView):
     query_parameters = {
         "GET": [
-            query("limit", OpenApiTypes.INT, f"page size, at most {MAX_PAGE}"),
-            query("offset", OpenApiTypes.INT),
+            *page_parameters(DEFAULT_PAGE, MAX_PAGE),
             query("status", description="active or stale"),
             query("router_type"),
             query(
@@ -42,16 +40,12 @@ class ApplicationListView(APIView):
             ),
         ]
     }
+    responses = {"GET": schemas.ApplicationListSerializer}
 
     def get(self, request):
         now = timezone.now()
         query = request.query_params
-        limit = query_int(
-            query.get("limit"), "limit", default=DEFAULT_PAGE, low=0, high=MAX_PAGE
-        )
-        offset = query_int(
-            query.get("offset"), "offset", default=0, low=0, high=MAX_OFFSET
-        )
+        page = page_of(query, default=DEFAULT_PAGE, maximum=MAX_PAGE)
         wanted = query.get("status")
         apps = Application.objects.all()
         if wanted == AppStatus.ACTIVE:
@@ -66,28 +60,29 @@ class ApplicationListView(APIView):
         counts = apps.aggregate(
             total=Count("pk"), active=Count("pk", filter=Q(stale_after__gt=now))
         )
-        page = list(apps.order_by("name", "app_id")[offset : offset + limit])
-        listed = [application_data(app, now) for app in page]
+        shown = list(page.of(apps.order_by("name", "app_id")))
+        listed = [application_data(app, now) for app in shown]
         if query.get("availability"):
             window = parse_window(
                 query.get("availability"), maximum=settings.SOLLOL_EVENT_RETENTION_AGE
             )
-            shares = availability(page, window=window, now=now)
+            shares = availability(shown, window=window, now=now)
             for data in listed:
                 data["availability"] = shares[data["app_id"]]
         return Response(
-            {
-                "applications": listed,
-                "total": counts["total"],
-                "active": counts["active"],
-                "stale": counts["total"] - counts["active"],
-                "limit": limit,
-                "offset": offset,
-            }
+            page.answer(
+                "applications",
+                listed,
+                counts["total"],
+                active=counts["active"],
+                stale=counts["total"] - counts["active"],
+            )
         )
 
 
 class ApplicationDetailView(APIView):
+    responses = {"GET": schemas.ApplicationSerializer}
+
     def get(self, request, app_id: str):
         app = Application.objects.filter(pk=app_id).first()
         if app is None:
@@ -97,6 +92,8 @@ class ApplicationDetailView(APIView):
 
 class RegisterView(APIView):
     permission_classes = [AppWriteAllowed]
+    request_bodies = {"POST": schemas.RegisterSerializer}
+    responses = {"POST": schemas.RegisteredSerializer}
 
     def post(self, request):
         owner = token_owner(request.headers.get("Authorization"))
@@ -112,9 +109,11 @@ class RegisterView(APIView):
 
 
 class UnregisterView(APIView):
-    """Unregister by path (/<app_id>/unregister) or by body ({"app_id": ...})."""
+    """Unregister by body ({"app_id": ...}) or, as UnregisterByIdView, by path."""
 
     permission_classes = [AppWriteAllowed]
+    request_bodies = {"POST": schemas.UnregisterSerializer}
+    responses = {"POST": schemas.UnregisteredSerializer}
 
     def post(self, request, app_id: str | None = None):
         if app_id is None:
@@ -125,3 +124,9 @@ class UnregisterView(APIView):
         if services.unregister_application(app_id, now=timezone.now()) is None:
             raise NotFound(f"no application with app_id {app_id}")
         return Response({"status": "ok", "app_id": app_id})
+
+
+class UnregisterByIdView(UnregisterView):
+    """POST /<app_id>/unregister: the application is in the path, not a body."""
+
+    request_bodies = {"POST": None}

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from frameworks import services
+from frameworks.api import schemas
 from frameworks.choices import Kind
 
 
@@ -25,7 +26,9 @@ class FrameworkMetricsView(APIView):
 
 class RayMetricsView(FrameworkMetricsView):
     kind = Kind.RAY
+    responses = {"GET": schemas.RayMetricsSerializer}
 
 
 class DaskMetricsView(FrameworkMetricsView):
     kind = Kind.DASK
+    responses = {"GET": schemas.DaskMetricsSerializer}

@@ -52,6 +52,29 @@ class Reply:
         self.delay = delay
 
 
+def ray_gpu_routes() -> dict[str, Reply]:
+    """Routes for FakeDashboard.ray: its head node has an NVIDIA A10G, in use."""
+    nodes = recorded("ray_nodes.json")
+    nodes["data"]["summary"][0]["gpus"] = [
+        {
+            "index": 0,
+            "name": "NVIDIA A10G",
+            "uuid": "GPU-1",
+            "utilizationGpu": 87,
+            "memoryUsed": 20480,
+            "memoryTotal": 23028,
+            "processesPids": [],
+        }
+    ]
+    status = recorded("ray_cluster_status.json")
+    usage = status["data"]["clusterStatus"]["loadMetricsReport"]["usage"]
+    usage["GPU"] = [1.0, 1.0]
+    return {
+        "/nodes?view=summary": Reply(body=nodes),
+        "/api/cluster_status": Reply(body=status),
+    }
+
+
 class FakeDashboard:
     """A threaded HTTP server whose answers a test can change while it runs."""
 

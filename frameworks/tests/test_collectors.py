@@ -21,21 +21,9 @@ from frameworks.tests.fakes import (
     Reply,
     SilentServer,
     closed_port_url,
+    ray_gpu_routes,
     recorded,
 )
-
-
-@pytest.fixture
-def servers():
-    started = []
-
-    def track(server):
-        started.append(server)
-        return server
-
-    yield track
-    for server in started:
-        server.close()
 
 
 async def test_it_reads_a_ray_dashboard(servers):
@@ -66,29 +54,7 @@ async def test_it_reads_a_ray_dashboard(servers):
 
 
 async def test_it_reports_gpus_with_utilisation_and_memory(servers):
-    nodes = recorded("ray_nodes.json")
-    nodes["data"]["summary"][0]["gpus"] = [
-        {
-            "index": 0,
-            "name": "NVIDIA A10G",
-            "uuid": "GPU-1",
-            "utilizationGpu": 87,
-            "memoryUsed": 20480,
-            "memoryTotal": 23028,
-            "processesPids": [],
-        }
-    ]
-    status = recorded("ray_cluster_status.json")
-    usage = status["data"]["clusterStatus"]["loadMetricsReport"]["usage"]
-    usage["GPU"] = [1.0, 1.0]
-    ray = servers(
-        FakeDashboard.ray(
-            {
-                "/nodes?view=summary": Reply(body=nodes),
-                "/api/cluster_status": Reply(body=status),
-            }
-        )
-    )
+    ray = servers(FakeDashboard.ray(ray_gpu_routes()))
 
     result = await collectors.collect_ray(ray.url, token="", timeout=2)
 

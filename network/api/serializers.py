@@ -16,6 +16,7 @@ from django.db.models.functions import Cast
 from core import addresses
 from core.httpclient import Credential
 from core.jsonio import epoch, rounded
+from core.pagination import Page
 from network import status
 from network.gateway import live
 from network.models import OllamaNode, RpcBackend
@@ -64,8 +65,9 @@ def node_rpc_backends(node: OllamaNode) -> list[str]:
     )
 
 
-def node_list_json(nodes: QuerySet[OllamaNode]) -> str:
-    """Return ``{"nodes": [...], "total": n}`` as JSON text, as node_data shows each.
+def node_list_json(nodes: QuerySet[OllamaNode], page: Page | None = None) -> str:
+    """Return ``{"nodes": [...], "total": n, ...}`` as JSON text, as node_data shows
+    each: all of them, or one page (core.pagination) with its limit and offset.
 
     The models lists are the bulk of the list (1.7 MB for 1,000 nodes), and they are
     stored as JSON already: their text is copied from the database into the answer
@@ -76,13 +78,21 @@ def node_list_json(nodes: QuerySet[OllamaNode]) -> str:
         models_json=Cast("disk_models", TextField()),
         loaded_json=Cast("loaded_models", TextField()),
     ).values_list(*_NODE_COLUMNS, "models_json", "loaded_json")
+    if page is not None:
+        total = nodes.count()
+        rows = page.of(rows)
     parts = []
     load = live.node_load()
     for *columns, models, loaded in rows:
         row = dict(zip(_NODE_COLUMNS, columns, strict=True))
         summary = _dumps(_node_summary(row, load))
         parts.append(f'{summary[:-1]},"models":{models},"loaded_models":{loaded}}}')
-    return f'{{"nodes":[{",".join(parts)}],"total":{len(parts)}}}'
+    if page is None:
+        return f'{{"nodes":[{",".join(parts)}],"total":{len(parts)}}}'
+    return (
+        f'{{"nodes":[{",".join(parts)}],"total":{total},'
+        f'"limit":{page.limit},"offset":{page.offset}}}'
+    )
 
 
 def _dumps(value: Any) -> str:

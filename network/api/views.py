@@ -8,6 +8,9 @@ from rest_framework.views import APIView
 
 from activity import history
 from activity.api.history import WINDOW, series_history, window_of
+from activity.api.schemas import HistoryRowsSerializer, HistorySerializer
+from core.pagination import page_of, page_parameters
+from network.api import schemas
 from network.api.serializers import (
     backend_data,
     node_data,
@@ -43,10 +46,19 @@ def _address(request, field: str) -> str:
     return body[field]
 
 
+# A page of nodes or backends: 100 unless asked (1,000 nodes are 1.6 MB in all).
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
 class NodeListView(APIView):
+    query_parameters = {"GET": page_parameters(DEFAULT_PAGE, MAX_PAGE)}
+    responses = {"GET": schemas.NodeListSerializer, "POST": schemas.NodeAddedSerializer}
+
     def get(self, request):
+        page = page_of(request.query_params, default=DEFAULT_PAGE, maximum=MAX_PAGE)
         return HttpResponse(
-            node_list_json(OllamaNode.objects.all()),
+            node_list_json(OllamaNode.objects.order_by("url", "id"), page),
             content_type="application/json",
         )
 
@@ -64,6 +76,11 @@ class NodeListView(APIView):
 
 
 class NodeDetailView(APIView):
+    responses = {
+        "GET": schemas.NodeDetailSerializer,
+        "DELETE": schemas.RemovedSerializer,
+    }
+
     def get(self, request, node_id: int):
         node = OllamaNode.objects.filter(pk=node_id).first()
         if node is None:
@@ -81,9 +98,17 @@ class NodeDetailView(APIView):
 
 
 class BackendListView(APIView):
+    query_parameters = {"GET": page_parameters(DEFAULT_PAGE, MAX_PAGE)}
+    responses = {
+        "GET": schemas.BackendListSerializer,
+        "POST": schemas.BackendAddedSerializer,
+    }
+
     def get(self, request):
-        backends = [backend_data(b) for b in RpcBackend.objects.all()]
-        return Response({"backends": backends, "total": len(backends)})
+        page = page_of(request.query_params, default=DEFAULT_PAGE, maximum=MAX_PAGE)
+        backends = RpcBackend.objects.order_by("address", "id")
+        listed = [backend_data(b) for b in page.of(backends)]
+        return Response(page.answer("backends", listed, backends.count()))
 
     def post(self, request):
         backend, created = lifecycle.add_backend(
@@ -100,6 +125,8 @@ class BackendListView(APIView):
 
 
 class BackendDetailView(APIView):
+    responses = {"GET": schemas.BackendSerializer, "DELETE": schemas.RemovedSerializer}
+
     def get(self, request, backend_id: int):
         backend = RpcBackend.objects.filter(pk=backend_id).first()
         if backend is None:
@@ -120,6 +147,7 @@ class NodeHistoryView(APIView):
     (usable share, latency, VRAM, loaded models) and its availability."""
 
     query_parameters = {"GET": [WINDOW]}
+    responses = {"GET": HistorySerializer}
 
     def get(self, request, node_id: int):
         _exists(OllamaNode, node_id, "node")
@@ -131,6 +159,7 @@ class BackendHistoryView(APIView):
     latency, device memory in use."""
 
     query_parameters = {"GET": [WINDOW]}
+    responses = {"GET": HistorySerializer}
 
     def get(self, request, backend_id: int):
         _exists(RpcBackend, backend_id, "backend")
@@ -142,6 +171,7 @@ class FleetHistoryView(APIView):
     latency and VRAM, and whether the fleet could serve."""
 
     query_parameters = {"GET": [WINDOW]}
+    responses = {"GET": HistorySerializer}
 
     def get(self, request):
         return series_history(request, "fleet")
@@ -158,6 +188,7 @@ class NodesHistoryView(APIView):
     At most a day: longer, a node's own history or the fleet's answers."""
 
     query_parameters = {"GET": [WINDOW]}
+    responses = {"GET": HistoryRowsSerializer}
 
     def get(self, request):
         ids = list(OllamaNode.objects.values_list("id", flat=True))
@@ -182,6 +213,7 @@ class AvailabilityView(APIView):
     window), the least available first."""
 
     query_parameters = {"GET": [WINDOW]}
+    responses = {"GET": schemas.AvailabilitySerializer}
 
     def get(self, request):
         window = window_of(request)

@@ -13,6 +13,22 @@ export async function getJson(path) {
   return response.json();
 }
 
+/** Read every page of a paged list (`?limit=&offset=`, answered with `total`):
+ * one answer whose `key` holds all the items. Items that move between pages while
+ * they are read are seen once or twice, never lost for good: the next read fixes it. */
+export async function getAllPages(path, key, pageSize = 1000) {
+  const join = path.includes("?") ? "&" : "?";
+  let offset = 0;
+  let items = [];
+  for (;;) {
+    const page = await getJson(path + join + "limit=" + pageSize + "&offset=" + offset);
+    const got = page[key] || [];
+    items = items.concat(got);
+    offset += got.length;
+    if (got.length === 0 || offset >= page.total) return { ...page, [key]: items, offset: 0 };
+  }
+}
+
 const csrfMeta = document.querySelector('meta[name="csrf-token"]');
 
 /** Send a JSON body (or none) with `method`; resolve to the answer's JSON (null
@@ -39,13 +55,14 @@ export async function sendJson(method, path, body) {
 
 /** Return a function that reads `path` again, at most once per `ms`, and hands
  * the answer and the path it was for to `show`. `path` may be a function, read at
- * each call. A failed read keeps what is shown: the next event asks again. */
-export function refresher(path, show, ms) {
+ * each call; with `pagesOf`, every page of that paged list is read. A failed read
+ * keeps what is shown: the next event asks again. */
+export function refresher(path, show, ms, pagesOf = null) {
   return throttle(async () => {
     const wanted = typeof path === "function" ? path() : path;
     let data;
     try {
-      data = await getJson(wanted);
+      data = pagesOf ? await getAllPages(wanted, pagesOf) : await getJson(wanted);
     } catch (_) {
       return;
     }

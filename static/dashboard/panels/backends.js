@@ -45,7 +45,7 @@ const refreshBackends = refresher("/api/network/backends", (data) => {
   state.backends = new Map((data.backends || []).map((b) => [b.id, b]));
   scheduleBackends();
   changed();
-}, 2000);
+}, 2000, "backends");
 
 export function onBackendEvent(message) {
   const id = message.backend_id;

@@ -220,7 +220,7 @@ export const refreshNodes = refresher("/api/network/nodes", (data) => {
   for (const id of [...state.nodes.keys()]) if (!seen.has(id)) state.nodes.delete(id);
   scheduleNodes();
   changed();
-}, 2000);
+}, 2000, "nodes");
 
 /** Each probe's latency, status and verdict, pushed by the server: no event, no fetch. */
 export function onNodeSamples(message) {
