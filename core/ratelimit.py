@@ -3,9 +3,9 @@
 One client (an app in a loop, a misconfigured router) must not be able to fill the
 database or starve the others. Each server process keeps its own buckets, so behind
 N processes a client gets up to N times the rate; the limit is a guard against
-runaways, not an accounting tool. Behind a reverse proxy, the proxy must pass the
-client address: uvicorn (`serve`) reads X-Forwarded-For from a proxy on loopback,
-daphne only with --proxy-headers (as deploy/Procfile runs it).
+runaways, not an accounting tool. Behind a reverse proxy, the client's address is
+the one the proxy passes in X-Forwarded-For, believed only from the proxies named
+in SOLLOL_TRUSTED_PROXIES (core.proxies), whichever server runs the app.
 """
 
 from __future__ import annotations

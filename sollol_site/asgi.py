@@ -27,6 +27,7 @@ from applications.routing import websocket_urlpatterns as application_streams  #
 from core import realtime  # noqa: E402
 from core.lean.router import LeanRouter  # noqa: E402
 from core.lean.writer import stop_writers  # noqa: E402
+from core.proxies import ProxyHeaders  # noqa: E402
 from core.tokens import may_read  # noqa: E402
 from frameworks.routing import websocket_urlpatterns as framework_streams  # noqa: E402
 from network.gateway.proxy import Gateway  # noqa: E402
@@ -140,32 +141,34 @@ class GatewayMount:
             await self.dashboard(scope, receive, send)
 
 
-application = ProtocolTypeRouter(
-    {
-        "http": GatewayMount(
-            gateway,
-            LeanRouter(
-                {**application_ingest_routes, **activity_ingest_routes},
-                fallback=ASGIStaticFilesHandler(django_application),
+application = ProxyHeaders(
+    ProtocolTypeRouter(
+        {
+            "http": GatewayMount(
+                gateway,
+                LeanRouter(
+                    {**application_ingest_routes, **activity_ingest_routes},
+                    fallback=ASGIStaticFilesHandler(django_application),
+                ),
             ),
-        ),
-        "websocket": BrowserOriginValidator(
-            ReadAccess(
-                URLRouter(
-                    [
-                        *application_streams,
-                        *network_streams,
-                        *activity_streams,
-                        *framework_streams,
-                        *alert_streams,
-                        re_path(r"", NoSuchStream()),
-                    ]
-                )
+            "websocket": BrowserOriginValidator(
+                ReadAccess(
+                    URLRouter(
+                        [
+                            *application_streams,
+                            *network_streams,
+                            *activity_streams,
+                            *framework_streams,
+                            *alert_streams,
+                            re_path(r"", NoSuchStream()),
+                        ]
+                    )
+                ),
+                settings.ALLOWED_HOSTS,
             ),
-            settings.ALLOWED_HOSTS,
-        ),
-        "lifespan": Lifespan(),
-    }
+            "lifespan": Lifespan(),
+        }
+    )
 )
 
 # `gateway` is also an ASGI application of its own, exactly Ollama's paths at the

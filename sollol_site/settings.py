@@ -479,6 +479,16 @@ try:
     ]
 except ValueError as _exc:
     raise ImproperlyConfigured(f"SOLLOL_TRUSTED_NETWORKS: {_exc}") from None
+# The reverse proxies in front (addresses or CIDRs, e.g. 127.0.0.1 for nginx on this
+# machine) whose X-Forwarded-For / X-Forwarded-Proto are believed (core.proxies):
+# the client's address, for rate limits, trusted networks and the gateway's
+# loopback rule. From any other peer those headers are ignored. Empty: none.
+SOLLOL_TRUSTED_PROXIES = env_list("SOLLOL_TRUSTED_PROXIES")
+try:
+    for _proxy in SOLLOL_TRUSTED_PROXIES:
+        ipaddress.ip_network(_proxy, strict=False)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"SOLLOL_TRUSTED_PROXIES: {_exc}") from None
 SOLLOL_DISCOVERY_RESCAN_INTERVAL = env_float("SOLLOL_DISCOVERY_RESCAN_INTERVAL", 300.0)
 SOLLOL_PROBE_INTERVAL = env_float("SOLLOL_PROBE_INTERVAL", 5.0)
 SOLLOL_PROBE_TIMEOUT = env_float("SOLLOL_PROBE_TIMEOUT", 2.0)

@@ -124,9 +124,10 @@ class LiveServer:
                 check=True,
             )
             app = "gateway" if self.kind == "gateway" else "application"
-            # As deploy/ runs it: the client's address from a proxy's header.
+            # As deploy/ runs it: the client's address from a proxy's header is
+            # core.proxies' to read (SOLLOL_TRUSTED_PROXIES), not daphne's.
             command = [
-                *(sys.executable, "-m", "daphne", "--proxy-headers", "-b", "127.0.0.1"),
+                *(sys.executable, "-m", "daphne", "-b", "127.0.0.1"),
                 *("-p", str(self.port), f"sollol_site.asgi:{app}"),
             ]
             if self.kind == "lean-gateway":

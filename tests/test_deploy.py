@@ -102,6 +102,8 @@ def test_the_site_serves_the_page_streams_limits_and_the_gateway(
             database=prober.database,
             **nodes,
             SOLLOL_ALLOWED_HOSTS=f"{HOST},127.0.0.1",
+            # As deploy/sollol.env.example says: nginx on this machine.
+            SOLLOL_TRUSTED_PROXIES="127.0.0.1",
             SOLLOL_WRITE_RATE="0.5",
             SOLLOL_WRITE_BURST="2",
         )

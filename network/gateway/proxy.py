@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from django.conf import settings
 
-from core import realtime, tokens
+from core import proxies, realtime, tokens
 from core.addresses import is_loopback
 from core.httpclient import Credential, Disconnected, HttpError
 from core.lean.http import Refusal, read_body
@@ -232,6 +232,14 @@ class Gateway:
             return
         if settings.SOLLOL_GATEWAY_OPEN:
             return
+        if proxies.resolve(scope).get(proxies.UNTRUSTED_FORWARD):
+            # A proxy we were not told of may be forwarding anyone's requests.
+            raise Refused(
+                403,
+                "this gateway answers only on loopback until SOLLOL_GATEWAY_TOKEN "
+                "(or SOLLOL_GATEWAY_OPEN=true) is set; this request came through a "
+                "proxy not named in SOLLOL_TRUSTED_PROXIES",
+            )
         if not is_loopback(_client(scope)):
             raise Refused(
                 403,
@@ -501,15 +509,10 @@ def access_policy() -> str:
 
 
 def _client(scope: dict) -> str:
-    """The client's address: behind a proxy on this machine (nginx, deploy/), the
-    one the proxy saw, the last of X-Forwarded-For (what a client wrote there
-    itself comes before it); otherwise the connection's."""
-    client = (scope.get("client") or ("",))[0]
-    if is_loopback(client):
-        forwarded = _header(scope, b"x-forwarded-for")
-        if forwarded and forwarded.strip():
-            return forwarded.rsplit(",", 1)[-1].strip()
-    return client
+    """The client's address: behind a proxy the operator trusts
+    (SOLLOL_TRUSTED_PROXIES), the one it saw; otherwise the connection's
+    (core.proxies)."""
+    return (proxies.resolve(scope).get("client") or ("",))[0]
 
 
 def _header(scope: dict, name: bytes) -> str | None:
@@ -526,7 +529,7 @@ def _application(scope: dict) -> str:
     authorization = _header(scope, b"authorization")
     if authorization and settings.SOLLOL_GATEWAY_TOKENS:
         return "token:" + tokens.fingerprint(authorization)
-    return (scope.get("client") or ("",))[0] or ""
+    return _client(scope)
 
 
 def _forwarded_headers(scope: dict) -> dict[str, str]:

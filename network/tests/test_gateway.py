@@ -355,10 +355,13 @@ def test_with_tokens_a_client_needs_one(fleet):
     assert record.app_id.startswith("token:") and "other" not in record.app_id
 
 
-def test_behind_a_proxy_on_loopback_only_the_proxys_loopback_clients_get_in(fleet):
+def test_behind_a_proxy_on_loopback_only_the_proxys_loopback_clients_get_in(
+    fleet, settings
+):
     """Without a token the gateway answers loopback clients only; through nginx on
     this machine every connection is loopback, so the address the proxy saw (the
     last of X-Forwarded-For) decides, and one a client forged before it does not."""
+    settings.SOLLOL_TRUSTED_PROXIES = ["127.0.0.1"]
     with served_gateway([view_of(fleet.nodes[0])]) as served:
         version = f"{served.url}/api/version"
         remote = requests.get(version, headers={"X-Forwarded-For": "198.51.100.7"})
@@ -368,6 +371,19 @@ def test_behind_a_proxy_on_loopback_only_the_proxys_loopback_clients_get_in(flee
         local = {"X-Forwarded-For": "198.51.100.7, 127.0.0.1"}
         assert requests.get(version, headers=local).status_code == 200
         assert requests.get(version).status_code == 200
+
+
+def test_a_request_a_proxy_not_named_forwarded_is_refused_without_a_token(fleet):
+    """With no SOLLOL_TRUSTED_PROXIES, X-Forwarded-For is nobody's word: a loopback
+    client is loopback whatever it writes there, but a request that says it was
+    forwarded may come from anyone behind a proxy the operator did not name."""
+    with served_gateway([view_of(fleet.nodes[0])]) as served:
+        version = f"{served.url}/api/version"
+        assert requests.get(version).status_code == 200
+        forwarded = {"X-Forwarded-For": "127.0.0.1"}
+        refused = requests.get(version, headers=forwarded)
+        assert refused.status_code == 403
+        assert "SOLLOL_TRUSTED_PROXIES" in refused.json()["error"]
 
 
 def test_each_request_becomes_a_record_with_what_the_node_measured(fleet):

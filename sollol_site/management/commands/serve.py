@@ -132,6 +132,9 @@ class Command(BaseCommand):
             # event loop with 50 log viewers (bench/logs.py); the dashboard serves a
             # LAN, where bandwidth is cheap and the CPU is shared with probing.
             ws_per_message_deflate=False,
+            # X-Forwarded-For is read by core.proxies, from SOLLOL_TRUSTED_PROXIES
+            # only (uvicorn's own would believe any client on loopback).
+            proxy_headers=False,
             lifespan="on",
             log_level="warning",
             # Through the settings' LOGGING (text or JSON), not uvicorn's own.
