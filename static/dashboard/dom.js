@@ -93,8 +93,9 @@ export function fmtAge(seconds) {
 }
 
 export function fmtSpan(seconds) {
-  const s = num(seconds);
+  let s = num(seconds);
   if (s === null) return "—";
+  s = Math.max(0, s);  // a span the page's clock estimate has not reached yet
   if (s < 60) return Math.floor(s) + " s";
   if (s < 3600) return Math.floor(s / 60) + " min " + (Math.floor(s) % 60) + " s";
   if (s < 86400) return Math.floor(s / 3600) + " h " + (Math.floor(s / 60) % 60) + " min";

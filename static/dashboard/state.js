@@ -11,10 +11,19 @@ const snapshotNode = document.getElementById("dashboard-snapshot");
 /** The snapshot as the server wrote it (see sollol_site/views.py `_snapshot`). */
 export const snap = snapshotNode ? JSON.parse(snapshotNode.textContent) : {};
 
-// Server clock minus browser clock: "last seen" ticks in the server's time.
-const clockSkew = (snap.generated_at || Date.now() / 1000) - Date.now() / 1000;
+// Server clock minus browser clock: "last seen" and uptimes tick in the server's
+// time, whatever the browser's clock says. Every server time the page hears (the
+// snapshot's, each event's `timestamp`, each sample's `at`) had passed on the
+// server before it arrived, so each is a lower bound: the largest is the closest.
+let clockSkew = (snap.generated_at || Date.now() / 1000) - Date.now() / 1000;
 
 export const serverNow = () => Date.now() / 1000 + clockSkew;
+
+/** Take a server time the page just heard (epoch seconds) into serverNow. */
+export function heardServerTime(at) {
+  if (typeof at !== "number" || !Number.isFinite(at)) return;
+  clockSkew = Math.max(clockSkew, at - Date.now() / 1000);
+}
 
 export const state = {
   health: snap.health || null,

@@ -7,6 +7,7 @@
  */
 
 import { $, num, setText } from "./dom.js";
+import { heardServerTime } from "./state.js";
 
 const RECONNECT_MAX_MS = 8000;
 const streams = [];
@@ -84,6 +85,9 @@ export class Stream {
         console.warn("stream " + this.path + " refused:", message.message);
         return;
       }
+      heardServerTime(message.timestamp);
+      heardServerTime(message.at);
+      if (message.metrics) heardServerTime(message.metrics.at);
       const id = num(message.id);
       if (id !== null && this.lastId !== null && id <= this.lastId) return;
       try {

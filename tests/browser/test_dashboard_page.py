@@ -128,6 +128,12 @@ def test_it_shows_an_app_registered_after_load_within_a_second(dashboard, watche
     expect(page.locator("#feed li[data-kind=applications]").first).to_contain_text(
         "Late arrival"
     )
+    # Words, not pictographs that show as boxes where no emoji font is installed.
+    said = page.locator("#feed li[data-kind=applications] .msg").first.text_content()
+    assert said.startswith("Application started: Late arrival"), said
+    # Uptime in the server's time: never negative, however the clocks differ.
+    uptime = app_row(page, "late-arrival").locator("td").nth(4)
+    expect(uptime).to_have_text(re.compile(r"^\d+ s$"))
 
 
 def test_it_turns_a_killed_node_unhealthy_within_the_probe_deadline(

@@ -180,7 +180,7 @@ def test_a_silent_nodes_vram_is_marked_last_known(live_server_factory, watched_p
         victim.die()
         # Words, not only grey: what it held when it last answered.
         expect(vram).to_have_text(f"{held} (last known)", timeout=5000)
-        expect(vram.locator(".bar")).to_have_class(re.compile(r"\bstale\b"))
+        expect(vram.locator(".vram-amount")).to_have_class(re.compile(r"\bstale\b"))
 
 
 def test_paused_logs_hold_at_most_a_screenful_and_say_what_they_dropped(

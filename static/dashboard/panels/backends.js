@@ -30,7 +30,7 @@ export function renderBackends() {
   const backends = [...state.backends.values()].sort((a, b) => String(a.address).localeCompare(String(b.address)));
   const rows = backends.map((backend) =>
     el("tr", { id: "backend-" + backend.id, dataset: { key: String(backend.id) } },
-      el("td", { className: "url", text: backend.address }),
+      el("td", { className: "url addr", text: backend.address }),
       el("td", null, badge(backend.status)),
       el("td", { text: backend.protocol || "—" }),
       devicesCell(backend)));

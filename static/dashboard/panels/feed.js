@@ -8,6 +8,17 @@ const FEED_MAX = 300;
 const KINDS = { nodes: "nodes", backends: "backends", applications: "applications", ollama_activity: "models" };
 const FRAMEWORK_TITLES = { ray: "Ray", dask: "Dask" };
 
+// The server's event messages start with an emoji ("✅ New node discovered"); where
+// no emoji font is installed they show as boxes. The feed says what an event is
+// with its kind badge and text, so the pictographs are left out.
+const PICTOGRAPHS = /[\p{Extended_Pictographic}\uFE0F\u200D]+\s*/gu;
+
+/** An event's message as the feed shows it: its words, without pictographs. */
+export function feedText(message) {
+  const text = typeof message.message === "string" ? message.message : "";
+  return text.replace(PICTOGRAPHS, "").trim() || message.type;
+}
+
 const shownIds = new Set();
 let openNode = () => {};
 let showApp = () => {};
@@ -62,7 +73,7 @@ function feedItem(message, stream) {
   const item = el("li", { dataset: { kind, id: String(message.id), type: message.type } },
     el("time", { datetime: new Date((num(message.timestamp) || 0) * 1000).toISOString(), text: fmtClock(message.timestamp) }),
     el("span", { className: "kind badge", text: kind }),
-    el("span", { className: "msg", text: message.message || message.type }),
+    el("span", { className: "msg", text: feedText(message) }),
     feedLink(message, stream));
   const wanted = $("feed-kind").value;
   if (wanted && wanted !== kind) item.hidden = true;

@@ -139,9 +139,10 @@ function gpuMemory(node) {
   return total > 0 ? { total, used } : null;
 }
 
-/** Show the VRAM bar, scaled to the node's GPUs when their exporter says how
- * much memory they have ("6.0 GB of 24.0 GB"), else to the fleet's largest user. */
-function showVram(cell, node, fleetMax) {
+/** Show the node's VRAM: a bar of its GPUs' memory when their exporter says how
+ * much they have ("6.0 GB of 24.0 GB"); else what its models use, as a number (a
+ * bar needs the node's own total, which Ollama does not tell). */
+function showVram(cell, node) {
   const gpu = gpuMemory(node);
   if (gpu) {
     const label = fmtBytes(gpu.used) + " of " + fmtBytes(gpu.total);
@@ -153,22 +154,25 @@ function showVram(cell, node, fleetMax) {
     cell.replaceChildren(bar(gpu.used / gpu.total, "GPU memory in use " + label), el("span", { className: "bar-label", text: label }));
     return;
   }
-  const maxVram = fleetMax;
   const vram = num(node.vram_used_bytes) || 0;
   const seen = node.last_seen !== null && node.last_seen !== undefined;
-  const vramState = node.usable ? "current" : seen ? "last-known" : "unknown";
+  // Current only while its loaded models are known (it answers, and /api/ps too).
+  const known = node.usable && node.loaded_models_known !== false;
+  const vramState = known ? "current" : seen ? "last-known" : "unknown";
   const d = cell.dataset;
-  if (d.value === String(vram) && d.max === String(maxVram) && d.state === vramState) return;
+  if (d.value === String(vram) && d.state === vramState) return;
   d.value = String(vram);
-  d.max = String(maxVram);
+  d.max = "";
   d.state = vramState;
   const label = fmtBytes(vram);
   if (vramState === "current") {
-    cell.replaceChildren(bar(vram / maxVram, "VRAM in use " + label), el("span", { className: "bar-label", text: label }));
+    cell.replaceChildren(el("span", { className: "vram-amount", text: label, title: "VRAM its loaded models use" }));
   } else if (vramState === "last-known") {
-    const known = bar(vram / maxVram, "VRAM in use when last seen " + label + " (not answering now)");
-    known.classList.add("stale");
-    cell.replaceChildren(known, el("span", { className: "bar-label", text: label + " (last known)" }));
+    cell.replaceChildren(el("span", {
+      className: "vram-amount stale",
+      text: label + " (last known)",
+      title: "VRAM in use when its models were last read (not known now)",
+    }));
   } else {
     cell.replaceChildren(el("span", { className: "muted", text: "—" }));
   }
@@ -176,7 +180,6 @@ function showVram(cell, node, fleetMax) {
 
 export function renderNodes() {
   const nodes = [...state.nodes.values()].sort((a, b) => String(a.url).localeCompare(String(b.url)));
-  const maxVram = Math.max(1, ...nodes.map((n) => num(n.vram_used_bytes) || 0));
   const shown = nodes.map((node) => {
     const row = rows.row(node.id);
     const c = row.cells_;
@@ -187,7 +190,7 @@ export function renderNodes() {
     setText(c.load, loadSummary(node));
     setText(c.version, node.version || "—");
     setText(c.loaded, loadedSummary(node));
-    showVram(c.vram, node, maxVram);
+    showVram(c.vram, node);
     setText(c.disk, Array.isArray(node.models) ? node.models.length : "—");
     row.dataset.lastSeen = node.last_seen === null || node.last_seen === undefined ? "" : String(node.last_seen);
     return row;
