@@ -52,7 +52,12 @@ OUTAGE = 5.0
 def serve(workspace: run.Workspace, **env: str) -> run.Server:
     server = workspace.server(
         "embedded",
-        {"SOLLOL_DISCOVER_LOCALHOST": "false", "SOLLOL_WRITE_RATE": "0", **env},
+        {
+            "SOLLOL_DISCOVER_LOCALHOST": "false",
+            "SOLLOL_WRITE_RATE": "0",
+            "SOLLOL_APP_WRITE_RATE": "0",
+            **env,
+        },
     )
     server.prepare()
     server.start(timeout=90)

@@ -128,9 +128,11 @@ def server_env(data_dir: Path) -> dict[str, str]:
     # Embedded mode, as a user gets it: SQLite, in-memory channel layer, open writes.
     for name in ("DATABASE_URL", "REDIS_URL", "SOLLOL_API_TOKEN"):
         env.pop(name, None)
-    # The load comes from one address standing for many apps: without this, the
-    # per-client write limit (SOLLOL_WRITE_RATE) would be what is measured.
+    # The load comes from one address standing for many apps, each heartbeating
+    # far faster than a real one: without this, the write limits (per address,
+    # SOLLOL_WRITE_RATE, and per app, SOLLOL_APP_WRITE_RATE) would be measured.
     env["SOLLOL_WRITE_RATE"] = "0"
+    env["SOLLOL_APP_WRITE_RATE"] = "0"
     return env
 
 

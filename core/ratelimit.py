@@ -1,8 +1,12 @@
-"""Writes per client are rate limited: a token bucket per client address.
+"""Writes are rate limited by token buckets: per client address, and per app.
 
 One client (an app in a loop, a misconfigured router) must not be able to fill the
-database or starve the others. Each server process keeps its own buckets, so behind
-N processes a client gets up to N times the rate; the limit is a guard against
+database or starve the others. Limits follow the unit of abuse: an application's
+registrations and heartbeats are limited per app_id (one app in a loop is slowed,
+its neighbours behind the same address are not), and every write per address with
+a limit high enough for thousands of apps behind one NAT (a flood guard). Each
+server process keeps its own buckets, so behind N processes a client gets up to N
+times the rate; the limit is a guard against
 runaways, not an accounting tool. Behind a reverse proxy, the client's address is
 the one the proxy passes in X-Forwarded-For, believed only from the proxies named
 in SOLLOL_TRUSTED_PROXIES (core.proxies), whichever server runs the app.
@@ -64,6 +68,17 @@ def write_wait(client: str) -> float:
     return _wait(
         "write", (settings.SOLLOL_WRITE_RATE, settings.SOLLOL_WRITE_BURST), client
     )
+
+
+def app_wait(app_id: str) -> float:
+    """The same per application, for its registrations and heartbeats."""
+    return _wait(
+        "app", (settings.SOLLOL_APP_WRITE_RATE, settings.SOLLOL_APP_WRITE_BURST), app_id
+    )
+
+
+def app_refusal(app_id: str, wait: float) -> str:
+    return f"too many writes for application {app_id[:64]}; try again in {wait:.1f} s"
 
 
 def login_wait(client: str) -> float:

@@ -44,6 +44,25 @@ def sender_thread() -> Iterator[None]:
         _sender_threads.discard(threading.get_ident())
 
 
+# The longest the dashboard may ask a client to wait (Retry-After), in seconds:
+# beyond it the client's own backoff decides.
+MAX_ASKED_WAIT = 60.0
+
+
+def asked_wait(response: requests.Response | None) -> float | None:
+    """The seconds a 429 or 503 asks to wait before trying again (Retry-After,
+    in seconds), or None when it asks nothing."""
+    if response is None or response.status_code not in (429, 503):
+        return None
+    try:
+        seconds = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    if not 0 <= seconds < float("inf"):
+        return None
+    return min(seconds, MAX_ASKED_WAIT)
+
+
 class BatchSender:
     """POST queued items as `encode(items)` to `url`, never blocking the producer."""
 
@@ -78,6 +97,7 @@ class BatchSender:
         self._stopping = threading.Event()
         self._session = requests.Session()
         self._failing = False
+        self._asked_wait: float | None = None  # a 429/503's Retry-After
         self._thread = threading.Thread(
             target=self._run, name=f"sollol-{name}", daemon=True
         )
@@ -146,6 +166,10 @@ class BatchSender:
                     return
                 if sent_all:
                     retry_delay = self.interval
+                elif self._asked_wait is not None:
+                    # The dashboard said when: then, not sooner, and no backoff.
+                    asked, self._asked_wait = self._asked_wait, None
+                    self._stopping.wait(random.uniform(asked, asked * 1.2 + 0.05))
                 else:
                     self._stopping.wait(random.uniform(retry_delay / 2, retry_delay))
                     retry_delay = min(retry_delay * 2, 30.0)
@@ -198,6 +222,7 @@ class BatchSender:
             return "retry"
         status = response.status_code
         if status in (408, 429) or status >= 500:
+            self._asked_wait = asked_wait(response)
             self._failure(f"it answered {status}")
             return "retry"
         if self._failing:

@@ -23,7 +23,7 @@ from typing import Any
 import requests
 
 from sollol import tracing
-from sollol.batching import BatchSender, sender_thread
+from sollol.batching import BatchSender, asked_wait, sender_thread
 from sollol.loghandler import DashboardLogHandler
 from sollol.tracing import Tracer
 
@@ -85,6 +85,7 @@ class DashboardClient:
         self._must_register = True
         self._next_full_heartbeat = 0.0
         self._failing = False
+        self._asked_wait: float | None = None  # a 429/503's Retry-After
         self._session = requests.Session()
         # Started on first use: request records, log lines (and spans, in tracing).
         self._senders: dict[str, BatchSender] = {}
@@ -404,6 +405,12 @@ class DashboardClient:
                 self._wake.wait(max(0.0, self._next_full_heartbeat - time.monotonic()))
             elif sent:
                 retry_delay = FIRST_RETRY_DELAY
+            elif self._asked_wait is not None:
+                # The dashboard slowed us (429) or is busy (503) and said when to
+                # come back: then, not sooner (a little jitter spreads many apps),
+                # with the registration and the unsent metadata kept.
+                asked, self._asked_wait = self._asked_wait, None
+                self._stopping.wait(random.uniform(asked, asked * 1.2 + 0.05))
             else:
                 delay = retry_delay
                 if self.registered:
@@ -460,6 +467,7 @@ class DashboardClient:
         if not accepted:
             with self._lock:
                 self._unsent_keys |= sending
+            self._asked_wait = asked_wait(response)
             if response is not None:
                 self._report_failure(
                     f"{path} answered {response.status_code}: {_error(response)}"

@@ -298,8 +298,16 @@ LOGOUT_REDIRECT_URL = "/login/"
 SOLLOL_TRUSTED_ORIGINS = frozenset(env_list("SOLLOL_TRUSTED_ORIGINS"))
 # Writes (POST/PUT/PATCH/DELETE under /api/ and /v1/) per client address and server
 # process: a sustained rate and a burst; 0 turns the limit off. 429 + Retry-After.
-SOLLOL_WRITE_RATE = env_float("SOLLOL_WRITE_RATE", 200.0)
-SOLLOL_WRITE_BURST = env_float("SOLLOL_WRITE_BURST", 400.0)
+# A guard against floods, not against one app: many well-behaved apps share one
+# address (a NAT, a Kubernetes node, a host of agents), so the default lets 5,000
+# apps there heartbeat every second and report their requests.
+SOLLOL_WRITE_RATE = env_float("SOLLOL_WRITE_RATE", 20000.0)
+SOLLOL_WRITE_BURST = env_float("SOLLOL_WRITE_BURST", 40000.0)
+# Per application (its app_id): registrations and heartbeats a second and burst,
+# per server process. One app in a tight loop is slowed (429 + Retry-After, which
+# DashboardClient honours), its neighbours behind the same address are not.
+SOLLOL_APP_WRITE_RATE = env_float("SOLLOL_APP_WRITE_RATE", 10.0)
+SOLLOL_APP_WRITE_BURST = env_float("SOLLOL_APP_WRITE_BURST", 50.0)
 # Seconds a request's whole body may take to arrive (then 408).
 SOLLOL_BODY_TIMEOUT = env_float("SOLLOL_BODY_TIMEOUT", 30.0)
 # Sign-in attempts (/login/ and the admin's form) per second and burst per address.

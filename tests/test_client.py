@@ -291,7 +291,10 @@ class ScriptedDashboard:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict | None]] = []
+        self.times: list[float] = []  # time.monotonic() of each request
         self.heartbeat_statuses: list[int] = []
+        # {"register" or "heartbeat": [seconds a 429 asks to wait, ...]}, in turn.
+        self.slow_down: dict[str, list[float]] = {}
         dashboard = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -300,12 +303,20 @@ class ScriptedDashboard:
                 raw = self.rfile.read(length)
                 body = json.loads(raw) if raw else None
                 dashboard.requests.append((self.path, body))
+                dashboard.times.append(time.monotonic())
                 status, answer = 200, {"status": "ok", "registered": False}
-                if self.path.endswith("/heartbeat") and dashboard.heartbeat_statuses:
+                retry_after = None
+                slow = dashboard.slow_down.get(self.path.rsplit("/", 1)[-1])
+                if slow:
+                    status, retry_after = 429, slow.pop(0)
+                    answer = {"error": "too many writes for this application"}
+                elif self.path.endswith("/heartbeat") and dashboard.heartbeat_statuses:
                     status = dashboard.heartbeat_statuses.pop(0)
                     answer = {"error": "no application with that app_id"}
                 payload = json.dumps(answer).encode()
                 self.send_response(status)
+                if retry_after is not None:
+                    self.send_header("Retry-After", str(retry_after))
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -354,6 +365,37 @@ def test_it_registers_again_when_a_heartbeat_gets_404(scripted_dashboard, make_c
         "version": "0.0.0",
         "metadata": {"env": "prod"},
     }
+    assert client.registered
+
+
+def test_it_waits_as_long_as_a_429_asks_keeping_what_it_had_to_send(
+    scripted_dashboard, make_client
+):
+    """Slowed by the dashboard's limit, it comes back when told (not at once, not
+    after a growing backoff), still registered, with nothing it had to say lost."""
+    scripted_dashboard.slow_down = {"register": [1, 1], "heartbeat": [1]}
+    client = make_client(scripted_dashboard.url, metadata={"env": "prod"})
+    assert client.wait_registered(10)
+    registers = [
+        at
+        for (path, _), at in zip(
+            scripted_dashboard.requests, scripted_dashboard.times, strict=True
+        )
+        if path.endswith("/register")
+    ]
+    assert len(registers) == 3
+    gaps = [b - a for a, b in zip(registers, registers[1:], strict=False)]
+    assert all(1.0 <= gap < 2.5 for gap in gaps), gaps
+
+    client.update_metadata({"requests": 7})  # its heartbeat is answered 429 once
+    wait_for(
+        lambda: any(
+            path.endswith("/heartbeat")
+            and (body or {}).get("metadata", {}).get("requests") == 7
+            for path, body in scripted_dashboard.requests[-3:]
+        ),
+        timeout=5,
+    )
     assert client.registered
 
 

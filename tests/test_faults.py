@@ -55,7 +55,10 @@ def test_the_database_going_away_answers_503_and_recovers_by_itself(
 ):
     proxy, url = database_behind_a_proxy
     server = live_server_factory(
-        DATABASE_URL=url, SOLLOL_DISCOVER_LOCALHOST="false", SOLLOL_WRITE_RATE="0"
+        DATABASE_URL=url,
+        SOLLOL_DISCOVER_LOCALHOST="false",
+        SOLLOL_WRITE_RATE="0",
+        SOLLOL_APP_WRITE_RATE="0",
     )
     server.start(timeout=60)
     assert post(server, "/api/applications/register", app("before")).status_code == 200
@@ -112,6 +115,7 @@ def test_redis_going_away_loses_nothing(tmp_path, live_server_factory):
             REDIS_URL=redis.url,
             SOLLOL_DISCOVER_LOCALHOST="false",
             SOLLOL_WRITE_RATE="0",
+            SOLLOL_APP_WRITE_RATE="0",
         )
         server.start(timeout=60)
         ws_url = server.url.replace("http", "ws") + "/ws/applications"

@@ -55,6 +55,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         SOLLOL_PROBE_INTERVAL="86400",
         SOLLOL_DISCOVER_LOCALHOST="false",
         SOLLOL_WRITE_RATE="0",
+        SOLLOL_APP_WRITE_RATE="0",
     )
     server.start(timeout=60)
     result = subprocess.run(

@@ -8,8 +8,8 @@ from typing import Any
 
 from applications import services
 from applications.api.serializers import AppReport, parse_report
-from core import jsonio
-from core.lean.http import header, lean_post
+from core import jsonio, ratelimit
+from core.lean.http import Refusal, header, lean_post
 from core.lean.writer import get_writer
 from core.tokens import token_owner
 
@@ -24,6 +24,12 @@ def _write_heartbeats(
 async def _heartbeat(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
     owner = token_owner(header(scope, b"authorization"))
     report = parse_report(jsonio.loads(body), registering=False, owner=owner)
+    if wait := ratelimit.app_wait(report.app_id):
+        raise Refusal(
+            429,
+            ratelimit.app_refusal(report.app_id, wait),
+            [(b"retry-after", ratelimit.retry_after(wait).encode())],
+        )
     try:
         result = await get_writer("heartbeats", _write_heartbeats).submit(report)
     except services.TooManyApplications as exc:

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 from rest_framework import status
-from rest_framework.exceptions import NotFound, ParseError, PermissionDenied
+from rest_framework.exceptions import NotFound, ParseError, PermissionDenied, Throttled
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -19,6 +19,7 @@ from applications.api.serializers import (
 from applications.availability import availability
 from applications.choices import AppStatus
 from applications.models import Application
+from core import ratelimit
 from core.pagination import page_of, page_parameters
 from core.schema import query
 from core.tokens import AppWriteAllowed, token_owner
@@ -98,6 +99,8 @@ class RegisterView(APIView):
     def post(self, request):
         owner = token_owner(request.headers.get("Authorization"))
         report = parse_report(request.data, registering=True, owner=owner)
+        if wait := ratelimit.app_wait(report.app_id):
+            raise Throttled(wait, ratelimit.app_refusal(report.app_id, wait))
         try:
             app, created = services.register_application(report, now=timezone.now())
         except services.TooManyApplications as exc:

@@ -106,3 +106,24 @@ async def test_a_rate_of_zero_turns_the_limit_off():
     for _ in range(50):
         status, _, _ = await call("POST", "/api/logs", "127.0.0.9", b"[]")
         assert status == 200
+
+
+@override_settings(SOLLOL_APP_WRITE_RATE=1.0, SOLLOL_APP_WRITE_BURST=2.0)
+async def test_one_app_in_a_loop_is_slowed_and_its_neighbours_are_not():
+    """Limits follow the unit of abuse: the app, not the address it shares."""
+
+    async def post(path: str, app_id: str) -> tuple:
+        body = json.dumps({"app_id": app_id, "name": app_id}).encode()
+        return await call("POST", path, "127.0.0.31", body)
+
+    assert (await post("/api/applications/register", "looping"))[0] == 200
+    assert (await post("/api/applications/heartbeat", "looping"))[0] == 200
+    status, headers, answer = await post("/api/applications/heartbeat", "looping")
+    assert status == 429 and headers[b"retry-after"] == b"1"
+    assert "application looping" in answer["error"]
+    status, headers, answer = await post("/api/applications/register", "looping")
+    headers = {name.lower(): value for name, value in headers.items()}
+    assert status == 429 and headers[b"retry-after"] == b"1"
+    # Another app behind the same address writes on.
+    assert (await post("/api/applications/register", "neighbour"))[0] == 200
+    assert (await post("/api/applications/heartbeat", "neighbour"))[0] == 200
