@@ -38,6 +38,15 @@ def _stop_writers():
     stop_writers()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Each test starts with full buckets: what one test spent (an app's
+    heartbeats, a client's writes) must not slow the next one down."""
+    from core import ratelimit
+
+    ratelimit.forget_buckets()
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """Let the test database be dropped even if a worker thread kept a session open.

@@ -6,7 +6,8 @@ import datetime as dt
 import enum
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -130,6 +131,13 @@ def _change_events(
     return events
 
 
+def _too_many_message() -> str:
+    return (
+        f"this token already has {settings.SOLLOL_MAX_APPS_PER_TOKEN} applications "
+        "registered (SOLLOL_MAX_APPS_PER_TOKEN); unregister some first"
+    )
+
+
 def _insert_or_lock(report: AppReport, now: dt.datetime) -> tuple[Application, bool]:
     """Insert the reported app; if a concurrent request just did, lock and return it.
 
@@ -137,10 +145,7 @@ def _insert_or_lock(report: AppReport, now: dt.datetime) -> tuple[Application, b
     """
     limit = settings.SOLLOL_MAX_APPS_PER_TOKEN
     if Application.objects.filter(owner=report.owner).count() >= limit:
-        raise TooManyApplications(
-            f"this token already has {limit} applications registered "
-            "(SOLLOL_MAX_APPS_PER_TOKEN); unregister some first"
-        )
+        raise TooManyApplications(_too_many_message())
     app = _new_application(report, now)
     try:
         with transaction.atomic():
@@ -175,6 +180,98 @@ def register_application(
         if "metadata" in changed:
             _reported(app, now)
     return app, False
+
+
+class Write(enum.Enum):
+    """What an application asks of the registry on the lean lane."""
+
+    REGISTER = "register"
+    HEARTBEAT = "heartbeat"
+
+
+def apply_writes(
+    writes: Sequence[tuple[Write, AppReport]], *, now: dt.datetime
+) -> list[Any]:
+    """Apply registrations and heartbeats that arrived together (the group-commit
+    lane of core.lean.writer); return for each a registration's (app_id, created)
+    or a heartbeat's HeartbeatResult.
+
+    The registrations first, in one transaction, then the heartbeats in another:
+    each writes its events last (on PostgreSQL under the event-log lock, which
+    must not be held while waiting for row locks), and an app that registers and
+    heartbeats in one batch is known to its heartbeat.
+    """
+    results: list[Any] = [None] * len(writes)
+    registering = [
+        (i, report) for i, (kind, report) in enumerate(writes) if kind is Write.REGISTER
+    ]
+    beating = [
+        (i, report)
+        for i, (kind, report) in enumerate(writes)
+        if kind is Write.HEARTBEAT
+    ]
+    if registering:
+        done = register_applications([report for _, report in registering], now=now)
+        for (i, _), result in zip(registering, done, strict=True):
+            results[i] = result
+    if beating:
+        recorded = record_heartbeats([report for _, report in beating], now=now)
+        for i, report in beating:
+            results[i] = recorded[report.app_id]
+    return results
+
+
+def register_applications(
+    reports: Sequence[AppReport], *, now: dt.datetime
+) -> list[tuple[str, bool]]:
+    """Register applications that arrived together, in one transaction: the new
+    ones in one INSERT, their events last; return (app_id, created) for each.
+
+    An app_id another process inserted meanwhile fails the INSERT (the writer then
+    retries each report alone, and finds it known).
+    """
+    results: list[tuple[str, bool]] = []
+    events: list[NewEvent] = []
+    reported: list[Application] = []
+    with transaction.atomic():
+        known = Application.objects.select_for_update().in_bulk(
+            {report.app_id for report in reports}
+        )
+        made: dict[str, Application] = {}
+        room: dict[str, int] = {}  # new apps each owner may still register
+        changed_apps: dict[str, Application] = {}
+        for report in reports:
+            app = known.get(report.app_id) or made.get(report.app_id)
+            if app is None:
+                if report.owner not in room:
+                    have = Application.objects.filter(owner=report.owner).count()
+                    room[report.owner] = settings.SOLLOL_MAX_APPS_PER_TOKEN - have
+                if room[report.owner] <= 0:
+                    raise TooManyApplications(_too_many_message())
+                room[report.owner] -= 1
+                app = made[report.app_id] = _new_application(report, now)
+                events.append(_registered_event(app, now))
+                reported.append(app)
+                results.append((app.app_id, True))
+                continue
+            recovered = app.status == AppStatus.STALE
+            changed = _apply(app, report, merge_metadata=False)
+            _touch(app, now)
+            if report.app_id in known:
+                changed_apps[report.app_id] = app
+            events.extend(
+                _change_events(app, now, recovered=recovered, changed=changed)
+            )
+            if "metadata" in changed:
+                reported.append(app)
+            results.append((app.app_id, False))
+        Application.objects.bulk_create(list(made.values()))
+        for app in changed_apps.values():
+            app.save()
+        record_events(events, now=now)
+        for app in reported:
+            _reported(app, now)
+    return results
 
 
 def coalesce_reports(reports: Iterable[AppReport]) -> dict[str, AppReport]:

@@ -260,13 +260,15 @@ def paced(
 def closed(
     host: str, port: int, requests: Sequence[bytes], *, connections: int = 20
 ) -> dict[str, Any]:
-    """Send every request once, as fast as connections allow; return the statuses."""
+    """Send every request once, as fast as connections allow; return the statuses
+    and each request's latency (sent to answered, seconds, sorted)."""
     check_loopback(host)
     pending = deque(requests)
     pool = [Connection(host, port) for _ in range(min(connections, len(pending)))]
     idle = deque(pool)
     busy: dict[socket.socket, Connection] = {}
     statuses: dict[int, int] = {}
+    latencies: list[float] = []
     started = time.perf_counter()
     try:
         while pending or busy:
@@ -282,6 +284,7 @@ def closed(
                 status = connection.read()
                 if status is None:
                     continue
+                latencies.append(time.perf_counter() - connection.sent)
                 statuses[status] = statuses.get(status, 0) + 1
                 del busy[sock]
                 if connection.closing:
@@ -296,6 +299,7 @@ def closed(
         "elapsed_s": elapsed,
         "rate": len(requests) / elapsed if elapsed else 0.0,
         "statuses": {str(status): count for status, count in sorted(statuses.items())},
+        "latencies": sorted(latencies),
     }
 
 

@@ -63,6 +63,11 @@ def _wait(kind: str, config: tuple[float, float], client: str) -> float:
     return known[1].wait(client)
 
 
+def forget_buckets() -> None:
+    """Start every limit afresh (a test's beginning)."""
+    _limiters.clear()
+
+
 def write_wait(client: str) -> float:
     """Return 0 when this client may write now, else the seconds until it may."""
     return _wait(

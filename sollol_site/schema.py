@@ -81,6 +81,14 @@ SPAN = {
 }
 # Each write body a component of its own, by name: (path, method) -> (name, schema).
 BODIES = {
+    ("/api/applications/register", "post"): (
+        "Registration",
+        {
+            **APPLICATION,
+            "required": ["name"],
+            "description": "app_id is made (a UUID) when there is none",
+        },
+    ),
     ("/api/applications/heartbeat", "post"): (
         "Heartbeat",
         {**APPLICATION, "required": ["app_id"]},
@@ -171,6 +179,21 @@ ACCEPTED = {
     "required": ["status", "accepted"],
 }
 ANSWERS = {
+    "/api/applications/register": (
+        "Registered",
+        {
+            "type": "object",
+            "properties": {
+                "status": TEXT,
+                "app_id": TEXT,
+                "created": {
+                    "type": "boolean",
+                    "description": "new to the registry (false: known, updated)",
+                },
+            },
+            "required": ["status", "app_id", "created"],
+        },
+    ),
     "/api/applications/heartbeat": (
         "HeartbeatAnswer",
         {
@@ -230,6 +253,7 @@ OTLP = {
     "/v1/logs": f"an OpenTelemetry OTLP/HTTP log export {ALSO_PROTOBUF}",
 }
 LEAN_LANE = {
+    "/api/applications/register": "an application registers, or says it again",
     "/api/applications/heartbeat": "an application's heartbeat (metadata merges)",
     "/api/activity": "requests a router made",
     "/api/logs": "log lines",

@@ -1,4 +1,9 @@
-"""POST /api/applications/heartbeat on the lean lane (see core.lean)."""
+"""POST /api/applications/register and /heartbeat on the lean lane (see core.lean).
+
+Both go through one group-commit writer: a fleet registering at once (a dashboard
+restart, a deploy of a thousand agents, a network coming back) is written in
+batches, as its heartbeats are, in the order the requests arrived.
+"""
 
 from __future__ import annotations
 
@@ -13,25 +18,44 @@ from core.lean.http import Refusal, header, lean_post
 from core.lean.writer import get_writer
 from core.tokens import token_owner
 
-
-def _write_heartbeats(
-    reports: Sequence[AppReport], now: dt.datetime
-) -> list[services.HeartbeatResult]:
-    results = services.record_heartbeats(reports, now=now)
-    return [results[report.app_id] for report in reports]
+Write = services.Write
 
 
-async def _heartbeat(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
-    owner = token_owner(header(scope, b"authorization"))
-    report = parse_report(jsonio.loads(body), registering=False, owner=owner)
+def _write(
+    writes: Sequence[tuple[services.Write, AppReport]], now: dt.datetime
+) -> list[Any]:
+    return services.apply_writes(writes, now=now)
+
+
+async def _submit(kind: services.Write, report: AppReport) -> Any:
+    """Hand the write to the applications' writer; return its result, committed."""
     if wait := ratelimit.app_wait(report.app_id):
         raise Refusal(
             429,
             ratelimit.app_refusal(report.app_id, wait),
             [(b"retry-after", ratelimit.retry_after(wait).encode())],
         )
+    return await get_writer("applications", _write).submit((kind, report))
+
+
+def _report(body: bytes, scope: dict, *, registering: bool) -> AppReport:
+    owner = token_owner(header(scope, b"authorization"))
+    return parse_report(jsonio.loads(body), registering=registering, owner=owner)
+
+
+async def _register(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
+    report = _report(body, scope, registering=True)
     try:
-        result = await get_writer("heartbeats", _write_heartbeats).submit(report)
+        app_id, created = await _submit(Write.REGISTER, report)
+    except services.TooManyApplications as exc:
+        return 403, {"error": str(exc), "app_id": report.app_id}
+    return 200, {"status": "ok", "app_id": app_id, "created": created}
+
+
+async def _heartbeat(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
+    report = _report(body, scope, registering=False)
+    try:
+        result = await _submit(Write.HEARTBEAT, report)
     except services.TooManyApplications as exc:
         return 403, {"error": str(exc), "app_id": report.app_id}
     if result is services.HeartbeatResult.NOT_FOUND:
@@ -46,6 +70,10 @@ async def _heartbeat(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
     }
 
 
+register = lean_post(_register, app=True)
 heartbeat = lean_post(_heartbeat, app=True)
 
-routes = {"/api/applications/heartbeat": heartbeat}
+routes = {
+    "/api/applications/register": register,
+    "/api/applications/heartbeat": heartbeat,
+}

@@ -48,29 +48,6 @@ class ApplicationListSerializer(PageSerializer):
     stale = serializers.IntegerField(help_text="of total, after the filters")
 
 
-class RegisterSerializer(serializers.Serializer):
-    app_id = serializers.RegexField(
-        APP_ID,
-        required=False,
-        allow_null=True,
-        help_text="the server makes one (a UUID) when there is none",
-    )
-    name = serializers.CharField(max_length=200)
-    router_type = serializers.CharField(max_length=100, required=False, allow_null=True)
-    version = serializers.CharField(max_length=64, required=False, allow_null=True)
-    metadata = serializers.DictField(
-        required=False,
-        allow_null=True,
-        help_text="within SOLLOL_MAX_METADATA_BYTES and SOLLOL_METADATA_MAX_DEPTH",
-    )
-
-
-class RegisteredSerializer(serializers.Serializer):
-    status = serializers.CharField(help_text='"ok"')
-    app_id = serializers.CharField()
-    created = serializers.BooleanField(help_text="false: it was registered already")
-
-
 class UnregisterSerializer(serializers.Serializer):
     app_id = serializers.RegexField(APP_ID)
 

@@ -17,7 +17,6 @@ register_converter(AppIdConverter, "app_id")
 
 urlpatterns = [
     path("", views.ApplicationListView.as_view(), name="application-list"),
-    path("register", views.RegisterView.as_view(), name="application-register"),
     path("unregister", views.UnregisterView.as_view(), name="application-unregister"),
     path(
         "<app_id:app_id>/unregister",

@@ -3,8 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
-from rest_framework import status
-from rest_framework.exceptions import NotFound, ParseError, PermissionDenied, Throttled
+from rest_framework.exceptions import NotFound, ParseError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -14,15 +13,13 @@ from applications.api import schemas
 from applications.api.serializers import (
     application_data,
     parse_app_id,
-    parse_report,
 )
 from applications.availability import availability
 from applications.choices import AppStatus
 from applications.models import Application
-from core import ratelimit
 from core.pagination import page_of, page_parameters
 from core.schema import query
-from core.tokens import AppWriteAllowed, token_owner
+from core.tokens import AppWriteAllowed
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -89,26 +86,6 @@ class ApplicationDetailView(APIView):
         if app is None:
             raise NotFound(f"no application with app_id {app_id}")
         return Response(application_data(app, timezone.now()))
-
-
-class RegisterView(APIView):
-    permission_classes = [AppWriteAllowed]
-    request_bodies = {"POST": schemas.RegisterSerializer}
-    responses = {"POST": schemas.RegisteredSerializer}
-
-    def post(self, request):
-        owner = token_owner(request.headers.get("Authorization"))
-        report = parse_report(request.data, registering=True, owner=owner)
-        if wait := ratelimit.app_wait(report.app_id):
-            raise Throttled(wait, ratelimit.app_refusal(report.app_id, wait))
-        try:
-            app, created = services.register_application(report, now=timezone.now())
-        except services.TooManyApplications as exc:
-            raise PermissionDenied(str(exc)) from None
-        return Response(
-            {"status": "ok", "app_id": app.app_id, "created": created},
-            status=status.HTTP_200_OK,
-        )
 
 
 class UnregisterView(APIView):

@@ -10,7 +10,7 @@ from applications.tests.factories import register, seconds
 from applications.tests.test_api import APP, post
 from tests.openapi import assert_described
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)  # register: the lean writer
 
 
 def test_lists_details_and_registrations_answer_as_described(client):

@@ -162,3 +162,45 @@ async def test_it_refuses_a_foreign_host():
     )
     response = await communicator.get_response(timeout=10)
     assert response["status"] == 400
+
+
+async def register_call(body) -> tuple[int, dict]:
+    communicator = HttpCommunicator(
+        application,
+        "POST",
+        "/api/applications/register",
+        body=json.dumps(body).encode(),
+        headers=HOST,
+    )
+    response = await communicator.get_response(timeout=10)
+    return response["status"], json.loads(response["body"])
+
+
+async def test_a_fleet_registering_at_once_is_written_together_each_answered():
+    """Registrations that arrive together share a batch: new ones, one said twice,
+    and heartbeats of apps registered in that same moment."""
+    bodies = [{"app_id": f"agent-{i}", "name": f"Agent {i}"} for i in range(60)]
+    replies = await asyncio.gather(
+        *(register_call(body) for body in bodies),
+        register_call({"app_id": "agent-0", "name": "Agent 0", "version": "2"}),
+    )
+    assert all(status == 200 for status, _ in replies)
+    created = [answer["created"] for _, answer in replies]
+    assert created.count(True) == 60 and created.count(False) == 1
+    beats = await asyncio.gather(*(call({"app_id": f"agent-{i}"}) for i in range(60)))
+    assert all(status == 200 for status, _ in beats)
+    types = await event_types()
+    assert types.count("app_registered") == 60
+    assert await database_sync_to_async(Application.objects.count)() == 60
+
+
+@override_settings(SOLLOL_MAX_APPS_PER_TOKEN=3)
+async def test_registrations_past_the_cap_are_refused_in_a_batch_and_the_rest_kept():
+    replies = await asyncio.gather(
+        *(register_call({"app_id": f"a-{i}", "name": "A"}) for i in range(5))
+    )
+    statuses = sorted(status for status, _ in replies)
+    assert statuses == [200, 200, 200, 403, 403]
+    refused = [answer for status, answer in replies if status == 403]
+    assert all("SOLLOL_MAX_APPS_PER_TOKEN" in answer["error"] for answer in refused)
+    assert await database_sync_to_async(Application.objects.count)() == 3
