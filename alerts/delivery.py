@@ -3,12 +3,19 @@
 Deliveries (alerts.services queues them) are claimed one by one with a
 conditional UPDATE, so of several processes exactly one sends each; the claim is
 a lease, and a sender that died mid-send leaves its delivery to be sent again
-when the lease runs out. Each is sent in a thread of a small pool, at most two at
-once to one channel, each attempt bounded by SOLLOL_ALERT_SEND_TIMEOUT: a channel
-that hangs or fails holds up only itself. A failed attempt is tried again after
-2, 4, 8 ... seconds (at most five minutes apart), SOLLOL_ALERT_SEND_ATTEMPTS times
-in all; every attempt's outcome stays on the delivery (the delivery log), and a
-channel that keeps failing says since when.
+when the lease runs out (a sender that finds its lease taken over sends nothing).
+At most two deliveries are in flight to one channel, across every process (the
+claim counts them under a lock of the channel's row), and each attempt is bounded
+by SOLLOL_ALERT_SEND_TIMEOUT: a channel that hangs or fails holds up only itself.
+
+Where each is sent: in a Celery worker (production: the evaluation and delivery
+rounds run there) every claimed delivery is a task of its own,
+`alerts.tasks.send_delivery`, so the worker's processes share them; elsewhere
+(the embedded scheduler of `serve`, the API's "send a test") in a thread of a
+small pool in this process. A failed attempt goes back to the outbox and is tried
+again after 2, 4, 8 ... seconds (at most five minutes apart) by the next delivery
+round, SOLLOL_ALERT_SEND_ATTEMPTS times in all; every attempt's outcome stays on
+the delivery (the delivery log), and a channel that keeps failing says since when.
 
 Formats: the generic webhook gets the notification as it is (README: Alerting),
 signed with HMAC-SHA256 of the body in `X-SOLLOL-Signature: sha256=<hex>` when the
@@ -28,12 +35,13 @@ import smtplib
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import requests
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -44,53 +52,102 @@ from core.allowlist import Refused, check_address
 logger = logging.getLogger(__name__)
 
 LEASE = dt.timedelta(minutes=2)
+# A task still queued this close to its lease's end is dropped (the round claims
+# the delivery again): never two senders for one delivery.
+LEASE_MARGIN = dt.timedelta(seconds=15)
 PER_CHANNEL = 2  # deliveries in flight to one channel at once
 MAX_BACKOFF = 300.0
 USER_AGENT = "sollol-dashboard-alerts"
 
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="alert-send")
-_busy: dict[int, int] = {}  # channel id -> deliveries in flight in this process
-_lock = threading.Lock()
+_claiming = threading.Lock()  # this process's claims one at a time (SQLite's too)
 
 
 class SendError(Exception):
     """The channel did not take the notification; the message says why."""
 
 
-def deliver_due(now: dt.datetime | None = None, *, channel: int | None = None) -> int:
-    """Claim the deliveries due now and hand them to the senders; return how many."""
+def _due(now: dt.datetime) -> Q:
+    return Q(state=DeliveryState.QUEUED, next_attempt_at__lte=now) | Q(
+        state=DeliveryState.SENDING, lease_until__lt=now
+    )
+
+
+def deliver_due(
+    now: dt.datetime | None = None,
+    *,
+    channel: int | None = None,
+    as_tasks: bool = False,
+) -> int:
+    """Claim the deliveries due now and hand them to the senders; return how many.
+
+    `as_tasks`: each as a Celery task of its own (the caller runs in a worker);
+    otherwise in this process's sender threads.
+    """
     now = now or timezone.now()
-    due = Delivery.objects.filter(
-        Q(state=DeliveryState.QUEUED, next_attempt_at__lte=now)
-        | Q(state=DeliveryState.SENDING, lease_until__lt=now)
-    ).order_by("next_attempt_at", "id")
+    due = Delivery.objects.filter(_due(now)).order_by("next_attempt_at", "id")
     if channel is not None:
         due = due.filter(channel_id=channel)
     started = 0
+    full: set[int] = set()
     for delivery_id, channel_id in due.values_list("id", "channel_id")[:200]:
-        with _lock:
-            if _busy.get(channel_id, 0) >= PER_CHANNEL:
-                continue
-        claimed = (
-            Delivery.objects.filter(id=delivery_id)
-            .filter(
-                Q(state=DeliveryState.QUEUED, next_attempt_at__lte=now)
-                | Q(state=DeliveryState.SENDING, lease_until__lt=now)
-            )
-            .update(state=DeliveryState.SENDING, lease_until=now + LEASE)
-        )
-        if not claimed:
+        if channel_id in full:
+            continue
+        lease = _claim(delivery_id, channel_id, now)
+        if lease is FULL:
+            full.add(channel_id)  # PER_CHANNEL in flight already: its turn comes
+            continue
+        if lease is None:
             continue  # another process took it
-        with _lock:
-            _busy[channel_id] = _busy.get(channel_id, 0) + 1
-        _pool.submit(_send_one, delivery_id, channel_id)
+        if as_tasks:
+            from alerts.tasks import send_delivery
+
+            send_delivery.apply_async(
+                (delivery_id, lease.isoformat()),
+                expires=(LEASE - LEASE_MARGIN).total_seconds(),
+            )
+        else:
+            _pool.submit(_send_one, delivery_id, lease)
         started += 1
     return started
 
 
-def _send_one(delivery_id: int, channel_id: int) -> None:
+FULL = object()  # _claim: the channel has as many in flight as it may
+
+
+def _claim(delivery_id: int, channel_id: int, now: dt.datetime) -> Any:
+    """Take one delivery for sending unless its channel has PER_CHANNEL in flight;
+    return the lease (it names this claim), FULL, or None when another took it."""
+    lease = now + LEASE
+    with _claiming, transaction.atomic():
+        # The channel's row lock orders claims for one channel across processes.
+        list(Channel.objects.select_for_update().filter(id=channel_id).values("id"))
+        in_flight = Delivery.objects.filter(
+            channel_id=channel_id, state=DeliveryState.SENDING, lease_until__gte=now
+        ).count()
+        if in_flight >= PER_CHANNEL:
+            return FULL
+        claimed = (
+            Delivery.objects.filter(id=delivery_id)
+            .filter(_due(now))
+            .update(state=DeliveryState.SENDING, lease_until=lease)
+        )
+    return lease if claimed else None
+
+
+def send_claimed(delivery_id: int, lease: dt.datetime, *, as_tasks: bool) -> None:
+    """Send a delivery this sender claimed, record how it went, then take the
+    channel's next one at once (no waiting for the next round)."""
+    channel_id = None
     try:
-        delivery = Delivery.objects.select_related("channel").get(id=delivery_id)
+        delivery = (
+            Delivery.objects.select_related("channel")
+            .filter(id=delivery_id, state=DeliveryState.SENDING, lease_until=lease)
+            .first()
+        )
+        if delivery is None:
+            return  # its lease ran out and another sender took it: not twice
+        channel_id = delivery.channel_id
         error = ""
         try:
             send(delivery.channel, delivery.payload)
@@ -101,12 +158,16 @@ def _send_one(delivery_id: int, channel_id: int) -> None:
             error = f"{type(exc).__name__}: {exc}"[:1000]
         _record(delivery, error)
     finally:
-        with _lock:
-            _busy[channel_id] = max(0, _busy.get(channel_id, 1) - 1)
         try:
-            deliver_due(channel=channel_id)  # the channel's next, without waiting
+            if channel_id is not None:
+                deliver_due(channel=channel_id, as_tasks=as_tasks)
         finally:
-            close_old_connections()
+            if not as_tasks:
+                close_old_connections()
+
+
+def _send_one(delivery_id: int, lease: dt.datetime) -> None:
+    send_claimed(delivery_id, lease, as_tasks=False)
 
 
 def _record(delivery: Delivery, error: str) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import requests
 
 from conftest import require
 from tests.liveserver import LiveServer, free_port
+from tests.production import PG_ADMIN, REDIS, reachable
 
 BROWSER_TESTS = Path(__file__).resolve().parent / "browser"
 
@@ -106,3 +108,19 @@ def alertmanager(tmp_path):
     finally:
         process.terminate()
         process.wait(15)
+
+
+@pytest.fixture
+def database():
+    """A PostgreSQL database of the test's own (Redis must be there too);
+    dropped after."""
+    require(reachable("127.0.0.1", 5432), "no PostgreSQL on 127.0.0.1:5432")
+    require(reachable(*REDIS), "no Redis on 127.0.0.1:6379")
+    import psycopg
+
+    name = f"sollol_scale_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgres://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import time
+import uuid
 
 import pytest
 import requests
@@ -19,6 +20,7 @@ from aiosmtpd.controller import Controller
 from alerts.tests.receivers import Mailbox, Receiver
 from simulator.ollama import running_fleet
 from tests.liveserver import free_port
+from tests.production import REDIS, Celery
 
 pytestmark = pytest.mark.live
 
@@ -146,3 +148,82 @@ def test_two_dashboards_on_one_database_tell_each_change_once(live_server_factor
         hook.close()
     statuses = [json.loads(body)["status"] for _, _, body in hook.received]
     assert statuses == ["firing", "resolved"]
+
+
+def test_in_production_each_notification_is_a_celery_task_and_a_hung_channel_stalls_no_other(  # noqa: E501
+    database, tmp_path, live_server_factory
+):
+    """daphne, beat and a worker as deploy/ runs them: the worker evaluates and
+    sends; a webhook that never answers holds up neither the other channel nor
+    the probes."""
+    hung = Receiver(answers=[None] * 20)
+    hook = Receiver()
+    worker = beat = None
+    try:
+        with running_fleet(2, base="127.0.0.2", port=0, seed=23) as fleet:
+            victim, _ = fleet.nodes
+            env = {
+                "DATABASE_URL": database,
+                "REDIS_URL": f"redis://{REDIS[0]}:{REDIS[1]}/0",
+                "SOLLOL_CHANNEL_PREFIX": f"notify{uuid.uuid4().hex[:8]}",
+                "SOLLOL_CELERY_QUEUE": f"notify-{uuid.uuid4().hex[:8]}",
+                "SOLLOL_OLLAMA_NODES": ",".join(fleet.urls),
+                "SOLLOL_DISCOVER_LOCALHOST": "false",
+                "SOLLOL_PROBE_INTERVAL": "1",
+                "SOLLOL_PROBE_TIMEOUT": "1",
+                "SOLLOL_ALERT_FOR": str(FOR),
+                "SOLLOL_ALERT_EVALUATE_INTERVAL": "0.5",
+                "SOLLOL_ALERT_SEND_TIMEOUT": "4",
+                "SOLLOL_ALERT_WEBHOOKS": f"{hung.url}/hung,{hook.url}/alerts",
+                "SOLLOL_DATA_DIR": str(tmp_path / "data"),
+                "SOLLOL_CAPTURE_LOGS": "false",
+            }
+            web = live_server_factory("daphne", **env)
+            web.start(timeout=60)  # migrates the database first
+            celery_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+            # deploy/systemd/sollol-worker.service's concurrency
+            worker = Celery("worker", celery_env, tmp_path, concurrency=4)
+            beat = Celery("beat", celery_env, tmp_path)
+
+            def statuses():
+                nodes = requests.get(f"{web.url}/api/network/nodes", timeout=5).json()
+                return {n["address"]: n["status"] for n in nodes["nodes"]}
+
+            wait_for(
+                lambda: set(statuses().values()) == {"healthy"}, "two healthy nodes", 60
+            )
+            killed = time.monotonic()
+            victim.die()
+            [(_, _, body)] = wait_for(lambda: list(hook.received), "webhook")
+            assert time.monotonic() - killed <= FOR + 3.0
+            assert json.loads(body)["status"] == "firing"
+            wait_for(lambda: hung.received, "the hung channel's attempt", 5)
+
+            victim.revive()  # the hung channel is still holding its sender
+            wait_for(lambda: len(hook.received) == 2, "the resolved webhook", 15)
+            assert json.loads(hook.received[1][2])["status"] == "resolved"
+            assert set(statuses().values()) == {"healthy"}  # probes went on
+
+            def hung_deliveries():
+                listed = requests.get(f"{web.url}/api/alerts/deliveries", timeout=5)
+                return [
+                    d
+                    for d in listed.json()["deliveries"]
+                    if d["channel"] == "webhook-1" and d["last_error"]
+                ]
+
+            [told, *_] = wait_for(hung_deliveries, "the hung channel's error", 15)
+            assert "no answer within 4 s" in told["last_error"]
+            log = worker.log()
+            assert "alerts.tasks.send_delivery" in log and "succeeded" in log
+    except BaseException:
+        for process in (worker, beat):
+            if process is not None:
+                print(process.log()[-4000:])
+        raise
+    finally:
+        for process in (beat, worker):
+            if process is not None:
+                process.stop()
+        hung.close()
+        hook.close()

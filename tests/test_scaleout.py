@@ -12,49 +12,17 @@ import itertools
 import json
 import os
 import queue
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import requests
 from websockets.sync.client import connect
 
-from conftest import require
 from simulator.ollama import running_fleet
-from tests.liveserver import REPO
-
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-REDIS = ("127.0.0.1", 6379)
-
-
-def reachable(host: str, port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def database():
-    require(reachable("127.0.0.1", 5432), "no PostgreSQL on 127.0.0.1:5432")
-    require(reachable(*REDIS), "no Redis on 127.0.0.1:6379")
-    import psycopg
-
-    name = f"sollol_scale_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from tests.production import REDIS, Celery
 
 
 def probe_rounds(url: str) -> list[int]:
@@ -88,46 +56,6 @@ def stored_events(url: str) -> list[tuple]:
         return conn.execute(
             "SELECT id, stream, type, timestamp FROM activity_event ORDER BY id"
         ).fetchall()
-
-
-class Celery:
-    """`celery -A sollol_site <role>` in a child process, stopped by its PID."""
-
-    def __init__(
-        self, role: str, env: dict[str, str], tmp_path: Path, name: str = ""
-    ) -> None:
-        self.log_path = tmp_path / f"celery-{name or role}.log"
-        extra = (
-            ["--concurrency", "2", "--without-gossip", "--without-mingle", "-l", "info"]
-            if role == "worker"
-            else ["--schedule", str(tmp_path / "beat-schedule")]
-        )
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "sollol_site", role, *extra],
-            cwd=REPO,
-            env=env,
-            stdout=self.log_path.open("a"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its pool processes go with it
-        )
-
-    def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: no warm shutdown, no acknowledgement."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 class Stream:

@@ -191,3 +191,42 @@ def test_e_mail_goes_through_a_real_smtp_server():
     assert to == ["ops@example.org", "oncall@example.org"]
     assert message["Subject"] == PAYLOAD["message"]
     assert "127.0.0.2:11434: node 127.0.0.2:11434 is down" in message.get_payload()
+
+
+def test_a_channel_has_at_most_two_in_flight_counted_in_the_database(receiver):
+    """The cap holds for every process: what another process is sending (a claim
+    stored with a live lease) counts as this one's would."""
+    hook = receiver()
+    channel = Channel.objects.create(
+        name="hook", kind=ChannelKind.WEBHOOK, url=hook.url
+    )
+    other = queue(channel)
+    Delivery.objects.filter(id=other.id).update(
+        state=DeliveryState.SENDING,
+        lease_until=timezone.now() + delivery.LEASE,  # held by another process
+    )
+    waiting = [queue(channel) for _ in range(3)]
+    assert delivery.deliver_due() == 1  # one more may go; two must wait
+    settle(waiting[0].id, DeliveryState.SENT)
+    # Each sent frees a place, and the channel's next goes at once.
+    for each in waiting[1:]:
+        settle(each.id, DeliveryState.SENT)
+    assert Delivery.objects.get(id=other.id).state == DeliveryState.SENDING
+    assert len(hook.received) == 3
+
+
+def test_a_sender_whose_lease_was_taken_over_sends_nothing(receiver):
+    hook = receiver()
+    channel = Channel.objects.create(
+        name="hook", kind=ChannelKind.WEBHOOK, url=hook.url
+    )
+    row = queue(channel)
+    stale = timezone.now() - delivery.LEASE  # a claim that ran out
+    Delivery.objects.filter(id=row.id).update(
+        state=DeliveryState.SENDING, lease_until=stale
+    )
+    assert delivery.deliver_due() == 1  # claimed again, with a new lease
+    settle(row.id, DeliveryState.SENT)
+    delivery.send_claimed(row.id, stale, as_tasks=False)  # the old sender wakes
+    assert len(hook.received) == 1
+    assert Delivery.objects.get(id=row.id).attempts == 1
