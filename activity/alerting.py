@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db.models import Count, Max, Min, Q, Sum
 
@@ -32,6 +32,15 @@ class Check:
     threshold: float | None
     window: dt.timedelta
     now: dt.datetime
+    # What conditions read this round, shared by every rule's check of the round.
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def once(self, key: object, read: Callable[[], list]) -> list:
+        """`read()`, read once a round: rules of one kind with different
+        thresholds (GPU memory over 85 % here, 95 % there) read the same rows."""
+        if key not in self.memo:
+            self.memo[key] = read()
+        return self.memo[key]
 
 
 @dataclass(frozen=True)
@@ -71,11 +80,14 @@ def failing_requests(check: Check) -> list[Finding]:
     from activity.models import RequestRecord
 
     share = check.threshold if check.threshold is not None else 0.05
-    rows = (
-        RequestRecord.objects.filter(timestamp__gte=check.now - check.window)
-        .values("node")
-        .annotate(total=Count("id"), failed=Count("id", filter=Q(ok=False)))
-        .filter(total__gte=MIN_REQUESTS)
+    rows = check.once(
+        ("requests failed by node", check.window),
+        lambda: list(
+            RequestRecord.objects.filter(timestamp__gte=check.now - check.window)
+            .values("node")
+            .annotate(total=Count("id"), failed=Count("id", filter=Q(ok=False)))
+            .filter(total__gte=MIN_REQUESTS)
+        ),
     )
     minutes = check.window.total_seconds() / 60
     return [
@@ -119,16 +131,19 @@ def slow_requests(check: Check) -> list[Finding]:
     from activity.rollups import estimate_percentile
 
     limit = check.threshold if check.threshold is not None else 30_000.0
-    rows = (
-        MinuteRollup.objects.filter(start__gte=_minutes(check))
-        .values("node")
-        .annotate(
-            s_requests=Sum("requests"),
-            s_low=Min("latency_ms_min"),
-            s_high=Max("latency_ms_max"),
-            **{"s_" + name: Sum(name) for name in BUCKET_FIELDS},
-        )
-        .filter(s_requests__gte=MIN_REQUESTS)
+    rows = check.once(
+        ("latency by node", check.window),
+        lambda: list(
+            MinuteRollup.objects.filter(start__gte=_minutes(check))
+            .values("node")
+            .annotate(
+                s_requests=Sum("requests"),
+                s_low=Min("latency_ms_min"),
+                s_high=Max("latency_ms_max"),
+                **{"s_" + name: Sum(name) for name in BUCKET_FIELDS},
+            )
+            .filter(s_requests__gte=MIN_REQUESTS)
+        ),
     )
     minutes = check.window.total_seconds() / 60
     found = []

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from activity.admin import ReadOnlyAdmin
 from alerts.models import Alert, Channel, Delivery, Rule, Silence
 
 
@@ -10,7 +11,10 @@ class RuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(ReadOnlyAdmin):
+    """Alerts are the evaluation's own (acknowledge and silence on the page or
+    the API): the admin looks."""
+
     list_display = ("rule", "subject", "state", "severity", "started_at", "silenced")
     list_filter = ("state", "severity", "silenced")
     search_fields = ("subject", "message")

@@ -139,3 +139,14 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.status} to {self.channel_id}: {self.state}"
+
+
+class OpenAlertsVersion(models.Model):
+    """One row: bumped by every write to open alerts, so the evaluating process
+    knows whether the open alerts it kept from its last round are still true
+    (alerts.services.evaluate); a missing row means "not known": read again."""
+
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"open alerts, version {self.version}"

@@ -25,13 +25,14 @@ import datetime as dt
 import fnmatch
 import logging
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Min
+from django.db.models import F, Min
 
 from activity import alerting
 from activity.services import NewEvent, record_events
@@ -43,7 +44,14 @@ from alerts.choices import (
     DeliveryState,
     Source,
 )
-from alerts.models import Alert, Channel, Delivery, Rule, Silence
+from alerts.models import (
+    Alert,
+    Channel,
+    Delivery,
+    OpenAlertsVersion,
+    Rule,
+    Silence,
+)
 from alerts.validation import rule_defaults
 from core import wakeups
 from core.db import read_values, save_fields
@@ -87,17 +95,29 @@ def silenced_by(silences: Sequence[Silence], rule: str, subject: str) -> bool:
 
 def evaluate(now: dt.datetime) -> dict[str, int]:
     """One round of every enabled rule; return what changed, by kind of change."""
+    if not _evaluating.acquire(blocking=False):
+        return _skipped()  # this process is evaluating in another thread
+    try:
+        return _evaluate(now)
+    finally:
+        _evaluating.release()
+
+
+def _skipped() -> dict[str, int]:
+    # What woke this one may not be in the other's reading: again soon.
+    return {"skipped": 1, "next_in_ms": SKIPPED_RETRY_MS}
+
+
+def _evaluate(now: dt.datetime) -> dict[str, int]:
     counts: dict[str, int] = defaultdict(int)
     with transaction.atomic():
         if not _exclusive():
-            counts["skipped"] = 1  # another process is evaluating right now
-            # What woke this one may not be in that one's reading: again soon.
-            counts["next_in_ms"] = SKIPPED_RETRY_MS
-            return counts
+            return _skipped()  # another process is evaluating right now
         conditions = alerting.conditions()
         rules = {rule.id: rule for rule in Rule.objects.all()}
+        version, start_rows = _start_rows()
         open_alerts: dict[tuple[int, str], Any] = {
-            (row.rule_id, row.subject): row for row in _open_rows()
+            (row.rule_id, row.subject): row for row in start_rows
         }
         by_rule: dict[int, list[tuple[int, str]]] = defaultdict(list)
         for key in open_alerts:
@@ -108,16 +128,24 @@ def evaluate(now: dt.datetime) -> dict[str, int]:
         changed: list[Alert] = []
         dirty: set[int] = set()  # id() of alerts whose row must be written
         asked: dict[tuple, list[alerting.Finding]] = {}
+        memo: dict = {}  # what the conditions read, once a round (Check.once)
         gone: list[int] = []
         for rule in rules.values():
             condition = conditions.get(rule.kind)
             if not rule.enabled or condition is None:
                 continue
             window = rule.window_seconds or condition.window
-            check = alerting.Check(rule.threshold, dt.timedelta(seconds=window), now)
+            check = alerting.Check(
+                rule.threshold, dt.timedelta(seconds=window), now, memo
+            )
             try:
-                # Rules of one kind and settings (scoped differently) ask once.
-                key = (rule.kind, rule.threshold, window)
+                # Rules of one kind and settings (scoped differently) ask once;
+                # a kind that takes no threshold or window is one question.
+                key = (
+                    rule.kind,
+                    rule.threshold if condition.threshold is not None else None,
+                    window if condition.window else 0,
+                )
                 if key not in asked:
                     asked[key] = condition.find(check)
                 findings = asked[key]
@@ -191,7 +219,9 @@ def evaluate(now: dt.datetime) -> dict[str, int]:
             changed.append(alert)
             counts["resolved"] += 1
         for alert in [*created, *changed]:
-            silenced = silenced_by(silences, rules[alert.rule_id].name, alert.subject)
+            silenced = bool(silences) and silenced_by(
+                silences, rules[alert.rule_id].name, alert.subject
+            )
             if silenced != alert.silenced:
                 alert.silenced = silenced
                 dirty.add(id(alert))
@@ -202,8 +232,12 @@ def evaluate(now: dt.datetime) -> dict[str, int]:
         updated = [alert for alert in changed if id(alert) in dirty]
         if updated:
             save_fields(updated, WRITTEN)
+        if gone or created or updated:
+            version += 1
+            OpenAlertsVersion.objects.filter(id=1).update(version=version)
         counts["deliveries"] = plan_notifications(now, rules, silences)
         record_events(events, now=now)
+    _keep(version, start_rows, set(gone), created)  # committed: true for next round
     due = _next_due([*created, *changed], rules)
     if due is not None:
         counts["next_in_ms"] = max(0, int((due - now).total_seconds() * 1000))
@@ -285,6 +319,53 @@ _OPEN_COLUMNS = [field.name for field in dataclasses.fields(_OpenRow)]
 def _open_rows() -> list[_OpenRow]:
     rows = read_values(Alert.objects.filter(state__in=OPEN), _OPEN_COLUMNS)
     return [_OpenRow(*row) for row in rows]
+
+
+@dataclasses.dataclass
+class _Kept:
+    """The open alerts as this process's last committed round left them, and the
+    OpenAlertsVersion that round wrote (None: nothing kept)."""
+
+    version: int | None = None
+    rows: list[_OpenRow] = dataclasses.field(default_factory=list)
+
+
+_kept = _Kept()
+_evaluating = threading.Lock()  # one round at a time in a process: it owns _kept
+
+
+def _start_rows() -> tuple[int, list[_OpenRow]]:
+    """The open alerts at the start of a round: the kept ones when nobody wrote
+    open alerts since this process's last round (the version says), else read.
+    Reading 3,000 of them was a third of a round."""
+    version = (
+        OpenAlertsVersion.objects.filter(id=1).values_list("version", flat=True).first()
+    )
+    kept, _kept.version = _kept.version, None  # until this round commits
+    if version is None:  # not known (a new or emptied database): start one
+        OpenAlertsVersion.objects.get_or_create(id=1)
+        return 0, _open_rows()
+    if kept == version:
+        return version, _kept.rows
+    return version, _open_rows()
+
+
+def _keep(
+    version: int, start_rows: list[_OpenRow], gone: set[int], created: list[Alert]
+) -> None:
+    """Keep what this committed round left open (its rows were moved in place)."""
+    rows = [r for r in start_rows if r.state in OPEN and r.id not in gone]
+    for alert in created:
+        if alert.id is None:
+            return  # a database that does not say what it inserted: read again
+        rows.append(_OpenRow(*(getattr(alert, name) for name in _OPEN_COLUMNS)))
+    _kept.rows, _kept.version = rows, version
+
+
+def changed_open_alerts() -> None:
+    """Say, in the writer's transaction, that open alerts were written outside an
+    evaluation round, so the evaluating process reads them again."""
+    OpenAlertsVersion.objects.filter(id=1).update(version=F("version") + 1)
 
 
 def _event(alert: Any, rule: Rule, kind: str) -> NewEvent:
@@ -441,6 +522,7 @@ def acknowledge(alert: Alert, who: str, now: dt.datetime) -> Alert:
     alert.acked_by, alert.acked_at = who[:150], now
     with transaction.atomic():
         alert.save(update_fields=["acked_by", "acked_at"])
+        changed_open_alerts()
         event = _event(alert, alert.rule, "alert_acknowledged")
         event.payload["by"] = alert.acked_by
         record_events([event], now=now)
@@ -503,6 +585,8 @@ def _mark_silenced(now: dt.datetime) -> int:
     for value, ids in wanted.items():
         if ids:
             Alert.objects.filter(id__in=ids).update(silenced=value)
+    if wanted[True] or wanted[False]:
+        changed_open_alerts()
     return len(wanted[True]) + len(wanted[False])
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from activity.alerting import Check, Condition, Finding, register
 from applications.choices import AppStatus
 from applications.models import Application
+from core.db import read_values
 
 
 def apps_stale(check: Check) -> list[Finding]:
-    rows = Application.objects.filter(status=AppStatus.STALE).values_list(
-        "app_id", "name", "last_heartbeat"
+    rows = read_values(
+        Application.objects.filter(status=AppStatus.STALE),
+        ["app_id", "name", "last_heartbeat"],
     )
     return [
         # No value: the age grows every round, and the message says when.

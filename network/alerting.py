@@ -68,7 +68,12 @@ def gpus_full(check: Check) -> list[Finding]:
     """A node's GPU memory in use over the threshold (its GPU exporter's numbers)."""
     share = check.threshold if check.threshold is not None else 0.9
     found = []
-    rows = OllamaNode.objects.exclude(gpus=[]).values_list("host", "port", "gpus")
+    rows = check.once(
+        "nodes' GPUs",
+        lambda: list(
+            OllamaNode.objects.exclude(gpus=[]).values_list("host", "port", "gpus")
+        ),
+    )
     for host, port, gpus in rows:
         worst = None
         for gpu in gpus or ():

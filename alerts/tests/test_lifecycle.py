@@ -6,10 +6,13 @@ deliveries queued for a channel (alerts.delivery sends them; test_delivery.py).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from activity.metrics import parse_activity, record_requests
@@ -415,3 +418,71 @@ def test_committed_events_wake_the_evaluation_and_its_next_due_is_told(
     assert services.evaluate(at(3))["next_in_ms"] == (FOR - 3) * 1000
     counts = services.evaluate(at(FOR))
     assert counts["fired"] == 1 and "next_in_ms" not in counts
+
+
+def kept_and_stored() -> tuple[list, list]:
+    """The open alerts this process kept after its last round, and the database's."""
+    assert services._kept.version is not None
+    return (
+        sorted(dataclasses.astuple(row) for row in services._kept.rows),
+        sorted(dataclasses.astuple(row) for row in services._open_rows()),
+    )
+
+
+def test_the_open_alerts_kept_between_rounds_are_what_the_database_holds():
+    nodes = [node(number) for number in range(2, 8)]
+    for second in range(0, 300, 3):
+        for index, each in enumerate(nodes):  # each flaps at its own pace
+            down = (second // (3 * (index + 1))) % 2 == 0
+            set_status(each, "offline" if down else "healthy")
+        services.evaluate(at(second))
+        kept, stored = kept_and_stored()
+        assert kept == stored, second
+    assert {"firing", "resolved"} <= {p["status"] for p in told()}
+
+
+def test_a_round_with_nothing_new_reads_no_open_alert():
+    node(2, "offline")
+    services.evaluate(at(0))
+    services.evaluate(at(FOR))  # firing, written
+    with CaptureQueriesContext(connection) as queries:
+        services.evaluate(at(FOR + 1))
+    read = [q["sql"] for q in queries if 'FROM "alerts_alert"' in q["sql"]]
+    assert not [sql for sql in read if "pending" in sql and "firing" in sql], read
+
+
+def test_open_alerts_written_elsewhere_are_read_again():
+    victim = node(2, "offline")
+    services.evaluate(at(0))
+    services.evaluate(at(FOR))
+    services.acknowledge(Alert.objects.get(), "ops", at(FOR + 1))
+    services.evaluate(at(FOR + 2))
+    kept, stored = kept_and_stored()
+    assert kept == stored and services._kept.rows[0].acked_by == "ops"
+    # Another process's round (PostgreSQL: one evaluator at a time, not always
+    # this one) resolved it and said so; this one must not resolve it again.
+    set_status(victim, "healthy")
+    Alert.objects.update(state=AlertState.RESOLVED, ended_at=at(FOR + 3))
+    services.changed_open_alerts()
+    services.evaluate(at(FOR + 30))
+    assert services._kept.rows == []
+    assert not Alert.objects.filter(state__in=services.OPEN).exists()
+
+
+def test_a_round_that_failed_keeps_nothing_and_the_next_reads_the_database(
+    monkeypatch,
+):
+    node(2, "offline")
+    services.evaluate(at(0))
+
+    def fails(*args):
+        raise RuntimeError("the database went away mid-round")
+
+    monkeypatch.setattr(services, "plan_notifications", fails)
+    with pytest.raises(RuntimeError):
+        services.evaluate(at(FOR))  # moved its alert to firing, then rolled back
+    monkeypatch.undo()
+    assert Alert.objects.get().state == AlertState.PENDING
+    services.evaluate(at(FOR + 1))
+    assert Alert.objects.get().state == AlertState.FIRING
+    assert [p["status"] for p in told()] == ["firing"]
