@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db.models import Count, Max, Min, Q, Sum
 
@@ -35,7 +36,7 @@ class Check:
     # What conditions read this round, shared by every rule's check of the round.
     memo: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def once(self, key: object, read: Callable[[], list]) -> list:
+    def once(self, key: object, read: Callable[[], Any]) -> Any:
         """`read()`, read once a round: rules of one kind with different
         thresholds (GPU memory over 85 % here, 95 % there) read the same rows."""
         if key not in self.memo:
@@ -70,6 +71,26 @@ def register(condition: Condition) -> Condition:
 
 def conditions() -> dict[str, Condition]:
     return dict(_conditions)
+
+
+# How each kind of subject is labelled (core/labels.py): the domain that keeps the
+# subjects registers a reader of {subject: labels} for those that have labels.
+Labelled = Callable[[], dict[str, dict[str, str]]]
+_labellers: dict[str, Labelled] = {}
+
+
+def register_labels(subject: str, read: Labelled) -> None:
+    """Say how subjects of a kind (node, backend, app) are labelled."""
+    _labellers[subject] = read
+
+
+def labels_of(subject: str, check: Check) -> dict[str, dict[str, str]]:
+    """{subject: labels} of a kind of subject, read once a round; {} for a kind
+    nobody labels (models, the fleet)."""
+    read = _labellers.get(subject)
+    if read is None:
+        return {}
+    return check.once(("labels", subject), read)
 
 
 # --- activity's own: requests, from the gateway and reported by routers ----------
