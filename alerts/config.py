@@ -3,10 +3,10 @@
 SOLLOL_ALERT_RULES names a YAML or JSON file for those who keep configuration in
 git: `{"rules": [{...}, ...]}`, each entry with the API's fields (name, and kind
 for a new rule; threshold, for_seconds, window_seconds, repeat_seconds,
-severity, enabled, subjects). An entry named like a built-in rule changes it; the
-others are rules of source "file", made, changed and removed as the file says at
-each start. A bad file stops the alerting with its fault named (entry and field)
-in the log, rather than alerting on half of it.
+severity, enabled, subjects, labels). An entry named like a built-in rule
+changes it; the others are rules of source "file", made, changed and removed as
+the file says at each start. A bad file stops the alerting with its fault named
+(entry and field) in the log, rather than alerting on half of it.
 
 SOLLOL_ALERT_WEBHOOKS (generic JSON webhooks, signed when
 SOLLOL_ALERT_WEBHOOK_SECRET is set), SOLLOL_ALERT_EMAIL_TO with SOLLOL_SMTP_URL,

@@ -291,11 +291,13 @@ def send(channel: Channel, payload: dict) -> None:
 
 
 def alertmanager_alerts(payload: dict) -> list[dict]:
-    """Alertmanager's API v2 body: one alert each, resolved ones with their end."""
+    """Alertmanager's API v2 body: one alert each, resolved ones with their end.
+    The subject's own labels go along (routes may match them), under ours."""
     listed = []
     for alert in payload.get("alerts", ()):
         entry = {
             "labels": {
+                **alert.get("labels", {}),
                 "alertname": alert["rule"],
                 "subject": alert["subject"],
                 "severity": alert["severity"],

@@ -12,7 +12,8 @@ class Rule(models.Model):
     """When a condition (activity.alerting) held for `for_seconds`, alert.
 
     Scope: `subjects` is a glob on the finding's subject (node host:port, app id,
-    backend); empty means every subject.
+    backend); empty means every subject. `labels` is a selector (core/labels.py:
+    {name: glob}) on the subject's labels; empty means every subject.
     """
 
     name = models.CharField(max_length=100, unique=True)
@@ -23,6 +24,7 @@ class Rule(models.Model):
     for_seconds = models.FloatField(default=30)
     repeat_seconds = models.FloatField(default=4 * 3600)
     subjects = models.CharField(max_length=300, blank=True)
+    labels = models.JSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=True)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
     description = models.TextField(blank=True)
@@ -40,6 +42,7 @@ class Alert(models.Model):
 
     rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="alerts")
     subject = models.CharField(max_length=300)
+    labels = models.JSONField(default=dict, blank=True)  # the subject's, as last seen
     state = models.CharField(max_length=16, choices=AlertState.choices)
     severity = models.CharField(max_length=16, choices=Severity.choices)
     value = models.FloatField(null=True, blank=True)
@@ -75,6 +78,7 @@ class Silence(models.Model):
 
     rule = models.CharField(max_length=100, blank=True)  # glob on the rule's name
     subject = models.CharField(max_length=300, blank=True)  # glob on the subject
+    labels = models.JSONField(default=dict, blank=True)  # selector on its labels
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField(db_index=True)
     created_by = models.CharField(max_length=150)

@@ -27,7 +27,7 @@ import logging
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -53,13 +53,14 @@ from alerts.models import (
     Silence,
 )
 from alerts.validation import rule_defaults
-from core import wakeups
+from core import labels, wakeups
 from core.db import read_values, save_fields
 
 logger = logging.getLogger(__name__)
 
 EVALUATION_LOCK = 0x50110A1E  # pg_try_advisory_xact_lock key: one evaluator at once
 OPEN = (AlertState.PENDING, AlertState.FIRING)
+EMPTY: Mapping[str, str] = {}  # no labels (never changed: shared)
 
 
 def ensure_builtin_rules() -> None:
@@ -87,9 +88,17 @@ def active_silences(now: dt.datetime) -> list[Silence]:
     return list(Silence.objects.filter(starts_at__lte=now, ends_at__gt=now))
 
 
-def silenced_by(silences: Sequence[Silence], rule: str, subject: str) -> bool:
+def silenced_by(
+    silences: Sequence[Silence],
+    rule: str,
+    subject: str,
+    labelled: Mapping[str, str] = EMPTY,
+) -> bool:
     return any(
-        _matches(s.rule, rule) and _matches(s.subject, subject) for s in silences
+        _matches(s.rule, rule)
+        and _matches(s.subject, subject)
+        and labels.matches(s.labels, labelled)
+        for s in silences
     )
 
 
@@ -149,6 +158,7 @@ def _evaluate(now: dt.datetime) -> dict[str, int]:
                 if key not in asked:
                     asked[key] = condition.find(check)
                 findings = asked[key]
+                labelled = alerting.labels_of(condition.subject, check)
             except Exception:
                 logger.exception("alert rule %s: its condition failed", rule.name)
                 for key in by_rule[rule.id]:
@@ -158,13 +168,21 @@ def _evaluate(now: dt.datetime) -> dict[str, int]:
             if rule.subjects:  # scoped: one compiled glob for all its findings
                 scoped = re.compile(fnmatch.translate(rule.subjects)).match
                 findings = [f for f in findings if scoped(f.subject)]
+            if rule.labels:  # scoped by the subjects' labels
+                findings = [
+                    f
+                    for f in findings
+                    if labels.matches(rule.labels, labelled.get(f.subject, EMPTY))
+                ]
             for finding in findings:
                 holding.add(finding.subject)
                 alert = open_alerts.pop((rule.id, finding.subject), None)
+                subject_labels = labelled.get(finding.subject, EMPTY)
                 if alert is None:
                     alert = Alert(
                         rule=rule,
                         subject=finding.subject[:300],
+                        labels=subject_labels,
                         state=AlertState.PENDING,
                         severity=rule.severity,
                         started_at=now,
@@ -172,6 +190,9 @@ def _evaluate(now: dt.datetime) -> dict[str, int]:
                     created.append(alert)
                 else:
                     changed.append(alert)
+                    if alert.labels != subject_labels:
+                        alert.labels = subject_labels
+                        dirty.add(id(alert))
                 if _moved(alert, finding):
                     alert.value, alert.message = finding.value, finding.message
                     dirty.add(id(alert))
@@ -220,7 +241,7 @@ def _evaluate(now: dt.datetime) -> dict[str, int]:
             counts["resolved"] += 1
         for alert in [*created, *changed]:
             silenced = bool(silences) and silenced_by(
-                silences, rules[alert.rule_id].name, alert.subject
+                silences, rules[alert.rule_id].name, alert.subject, alert.labels
             )
             if silenced != alert.silenced:
                 alert.silenced = silenced
@@ -270,6 +291,7 @@ WRITTEN = [
     "cleared_at",
     "ended_at",
     "silenced",
+    "labels",
 ]
 VALUE_MOVES = 0.05  # a value that moved less than this share is not written again
 
@@ -307,6 +329,7 @@ class _OpenRow:
     ended_at: dt.datetime | None
     silenced: bool
     acked_by: str
+    labels: dict
 
     @property
     def pk(self) -> int:
@@ -496,6 +519,7 @@ def notification(status: str, rule: Rule, alerts: Iterable[Alert]) -> dict:
             "ended_at": _iso(alert.ended_at),
             "value": alert.value,
             "message": alert.message,
+            "labels": alert.labels,
         }
         for alert in sorted(alerts, key=lambda a: a.subject)
     ]
@@ -530,15 +554,22 @@ def acknowledge(alert: Alert, who: str, now: dt.datetime) -> Alert:
 
 
 def silence(
-    rule: str, subject: str, seconds: float, who: str, why: str, now: dt.datetime
+    rule: str,
+    subject: str,
+    seconds: float,
+    who: str,
+    why: str,
+    now: dt.datetime,
+    chosen: Mapping[str, str] = EMPTY,
 ) -> Silence:
-    """Silence what matches (globs) for a while. The open alerts it covers are
-    marked at once, and every viewer hears of it; the next round sends nothing
-    for them."""
+    """Silence what matches (globs, and a label selector) for a while. The open
+    alerts it covers are marked at once, and every viewer hears of it; the next
+    round sends nothing for them."""
     with transaction.atomic():
         made = Silence.objects.create(
             rule=rule,
             subject=subject,
+            labels=dict(chosen),
             starts_at=now,
             ends_at=now + dt.timedelta(seconds=seconds),
             created_by=who,
@@ -576,10 +607,10 @@ def _mark_silenced(now: dt.datetime) -> int:
     names = dict(Rule.objects.values_list("id", "name"))
     open_alerts = Alert.objects.filter(state__in=OPEN)
     wanted: dict[bool, list[int]] = {True: [], False: []}
-    for alert_id, rule_id, subject, was in open_alerts.values_list(
-        "id", "rule_id", "subject", "silenced"
+    for alert_id, rule_id, subject, was, labelled in open_alerts.values_list(
+        "id", "rule_id", "subject", "silenced", "labels"
     ):
-        now_silenced = silenced_by(silences, names.get(rule_id, ""), subject)
+        now_silenced = silenced_by(silences, names.get(rule_id, ""), subject, labelled)
         if now_silenced != was:
             wanted[now_silenced].append(alert_id)
     for value, ids in wanted.items():
@@ -591,9 +622,14 @@ def _mark_silenced(now: dt.datetime) -> int:
 
 
 def _silence_event(made: Silence, kind: str, marked: int) -> NewEvent:
+    chosen = ",".join(f"{name}={glob}" for name, glob in made.labels.items())
     what = " ".join(
         part
-        for part in (made.rule and f"rule {made.rule}", made.subject and made.subject)
+        for part in (
+            made.rule and f"rule {made.rule}",
+            made.subject and made.subject,
+            chosen and f"labels {chosen}",
+        )
         if part
     )
     if kind == "silence_created":
@@ -609,6 +645,7 @@ def _silence_event(made: Silence, kind: str, marked: int) -> NewEvent:
             "silence": made.id,
             "rule": made.rule,
             "subject": made.subject,
+            "labels": made.labels,
             "ends_at": _iso(made.ends_at),
             "by": made.created_by,
             "alerts": marked,

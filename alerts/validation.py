@@ -11,6 +11,7 @@ from django.conf import settings
 from activity import alerting
 from alerts.choices import ChannelKind, Severity
 from alerts.models import Channel, Rule
+from core import labels
 from core.allowlist import literal_refusal
 from core.jsonio import PayloadError
 from core.validators import text
@@ -55,6 +56,8 @@ def apply_rule_fields(rule: Rule, body: dict) -> None:
         rule.enabled = body["enabled"]
     if "subjects" in body:
         rule.subjects = glob(body, "subjects", 300) or ""
+    if "labels" in body:
+        rule.labels = labels.selector(body["labels"])
 
 
 def rule_defaults(condition: alerting.Condition) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -48,13 +49,16 @@ def read_values(rows: QuerySet, names: Sequence[str]) -> list[tuple]:
 
     For the few hot reads of many rows (the open alerts each evaluation round):
     the drivers already give text, numbers and booleans as Python has them, and
-    a datetime is only made aware here when the driver gave it naive (SQLite).
-    Only plain columns of the queryset's own model (no lookups, no JSON).
+    a datetime is only made aware here when the driver gave it naive (SQLite),
+    and JSON decoded where the driver gave its text. Only columns of the
+    queryset's own model (no lookups).
     """
     meta = rows.model._meta
     fields = [meta.get_field(name) for name in names]
     for field in fields:
-        plain = isinstance(field, (*_AS_THEY_ARE, models.DateTimeField))
+        plain = isinstance(
+            field, (*_AS_THEY_ARE, models.DateTimeField, models.JSONField)
+        )
         if not (plain or field.is_relation and field.many_to_one):
             raise ValueError(f"read_values reads plain columns, not {field.name}")
     query = rows.values_list(*names)
@@ -62,8 +66,13 @@ def read_values(rows: QuerySet, names: Sequence[str]) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         found = cursor.fetchall()
-    moments = [i for i, f in enumerate(fields) if isinstance(f, models.DateTimeField)]
-    if not moments or not found or not settings.USE_TZ:
+    moments = []
+    if settings.USE_TZ:
+        moments = [
+            i for i, f in enumerate(fields) if isinstance(f, models.DateTimeField)
+        ]
+    texts = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
+    if not (moments or texts) or not found:
         return [tuple(row) for row in found]
     zone = connection.timezone
     out = []
@@ -73,6 +82,9 @@ def read_values(rows: QuerySet, names: Sequence[str]) -> list[tuple]:
             value = row[i]
             if value is not None and value.tzinfo is None:
                 row[i] = value.replace(tzinfo=zone)
+        for i in texts:
+            if isinstance(row[i], str):
+                row[i] = json.loads(row[i])
         out.append(tuple(row))
     return out
 

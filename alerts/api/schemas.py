@@ -17,6 +17,16 @@ from alerts.validation import MAX_SECONDS
 # test notification a person asked for.
 NOTIFICATIONS = ["firing", "resolved", "test"]
 GLOB = "a glob (fnmatch); empty: every one"
+SELECTOR = (
+    "on the subject's labels: {name: glob}, every name must be there with a "
+    "value its glob matches; {}: every one"
+)
+
+
+def label_map(help_text: str, **options) -> serializers.DictField:
+    return serializers.DictField(
+        child=serializers.CharField(max_length=200), help_text=help_text, **options
+    )
 
 
 def number(**options) -> serializers.FloatField:
@@ -39,6 +49,7 @@ class AlertSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     rule = serializers.CharField(help_text="the rule's name")
     subject = serializers.CharField(help_text="node host:port, app id, backend, ...")
+    labels = label_map("the subject's labels when it was last evaluated")
     state = serializers.ChoiceField(AlertState.choices)
     severity = serializers.ChoiceField(Severity.choices)
     value = serializers.FloatField(allow_null=True, help_text="what the rule measured")
@@ -55,6 +66,7 @@ class SilenceSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     rule = serializers.CharField(help_text=f"on the rule's name: {GLOB}")
     subject = serializers.CharField(help_text=f"on the subject: {GLOB}")
+    labels = label_map(SELECTOR)
     starts_at = serializers.FloatField()
     ends_at = serializers.FloatField()
     created_by = serializers.CharField()
@@ -94,6 +106,7 @@ class RuleSerializer(serializers.Serializer):
     for_seconds = serializers.FloatField(help_text="true this long before it fires")
     repeat_seconds = serializers.FloatField(help_text="reminders; 0: none")
     subjects = serializers.CharField(help_text=GLOB)
+    labels = label_map(SELECTOR)
     enabled = serializers.BooleanField()
     source = serializers.ChoiceField(Source.choices)
     description = serializers.CharField()
@@ -115,6 +128,7 @@ class RuleChangeSerializer(serializers.Serializer):
     for_seconds = number(required=False)
     repeat_seconds = number(required=False)
     subjects = optional_text(300, help_text=GLOB)
+    labels = label_map(SELECTOR, required=False)
     enabled = serializers.BooleanField(required=False)
 
 
@@ -130,11 +144,12 @@ class SilenceListSerializer(serializers.Serializer):
 
 
 class NewSilenceSerializer(serializers.Serializer):
-    """Name a rule or a subject, or both: never everything."""
+    """Name a rule, a subject or labels, or several: never everything."""
 
     duration_seconds = serializers.FloatField(min_value=1, max_value=MAX_SECONDS)
     rule = optional_text(100, help_text=f"on the rule's name: {GLOB}")
     subject = optional_text(300, help_text=f"on the subject: {GLOB}")
+    labels = label_map(SELECTOR, required=False)
     created_by = serializers.CharField(max_length=150)
     comment = serializers.CharField(max_length=1000, help_text="why")
 

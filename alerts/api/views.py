@@ -25,6 +25,7 @@ from alerts.validation import (
     new_rule,
     number,
 )
+from core import labels
 from core.jsonio import PayloadError
 from core.schema import query
 from core.validators import query_int, text
@@ -41,6 +42,7 @@ def alert_data(alert: Alert) -> dict[str, Any]:
         "id": alert.id,
         "rule": alert.rule.name,
         "subject": alert.subject,
+        "labels": alert.labels,
         "state": alert.state,
         "severity": alert.severity,
         "value": alert.value,
@@ -64,6 +66,7 @@ def rule_data(rule: Rule) -> dict[str, Any]:
         "for_seconds": rule.for_seconds,
         "repeat_seconds": rule.repeat_seconds,
         "subjects": rule.subjects,
+        "labels": rule.labels,
         "enabled": rule.enabled,
         "source": rule.source,
         "description": rule.description,
@@ -75,6 +78,7 @@ def silence_data(silence: Silence) -> dict[str, Any]:
         "id": silence.id,
         "rule": silence.rule,
         "subject": silence.subject,
+        "labels": silence.labels,
         "starts_at": _when(silence.starts_at),
         "ends_at": _when(silence.ends_at),
         "created_by": silence.created_by,
@@ -253,13 +257,16 @@ class SilenceListView(APIView):
             raise PayloadError("duration_seconds is required")
         rule = glob(body, "rule", 100) or ""
         subject = glob(body, "subject", 300) or ""
-        if not rule and not subject:
-            raise PayloadError("name a rule or a subject (globs): not everything")
+        chosen = labels.selector(body.get("labels"))
+        if not rule and not subject and not chosen:
+            raise PayloadError(
+                "name a rule, a subject (globs) or labels: not everything"
+            )
         who = text(body.get("created_by"), "created_by", max_length=150, default=None)
         why = text(body.get("comment"), "comment", max_length=1000, default=None)
         if not who or not why:
             raise PayloadError("created_by and comment are required: who and why")
-        made = services.silence(rule, subject, seconds, who, why, now)
+        made = services.silence(rule, subject, seconds, who, why, now, chosen)
         return Response(silence_data(made), status=status.HTTP_201_CREATED)
 
 

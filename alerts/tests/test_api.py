@@ -108,6 +108,21 @@ def test_rules_are_listed_changed_and_added(client):
         ),
         ("/api/alerts/silences", post, {"duration_seconds": 60}, "subject"),
         ("/api/alerts/silences", post, ["not", "an", "object"], "object"),
+        ("/api/alerts/rules/node_down", patch, {"labels": "rack=a"}, "labels"),
+        ("/api/alerts/rules/node_down", patch, {"labels": {"a-b": "x"}}, "a-b"),
+        ("/api/alerts/rules/node_down", patch, {"labels": {"rack": 1}}, "labels.rack"),
+        (
+            "/api/alerts/rules/node_down",
+            patch,
+            {"labels": {f"k{i}": "v" for i in range(33)}},
+            "at most 32",
+        ),
+        (
+            "/api/alerts/silences",
+            post,
+            {"labels": {"1rack": "a"}, "duration_seconds": 60},
+            "1rack",
+        ),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field(client, path, method, body, field):
@@ -276,3 +291,26 @@ def test_a_channel_going_where_it_may_not_is_refused(client, body, words):
     assert response.status_code == 400
     assert words in response.json()["error"]
     assert not Channel.objects.filter(name="bad").exists()
+
+
+def test_rules_and_silences_take_label_selectors(client):
+    changed = patch(
+        client, "/api/alerts/rules/node_down", {"labels": {"rack": "a*", "env": "prod"}}
+    )
+    assert changed.status_code == 200, changed.content
+    assert changed.json()["labels"] == {"rack": "a*", "env": "prod"}
+    assert Rule.objects.get(name="node_down").labels == {"rack": "a*", "env": "prod"}
+    made = post(
+        client,
+        "/api/alerts/silences",
+        {
+            "labels": {"rack": "b"},  # labels alone are enough: not everything
+            "duration_seconds": 600,
+            "created_by": "ops",
+            "comment": "rack b is being recabled",
+        },
+    )
+    assert made.status_code == 201, made.content
+    assert made.json()["labels"] == {"rack": "b"}
+    [event] = Event.objects.filter(type="silence_created")
+    assert "labels rack=b" in event.message and event.payload["labels"] == {"rack": "b"}

@@ -230,3 +230,15 @@ def test_a_sender_whose_lease_was_taken_over_sends_nothing(receiver):
     delivery.send_claimed(row.id, stale, as_tasks=False)  # the old sender wakes
     assert len(hook.received) == 1
     assert Delivery.objects.get(id=row.id).attempts == 1
+
+
+def test_alertmanager_gets_the_subjects_labels_under_its_own():
+    labelled = {**PAYLOAD["alerts"][0], "labels": {"rack": "a1", "severity": "low"}}
+    [alert] = delivery.alertmanager_alerts({**PAYLOAD, "alerts": [labelled]})
+    assert alert["labels"] == {
+        "rack": "a1",
+        "alertname": "node_down",
+        "subject": "127.0.0.2:11434",
+        "severity": "critical",  # the rule's, not a label of the same name
+        "service": "sollol",
+    }

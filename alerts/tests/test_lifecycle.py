@@ -486,3 +486,51 @@ def test_a_round_that_failed_keeps_nothing_and_the_next_reads_the_database(
     services.evaluate(at(FOR + 1))
     assert Alert.objects.get().state == AlertState.FIRING
     assert [p["status"] for p in told()] == ["firing"]
+
+
+@pytest.fixture
+def racks(monkeypatch):
+    """Nodes labelled as the network would label them (its labeller replaced)."""
+    from activity import alerting
+
+    labelled = {"127.0.0.2:11434": {"rack": "a1", "env": "prod"}}
+    labelled["127.0.0.3:11434"] = {"rack": "b1", "env": "prod"}
+    monkeypatch.setitem(alerting._labellers, "node", lambda: dict(labelled))
+    return labelled
+
+
+def test_a_rule_scoped_by_labels_alerts_only_on_subjects_it_picks(racks):
+    node(2, "offline")
+    node(3, "offline")
+    node(4, "offline")  # no labels: a selector never picks it
+    Rule.objects.filter(name="node_down").update(labels={"rack": "a*"})
+    services.evaluate(at(0))
+    services.evaluate(at(FOR))
+    [alert] = Alert.objects.all()
+    assert alert.subject == "127.0.0.2:11434"
+    assert alert.labels == {"rack": "a1", "env": "prod"}
+    [firing] = told("firing")
+    assert firing["alerts"][0]["labels"] == {"rack": "a1", "env": "prod"}
+    # The node moves to another rack: the rule no longer picks it.
+    racks["127.0.0.2:11434"] = {"rack": "b2", "env": "prod"}
+    services.evaluate(at(FOR + 1))
+    services.evaluate(at(2 * FOR + 1))
+    assert Alert.objects.get().state == AlertState.RESOLVED
+
+
+def test_a_silence_by_label_quiets_what_it_picks_and_shows_it(racks):
+    node(2, "offline")
+    node(3, "offline")
+    services.silence("", "", 3600, "ops", "rack b recabled", at(0), {"rack": "b*"})
+    services.evaluate(at(0))
+    services.evaluate(at(FOR))
+    alerts = {a.subject: a for a in Alert.objects.all()}
+    assert alerts["127.0.0.3:11434"].silenced
+    assert not alerts["127.0.0.2:11434"].silenced
+    [firing] = told("firing")
+    assert [a["subject"] for a in firing["alerts"]] == ["127.0.0.2:11434"]
+    # A subject's labels that change are the alert's next round.
+    racks["127.0.0.2:11434"] = {"rack": "b3"}
+    services.evaluate(at(FOR + 1))
+    again = Alert.objects.get(subject="127.0.0.2:11434")
+    assert again.labels == {"rack": "b3"} and again.silenced
