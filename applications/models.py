@@ -15,6 +15,9 @@ class Application(models.Model):
     router_type = models.CharField(max_length=100, blank=True)
     version = models.CharField(max_length=64, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # The operator's labels (core/labels.py), that alert rules and silences are
+    # scoped by: given at registration, or in metadata.labels by upstream clients.
+    labels = models.JSONField(default=dict, blank=True)
     # Fingerprint of the write token that registered it (SOLLOL_MAX_APPS_PER_TOKEN).
     owner = models.CharField(max_length=16, blank=True, db_index=True)
     status = models.CharField(

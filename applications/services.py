@@ -78,6 +78,10 @@ def _apply(app: Application, report: AppReport, *, merge_metadata: bool) -> list
             # Merged heartbeats must not grow it past the limit one report has.
             app.metadata = check_metadata(metadata)
             changed.append("metadata")
+    # Labels are replaced, never merged: a report that gives them gives them all.
+    if report.labels is not None and report.labels != app.labels:
+        app.labels = report.labels
+        changed.append("labels")
     return changed
 
 
@@ -88,6 +92,7 @@ def _new_application(report: AppReport, now: dt.datetime) -> Application:
         router_type=report.router_type or "",
         version=report.version or "",
         metadata=report.metadata or {},
+        labels=report.labels or {},
         owner=report.owner,
         start_time=now,
     )
@@ -294,6 +299,7 @@ def coalesce_reports(reports: Iterable[AppReport]) -> dict[str, AppReport]:
             version=report.version if report.version is not None else earlier.version,
             metadata=metadata,
             owner=report.owner,
+            labels=report.labels if report.labels is not None else earlier.labels,
         )
     return folded
 
@@ -303,8 +309,9 @@ def record_heartbeats(
 ) -> dict[str, HeartbeatResult]:
     """Record heartbeats that arrived together, in one transaction.
 
-    Metadata merges into what is stored; a stale app recovers; an unknown app_id
-    with a name is registered again (the dashboard may have restarted).
+    Metadata merges into what is stored, labels given replace the app's; a stale
+    app recovers; an unknown app_id with a name is registered again (the
+    dashboard may have restarted).
     """
     folded = coalesce_reports(reports)
     results: dict[str, HeartbeatResult] = {}
@@ -360,11 +367,12 @@ def record_heartbeats(
 # building these two statements with the ORM took most of the writer's CPU
 # (bench/RESULTS.md, profile). They are written out once here instead.
 _TABLE = Application._meta.db_table
-_QUIET_FIELDS = ("name", "router_type", "version", "metadata", "status")
+_QUIET_FIELDS = ("name", "router_type", "version", "metadata", "status", "labels")
 
 
 def _stored_for_heartbeat(app_ids: list[str]) -> dict[str, tuple]:
-    """Return {app_id: (name, router_type, version, metadata, status)}, rows locked."""
+    """Return {app_id: (name, router_type, version, metadata, status, labels)}, rows
+    locked; labels as the database gives them (see _changes_nothing)."""
     if not app_ids:
         return {}
     quote = connection.ops.quote_name
@@ -379,8 +387,8 @@ def _stored_for_heartbeat(app_ids: list[str]) -> dict[str, tuple]:
         )
         rows = cursor.fetchall()
     return {
-        app_id: (name, router_type, version, _json(metadata), status)
-        for app_id, name, router_type, version, metadata, status in rows
+        app_id: (name, router_type, version, _json(metadata), status, labels)
+        for app_id, name, router_type, version, metadata, status, labels in rows
     }
 
 
@@ -390,8 +398,11 @@ def _json(value: object) -> object:
 
 def _changes_nothing(report: AppReport, stored: tuple) -> bool:
     """Return whether the heartbeat only says the app is alive (and it was active)."""
-    name, router_type, version, metadata, status = stored
+    name, router_type, version, metadata, status, labels = stored
     if status != AppStatus.ACTIVE:
+        return False
+    # Read only when the heartbeat gives labels: most give none.
+    if report.labels is not None and report.labels != _json(labels):
         return False
     for value, current in (
         (report.name, name),

@@ -3,7 +3,7 @@
 The host application must never wait for, or crash because of, the dashboard: the
 constructor only starts a daemon thread, and every request, retry and error happens
 there. The thread registers (retrying with backoff until the dashboard answers),
-then sends a heartbeat with all five fields every `heartbeat_interval` seconds, so
+then sends a heartbeat with all its fields every `heartbeat_interval` seconds, so
 a dashboard that restarted or forgot the app learns it again from the heartbeat.
 """
 
@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 import uuid
@@ -31,6 +32,12 @@ logger = logging.getLogger(__name__)
 
 FIRST_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 30.0
+# The dashboard's rules for labels (core/labels.py there), checked here too so
+# that a typo fails at once in the constructor, not as a registration the
+# dashboard refuses again and again in the background.
+LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+MOST_LABELS = 32
+LONGEST_LABEL_VALUE = 200
 
 
 class DashboardClient:
@@ -50,12 +57,18 @@ class DashboardClient:
         api_token: str | None = None,
         timeout: float = 2.0,
         propagate_traces: bool = True,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         """The first seven arguments, in this order, are upstream SOLLOL's (its
         code runs unchanged); the rest are named. With auto_register=False
-        nothing is sent until start() or register()."""
+        nothing is sent until start() or register().
+
+        labels are the operator's {name: value} for the app (`team="search"`),
+        that the dashboard's alert rules and silences can be scoped by.
+        """
         if heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be a positive number of seconds")
+        self.labels = _checked_labels(labels)
         self.app_id = app_id or str(uuid.uuid4())
         self.app_name = app_name
         self.router_type = router_type
@@ -514,14 +527,19 @@ class DashboardClient:
         if metadata is None:
             held = dict(self._metadata)
             metadata = held if full else {k: held[k] for k in keys if k in held}
+        report = {
+            "app_id": self.app_id,
+            "name": self.app_name,
+            "router_type": self.router_type,
+            "version": self.version,
+            "metadata": metadata,
+        }
+        if full and self.labels is not None:
+            # In full heartbeats too: a dashboard that forgot the app registers
+            # it again from one, and must not lose its labels then.
+            report["labels"] = self.labels
         return json.dumps(
-            {
-                "app_id": self.app_id,
-                "name": self.app_name,
-                "router_type": self.router_type,
-                "version": self.version,
-                "metadata": metadata,
-            },
+            report,
             default=str,  # a datetime or a Path in the metadata must not stop reports
             allow_nan=False,  # the dashboard only accepts strict JSON
         )
@@ -578,6 +596,27 @@ class DashboardClient:
 
     def __str__(self) -> str:
         return f"{self.app_name} ({self.app_id})"
+
+
+def _checked_labels(labels: Mapping[str, str] | None) -> dict[str, str] | None:
+    if labels is None:
+        return None
+    if not isinstance(labels, Mapping):
+        raise TypeError('labels must be a dict of names and texts: {"team": "search"}')
+    if len(labels) > MOST_LABELS:
+        raise ValueError(f"labels may have at most {MOST_LABELS} labels")
+    for name, value in labels.items():
+        if not isinstance(name, str) or not LABEL_NAME.match(name):
+            raise ValueError(
+                f"labels: {name!r} is not a label name (letters, digits and _, "
+                "not starting with a digit, at most 63)"
+            )
+        if not isinstance(value, str) or len(value) > LONGEST_LABEL_VALUE:
+            raise ValueError(
+                f"labels.{name} must be a string of at most "
+                f"{LONGEST_LABEL_VALUE} characters"
+            )
+    return dict(labels)
 
 
 def _json(response: requests.Response) -> dict[str, Any]:

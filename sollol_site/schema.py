@@ -10,6 +10,7 @@ endpoints expect. The other bodies and answers are the views' serializers.
 from __future__ import annotations
 
 from applications.api.serializers import APP_ID_PATTERN
+from core import labels
 from core.schema import ERROR, REFUSALS
 
 # The bodies the write endpoints take, so that a client generator (or schemathesis)
@@ -23,7 +24,21 @@ APPLICATION = {
         "name": {"type": "string", "minLength": 1, "maxLength": 200},
         "router_type": {"type": "string", "maxLength": 100},
         "version": {"type": "string", "maxLength": 64},
-        "metadata": {"type": "object"},
+        "metadata": {
+            "type": "object",
+            "description": "labels: taken as the app's labels when the body has "
+            "none and they are valid labels (upstream clients send only metadata)",
+        },
+        "labels": {
+            "type": "object",
+            "description": "the operator's {name: value} (names: letters, digits "
+            "and _, not starting with a digit), replacing the app's; none: kept",
+            "additionalProperties": {
+                "type": "string",
+                "maxLength": labels.LONGEST_VALUE,
+            },
+            "maxProperties": labels.MOST,
+        },
     },
 }
 REQUEST = {

@@ -417,6 +417,38 @@ def test_it_sends_only_the_changed_keys(scripted_dashboard, make_client):
     assert heartbeat["name"] == "Test App"
 
 
+def test_it_sends_its_labels_in_every_full_report(scripted_dashboard, make_client):
+    """Labels go with the registration and each full heartbeat (a dashboard that
+    forgot the app registers it again from one), not with changed keys alone."""
+    client = make_client(
+        scripted_dashboard.url, labels={"team": "search"}, heartbeat_interval=30
+    )
+    assert client.wait_registered(5)
+    client.update_metadata({"requests": 5})
+    wait_for(lambda: len(scripted_dashboard.requests) == 2, timeout=2)
+    assert client.heartbeat() is True  # a full one, now
+
+    [(_, registration), (_, changed), (_, full)] = scripted_dashboard.requests
+    assert registration["labels"] == {"team": "search"}
+    assert changed["metadata"] == {"requests": 5} and "labels" not in changed
+    assert full["labels"] == {"team": "search"}
+
+
+@pytest.mark.live
+def test_the_dashboard_shows_its_labels(live_dashboard, make_client):
+    client = make_client(live_dashboard.url, labels={"team": "search"})
+    assert client.wait_registered(10)
+    assert listed(live_dashboard)[client.app_id]["labels"] == {"team": "search"}
+
+
+@pytest.mark.parametrize(
+    "labels", [{"1abc": "x"}, {"a-b": "x"}, {"team": 3}, "team=search"]
+)
+def test_it_refuses_labels_the_dashboard_would_refuse_at_once(labels):
+    with pytest.raises((TypeError, ValueError), match="label"):
+        DashboardClient("Test App", auto_register=False, labels=labels)
+
+
 @pytest.mark.live
 def test_it_serves_the_dashboard_in_process(tmp_path):
     port = free_port()

@@ -13,6 +13,7 @@ from django.conf import settings
 from applications.models import Application
 from core import validators
 from core.jsonio import PayloadError, check_document, dumps
+from core.labels import labels as checked_labels
 
 APP_ID_PATTERN = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 
@@ -39,6 +40,8 @@ class AppReport:
     version: str | None = None
     metadata: dict[str, Any] | None = None
     owner: str = ""  # fingerprint of the write token (core.tokens.token_owner)
+    # The app's labels, replacing what it had; None: it said none, keep them.
+    labels: dict[str, str] | None = None
 
 
 def application_data(app: Application, now: dt.datetime) -> dict[str, Any]:
@@ -54,6 +57,7 @@ def application_data(app: Application, now: dt.datetime) -> dict[str, Any]:
         "uptime_seconds": round(app.uptime_seconds(now), 3),
         "last_seen_seconds": round(app.last_seen_seconds(now), 3),
         "metadata": app.metadata,
+        "labels": app.labels,
     }
 
 
@@ -71,7 +75,8 @@ def parse_report(data: Any, *, registering: bool, owner: str = "") -> AppReport:
     """Validate a register (registering=True) or heartbeat body into an AppReport.
 
     A register may omit app_id (the server makes one) and must have a name; a
-    heartbeat must have app_id and may carry the other fields.
+    heartbeat must have app_id and may carry the other fields. Either may carry
+    labels (see _labels).
     """
     if not isinstance(data, dict):
         raise PayloadError("request body must be a JSON object")
@@ -112,4 +117,25 @@ def parse_report(data: Any, *, registering: bool, owner: str = "") -> AppReport:
         ),
         metadata=metadata,
         owner=owner,
+        labels=_labels(data, metadata),
     )
+
+
+def _labels(
+    data: dict[str, Any], metadata: dict[str, Any] | None
+) -> dict[str, str] | None:
+    """The labels a report gives: its own `labels`, else its metadata's `labels`
+    (all upstream SOLLOL's client can send) if those are valid labels; else None.
+
+    Invalid metadata.labels are only metadata, whatever the app meant by them:
+    refusing them would refuse an upstream client's every report.
+    """
+    if data.get("labels") is not None:
+        return checked_labels(data["labels"], "labels")
+    given = metadata.get("labels") if metadata else None
+    if not isinstance(given, dict):
+        return None
+    try:
+        return checked_labels(given, "metadata.labels")
+    except PayloadError:
+        return None
