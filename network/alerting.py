@@ -7,7 +7,16 @@ probed yet is not down; a flapping one is left to settle (its status says so).
 
 from __future__ import annotations
 
-from activity.alerting import Check, Condition, Finding, register, requested_models
+from functools import partial
+
+from activity.alerting import (
+    Check,
+    Condition,
+    Finding,
+    register,
+    register_labels,
+    requested_models,
+)
 from core.addresses import host_port
 from network.choices import NodeStatus
 from network.health import network_health
@@ -209,3 +218,14 @@ for condition in (
     ),
 ):
     register(condition)
+
+
+def _labelled(model: type[OllamaNode] | type[RpcBackend]) -> dict[str, dict[str, str]]:
+    """{host:port: labels} of the nodes or backends that have labels, named as
+    their findings name them; read once a round (activity.alerting.labels_of)."""
+    rows = model.objects.exclude(labels={}).values_list("host", "port", "labels")
+    return {host_port(host, port): labels for host, port, labels in rows}
+
+
+register_labels("node", partial(_labelled, OllamaNode))
+register_labels("backend", partial(_labelled, RpcBackend))

@@ -21,6 +21,9 @@ class ProbedTarget(models.Model):
     # delivered again after a worker died skips what was already probed.
     probe_round = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField()
+    # The operator's {name: value} (core.labels), that alert rules and silences are
+    # scoped by: set through the API, and SOLLOL_NODE_LABELS merged over at sync.
+    labels = models.JSONField(default=dict, blank=True)
 
     class Meta:
         abstract = True

@@ -108,14 +108,6 @@ BODIES = {
         "Heartbeat",
         {**APPLICATION, "required": ["app_id"]},
     ),
-    ("/api/network/nodes", "post"): (
-        "NodeAdd",
-        {"type": "object", "properties": {"url": TEXT}, "required": ["url"]},
-    ),
-    ("/api/network/backends", "post"): (
-        "BackendAdd",
-        {"type": "object", "properties": {"address": TEXT}, "required": ["address"]},
-    ),
     ("/api/activity", "post"): (
         "RequestReport",
         {

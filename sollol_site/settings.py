@@ -456,6 +456,11 @@ SOLLOL_NODES = env_list("SOLLOL_NODES")
 # A node's GPU exporter (NVIDIA's DCGM exporter or nvidia_gpu_exporter), read with
 # its probes: `host:port=http://exporter:9400`, comma-separated (network.gpus).
 SOLLOL_GPU_EXPORTERS = env_list("SOLLOL_GPU_EXPORTERS")
+# The operator's labels of nodes and backends, that alert rules and silences are
+# scoped by: `<host:port glob>=<name>=<value>;<name>=<value>`, comma-separated
+# (`127.0.0.2:11434=rack=a;gpu=a100,127.0.0.3:*=rack=b`). Merged over each one's
+# own labels at every sync (network.services.lifecycle); a bad entry is logged.
+SOLLOL_NODE_LABELS = env_list("SOLLOL_NODE_LABELS")
 # Which llama.cpp coordinator (a llama-server with --rpc) uses which RPC backend:
 # `backend_host:port=coordinator_host:port`, comma-separated. Undeclared, a backend
 # held busy while one llama.cpp node serves is attributed to that node.

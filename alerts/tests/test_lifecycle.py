@@ -534,3 +534,23 @@ def test_a_silence_by_label_quiets_what_it_picks_and_shows_it(racks):
     services.evaluate(at(FOR + 1))
     again = Alert.objects.get(subject="127.0.0.2:11434")
     assert again.labels == {"rack": "b3"} and again.silenced
+
+
+def test_the_networks_own_labels_scope_rules_and_reach_the_alert():
+    """Without a stand-in: the labels the network stores on nodes and backends."""
+    labelled = node(2, "offline")
+    OllamaNode.objects.filter(id=labelled.id).update(labels={"rack": "a1"})
+    node(3, "offline")
+    RpcBackend.objects.create(
+        address="127.0.0.4:50052", host="127.0.0.4", port=50052, source="config",
+        status="offline", created_at=T0, labels={"rack": "a1"},
+    )  # fmt: skip
+    Rule.objects.filter(name__in=["node_down", "backend_down"]).update(
+        labels={"rack": "a*"}
+    )
+    services.evaluate(at(0))
+    picked = {(a.rule.name, a.subject): a.labels for a in Alert.objects.all()}
+    assert picked == {
+        ("node_down", "127.0.0.2:11434"): {"rack": "a1"},
+        ("backend_down", "127.0.0.4:50052"): {"rack": "a1"},
+    }

@@ -3,19 +3,32 @@
 These serializers describe; they do not serialize. The answers are built by
 network.api.serializers (by hand, fast for 1,000 nodes), and tests check each
 answer against these descriptions strictly (tests/openapi.py), so the two cannot
-drift apart unnoticed. The bodies the writes take are described with the lean
-lane's, in sollol_site/schema.py (BODIES). Data a node itself defines (its model
-lists, a server's gauges, a GPU exporter's readings) is an open object.
+drift apart unnoticed. So are the bodies the writes take (checked by hand in
+network.api.views and core.labels). Data a node itself defines (its model lists,
+a server's gauges, a GPU exporter's readings) is an open object.
 """
 
 from __future__ import annotations
 
 from rest_framework import serializers
 
+from core import labels
 from core.schema import PageSerializer
 from network.choices import BackendStatus, NodeStatus
 
 OPEN = serializers.DictField  # an object whose keys the node or exporter decides
+LABELS = (
+    "the operator's {name: value} (names: letters, digits and _, not starting "
+    "with a digit), that alert rules and silences are scoped by"
+)
+
+
+def label_map(help_text: str, **options) -> serializers.DictField:
+    return serializers.DictField(
+        child=serializers.CharField(max_length=labels.LONGEST_VALUE),
+        help_text=help_text,
+        **options,
+    )
 
 
 class NodeSerializer(serializers.Serializer):
@@ -46,6 +59,7 @@ class NodeSerializer(serializers.Serializer):
         "waiting, KV-cache use, tokens/s, as it says",
     )
     gpus = serializers.ListField(child=OPEN(), help_text="as its GPU exporter reads")
+    labels = label_map(LABELS)
     models = serializers.ListField(child=OPEN(), help_text="on disk, as /api/tags")
     loaded_models = serializers.ListField(child=OPEN(), help_text="in memory, /api/ps")
 
@@ -86,6 +100,7 @@ class BackendSerializer(serializers.Serializer):
     last_probe = serializers.FloatField(allow_null=True)
     coordinator = serializers.CharField(help_text='host:port, or ""')
     coordinator_source = serializers.CharField(help_text='declared, inferred or ""')
+    labels = label_map(LABELS)
 
 
 class BackendListSerializer(PageSerializer):
@@ -102,6 +117,33 @@ class BackendAddedSerializer(serializers.Serializer):
     status = serializers.CharField()
     created = serializers.BooleanField()
     backend = BackendSerializer()
+
+
+GIVEN_LABELS = (
+    f"{LABELS}; at most {labels.MOST}. They replace its labels; the keys "
+    "SOLLOL_NODE_LABELS gives for its address win over them"
+)
+
+
+class NodeAddSerializer(serializers.Serializer):
+    url = serializers.CharField(
+        help_text="http://host:port, or kind+http://host:port (llamacpp+, vllm+, ...)"
+    )
+    labels = label_map(GIVEN_LABELS + "; none: a known node keeps its", required=False)
+
+
+class BackendAddSerializer(serializers.Serializer):
+    address = serializers.CharField(help_text="host:port")
+    labels = label_map(
+        GIVEN_LABELS + "; none: a known backend keeps its", required=False
+    )
+
+
+class LabelsChangeSerializer(serializers.Serializer):
+    """What a PATCH of a node or backend changes: its labels, and nothing else
+    (another field is refused)."""
+
+    labels = label_map(GIVEN_LABELS + "; none: kept")
 
 
 class RemovedSerializer(serializers.Serializer):

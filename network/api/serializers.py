@@ -50,6 +50,7 @@ def node_data(node: OllamaNode) -> dict[str, Any]:
     row = {column: getattr(node, column) for column in _NODE_COLUMNS}
     return {
         **_node_summary(row, live.node_load()),
+        "labels": node.labels,
         "models": node.disk_models,
         "loaded_models": node.loaded_models,
     }
@@ -72,21 +73,25 @@ def node_list_json(nodes: QuerySet[OllamaNode], page: Page | None = None) -> str
     The models lists are the bulk of the list (1.7 MB for 1,000 nodes), and they are
     stored as JSON already: their text is copied from the database into the answer
     instead of being decoded into objects and encoded again (five times faster at
-    1,000 nodes, see bench/RESULTS.md g).
+    1,000 nodes, see bench/RESULTS.md g). So are the labels.
     """
     rows = nodes.annotate(
+        labels_json=Cast("labels", TextField()),
         models_json=Cast("disk_models", TextField()),
         loaded_json=Cast("loaded_models", TextField()),
-    ).values_list(*_NODE_COLUMNS, "models_json", "loaded_json")
+    ).values_list(*_NODE_COLUMNS, "labels_json", "models_json", "loaded_json")
     if page is not None:
         total = nodes.count()
         rows = page.of(rows)
     parts = []
     load = live.node_load()
-    for *columns, models, loaded in rows:
+    for *columns, labels, models, loaded in rows:
         row = dict(zip(_NODE_COLUMNS, columns, strict=True))
         summary = _dumps(_node_summary(row, load))
-        parts.append(f'{summary[:-1]},"models":{models},"loaded_models":{loaded}}}')
+        parts.append(
+            f'{summary[:-1]},"labels":{labels},"models":{models},'
+            f'"loaded_models":{loaded}}}'
+        )
     if page is None:
         return f'{{"nodes":[{",".join(parts)}],"total":{len(parts)}}}'
     return (
@@ -172,4 +177,6 @@ def backend_data(backend: RpcBackend) -> dict[str, Any]:
         # known: "declared" (SOLLOL_RPC_COORDINATORS) or "inferred"; "" for none.
         "coordinator": backend.coordinator,
         "coordinator_source": backend.coordinator_source,
+        # The operator's {name: value}, that alert rules and silences are scoped by.
+        "labels": backend.labels,
     }

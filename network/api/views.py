@@ -9,6 +9,8 @@ from rest_framework.views import APIView
 from activity import history
 from activity.api.history import WINDOW, series_history, window_of
 from activity.api.schemas import HistoryRowsSerializer, HistorySerializer
+from core import labels
+from core.jsonio import PayloadError
 from core.pagination import page_of, page_parameters
 from network.api import schemas
 from network.api.serializers import (
@@ -46,6 +48,30 @@ def _address(request, field: str) -> str:
     return body[field]
 
 
+def _given_labels(request) -> dict[str, str] | None:
+    """The labels a POST gives, checked (a bad one is a 400 naming it); None: the
+    body has none (or null), and a known node or backend keeps its own."""
+    given = request.data.get("labels")
+    return None if given is None else labels.labels(given, "labels")
+
+
+def _labels_change(request) -> dict[str, str] | None:
+    """The labels a PATCH gives (None: it gives none, and changes nothing, as a
+    PATCH leaves out what it keeps). It changes nothing else: another field is
+    refused rather than ignored, so that a misspelt one is not taken as done."""
+    body = request.data
+    if not isinstance(body, dict):
+        raise ParseError('the body must be {"labels": {"name": "value", ...}}')
+    other = sorted(set(body) - {"labels"})
+    if other:
+        raise PayloadError(
+            f"{other[0][:100]!r} cannot be changed here; a PATCH takes only labels"
+        )
+    if "labels" not in body:
+        return None
+    return labels.labels(body["labels"], "labels")
+
+
 # A page of nodes or backends: 100 unless asked (1,000 nodes are 1.6 MB in all).
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -53,6 +79,7 @@ MAX_PAGE = 1000
 
 class NodeListView(APIView):
     query_parameters = {"GET": page_parameters(DEFAULT_PAGE, MAX_PAGE)}
+    request_bodies = {"POST": schemas.NodeAddSerializer}
     responses = {"GET": schemas.NodeListSerializer, "POST": schemas.NodeAddedSerializer}
 
     def get(self, request):
@@ -63,10 +90,10 @@ class NodeListView(APIView):
         )
 
     def post(self, request):
+        url = _address(request, "url")
+        given = _given_labels(request)  # before anything is added
         try:
-            node, created = lifecycle.add_node(
-                _address(request, "url"), now=timezone.now()
-            )
+            node, created = lifecycle.add_node(url, now=timezone.now(), labels=given)
         except lifecycle.StillConfigured as exc:
             raise StillConfigured(str(exc)) from None
         return Response(
@@ -75,23 +102,33 @@ class NodeListView(APIView):
         )
 
 
+def _node_detail(node: OllamaNode | None, node_id: int) -> Response:
+    if node is None:
+        raise NotFound(f"no node with id {node_id}")
+    return Response(
+        {
+            **node_data(node),
+            "history": node_history(node),
+            "rpc_backends": node_rpc_backends(node),
+        }
+    )
+
+
 class NodeDetailView(APIView):
+    request_bodies = {"PATCH": schemas.LabelsChangeSerializer}
     responses = {
         "GET": schemas.NodeDetailSerializer,
+        "PATCH": schemas.NodeDetailSerializer,
         "DELETE": schemas.RemovedSerializer,
     }
 
     def get(self, request, node_id: int):
-        node = OllamaNode.objects.filter(pk=node_id).first()
-        if node is None:
-            raise NotFound(f"no node with id {node_id}")
-        return Response(
-            {
-                **node_data(node),
-                "history": node_history(node),
-                "rpc_backends": node_rpc_backends(node),
-            }
-        )
+        return _node_detail(OllamaNode.objects.filter(pk=node_id).first(), node_id)
+
+    def patch(self, request, node_id: int):
+        """Replace the node's labels; answer it as GET does."""
+        given = _labels_change(request)
+        return _node_detail(lifecycle.set_labels(OllamaNode, node_id, given), node_id)
 
     def delete(self, request, node_id: int):
         return _removed(lifecycle.remove_node, node_id, "node")
@@ -99,6 +136,7 @@ class NodeDetailView(APIView):
 
 class BackendListView(APIView):
     query_parameters = {"GET": page_parameters(DEFAULT_PAGE, MAX_PAGE)}
+    request_bodies = {"POST": schemas.BackendAddSerializer}
     responses = {
         "GET": schemas.BackendListSerializer,
         "POST": schemas.BackendAddedSerializer,
@@ -111,8 +149,10 @@ class BackendListView(APIView):
         return Response(page.answer("backends", listed, backends.count()))
 
     def post(self, request):
+        address = _address(request, "address")
+        given = _given_labels(request)  # before anything is added
         backend, created = lifecycle.add_backend(
-            _address(request, "address"), now=timezone.now()
+            address, now=timezone.now(), labels=given
         )
         return Response(
             {
@@ -124,14 +164,27 @@ class BackendListView(APIView):
         )
 
 
+def _backend(backend: RpcBackend | None, backend_id: int) -> Response:
+    if backend is None:
+        raise NotFound(f"no RPC backend with id {backend_id}")
+    return Response(backend_data(backend))
+
+
 class BackendDetailView(APIView):
-    responses = {"GET": schemas.BackendSerializer, "DELETE": schemas.RemovedSerializer}
+    request_bodies = {"PATCH": schemas.LabelsChangeSerializer}
+    responses = {
+        "GET": schemas.BackendSerializer,
+        "PATCH": schemas.BackendSerializer,
+        "DELETE": schemas.RemovedSerializer,
+    }
 
     def get(self, request, backend_id: int):
-        backend = RpcBackend.objects.filter(pk=backend_id).first()
-        if backend is None:
-            raise NotFound(f"no RPC backend with id {backend_id}")
-        return Response(backend_data(backend))
+        return _backend(RpcBackend.objects.filter(pk=backend_id).first(), backend_id)
+
+    def patch(self, request, backend_id: int):
+        """Replace the backend's labels; answer it as GET does."""
+        given = _labels_change(request)
+        return _backend(lifecycle.set_labels(RpcBackend, backend_id, given), backend_id)
 
     def delete(self, request, backend_id: int):
         return _removed(lifecycle.remove_backend, backend_id, "RPC backend")

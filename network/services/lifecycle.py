@@ -9,6 +9,7 @@ scan reports it again.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import logging
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -20,6 +21,7 @@ from django.db.models import Count, Q, QuerySet
 
 from activity.services import NewEvent, record_events
 from core import addresses
+from core import labels as checked
 from core.db import prune_newest, save_fields
 from core.jsonio import PayloadError
 from network import allowlist, gpus
@@ -71,11 +73,12 @@ def ensure_nodes(
     source: str,
     now: dt.datetime,
     default_kind: str = NodeKind.OLLAMA,
+    labels: dict[str, str] | None = None,
 ) -> list[OllamaNode]:
     """Make sure the nodes exist; return the ones that were new.
 
     A new node not declared with a kind gets default_kind (UNKNOWN: its first
-    probe tells).
+    probe tells), and `labels` when given.
     """
     wanted = _parse_all(values, _node_parser(source), source)
     if not wanted:
@@ -88,6 +91,7 @@ def ensure_nodes(
             source=source,
             now=now,
             default_kind=default_kind,
+            labels=labels,
         )
         if source in CREDENTIAL_SOURCES:
             _keep_credentials(wanted.values(), source=source, created=created)
@@ -116,9 +120,11 @@ def _create_missing(
     source: str,
     now: dt.datetime,
     default_kind: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> list:
     """Insert the wanted nodes or backends not stored yet; return those it made
-    (nodes of the kind each was declared as, else of `default_kind`).
+    (nodes of the kind each was declared as, else of `default_kind`; with
+    `labels` when given).
 
     What the operator removed stays removed when an application or the scan
     reports it again; the operator's own sources (configuration, localhost, the
@@ -146,6 +152,8 @@ def _create_missing(
             continue
         taken.add((host, port))
         fields = {key: value, "host": host, "port": port}
+        if labels:
+            fields["labels"] = labels
         if more and more[0] is not None:  # a node's credential
             fields["credential"] = more[0].stored()
         if len(more) > 1:  # a node's declared kind, or the default
@@ -234,10 +242,14 @@ def _refused_at_once(target: OllamaNode | RpcBackend) -> OllamaNode | RpcBackend
     return target
 
 
-def add_node(value: str, *, now: dt.datetime) -> tuple[OllamaNode, bool]:
+def add_node(
+    value: str, *, now: dt.datetime, labels: dict[str, str] | None = None
+) -> tuple[OllamaNode, bool]:
     """Add a node by hand (API); return it and whether it was new.
 
-    Raise StillConfigured when it gives credentials to a configured node.
+    labels (checked already), when given, replace a known node's; the keys
+    SOLLOL_NODE_LABELS gives for its address win over them. Raise StillConfigured
+    when it gives credentials to a configured node.
     """
     _, host, port, credential, _ = addresses.node_url(value, credentials=True)
     configured = OllamaNode.objects.filter(
@@ -247,10 +259,14 @@ def add_node(value: str, *, now: dt.datetime) -> tuple[OllamaNode, bool]:
         raise StillConfigured(
             f"{configured.url} is in {NODE_SETTINGS}: give its credentials there"
         )
-    created = ensure_nodes([value], source=Source.API, now=now)
+    given = _with_configured(addresses.host_port(host, port), labels or {})
+    created = ensure_nodes([value], source=Source.API, now=now, labels=given)
     if created:
         return created[0], True
-    return OllamaNode.objects.get(host=host, port=port), False
+    node = OllamaNode.objects.get(host=host, port=port)
+    if labels is not None:
+        _relabel(node, labels)
+    return node, False
 
 
 class StillConfigured(Exception):
@@ -326,23 +342,39 @@ def _remove(
 
 
 def ensure_backends(
-    values: Iterable[str], *, source: str, now: dt.datetime
+    values: Iterable[str],
+    *,
+    source: str,
+    now: dt.datetime,
+    labels: dict[str, str] | None = None,
 ) -> list[RpcBackend]:
-    """Make sure the backends exist; return the ones that were new."""
+    """Make sure the backends exist; return the ones that were new (with
+    `labels` when given)."""
     wanted = _parse_all(values, addresses.backend_address, source)
     if not wanted:
         return []
     with transaction.atomic():
-        return _create_missing(RpcBackend, "address", wanted, source=source, now=now)
+        return _create_missing(
+            RpcBackend, "address", wanted, source=source, now=now, labels=labels
+        )
 
 
-def add_backend(value: str, *, now: dt.datetime) -> tuple[RpcBackend, bool]:
-    """Add a backend by hand (API); return it and whether it was new."""
-    address, _, _ = addresses.backend_address(value)
-    created = ensure_backends([address], source=Source.API, now=now)
+def add_backend(
+    value: str, *, now: dt.datetime, labels: dict[str, str] | None = None
+) -> tuple[RpcBackend, bool]:
+    """Add a backend by hand (API); return it and whether it was new.
+
+    labels, when given, replace a known backend's (as add_node's do).
+    """
+    address, host, port = addresses.backend_address(value)
+    given = _with_configured(addresses.host_port(host, port), labels or {})
+    created = ensure_backends([address], source=Source.API, now=now, labels=given)
     if created:
         return created[0], True
-    return RpcBackend.objects.get(address=address), False
+    backend = RpcBackend.objects.get(address=address)
+    if labels is not None:
+        _relabel(backend, labels)
+    return backend, False
 
 
 def remove_backend(backend_id: int, *, now: dt.datetime) -> RpcBackend | None:
@@ -396,6 +428,90 @@ def _name_gpu_exporters(entries: Iterable[str]) -> None:
     save_fields(cleared, ["gpu_exporter", "gpus"])
 
 
+LABELS_SETTING = "SOLLOL_NODE_LABELS"
+
+
+def configured_labels(*, warn: bool = False) -> list[tuple[str, dict[str, str]]]:
+    """The good entries of SOLLOL_NODE_LABELS: (host:port glob, labels) each, in
+    their order. A bad entry is left out (logged when warn: sync says it once a
+    round, as it does a bad GPU exporter), never stopping the start or a write."""
+    parsed = []
+    for entry in settings.SOLLOL_NODE_LABELS:
+        try:
+            [(glob, given)] = checked.configured([entry], LABELS_SETTING)
+        except PayloadError as exc:
+            if warn:
+                logger.warning("ignoring labels from the configuration: %s", exc)
+            continue
+        parsed.append((_address_glob(glob), given))
+    return parsed
+
+
+def _address_glob(glob: str) -> str:
+    """The glob of host:port as host_port names it: hosts are kept lower-case, and
+    the brackets around an IPv6 host ([::1]:11434) are its own, not a glob's set."""
+    glob = glob.lower()
+    if glob.startswith("[") and "]" in glob:
+        host, _, rest = glob[1:].partition("]")
+        return f"[[]{host}[]]{rest}"
+    return glob
+
+
+def _with_configured(
+    address: str,
+    own: dict[str, str],
+    entries: list[tuple[str, dict[str, str]]] | None = None,
+) -> dict[str, str]:
+    """own, with the labels of every entry whose glob matches address merged over
+    (the configuration's keys win; a later entry over an earlier one)."""
+    merged = dict(own) if isinstance(own, dict) else {}
+    for glob, given in configured_labels() if entries is None else entries:
+        if fnmatch.fnmatchcase(address, glob):
+            merged.update(given)
+    return merged
+
+
+def _relabel(target: OllamaNode | RpcBackend, given: dict[str, str]) -> None:
+    """Replace target's labels with given (and the configuration's), writing only
+    that column and only when they change: a probe may be saving the row."""
+    merged = _with_configured(addresses.host_port(target.host, target.port), given)
+    if merged != target.labels:
+        target.labels = merged
+        save_fields([target], ["labels"])
+
+
+def set_labels(
+    model: type[OllamaNode] | type[RpcBackend],
+    target_id: int,
+    given: dict[str, str] | None,
+) -> OllamaNode | RpcBackend | None:
+    """Replace the labels of one node or backend (API; None: keep them); return
+    it, or None if there is none with that id. The keys SOLLOL_NODE_LABELS gives
+    for its address stay theirs: the next sync would put them back anyway."""
+    target = model.objects.filter(pk=target_id).first()
+    if target is not None and given is not None:
+        _relabel(target, given)
+    return target
+
+
+def _apply_configured_labels() -> None:
+    """Merge SOLLOL_NODE_LABELS over every node's and backend's labels, whatever
+    its source. Sync runs every probe round: one read of each table's labels and
+    one write of only the rows whose labels change (none once they are applied)."""
+    entries = configured_labels(warn=True)
+    if not entries:
+        return
+    for model in (OllamaNode, RpcBackend):
+        changed = []
+        for target_id, host, port, own in model.objects.values_list(
+            "id", "host", "port", "labels"
+        ):
+            merged = _with_configured(addresses.host_port(host, port), own, entries)
+            if merged != own:
+                changed.append(model(id=target_id, labels=merged))
+        save_fields(changed, ["labels"])
+
+
 def configured_nodes() -> list[str]:
     """The nodes of the operator's configuration: SOLLOL_OLLAMA_NODES (Ollama's,
     unless an entry names its kind) and SOLLOL_NODES (of any kind)."""
@@ -403,7 +519,8 @@ def configured_nodes() -> list[str]:
 
 
 def sync_configured(*, now: dt.datetime) -> None:
-    """Add the nodes and backends the operator configured (and localhost)."""
+    """Add the nodes and backends the operator configured (and localhost), and
+    give every node and backend the labels the operator configured for it."""
     ensure_nodes(settings.SOLLOL_OLLAMA_NODES, source=Source.CONFIG, now=now)
     # Of any kind: one not named is detected at its first probe.
     ensure_nodes(
@@ -417,6 +534,8 @@ def sync_configured(*, now: dt.datetime) -> None:
     if settings.SOLLOL_DISCOVER_LOCALHOST:
         ensure_nodes([LOCALHOST_NODE], source=Source.LOCALHOST, now=now)
         ensure_backends([LOCALHOST_BACKEND], source=Source.LOCALHOST, now=now)
+    # Last: the nodes and backends this sync added are labelled in it too.
+    _apply_configured_labels()
 
 
 def _addresses(value: Any) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 
 import pytest
@@ -29,6 +30,7 @@ def two_nodes_watched(live_server_factory, seed: int):
             SOLLOL_OLLAMA_NODES=",".join(fleet.urls),
             SOLLOL_ALERT_FOR="1",
             SOLLOL_ALERT_EVALUATE_INTERVAL="0.5",
+            SOLLOL_NODE_LABELS=f"{fleet.nodes[0].address}=rack=a1",
             **FAST_PROBING,
         )
         server.start()
@@ -88,6 +90,7 @@ def test_an_operator_silences_acknowledges_and_ends_a_silence_from_the_page(
         expect(form).to_be_visible()
         expect(form.locator("input[name=rule]")).to_have_value("node_down")
         expect(form.locator("input[name=subject]")).to_have_value(victim.address)
+        form.locator("input[name=labels]").fill("rack=a*")
         form.locator("input[name=created_by]").fill("ops")
         form.locator("input[name=comment]").fill(HOSTILE)
         form.get_by_role("button", name="Silence", exact=True).click()
@@ -96,10 +99,16 @@ def test_an_operator_silences_acknowledges_and_ends_a_silence_from_the_page(
         silences = page.locator("#silences-list li")
         expect(silences).to_have_count(1)
         expect(silences.first).to_contain_text(f"by ops: {HOSTILE}")
+        expect(silences.first).to_contain_text("rack=a*")
+        # The alert's subject tells its labels (the node's, from the settings).
+        expect(row.locator("td").first).to_have_attribute(
+            "title", re.compile("labels: rack=a1")
+        )
         [silence] = requests.get(f"{server.url}/api/alerts/silences", timeout=5).json()[
             "silences"
         ]
         assert (silence["rule"], silence["subject"]) == ("node_down", victim.address)
+        assert silence["labels"] == {"rack": "a*"}
 
         # Acknowledged by the name typed before: the button goes, the note says who.
         row.get_by_role("button", name="Acknowledge").click()

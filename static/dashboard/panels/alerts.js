@@ -48,7 +48,8 @@ function showAlert(alert, now) {
   row.dataset.state = alert.state;
   const [subject, rule, severity, state, since, shown, said, actions] = row.children;
   setText(subject, alert.subject);
-  subject.title = alert.message || "";
+  const labelled = labelText(alert.labels);
+  subject.title = (alert.message || "") + (labelled ? "\nlabels: " + labelled : "");
   setText(rule, alert.rule);
   setBadge(severity.firstElementChild, alert.severity);
   setBadge(state.firstElementChild, alert.state);
@@ -70,7 +71,9 @@ const silenceRows = new RowCache((id) => {
 
 function showSilence(silence) {
   const item = silenceRows.row(String(silence.id));
-  const what = (silence.rule || "any rule") + " · " + (silence.subject || "any subject");
+  const picked = labelText(silence.labels);
+  const what = (silence.rule || "any rule") + " · " + (silence.subject || "any subject") +
+    (picked ? " · " + picked : "");
   setText(item.firstElementChild, what + " until " + fmtClock(silence.ends_at) +
     ", by " + silence.created_by + ": " + silence.comment);
   return item;
@@ -135,10 +138,27 @@ async function act(method, path, body) {
   }
 }
 
+/* Labels as people write them: "rack=b*, env=prod" (the API checks the names). */
+function labelText(labels) {
+  return Object.entries(labels || {}).map(([name, value]) => name + "=" + value).join(", ");
+}
+
+function parseLabels(written) {
+  const labels = {};
+  for (const pair of written.split(",")) {
+    if (!pair.trim()) continue;
+    const at = pair.indexOf("=");
+    const name = (at < 0 ? pair : pair.slice(0, at)).trim();
+    labels[name] = at < 0 ? "*" : pair.slice(at + 1).trim();
+  }
+  return labels;
+}
+
 function openSilenceForm(rule, subject) {
   const form = $("silence-form");
   form.elements.rule.value = rule || "";
   form.elements.subject.value = subject || "";
+  form.elements.labels.value = "";
   form.elements.created_by.value = who();
   form.hidden = false;
   form.elements.comment.focus();
@@ -171,6 +191,7 @@ async function onSubmit(event) {
   const body = {
     rule: form.elements.rule.value.trim(),
     subject: form.elements.subject.value.trim(),
+    labels: parseLabels(form.elements.labels.value),
     duration_seconds: Number(form.elements.duration_seconds.value),
     created_by: form.elements.created_by.value.trim(),
     comment: form.elements.comment.value.trim(),
