@@ -158,7 +158,10 @@ def _evaluate(now: dt.datetime) -> dict[str, int]:
                 if key not in asked:
                     asked[key] = condition.find(check)
                 findings = asked[key]
-                labelled = alerting.labels_of(condition.subject, check)
+                # The subjects' labels, read only when there is a finding to label.
+                labelled = (
+                    alerting.labels_of(condition.subject, check) if findings else EMPTY
+                )
             except Exception:
                 logger.exception("alert rule %s: its condition failed", rule.name)
                 for key in by_rule[rule.id]:

@@ -223,7 +223,11 @@ for condition in (
 def _labelled(model: type[OllamaNode] | type[RpcBackend]) -> dict[str, dict[str, str]]:
     """{host:port: labels} of the nodes or backends that have labels, named as
     their findings name them; read once a round (activity.alerting.labels_of)."""
-    rows = model.objects.exclude(labels={}).values_list("host", "port", "labels")
+    rows = (
+        model.objects.exclude(labels={})
+        .order_by()
+        .values_list("host", "port", "labels")
+    )
     return {host_port(host, port): labels for host, port, labels in rows}
 
 
