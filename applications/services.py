@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Min
 
 from activity.services import NewEvent, record_events
 from activity.signals import application_reported
@@ -457,6 +458,16 @@ def sweep_applications(*, now: dt.datetime) -> dict[str, int]:
         "stale": mark_stale(now=now),
         "removed": remove_expired(now=now),
     }
+
+
+def next_deadline() -> dt.datetime | None:
+    """When the sweep next has work if no heartbeat comes: the first active
+    app's stale deadline or the first removal (both indexed)."""
+    stale = Application.objects.filter(status=AppStatus.ACTIVE).aggregate(
+        first=Min("stale_after")
+    )["first"]
+    removal = Application.objects.aggregate(first=Min("remove_after"))["first"]
+    return min((d for d in (stale, removal) if d is not None), default=None)
 
 
 def preserve_after_outage(*, now: dt.datetime) -> int:

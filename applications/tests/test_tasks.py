@@ -36,7 +36,8 @@ def test_it_runs_the_lifecycle_when_the_beat_task_fires():
 def test_it_schedules_every_periodic_job_for_the_embedded_scheduler_too():
     scheduler = Scheduler(settings.CELERY_BEAT_SCHEDULE)
     intervals = {name: interval for name, _, interval in scheduler.entries}
-    assert intervals["sweep-applications"] <= 1.0
+    # On its own at most every half stale timeout; deadlines between get their own.
+    assert intervals["sweep-applications"] <= settings.SOLLOL_APP_STALE_AFTER / 2
     scheduled = {task.name for _, task, _ in scheduler.entries}
     assert scheduled == {job["task"] for job in settings.CELERY_BEAT_SCHEDULE.values()}
     assert {
@@ -46,3 +47,36 @@ def test_it_schedules_every_periodic_job_for_the_embedded_scheduler_too():
         "network.tasks.probe_network",
         "network.tasks.prune_node_history",
     } <= scheduled
+
+
+def test_a_deadline_before_the_next_run_gets_a_run_of_its_own_embedded():
+    every = settings.APP_SWEEP_EVERY
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        tasks.sweep_applications()  # the sweep was running (not an outage)
+        register("app-1", now=timezone.now())  # stale in 30 s
+        stale = settings.SOLLOL_APP_STALE_AFTER
+        clock.shift(dt.timedelta(seconds=stale - 2 * every))
+        assert "next_in_ms" not in tasks.sweep_applications()  # its turn comes
+        clock.shift(dt.timedelta(seconds=2 * every - 0.5))
+        asked = tasks.sweep_applications()  # the deadline is 0.5 s away
+        assert 500 <= asked["next_in_ms"] <= 600, asked
+        clock.shift(dt.timedelta(milliseconds=asked["next_in_ms"]))
+        assert tasks.sweep_applications()["stale"] == 1  # at its deadline
+
+
+def test_in_a_worker_the_run_of_its_own_is_a_task_queued_for_the_deadline(
+    monkeypatch,
+):
+    queued = []
+    monkeypatch.setattr(
+        tasks.sweep_applications,
+        "apply_async",
+        lambda *args, **options: queued.append(options),
+    )
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        tasks.sweep_applications()
+        register("app-1", now=timezone.now())
+        clock.shift(dt.timedelta(seconds=settings.SOLLOL_APP_STALE_AFTER - 1))
+        tasks.sweep_applications.apply()  # as a worker runs it
+    [options] = queued
+    assert 1.0 <= options["countdown"] <= 1.1, options
