@@ -6,20 +6,33 @@ registrations and heartbeats are limited per app_id (one app in a loop is slowed
 its neighbours behind the same address are not), and every write per address with
 a limit high enough for thousands of apps behind one NAT (a flood guard). Each
 server process keeps its own buckets, so behind N processes a client gets up to N
-times the rate; the limit is a guard against
-runaways, not an accounting tool. Behind a reverse proxy, the client's address is
-the one the proxy passes in X-Forwarded-For, believed only from the proxies named
-in SOLLOL_TRUSTED_PROXIES (core.proxies), whichever server runs the app.
+times the rate, unless the limits are shared (below). The limit is a guard
+against runaways, not an accounting tool. Behind a reverse proxy, the client's
+address is the one the proxy passes in X-Forwarded-For, believed only from the
+proxies named in SOLLOL_TRUSTED_PROXIES (core.proxies), whichever server runs
+the app.
+
+Shared limits (SOLLOL_RATE_LIMITS=redis, the default with REDIS_URL): every
+process still decides each request at once from its own buckets (no round trip
+on the hot path), and tells Redis what it let through every FLUSH seconds; Redis
+keeps one token bucket per limit and key for all processes (a Lua script, on
+Redis's clock), and a key whose shared bucket ran dry is refused in this process
+until it would have refilled. So behind N processes a client gets the rate, not
+N times it, give or take what the processes let through in one FLUSH. Redis away:
+each process goes on with its own buckets, and says so once.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from collections import OrderedDict
 
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 MAX_CLIENTS = 100_000  # buckets kept; the least recently seen are forgotten first
 
@@ -60,12 +73,142 @@ def _wait(kind: str, config: tuple[float, float], client: str) -> float:
     known = _limiters.get(kind)
     if known is None or known[0] != config:
         known = _limiters[kind] = (config, RateLimiter(*config))
-    return known[1].wait(client)
+    shared = _shared()
+    if shared is not None:
+        held = shared.held(kind, client)
+        if held:
+            return held
+    waited = known[1].wait(client)
+    if not waited and shared is not None:
+        shared.note(kind, config, client)
+    return waited
 
 
 def forget_buckets() -> None:
     """Start every limit afresh (a test's beginning)."""
     _limiters.clear()
+    if _shared_limits is not None:
+        _shared_limits.forget()
+
+
+FLUSH = 0.1  # seconds between this process's reports to the shared buckets
+
+# One token bucket per limit and key for every process: take n tokens (the bucket
+# may go below zero: what the processes already let through), refill by Redis's
+# clock; return what is left. Forgotten once it would be full again.
+_TAKE = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local rate, burst, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local held = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(held[1]) or burst
+local at = tonumber(held[2]) or now
+tokens = math.min(burst, tokens + (now - at) * rate) - n
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil((burst - tokens) / rate) + 2)
+return tostring(tokens)
+"""
+
+
+class SharedLimits:
+    """The buckets all processes share through Redis (see the module's words)."""
+
+    def __init__(self, url: str, prefix: str, clock=time.monotonic) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=1.0)
+        self._take = self._redis.register_script(_TAKE)
+        self.prefix = prefix
+        self.clock = clock
+        self._pending: dict[tuple[str, str], list] = {}
+        self._held: dict[tuple[str, str], float] = {}  # refused until (clock)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._failing = False
+        self._thread: threading.Thread | None = None
+
+    def held(self, kind: str, key: str) -> float:
+        """Seconds this key must still wait by the shared bucket, or 0."""
+        until = self._held.get((kind, key))
+        if until is None:
+            return 0.0
+        left = until - self.clock()
+        if left <= 0:
+            self._held.pop((kind, key), None)
+            return 0.0
+        return left
+
+    def note(self, kind: str, config: tuple[float, float], key: str) -> None:
+        """Count one request this process let through, for the next report."""
+        with self._lock:
+            entry = self._pending.get((kind, key))
+            if entry is None:
+                self._pending[(kind, key)] = [config, 1]
+            else:
+                entry[1] += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="shared-rate-limits", daemon=True
+                )
+                self._thread.start()
+
+    def forget(self) -> None:
+        with self._lock:
+            self._pending.clear()
+            self._held.clear()
+            self.prefix += "+"  # a test's keys of its own
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(FLUSH)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> int:
+        """Report what this process let through; hold the keys that ran dry.
+        Return how many keys were reported."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            prefix = self.prefix
+        if not pending:
+            return 0
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for (kind, key), ((rate, burst), count) in pending.items():
+                self._take(
+                    keys=[f"{prefix}:ratelimit:{kind}:{key}"],
+                    args=[rate, max(burst, 1.0), count],
+                    client=pipe,
+                )
+            left = pipe.execute()
+        except Exception as exc:  # Redis away: each process limits on its own
+            if not self._failing:
+                logger.warning("shared rate limits unavailable: %s", exc)
+            self._failing = True
+            return 0
+        if self._failing:
+            logger.info("shared rate limits available again")
+            self._failing = False
+        now = self.clock()
+        for ((kind, key), ((rate, _), _)), tokens in zip(
+            pending.items(), left, strict=True
+        ):
+            tokens = float(tokens)
+            if tokens < 0:  # every process together took more than it may
+                self._held[(kind, key)] = now + (-tokens) / rate
+        return len(pending)
+
+
+_shared_limits: SharedLimits | None = None
+
+
+def _shared() -> SharedLimits | None:
+    global _shared_limits
+    if settings.SOLLOL_RATE_LIMITS != "redis":
+        return None
+    if _shared_limits is None:
+        _shared_limits = SharedLimits(settings.REDIS_URL, settings.CHANNEL_PREFIX)
+    return _shared_limits
 
 
 def write_wait(client: str) -> float:

@@ -296,15 +296,16 @@ LOGOUT_REDIRECT_URL = "/login/"
 # Browser origins (scheme://host:port) allowed to write from another site; writes
 # that carry any other Origin than the dashboard's own are refused (403).
 SOLLOL_TRUSTED_ORIGINS = frozenset(env_list("SOLLOL_TRUSTED_ORIGINS"))
-# Writes (POST/PUT/PATCH/DELETE under /api/ and /v1/) per client address and server
-# process: a sustained rate and a burst; 0 turns the limit off. 429 + Retry-After.
+# Writes (POST/PUT/PATCH/DELETE under /api/ and /v1/) per client address (per
+# server process unless SOLLOL_RATE_LIMITS is redis): a sustained rate and a
+# burst; 0 turns the limit off. 429 + Retry-After.
 # A guard against floods, not against one app: many well-behaved apps share one
 # address (a NAT, a Kubernetes node, a host of agents), so the default lets 5,000
 # apps there heartbeat every second and report their requests.
 SOLLOL_WRITE_RATE = env_float("SOLLOL_WRITE_RATE", 20000.0)
 SOLLOL_WRITE_BURST = env_float("SOLLOL_WRITE_BURST", 40000.0)
-# Per application (its app_id): registrations and heartbeats a second and burst,
-# per server process. One app in a tight loop is slowed (429 + Retry-After, which
+# Per application (its app_id): registrations and heartbeats a second and burst
+# (shared as the above). One app in a tight loop is slowed (429 + Retry-After, which
 # DashboardClient honours), its neighbours behind the same address are not.
 SOLLOL_APP_WRITE_RATE = env_float("SOLLOL_APP_WRITE_RATE", 10.0)
 SOLLOL_APP_WRITE_BURST = env_float("SOLLOL_APP_WRITE_BURST", 50.0)
@@ -313,6 +314,13 @@ SOLLOL_BODY_TIMEOUT = env_float("SOLLOL_BODY_TIMEOUT", 30.0)
 # Sign-in attempts (/login/ and the admin's form) per second and burst per address.
 SOLLOL_LOGIN_RATE = env_float("SOLLOL_LOGIN_RATE", 0.2)
 SOLLOL_LOGIN_BURST = env_float("SOLLOL_LOGIN_BURST", 10.0)
+# Where the limits above are kept: "redis" (REDIS_URL: one bucket a client for
+# every server process, core.ratelimit) or "memory" (each process its own).
+SOLLOL_RATE_LIMITS = env_str("SOLLOL_RATE_LIMITS", "redis" if REDIS_URL else "memory")
+if SOLLOL_RATE_LIMITS not in ("redis", "memory"):
+    raise ImproperlyConfigured("SOLLOL_RATE_LIMITS must be redis or memory")
+if SOLLOL_RATE_LIMITS == "redis" and not REDIS_URL:
+    raise ImproperlyConfigured("SOLLOL_RATE_LIMITS=redis needs REDIS_URL")
 # An application's metadata (as JSON, after heartbeats merged into it) and nesting.
 SOLLOL_MAX_METADATA_BYTES = env_int("SOLLOL_MAX_METADATA_BYTES", 64 * 1024)
 SOLLOL_METADATA_MAX_DEPTH = env_int("SOLLOL_METADATA_MAX_DEPTH", 8)
