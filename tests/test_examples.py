@@ -23,7 +23,7 @@ import requests
 
 from conftest import require
 from simulator.ollama import running_fleet
-from tests.clusters import importable
+from tests.clusters import assert_no_traceback, importable
 from tests.liveserver import REPO, free_port, wait_for
 from tests.processtree import (
     command_line,
@@ -98,31 +98,6 @@ class Example:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-
-
-def assert_no_traceback(output: str) -> None:
-    """Fail on any traceback, except those of Dask's own dashboard server.
-
-    distributed 2026.8's /json/identity.json fails (a tuple key in a worker's
-    metrics, which JSON cannot hold) once workers have run tasks; Tornado logs the
-    traceback. That is Dask's, not the example's.
-    """
-    blocks = output.split("Traceback (most recent call last):")
-    stopped = output.find("SOLLOL dashboard stopped.")
-    for before, block in zip(blocks, blocks[1:], strict=False):
-        said = " ".join(before.splitlines()[-2:])  # the log line before it
-        if "tornado.application - ERROR" in said:
-            continue
-        # Once serving has stopped, the cluster closes: a worker process whose
-        # heartbeat meets the scheduler already gone logs it with two chained
-        # tracebacks (its own process, its own log). Also Dask's, not the example's.
-        closing = 0 <= stopped < output.find(block)
-        if closing and (
-            "Failed to communicate with scheduler during heartbeat" in said
-            or "CommClosedError" in block
-        ):
-            continue
-        raise AssertionError(f"a traceback:\n{block[:3000]}")
 
 
 def assert_nothing_left(tree: set[tuple[int, int]]) -> None:
