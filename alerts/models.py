@@ -146,9 +146,9 @@ class Delivery(models.Model):
 
 
 class OpenAlertsVersion(models.Model):
-    """One row: bumped by every write to open alerts, so the evaluating process
-    knows whether the open alerts it kept from its last round are still true
-    (alerts.services.evaluate); a missing row means "not known": read again."""
+    """One row: a new (random) version at every write to open alerts, so the
+    evaluating process knows whether the open alerts it kept from its last round
+    are still true (alerts.services.evaluate); no row means "not known"."""
 
     version = models.BigIntegerField(default=0)
 

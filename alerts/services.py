@@ -25,6 +25,7 @@ import datetime as dt
 import fnmatch
 import logging
 import re
+import secrets
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,7 +33,7 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Min
+from django.db.models import Min
 
 from activity import alerting
 from activity.services import NewEvent, record_events
@@ -257,7 +258,7 @@ def _evaluate(now: dt.datetime) -> dict[str, int]:
         if updated:
             save_fields(updated, WRITTEN)
         if gone or created or updated:
-            version += 1
+            version = _new_version()
             OpenAlertsVersion.objects.filter(id=1).update(version=version)
         counts["deliveries"] = plan_notifications(now, rules, silences)
         record_events(events, now=now)
@@ -391,7 +392,13 @@ def _keep(
 def changed_open_alerts() -> None:
     """Say, in the writer's transaction, that open alerts were written outside an
     evaluation round, so the evaluating process reads them again."""
-    OpenAlertsVersion.objects.filter(id=1).update(version=F("version") + 1)
+    OpenAlertsVersion.objects.filter(id=1).update(version=_new_version())
+
+
+def _new_version() -> int:
+    # Drawn, not counted: a version rolled back with its transaction is never
+    # handed out again by the next writer.
+    return secrets.randbits(62)
 
 
 def _event(alert: Any, rule: Rule, kind: str) -> NewEvent:

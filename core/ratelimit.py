@@ -118,7 +118,8 @@ class SharedLimits:
 
         self._redis = redis.Redis.from_url(url, socket_timeout=1.0)
         self._take = self._redis.register_script(_TAKE)
-        self.prefix = prefix
+        self.prefix = self._base = prefix
+        self._forgotten = 0
         self.clock = clock
         self._pending: dict[tuple[str, str], list] = {}
         self._held: dict[tuple[str, str], float] = {}  # refused until (clock)
@@ -156,7 +157,8 @@ class SharedLimits:
         with self._lock:
             self._pending.clear()
             self._held.clear()
-            self.prefix += "+"  # a test's keys of its own
+            self._forgotten += 1
+            self.prefix = f"{self._base}~{self._forgotten}"  # a test's keys of its own
 
     def _run(self) -> None:
         while True:
