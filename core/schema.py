@@ -18,6 +18,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
+from core.labels import LONGEST_VALUE
+
 ERROR = {
     "type": "object",
     "properties": {"error": {"type": "string"}},
@@ -44,6 +46,15 @@ class PageSerializer(serializers.Serializer):
     total = serializers.IntegerField(help_text="in all, not just this page")
     limit = serializers.IntegerField()
     offset = serializers.IntegerField()
+
+
+def label_map(help_text: str, **options) -> serializers.DictField:
+    """A labels object (core.labels) or a selector of them, as the API shows it."""
+    return serializers.DictField(
+        child=serializers.CharField(max_length=LONGEST_VALUE),
+        help_text=help_text,
+        **options,
+    )
 
 
 def query(name: str, type=OpenApiTypes.STR, description: str = "") -> OpenApiParameter:

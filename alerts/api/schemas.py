@@ -12,6 +12,7 @@ from rest_framework import serializers
 
 from alerts.choices import AlertState, ChannelKind, DeliveryState, Severity, Source
 from alerts.validation import MAX_SECONDS
+from core.schema import label_map
 
 # What a delivery tells (Delivery.status): an alert firing or resolved, or the
 # test notification a person asked for.
@@ -21,12 +22,6 @@ SELECTOR = (
     "on the subject's labels: {name: glob}, every name must be there with a "
     "value its glob matches; {}: every one"
 )
-
-
-def label_map(help_text: str, **options) -> serializers.DictField:
-    return serializers.DictField(
-        child=serializers.CharField(max_length=200), help_text=help_text, **options
-    )
 
 
 def number(**options) -> serializers.FloatField:

@@ -13,8 +13,7 @@ from rest_framework import serializers
 
 from applications.api.serializers import APP_ID_PATTERN
 from applications.choices import AppStatus
-from core.labels import LONGEST_VALUE
-from core.schema import PageSerializer
+from core.schema import PageSerializer, label_map
 
 APP_ID = f"^{APP_ID_PATTERN.pattern}$"
 
@@ -32,10 +31,9 @@ class ApplicationSerializer(serializers.Serializer):
     uptime_seconds = serializers.FloatField()
     last_seen_seconds = serializers.FloatField(help_text="since its last heartbeat")
     metadata = serializers.DictField(help_text="as it reports it; heartbeats merge")
-    labels = serializers.DictField(
-        child=serializers.CharField(max_length=LONGEST_VALUE),
-        help_text="the operator's {name: value}, that alert rules and silences "
-        "are scoped by: as its last report with labels (or metadata.labels) gave them",
+    labels = label_map(
+        "the operator's {name: value}, that alert rules and silences "
+        "are scoped by: as its last report with labels (or metadata.labels) gave them"
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from core import labels
-from core.schema import PageSerializer
+from core.schema import PageSerializer, label_map
 from network.choices import BackendStatus, NodeStatus
 
 OPEN = serializers.DictField  # an object whose keys the node or exporter decides
@@ -21,14 +21,6 @@ LABELS = (
     "the operator's {name: value} (names: letters, digits and _, not starting "
     "with a digit), that alert rules and silences are scoped by"
 )
-
-
-def label_map(help_text: str, **options) -> serializers.DictField:
-    return serializers.DictField(
-        child=serializers.CharField(max_length=labels.LONGEST_VALUE),
-        help_text=help_text,
-        **options,
-    )
 
 
 class NodeSerializer(serializers.Serializer):
