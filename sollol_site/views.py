@@ -29,9 +29,13 @@ bad_request = defaults.bad_request
 page_not_found = defaults.page_not_found
 server_error = defaults.server_error
 
-# The page renders at most this many applications; the rest are counted, and the
-# live stream keeps adding to what is shown.
-SNAPSHOT_APPLICATIONS = 2000
+# Long tables show a page of rows at a time (static/dashboard/dom.js Pager); the
+# server renders the first page of each, the page's scripts the rest.
+PAGE_ROWS = {"nodes": 50, "backends": 50, "applications": 100}
+# The page comes with the first page of applications by name and the count; it
+# reads the rest after first paint (static/dashboard/panels/apps.js loadAllApps),
+# so 10,000 apps do not delay the first paint.
+SNAPSHOT_APPLICATIONS = PAGE_ROWS["applications"]
 SNAPSHOT_FEED = 200
 SNAPSHOT_LOGS = 200
 SNAPSHOT_TRACES = 25
@@ -64,15 +68,22 @@ def index(request):
         {
             "snapshot": snapshot,
             "health": snapshot["health"],
-            "nodes": snapshot["nodes"],
-            "backends": snapshot["backends"],
-            "applications": snapshot["applications"],
+            "nodes": _first_page(snapshot["nodes"], "nodes", "url"),
+            "nodes_total": len(snapshot["nodes"]),
+            "backends": _first_page(snapshot["backends"], "backends", "address"),
+            "backends_total": len(snapshot["backends"]),
+            "applications": snapshot["applications"][: PAGE_ROWS["applications"]],
             "applications_total": snapshot["applications_total"],
             "frameworks": snapshot["frameworks"].values(),
             "alerts": snapshot["alerts"],
         },
     )
     return with_page_security(response, request)
+
+
+def _first_page(items: list[dict], table: str, key: str) -> list[dict]:
+    """The rows the page's first paint shows of a table, in the table's order."""
+    return sorted(items, key=lambda item: str(item.get(key)))[: PAGE_ROWS[table]]
 
 
 def _snapshot(now, watermarks: dict[str, int], host: str) -> dict[str, Any]:
@@ -97,6 +108,7 @@ def _snapshot(now, watermarks: dict[str, int], host: str) -> dict[str, Any]:
             traces.trace_data(trace)
             for trace in traces.recent_traces(limit=SNAPSHOT_TRACES)
         ],
+        "page_rows": PAGE_ROWS,
         "probe_interval": settings.SOLLOL_PROBE_INTERVAL,
         "probe_timeout": settings.SOLLOL_PROBE_TIMEOUT,
         "app_stale_after": settings.SOLLOL_APP_STALE_AFTER,

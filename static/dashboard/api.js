@@ -1,7 +1,7 @@
 /* Reading the server's HTTP API: only when a stream says something changed, never
  * on a timer. */
 
-import { throttle } from "./dom.js";
+import { onBeat, throttle } from "./dom.js";
 
 export async function getJson(path) {
   const response = await fetch(path, { headers: { Accept: "application/json" } });
@@ -54,7 +54,7 @@ export async function sendJson(method, path, body) {
 }
 
 /** Return a function that reads `path` again, at most once per `ms`, and hands
- * the answer and the path it was for to `show`. `path` may be a function, read at
+ * the answer and the path it was for to `show` at the page's next beat. `path` may be a function, read at
  * each call; with `pagesOf`, every page of that paged list is read. A failed read
  * keeps what is shown: the next event asks again. */
 export function refresher(path, show, ms, pagesOf = null) {
@@ -66,6 +66,6 @@ export function refresher(path, show, ms, pagesOf = null) {
     } catch (_) {
       return;
     }
-    show(data, wanted);
+    onBeat(() => show(data, wanted));
   }, ms);
 }

@@ -112,6 +112,39 @@ export function fmtPct(value) {
   return v === null ? "—" : (v * 100).toFixed(1) + " %";
 }
 
+// The page's beat: what the streams and the API bring is drawn a few times a
+// second, all of it in one task, so the browser lays out and paints one frame per
+// beat rather than one per message (at 100 events a second, each frame's fixed
+// cost was most of the main thread).
+const BEAT_MS = 500;
+const due = new Set();
+let beatTimer = null;
+let lastBeat = 0;
+
+function runBeat() {
+  beatTimer = null;
+  lastBeat = Date.now();
+  // What a beat's work schedules (a render after a stream's messages) runs in it too.
+  for (let rounds = 0; due.size && rounds < 10; rounds++) {
+    const work = [...due];
+    due.clear();
+    for (const fn of work) {
+      try {
+        fn();
+      } catch (error) {
+        console.error(error);
+      }
+    }
+  }
+}
+
+/** Run `fn` at the page's next beat (at most BEAT_MS from now), once however often
+ * it was asked for meanwhile. */
+export function onBeat(fn) {
+  due.add(fn);
+  if (!beatTimer) beatTimer = setTimeout(runBeat, Math.max(0, lastBeat + BEAT_MS - Date.now()));
+}
+
 /** Run fn at most once per `ms`, with a trailing call for what came meanwhile. */
 export function throttle(fn, ms) {
   let last = 0;
@@ -228,5 +261,62 @@ export class RowCache {
 
   [Symbol.iterator]() {
     return this.rows.entries();
+  }
+}
+
+/** Whether `node` is in (or near) the reader's view, kept by one IntersectionObserver;
+ * `onShown` runs each time it comes into view. A panel out of view skips the
+ * work of keeping its rows current (the ages that tick every second, a page of
+ * rows redrawn at every beat) and catches up when the reader scrolls to it. */
+export function watchInView(node, onShown) {
+  const watch = { inView: true };
+  new IntersectionObserver((entries) => {
+    const was = watch.inView;
+    watch.inView = entries.some((entry) => entry.isIntersecting);
+    if (watch.inView && !was) onShown();
+  }, { rootMargin: "200px" }).observe(node);
+  return watch;
+}
+
+/** One page of a long table at a time: only that page's rows are built and kept
+ * in the DOM, so 10,000 applications cost what 100 do. The controls ("‹" "›" and
+ * "101–200 of 10,000") go in `nav`, and hide while everything fits on one page.
+ * `onTurn` renders the table again after the reader turned a page. */
+export class Pager {
+  constructor(nav, size, onTurn) {
+    this.size = size;
+    this.page = 0;
+    this.count = 0;
+    this.nav = nav;
+    this.label = el("span", { className: "muted", "aria-live": "polite" });
+    const turn = (by) => () => {
+      this.page += by;
+      onTurn();
+    };
+    this.previous = el("button", { type: "button", text: "‹ Previous", onclick: turn(-1) });
+    this.next = el("button", { type: "button", text: "Next ›", onclick: turn(1) });
+    nav.replaceChildren(this.previous, this.label, this.next);
+    nav.hidden = true;
+  }
+
+  /** The items of `list` on the current page (kept within the list's pages). */
+  slice(list) {
+    this.count = list.length;
+    const last = Math.max(0, Math.ceil(list.length / this.size) - 1);
+    this.page = Math.min(Math.max(0, this.page), last);
+    const start = this.page * this.size;
+    const end = Math.min(list.length, start + this.size);
+    this.nav.hidden = list.length <= this.size;
+    if (!this.nav.hidden) {
+      setText(this.label, (start + 1).toLocaleString() + "–" + end.toLocaleString() + " of " + list.length.toLocaleString());
+      this.previous.disabled = this.page === 0;
+      this.next.disabled = this.page === last;
+    }
+    return list.slice(start, end);
+  }
+
+  /** Turn to the page that holds the item at `index` of the list. */
+  showIndex(index) {
+    if (index >= 0) this.page = Math.floor(index / this.size);
   }
 }

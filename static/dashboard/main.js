@@ -24,7 +24,7 @@
  * another comes as a callback from here.
  */
 
-import { num } from "./dom.js";
+import { num, onBeat } from "./dom.js";
 import { snap } from "./state.js";
 import { renderConnection, Stream } from "./streams.js";
 import * as alerts from "./panels/alerts.js";
@@ -33,7 +33,7 @@ import * as backends from "./panels/backends.js";
 import { bindDrawer, openNode } from "./panels/drawer.js";
 import * as feed from "./panels/feed.js";
 import * as frameworks from "./panels/frameworks.js";
-import { refreshHealth, renderHealth } from "./panels/health.js";
+import { refreshHealth, renderHealth, scheduleHealth } from "./panels/health.js";
 import * as history from "./panels/history.js";
 import * as logs from "./panels/logs.js";
 import * as metrics from "./panels/metrics.js";
@@ -42,7 +42,7 @@ import * as traces from "./panels/traces.js";
 
 /** A node or backend changed: count it now, and read the fleet's health again. */
 function fleetChanged() {
-  renderHealth();
+  scheduleHealth();
   refreshHealth();
 }
 
@@ -68,7 +68,7 @@ function onAppMessage(message) {
     return;
   }
   apps.onAppEvent(message);
-  renderHealth();
+  scheduleHealth();
   feed.addFeed(message, "applications");
 }
 
@@ -106,8 +106,8 @@ function onAlertMessage(message) {
 
 function start() {
   const marks = snap.watermarks || {};
-  nodes.init({ onChange: renderHealth, openNode });
-  backends.init({ onChange: renderHealth });
+  nodes.init({ onChange: scheduleHealth, openNode });
+  backends.init({ onChange: scheduleHealth });
   feed.init({ openNode, showApp: apps.showApp });
   alerts.startAlerts();
 
@@ -146,6 +146,8 @@ function start() {
       traces.renderTraces();
       alerts.renderAlerts();
       document.body.dataset.live = "true";
+      // The snapshot carries the first applications by name; the rest are read now.
+      apps.loadAllApps();
     }, 0),
   );
 
@@ -165,12 +167,14 @@ function start() {
   frameworks.startFrameworks({ whenNoneCollected: () => frameworkStream.close() });
   frameworkStream.connect();
 
-  setInterval(() => {
+  // Ages tick once a second, drawn with the beat's other changes.
+  const tick = () => {
     apps.tickApps();
     nodes.tickNodes();
     frameworks.tickFrameworks();
     alerts.renderAlerts(); // "since" ages
-  }, 1000);
+  };
+  setInterval(() => onBeat(tick), 1000);
   document.body.dataset.ready = "true";
 }
 

@@ -34,6 +34,12 @@ export const state = {
   appsTotal: snap.applications_total || 0,
 };
 
+/** How many rows a long table shows at a time (the server's PAGE_ROWS). */
+export function pageRows(table) {
+  const rows = snap.page_rows && snap.page_rows[table];
+  return typeof rows === "number" && rows > 0 ? rows : 100;
+}
+
 /** Copy the verdicts an event carries onto the node or backend it is about. */
 export function takeVerdicts(target, message, fields) {
   for (const field of fields) if (field in message) target[field] = message[field];

@@ -6,7 +6,7 @@
  * "Reconnecting… (stream names)" meanwhile.
  */
 
-import { $, num, setText } from "./dom.js";
+import { $, num, onBeat, setText } from "./dom.js";
 import { heardServerTime } from "./state.js";
 
 const RECONNECT_MAX_MS = 8000;
@@ -46,6 +46,20 @@ export class Stream {
     this.state = "connecting";
     this.given_up = false;
     this.ws = null;
+    // Messages are taken at once (their ids count for a reconnect) and handed to
+    // the page at its next beat, in the order they came.
+    this.inbox = [];
+    this.deliver = () => {
+      const messages = this.inbox;
+      this.inbox = [];
+      for (const message of messages) {
+        try {
+          this.onMessage(message);
+        } catch (error) {
+          console.error(error);
+        }
+      }
+    };
     streams.push(this);
   }
 
@@ -90,11 +104,9 @@ export class Stream {
       if (message.metrics) heardServerTime(message.metrics.at);
       const id = num(message.id);
       if (id !== null && this.lastId !== null && id <= this.lastId) return;
-      try {
-        this.onMessage(message);
-      } finally {
-        if (id !== null) this.lastId = id;
-      }
+      if (id !== null) this.lastId = id;
+      this.inbox.push(message);
+      onBeat(this.deliver);
     };
     ws.onclose = (event) => {
       this.ws = null;

@@ -2,14 +2,22 @@
  * Whether a backend answers (online or busy) is the server's `usable`. */
 
 import { refresher } from "../api.js";
-import { $, badge, bar, el, fmtBytes, num, setText, showRows, throttle } from "../dom.js";
-import { state, takeVerdicts } from "../state.js";
+import { $, badge, bar, el, fmtBytes, num, onBeat, Pager, setText, showRows } from "../dom.js";
+import { pageRows, state, takeVerdicts } from "../state.js";
 
 let changed = () => {};
+let pager = null;
 
 /** `onChange` is called when the backend list was read again (the header counts). */
 export function init({ onChange }) {
   changed = onChange;
+  pager = new Pager($("backends-pager"), pageRows("backends"), () => renderBackends());
+}
+
+function byAddress(a, b) {
+  const x = String(a.address);
+  const y = String(b.address);
+  return x < y ? -1 : x > y ? 1 : a.id - b.id;
 }
 
 function devicesCell(backend) {
@@ -27,8 +35,8 @@ function devicesCell(backend) {
 }
 
 export function renderBackends() {
-  const backends = [...state.backends.values()].sort((a, b) => String(a.address).localeCompare(String(b.address)));
-  const rows = backends.map((backend) =>
+  const backends = [...state.backends.values()].sort(byAddress);
+  const rows = pager.slice(backends).map((backend) =>
     el("tr", { id: "backend-" + backend.id, dataset: { key: String(backend.id) } },
       el("td", { className: "url addr", text: backend.address }),
       el("td", null, badge(backend.status)),
@@ -38,7 +46,7 @@ export function renderBackends() {
   setText($("backends-summary"), backends.length + " known");
 }
 
-const scheduleBackends = throttle(renderBackends, 250);
+const scheduleBackends = () => onBeat(renderBackends);
 
 /** Read the backend list again: devices and protocol come with it, not with events. */
 const refreshBackends = refresher("/api/network/backends", (data) => {

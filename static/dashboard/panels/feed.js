@@ -35,12 +35,27 @@ function link(href, text, follow) {
   } });
 }
 
+// Node ids by address and URL: model events name their node by address, and a
+// busy fleet sends many (1,000 nodes are normal). Built again when it misses.
+let nodeIndex = new Map();
+
+function indexNodes() {
+  nodeIndex = new Map();
+  for (const node of state.nodes.values()) {
+    if (node.address) nodeIndex.set(node.address, node.id);
+    if (node.url) nodeIndex.set(node.url, node.id);
+  }
+}
+
 function nodeIdOf(message, stream) {
   if (message.node_id !== undefined) return message.node_id;
   if (stream !== "ollama_activity" && stream !== "nodes") return undefined;
-  let found;
-  for (const node of state.nodes.values()) {
-    if (node.address === message.node || node.url === message.node || node.url === message.node_url) found = node.id;
+  const names = [message.node, message.node_url].filter((name) => typeof name === "string" && name);
+  const lookup = () => names.map((name) => nodeIndex.get(name)).find((id) => id !== undefined && state.nodes.has(id));
+  let found = lookup();
+  if (found === undefined && names.length) {
+    indexNodes();
+    found = lookup();
   }
   return found;
 }

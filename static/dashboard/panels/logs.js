@@ -13,6 +13,24 @@ const appsSeen = new Set(); // the app filter's options
 let paused = false;
 let held = [];
 let dropped = 0;
+// Whether the reader is at the list's bottom, known from scroll events: asking
+// the list (scrollHeight) after adding lines would lay out the page at every
+// batch, a few times a second on a busy fleet.
+// Scrolling needs the list laid out: while it is out of view (the panel is not
+// rendered then) the scroll waits until it comes into view.
+let atBottom = true;
+let scrollQueued = false;
+let inView = true;
+
+function followBottom() {
+  if (scrollQueued || !inView) return;
+  scrollQueued = true;
+  requestAnimationFrame(() => {
+    scrollQueued = false;
+    const list = $("logs-list");
+    if (atBottom && inView) list.scrollTop = list.scrollHeight;
+  });
+}
 
 function passes(line) {
   const level = Number($("logs-level").value) || 0;
@@ -47,7 +65,6 @@ function noteApp(appId) {
 /** Add lines not shown yet, keeping the list at LOGS_MAX and at its bottom if it was. */
 export function appendLogs(added) {
   const list = $("logs-list");
-  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   const fragment = document.createDocumentFragment();
   for (const line of added) {
     if (num(line.id) === null || lineIds.has(line.id)) continue;
@@ -61,13 +78,14 @@ export function appendLogs(added) {
     for (const old of lines.splice(0, lines.length - LOGS_MAX)) lineIds.delete(old.id);
   }
   while (list.children.length > LOGS_MAX) list.firstElementChild.remove();
-  if (atBottom) list.scrollTop = list.scrollHeight;
+  if (atBottom) followBottom();
 }
 
 function rerender() {
   const list = $("logs-list");
   list.replaceChildren(...lines.filter(passes).map(logItem));
-  list.scrollTop = list.scrollHeight;
+  atBottom = true;
+  followBottom();
 }
 
 export function onLogMessage(message) {
@@ -87,6 +105,14 @@ export function onLogMessage(message) {
 }
 
 export function bindLogControls() {
+  const list = $("logs-list");
+  list.addEventListener("scroll", () => {
+    atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  }, { passive: true });
+  new IntersectionObserver((entries) => {
+    inView = entries.some((entry) => entry.isIntersecting);
+    if (inView && atBottom) followBottom();
+  }).observe(list);
   $("logs-level").addEventListener("change", rerender);
   $("logs-app").addEventListener("change", rerender);
   $("logs-search").addEventListener("input", throttle(rerender, 150));

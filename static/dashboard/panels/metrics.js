@@ -3,7 +3,7 @@
 
 import { refresher } from "../api.js";
 import { chartFrame, stamp } from "../chart.js";
-import { $, el, fmtMs, fmtPct, fmtSpan, num, setText, showRows, stat, svg } from "../dom.js";
+import { $, el, fmtMs, fmtPct, fmtSpan, num, setText, showRows, stat, svg, watchInView } from "../dom.js";
 import { snap } from "../state.js";
 
 // Told apart by name, dash pattern and marker shape as well as by colour.
@@ -14,6 +14,10 @@ const PERCENTILES = [
 ];
 
 let shown = snap.metrics || null; // the answer of /api/metrics on the page
+// The chart is drawn to its box's width, which needs the page laid out: out of
+// view it waits, and is drawn when the reader scrolls to it.
+let chartView = { inView: true };
+let chartBehind = false;
 
 /** Show one answer of /api/metrics: its numbers, its breakdowns, its series. */
 function showMetrics(data) {
@@ -38,7 +42,8 @@ function showMetrics(data) {
   setText($("metrics-note"), notes.join(" · "));
   showBreakdown($("metrics-nodes").tBodies[0], (data && data.per_node) || [], "node");
   showBreakdown($("metrics-models").tBodies[0], (data && data.per_model) || [], "model");
-  renderChart(data);
+  chartBehind = !chartView.inView;
+  if (!chartBehind) renderChart(data);
 }
 
 function showBreakdown(tbody, rows, label) {
@@ -140,6 +145,12 @@ export function onMetricsTick(tick) {
 
 /** Draw the series the server rendered into the page; follow the window choice. */
 export function startMetrics() {
+  chartView = watchInView($("metrics-chart"), () => {
+    if (chartBehind) {
+      chartBehind = false;
+      renderChart(shown);
+    }
+  });
   if (snap.metrics) showMetrics(snap.metrics);
   $("metrics-window").addEventListener("change", refreshMetrics);
   // A browser that restored another choice of window than the page's 5 min.

@@ -9,10 +9,10 @@
 
 import { getJson, refresher } from "../api.js";
 import {
-  $, badge, bar, el, flash, fmtAge, fmtBytes, fmtMs, num, onActivate, RowCache, setBadge, setText,
-  showRows, sparkline, throttle, updateSparkline,
+  $, badge, bar, el, flash, fmtAge, fmtBytes, fmtMs, num, onActivate, onBeat, Pager, RowCache, setBadge,
+  setText, showRows, sparkline, updateSparkline, watchInView,
 } from "../dom.js";
-import { serverNow, state, takeVerdicts } from "../state.js";
+import { pageRows, serverNow, state, takeVerdicts } from "../state.js";
 import { sampleRows } from "../streams.js";
 
 const EMPTY = "No nodes known yet. Set SOLLOL_OLLAMA_NODES or add one through the API.";
@@ -26,11 +26,18 @@ const SAMPLED = ["status", "latency_ms", "last_seen", "in_flight", "queued", "se
 const latency = new Map(); // node id -> recent probes' latencies (ms)
 let changed = () => {};
 let openNode = () => {};
+let pager = null;
+let view = { inView: true };
+let behind = false; // changes came while the table was out of view
 
 /** `onChange` is called when the node list was read again (the header counts);
  * `openNode(id, returnFocusTo)` opens a node's details when its row is chosen. */
 export function init(callbacks) {
   ({ onChange: changed, openNode } = callbacks);
+  pager = new Pager($("nodes-pager"), pageRows("nodes"), () => renderNodes());
+  view = watchInView($("nodes-table"), () => {
+    if (behind) renderNodes();
+  });
   for (const node of state.nodes.values()) rememberLatency(node);
 }
 
@@ -178,9 +185,23 @@ function showVram(cell, node) {
   }
 }
 
+/** Order nodes by URL (a plain comparison: 1,000 of them sort in well under a ms). */
+function byUrl(a, b) {
+  const x = String(a.url);
+  const y = String(b.url);
+  return x < y ? -1 : x > y ? 1 : a.id - b.id;
+}
+
+/** Render the page of nodes the reader is on; rows of other pages are not kept. */
 export function renderNodes() {
-  const nodes = [...state.nodes.values()].sort((a, b) => String(a.url).localeCompare(String(b.url)));
-  const shown = nodes.map((node) => {
+  setText($("nodes-summary"), state.nodes.size + " known");
+  if (!view.inView) {
+    behind = true;
+    return;
+  }
+  behind = false;
+  const nodes = [...state.nodes.values()].sort(byUrl);
+  const shown = pager.slice(nodes).map((node) => {
     const row = rows.row(node.id);
     const c = row.cells_;
     setText(c.url, nodeName(node));
@@ -195,14 +216,14 @@ export function renderNodes() {
     row.dataset.lastSeen = node.last_seen === null || node.last_seen === undefined ? "" : String(node.last_seen);
     return row;
   });
-  rows.keepOnly(state.nodes);
+  rows.keepOnly(new Set(shown.map((row) => Number(row.dataset.key))));
   showRows($("nodes-body"), shown, EMPTY, 9);
   tickNodes();
-  setText($("nodes-summary"), nodes.length + " known");
 }
 
 /** Let "last seen" age with the clock. */
 export function tickNodes() {
+  if (!view.inView) return;
   const now = serverNow();
   for (const [, row] of rows) {
     const seen = row.dataset.lastSeen;
@@ -210,7 +231,7 @@ export function tickNodes() {
   }
 }
 
-const scheduleNodes = throttle(renderNodes, 250);
+const scheduleNodes = () => onBeat(renderNodes);
 
 /** Read the node list again: the models, VRAM and versions events do not carry. */
 export const refreshNodes = refresher("/api/network/nodes", (data) => {
