@@ -10,12 +10,11 @@ from functools import partial
 from typing import Any
 
 from django.db import connection, models, transaction
-from django.db.models import F
 
 from activity import signals
 from activity.models import Event, EventCount
 from core import realtime
-from core.db import prune_newest
+from core.db import add_into, insert_returning_ids, prune_newest
 
 # Key of the PostgreSQL advisory lock that serializes transactions writing events.
 # Ids are handed out at insert; holding this lock from the first event insert to
@@ -62,7 +61,7 @@ def record_events(events: Iterable[NewEvent], *, now: dt.datetime) -> list[Event
         # committed" says it for all before it (signals.announce_event is for an
         # event saved alone).
         if connection.features.can_return_rows_from_bulk_insert:
-            Event.objects.bulk_create(rows, batch_size=500)
+            insert_returning_ids(rows)
             newest: dict[str, int] = {}
             for row in rows:
                 newest[row.stream] = max(row.id, newest.get(row.stream, 0))
@@ -80,14 +79,17 @@ def record_events(events: Iterable[NewEvent], *, now: dt.datetime) -> list[Event
 
 
 def _count_events(events: list[NewEvent]) -> None:
-    """Add the events to the per-type totals (inside the event-log lock)."""
+    """Add the events to the per-type totals (inside the event-log lock): one
+    INSERT ... ON CONFLICT DO UPDATE for every type the batch holds."""
     counts = Counter((new.stream, new.type) for new in events)
-    for (stream, type), count in counts.items():
-        updated = EventCount.objects.filter(stream=stream, type=type).update(
-            count=F("count") + count
-        )
-        if not updated:
-            EventCount.objects.create(stream=stream, type=type, count=count)
+    add_into(
+        EventCount,
+        [
+            {"stream": stream, "type": type, "count": count}
+            for (stream, type), count in sorted(counts.items())
+        ],
+        key=("stream", "type"),
+    )
 
 
 def events_after(stream: str, after_id: int, *, limit: int = 500) -> list[Event]:

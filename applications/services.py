@@ -19,6 +19,7 @@ from applications.api.serializers import AppReport, application_data, check_meta
 from applications.choices import APPLICATION_STREAM, AppStatus
 from applications.models import Application, SweepMark
 from core import realtime
+from core.db import insert_many, save_fields
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,20 @@ def _event(
         message=message,
         payload={**application_data(app, now), **extra},
     )
+
+
+# What registering an app it knows may change: what the report says, and the clock.
+REGISTERED_FIELDS = (
+    "name",
+    "router_type",
+    "version",
+    "metadata",
+    "labels",
+    "status",
+    "last_heartbeat",
+    "stale_after",
+    "remove_after",
+)
 
 
 def _touch(app: Application, now: dt.datetime) -> None:
@@ -227,6 +242,26 @@ def apply_writes(
     return results
 
 
+def _known_ids(app_ids: set[str]) -> list[str]:
+    """The ids among app_ids that are registered."""
+    table = connection.ops.quote_name(Application._meta.db_table)
+    marks = ", ".join(["%s"] * len(app_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT app_id FROM {table} WHERE app_id IN ({marks})", list(app_ids)
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _owned(owner: str) -> int:
+    """How many applications this owner has registered (a COUNT on its index,
+    without building a query each batch of registrations)."""
+    table = connection.ops.quote_name(Application._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE owner = %s", [owner])
+        return cursor.fetchone()[0]
+
+
 def register_applications(
     reports: Sequence[AppReport], *, now: dt.datetime
 ) -> list[tuple[str, bool]]:
@@ -240,8 +275,12 @@ def register_applications(
     events: list[NewEvent] = []
     reported: list[Application] = []
     with transaction.atomic():
-        known = Application.objects.select_for_update().in_bulk(
-            {report.app_id for report in reports}
+        # Which of them are known, by one plain SELECT: a batch of new apps (a
+        # fleet registering at once) builds no ORM query; the known are read
+        # whole and locked.
+        present = _known_ids({report.app_id for report in reports})
+        known = (
+            Application.objects.select_for_update().in_bulk(present) if present else {}
         )
         made: dict[str, Application] = {}
         room: dict[str, int] = {}  # new apps each owner may still register
@@ -250,8 +289,9 @@ def register_applications(
             app = known.get(report.app_id) or made.get(report.app_id)
             if app is None:
                 if report.owner not in room:
-                    have = Application.objects.filter(owner=report.owner).count()
-                    room[report.owner] = settings.SOLLOL_MAX_APPS_PER_TOKEN - have
+                    room[report.owner] = settings.SOLLOL_MAX_APPS_PER_TOKEN - _owned(
+                        report.owner
+                    )
                 if room[report.owner] <= 0:
                     raise TooManyApplications(_too_many_message())
                 room[report.owner] -= 1
@@ -271,9 +311,9 @@ def register_applications(
             if "metadata" in changed:
                 reported.append(app)
             results.append((app.app_id, False))
-        Application.objects.bulk_create(list(made.values()))
-        for app in changed_apps.values():
-            app.save()
+        insert_many(list(made.values()))  # one prepared INSERT, run for each
+        # Known apps again (a dashboard restart): one prepared UPDATE run for each.
+        save_fields(list(changed_apps.values()), REGISTERED_FIELDS)
         record_events(events, now=now)
         for app in reported:
             _reported(app, now)

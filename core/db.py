@@ -207,6 +207,45 @@ def insert_many(
         )
 
 
+def insert_returning_ids(
+    objects: Sequence[models.Model], batch_size: int = 500
+) -> None:
+    """Insert rows with one multi-row INSERT ... RETURNING a batch, and set each
+    object's id, in the order given (as bulk_create does where the database says
+    what it inserted: SQLite ≥ 3.35, PostgreSQL).
+
+    For the event log, written with every registration and probe: bulk_create
+    compiled a placeholder and a prepared value per field and row, about 0.15 ms
+    a row; this prepares each value once (see _preparer) and builds the
+    statement's text once a batch size.
+    """
+    if not objects:
+        return
+    meta = objects[0]._meta
+    fields = _inserted_fields(type(objects[0]))
+    preparers = [_preparer(field) for field in fields]
+    quote = connection.ops.quote_name
+    head = (
+        f"INSERT INTO {quote(meta.db_table)} "
+        f"({', '.join(quote(field.column) for field in fields)}) VALUES "
+    )
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    tail = f" RETURNING {quote(meta.pk.column)}"
+    with connection.cursor() as cursor:
+        for start in range(0, len(objects), batch_size):
+            chunk = objects[start : start + batch_size]
+            params = [
+                prepare(field.pre_save(obj, True))
+                for obj in chunk
+                for field, prepare in zip(fields, preparers, strict=True)
+            ]
+            cursor.execute(head + ", ".join([row] * len(chunk)) + tail, params)
+            for obj, (pk,) in zip(chunk, cursor.fetchall(), strict=True):
+                obj.pk = pk
+                obj._state.adding = False
+                obj._state.db = connection.alias
+
+
 def insert_values(
     model: type[models.Model],
     rows: Sequence[Mapping[str, Any]],

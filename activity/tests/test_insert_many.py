@@ -1,4 +1,5 @@
-"""core.db.insert_many stores what bulk_create would, however its values are typed."""
+"""core.db.insert_many and insert_returning_ids store what bulk_create would,
+however the values are typed."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import datetime as dt
 
 import pytest
 
-from activity.models import RequestRecord, Span
-from core.db import insert_many
+from activity.models import Event, RequestRecord, Span
+from core.db import insert_many, insert_returning_ids
 
 pytestmark = pytest.mark.django_db
 
@@ -68,3 +69,25 @@ def test_json_goes_in_as_json_and_taken_keys_are_skipped_when_asked():
     assert stored.name == "first"
     assert stored.attributes == {"nested": {"list": [1, "two", None]}, "n": 1.5}
     assert stored.events == []
+
+
+def test_insert_returning_ids_gives_each_row_its_own_id_across_batches():
+    events = [
+        Event(
+            stream=("nodes", "applications")[i % 2],
+            type="app_registered",
+            message=f"event {i}",
+            payload={"i": i, "text": 'a "quoted" ü'},
+            timestamp=WHEN,
+        )
+        for i in range(1203)
+    ]
+    insert_returning_ids(events, batch_size=500)  # three statements
+    stored = dict(Event.objects.values_list("id", "message"))
+    assert len(stored) == 1203
+    assert all(stored[event.id] == event.message for event in events)
+    assert [event.id for event in events] == sorted(event.id for event in events)
+    again = Event.objects.get(id=events[1202].id)
+    assert again.payload == {"i": 1202, "text": 'a "quoted" ü'}
+    assert again.timestamp == WHEN
+    assert not events[0]._state.adding
