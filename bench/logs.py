@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/logs.py                     # both modes, 3 rounds
     .venv/bin/python bench/logs.py --rounds 1 --seconds 10 --modes batch
+    .venv/bin/python bench/logs.py --client sansio     # lighter viewers
 
 Target (issue 4): 2,000 lines/s ingested in batches while 50 viewers are connected,
 every viewer receiving every line, p99 delivery ≤ 250 ms.
@@ -16,6 +17,13 @@ its send time, and a viewer's delivery latency is its receive time minus that (o
 clock: the same machine). Per-line viewers parse every 10th line in full (the id
 of each is read from the text's head: parsing 100,000 messages a second in the
 harness would measure the harness); batch viewers (?batch=1) parse everything.
+
+Clients: `--client websockets` (the default) reads with the library's asyncio
+client, an `await recv()` under a timeout per message: 10-15 µs of CPU a message,
+so in per-line mode (100,000 messages a second) the viewers alone need more than
+one of the machine's 2 CPUs. `--client sansio` drives the same library's sans-I/O
+protocol from the socket's data callbacks, about 5 µs a message, and leaves the
+CPUs to the server whose delivery is measured. Both check every line the same way.
 
 Modes: "line" = one WebSocket message per line (the default of /ws/logs);
 "batch" = ?batch=1, lines that arrive together in one "log_batch" message.
@@ -50,11 +58,39 @@ log = run.log
 # --- viewers (child processes) -----------------------------------------------------
 
 
+class Tally:
+    """What one viewer received: the bench's line ids, and latencies of a sample."""
+
+    def __init__(self, batch: bool) -> None:
+        self.batch = batch
+        self.ids: list[int] = []
+        self.latencies: list[float] = []
+
+    def message(self, text: str, now: float) -> None:
+        if self.batch:
+            for line in json.loads(text)["lines"]:
+                if line["app_id"] == "bench":
+                    self.ids.append(line["id"])
+                    if not line["extra"]["warmup"]:
+                        self.latencies.append(now - line["extra"]["sent"])
+            return
+        if '"app_id": "bench"' not in text:
+            return
+        self.ids.append(int(text[7 : text.index(",", 7)]))
+        if len(self.ids) % 10 == 0:
+            extra = json.loads(text)["extra"]
+            if not extra["warmup"]:
+                self.latencies.append(now - extra["sent"])
+
+    def result(self) -> dict:
+        return {"ids": self.ids, "latencies": self.latencies}
+
+
 async def _view(url: str, batch: bool, stop_at: float, results: list, index: int):
+    """A viewer on the websockets library's asyncio client, as a script would be."""
     from websockets.asyncio.client import connect
 
-    ids: list[int] = []
-    latencies: list[float] = []
+    tally = Tally(batch)
     async with connect(url + ("?batch=1" if batch else ""), max_size=None) as ws:
         results[index] = {"connected": True}
         while time.time() < stop_at:
@@ -62,37 +98,119 @@ async def _view(url: str, batch: bool, stop_at: float, results: list, index: int
                 text = await asyncio.wait_for(ws.recv(), timeout=0.5)
             except TimeoutError:
                 continue
-            now = time.time()
-            if batch:
-                for line in json.loads(text)["lines"]:
-                    if line["app_id"] == "bench":
-                        ids.append(line["id"])
-                        if not line["extra"]["warmup"]:
-                            latencies.append(now - line["extra"]["sent"])
-                continue
-            if '"app_id": "bench"' not in text:
-                continue
-            ids.append(int(text[7 : text.index(",", 7)]))
-            if len(ids) % 10 == 0:
-                extra = json.loads(text)["extra"]
-                if not extra["warmup"]:
-                    latencies.append(now - extra["sent"])
-    results[index] = {"ids": ids, "latencies": latencies}
+            tally.message(text, time.time())
+    results[index] = tally.result()
 
 
-def viewer_process(url, batch, count, stop_at, queue) -> None:
+class SansIOViewer(asyncio.Protocol):
+    """A viewer on websockets' sans-I/O protocol: frames handled as they arrive.
+
+    The same WebSocket client code (handshake, framing, permessage-deflate offered,
+    pings answered) without a task, a future and a timer per message. A message's
+    receive time is when the bytes that completed it were read from the socket;
+    every message is still decoded and tallied as the asyncio viewer does.
+    """
+
+    def __init__(self, url: str, batch: bool) -> None:
+        from websockets.client import ClientProtocol
+        from websockets.extensions.permessage_deflate import (
+            enable_client_permessage_deflate,
+        )
+        from websockets.uri import parse_uri
+
+        self.protocol = ClientProtocol(
+            parse_uri(url),
+            extensions=enable_client_permessage_deflate(None),
+            max_size=None,
+        )
+        self.tally = Tally(batch)
+        self.opened: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.fragments: list[bytes] = []
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.protocol.send_request(self.protocol.connect())
+        self._write()
+
+    def data_received(self, data: bytes) -> None:
+        from websockets.frames import Frame, Opcode
+        from websockets.http11 import Response
+
+        now = time.time()
+        self.protocol.receive_data(data)
+        for event in self.protocol.events_received():
+            if isinstance(event, Response):
+                if event.status_code == 101 and not self.opened.done():
+                    self.opened.set_result(True)
+            elif isinstance(event, Frame):
+                if event.opcode in (Opcode.TEXT, Opcode.CONT):
+                    self.fragments.append(event.data)
+                    if event.fin:
+                        text = b"".join(self.fragments).decode()
+                        self.fragments = []
+                        self.tally.message(text, now)
+        self._write()
+
+    def connection_lost(self, exc) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"not opened: {exc}"))
+        if not self.closed.done():
+            self.closed.set_result(True)
+
+    def close(self) -> None:
+        self.protocol.send_close()
+        self._write()
+
+    def _write(self) -> None:
+        for chunk in self.protocol.data_to_send():
+            if chunk:
+                self.transport.write(chunk)
+            else:
+                self.transport.write_eof()
+
+
+async def _view_sansio(url, batch: bool, stop_at: float, results: list, index: int):
+    from urllib.parse import urlsplit
+
+    address = urlsplit(url)
+    loop = asyncio.get_running_loop()
+    _, viewer = await loop.create_connection(
+        lambda: SansIOViewer(url + ("?batch=1" if batch else ""), batch),
+        address.hostname,
+        address.port,
+    )
+    await asyncio.wait_for(viewer.opened, 10)
+    results[index] = {"connected": True}
+    await asyncio.sleep(max(0.0, stop_at - time.time()))
+    viewer.close()
+    try:
+        await asyncio.wait_for(viewer.closed, 5)
+    except TimeoutError:
+        viewer.transport.abort()
+    results[index] = viewer.tally.result()
+
+
+CLIENTS = {"websockets": _view, "sansio": _view_sansio}
+
+
+def viewer_process(url, batch, count, stop_at, queue, client="websockets") -> None:
+    view = CLIENTS[client]
+
     async def main():
         results: list = [None] * count
         await asyncio.gather(
-            *(_view(url, batch, stop_at, results, i) for i in range(count))
+            *(view(url, batch, stop_at, results, i) for i in range(count))
         )
         return results
 
     queue.put(asyncio.run(main()))
 
 
-def proc_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
+def proc_cpu(pid: int, thread: int | None = None) -> float:
+    """Return the CPU seconds of a process, or of one of its threads."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
+    with open(path) as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / run.CLOCK_TICKS
 
@@ -176,7 +294,8 @@ def one_round(args, workspace: run.Workspace, mode: str) -> dict:
     per[0] += args.viewers - sum(per)
     children = [
         context.Process(
-            target=viewer_process, args=(url, mode == "batch", n, stop_at, queue)
+            target=viewer_process,
+            args=(url, mode == "batch", n, stop_at, queue, args.client),
         )
         for n in per
     ]
@@ -184,6 +303,8 @@ def one_round(args, workspace: run.Workspace, mode: str) -> dict:
         child.start()
     time.sleep(3.0)  # connections open
     cpu_before = server.cpu_seconds()
+    # The main thread runs the event loop: every WebSocket message is sent there.
+    loop_before = proc_cpu(server.process.pid, server.process.pid)
     viewers_before = [proc_cpu(child.pid) for child in children]
     spy = None
     if args.profile:
@@ -202,6 +323,7 @@ def one_round(args, workspace: run.Workspace, mode: str) -> dict:
     if spy is not None:
         spy.wait(30)
     cpu = (server.cpu_seconds() - cpu_before) / total
+    loop_cpu = (proc_cpu(server.process.pid, server.process.pid) - loop_before) / total
     viewer_cpu = [
         (proc_cpu(child.pid) - before) / total
         for child, before in zip(children, viewers_before, strict=True)
@@ -229,13 +351,14 @@ def one_round(args, workspace: run.Workspace, mode: str) -> dict:
         "max_ms": latencies[-1] if latencies else None,
         "samples": len(latencies),
         "server_cores": cpu,
+        "event_loop_cores": loop_cpu,
         "viewer_cores": sum(viewer_cpu),
     }
     log(
         f"  {mode}: {row['rate']:.0f} lines/s accepted, {complete}/{len(results)} "
         f"viewers got all {row['accepted']}, p99 {row['p99_ms']:.1f} ms, "
-        f"server {cpu:.2f} cores, viewers {sum(viewer_cpu):.2f} cores, "
-        f"POST p99 {row['post_p99_ms']:.1f} ms"
+        f"server {cpu:.2f} cores (event loop {loop_cpu:.2f}), viewers "
+        f"{sum(viewer_cpu):.2f} cores, POST p99 {row['post_p99_ms']:.1f} ms"
     )
     return row
 
@@ -248,7 +371,8 @@ def render(rows: list[dict], args, info: dict, started: dt.datetime) -> str:
         f"Written by `.venv/bin/python {command}`. Machine: {info['nproc']} CPUs, "
         f"Python {info['python']}, load {info['load']} at start. Fresh "
         f"`manage.py serve` per round (SQLite, in-memory channel layer); "
-        f"{args.viewers} viewers in {args.viewer_processes} processes; producer "
+        f"{args.viewers} viewers ({args.client} client) in "
+        f"{args.viewer_processes} processes; producer "
         f"{args.rate} lines/s in POSTs of {args.batch} for "
         f"{WARMUP + args.seconds:.0f} s (the first {WARMUP:.0f} s left out of the "
         "latencies).\n",
@@ -289,6 +413,14 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=RATE)
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--modes", nargs="+", default=["batch", "line"])
+    parser.add_argument(
+        "--client",
+        choices=sorted(CLIENTS),
+        default="websockets",
+        help="the viewers' WebSocket client: websockets' asyncio client (a task "
+        "and a timer per message) or its sans-I/O protocol (frames handled as "
+        "they arrive)",
+    )
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument(
         "--profile", metavar="PREFIX", help="py-spy the server to PREFIX-<mode>.txt"

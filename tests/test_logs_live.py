@@ -1,5 +1,6 @@
 """Logs against a real dashboard: the OpenTelemetry SDK's OTLP/HTTP log exporter,
-and OTLP JSON (which the Python SDK does not send) posted as a Collector would."""
+OTLP JSON (which the Python SDK does not send) posted as a Collector would, and
+/ws/logs viewers on each server."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from opentelemetry.sdk._logs.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from websockets.sync.client import connect
 
 pytestmark = pytest.mark.live
 
@@ -209,3 +211,35 @@ def test_it_refuses_oversized_and_unknown_log_bodies_over_http(live_dashboard):
     assert not_json.status_code == 400 and "JSON" in not_json.json()["error"]
     # The server is still there and still takes exports.
     assert requests.post(url, json={}, timeout=5).json() == {}
+
+
+@pytest.mark.parametrize("kind", ["serve", "daphne"])
+def test_a_per_line_viewer_gets_each_line_of_a_burst_as_its_own_message_in_order(
+    live_server_factory, kind
+):
+    # `serve` sends the lines that arrive together many at a time
+    # (core/lean/websocket.py), daphne one at a time: a viewer sees no difference.
+    server = live_server_factory(kind)
+    server.start()
+    expected = [f"burst {burst} line {i}" for burst in range(3) for i in range(700)]
+    url = f"ws://127.0.0.1:{server.port}/ws/logs?app_id=burst"
+    with connect(url, open_timeout=5, max_size=None) as viewer:
+        for burst in range(3):
+            records = [
+                {"level": "INFO", "logger": "x", "message": message}
+                for message in expected[burst * 700 : (burst + 1) * 700]
+            ]
+            response = requests.post(
+                f"{server.url}/api/logs",
+                json={"app_id": "burst", "records": records},
+                timeout=10,
+            )
+            assert response.json()["accepted"] == 700
+        # One JSON object per message: two lines in one would not parse.
+        lines = [json.loads(viewer.recv(timeout=10)) for _ in expected]
+        with pytest.raises(TimeoutError):
+            viewer.recv(timeout=0.5)
+    assert [line["message"] for line in lines] == expected
+    assert {line["type"] for line in lines} == {"log"}
+    ids = [line["id"] for line in lines]
+    assert ids == sorted(set(ids))

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from core.addresses import is_loopback
 from core.lean.server import Server as LeanServer
+from core.lean.websocket import SendManyWebSocketProtocol
 from core.logformat import ACCESS_LOGGER
 from network.services import lifecycle
 from sollol_site.scheduler import Scheduler
@@ -127,7 +128,9 @@ class Command(BaseCommand):
             port=port,
             loop="none",
             http="httptools",
-            ws="websockets-sansio",
+            # uvicorn's websockets-sansio, sending a stream's messages
+            # many at a time (core/lean/websocket.py).
+            ws=SendManyWebSocketProtocol,
             # Compressing every stream message for every viewer cost a fifth of the
             # event loop with 50 log viewers (bench/logs.py); the dashboard serves a
             # LAN, where bandwidth is cheap and the CPU is shared with probing.
