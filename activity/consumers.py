@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from urllib.parse import parse_qs
@@ -16,6 +17,8 @@ from core.jsonio import PayloadError
 from core.lean.websocket import SEND_MANY
 
 REPLAY_BATCH = 500
+# With ?batch=1, events that arrive within this many seconds travel as one message.
+BATCH_WINDOW = 0.2
 SEND_MANY_LINES = 256  # lines per write, so a slow viewer's socket still pushes back
 
 
@@ -38,6 +41,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             return
         await realtime.subscribe(self.stream, self.channel_name)
         self.samples = query_of(self.scope).get("samples") in ("1", "true")
+        self.batch = query_of(self.scope).get("batch") in ("1", "true", "yes")
+        self.flush_due: asyncio.Task | None = None
         if self.samples:
             await realtime.subscribe_samples(self.stream, self.channel_name)
         if since < 0:
@@ -49,6 +54,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         await self._send_new_events()
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "flush_due", None) is not None:
+            self.flush_due.cancel()
         await realtime.unsubscribe(self.stream, self.channel_name)
         if getattr(self, "samples", False):
             await realtime.unsubscribe_samples(self.stream, self.channel_name)
@@ -61,19 +68,50 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         return
 
     async def events_available(self, message: dict) -> None:
-        if message["id"] > self.last_sent:
+        if message["id"] <= self.last_sent:
+            return
+        if not self.batch:
             await self._send_new_events()
+        elif self.flush_due is None:
+            # Gather what comes within BATCH_WINDOW into one message; the handler
+            # returns at once, so the socket's other messages are not held up.
+            self.flush_due = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(BATCH_WINDOW)
+        self.flush_due = None
+        await self._send_new_events()
 
     async def _send_new_events(self) -> None:
         while True:
             events = await database_sync_to_async(services.events_after)(
                 self.stream, self.last_sent, limit=REPLAY_BATCH
             )
-            for event in events:
-                await self.send(text_data=json.dumps(event.as_message()))
-                self.last_sent = event.id
+            if self.batch and events:
+                await self.send(text_data=batch_message(events))
+                self.last_sent = events[-1].id
+            else:
+                for event in events:
+                    await self.send(text_data=json.dumps(event.as_message()))
+                    self.last_sent = event.id
             if len(events) < REPLAY_BATCH:
                 return
+
+
+def batch_message(events: list) -> str:
+    """The events as one message: {"type": "batch", "id": <the last>, "count",
+    "events": [each as it would be sent alone]}."""
+    head = json.dumps(
+        {
+            "id": events[-1].id,
+            "type": "batch",
+            "timestamp": time.time(),
+            "message": f"{len(events)} events",
+            "count": len(events),
+        }
+    )
+    body = ",".join(json.dumps(event.as_message()) for event in events)
+    return f'{head[:-1]},"events":[{body}]}}'
 
 
 def query_of(scope: dict) -> dict[str, str]:

@@ -296,6 +296,15 @@ COUNT_MUTATIONS = """
   });
 }
 """
+# A diagnosis: where each panel is, and whether Chromium renders it (a panel
+# skipped by content-visibility: auto is not laid out or painted).
+PANELS_SHOWN = """
+[...document.querySelectorAll("section.panel")].map((s) => [
+  s.id,
+  Math.round(s.getBoundingClientRect().top),
+  s.firstElementChild.checkVisibility({ contentVisibilityAuto: true }),
+])
+"""
 TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline"]
 
 
@@ -417,6 +426,7 @@ def measure(
                 for line in profile_summary(cdp.send("Profiler.stop")["profile"]):
                     log("  " + line)
                 log(f"  DOM changes by panel: {page.evaluate('window.__mutations')}")
+                log(f"  panels (top px, rendered): {page.evaluate(PANELS_SHOWN)}")
                 trace = browser.stop_tracing()
                 Path("/tmp/sollol-page-trace.json").write_bytes(trace)
                 log("  trace written to /tmp/sollol-page-trace.json")

@@ -162,3 +162,36 @@ async def test_heartbeats_that_change_nothing_still_reach_the_page_as_samples(
     )
     assert await asked.receive_nothing(timeout=0.3)
     await asked.disconnect()
+
+
+async def test_batch_mode_sends_what_arrives_together_as_one_message_in_id_order():
+    for i in range(3):
+        await register_now(f"early-{i}")
+    ids = await stream_ids()
+    ws = await connect(f"/ws/applications?since={ids[0]}&batch=1")
+    # The replay: what the client missed, in one message.
+    replayed = await ws.receive_json_from(timeout=5)
+    assert replayed["type"] == "batch"
+    assert [e["id"] for e in replayed["events"]] == ids[1:]
+    assert replayed["id"] == ids[-1] and replayed["count"] == 2
+    # Live: four registrations (four transactions, four announcements) within
+    # the batch window arrive together, each event as it would come alone.
+
+    @database_sync_to_async
+    def register_four():
+        for i in range(4):
+            register(f"late-{i}", now=timezone.now(), name=f"<b>late {i}</b>")
+
+    await register_four()
+    messages, events = [], []
+    while len(events) < 4:
+        messages.append(await ws.receive_json_from(timeout=5))
+        events.extend(messages[-1]["events"])
+    assert {m["type"] for m in messages} == {"batch"}
+    assert len(messages) <= 2  # one, unless the window closed mid-way
+    assert [e["app_id"] for e in events] == [f"late-{i}" for i in range(4)]
+    assert [e["id"] for e in events] == (await stream_ids())[3:]
+    assert events[0]["name"] == "<b>late 0</b>"
+    assert events[0]["type"] == "app_registered"
+    assert await ws.receive_nothing(timeout=0.4)
+    await ws.disconnect()

@@ -111,19 +111,22 @@ function start() {
   feed.init({ openNode, showApp: apps.showApp });
   alerts.startAlerts();
 
-  // Subscribe first: each stream resumes after the snapshot's watermark.
-  new Stream("nodes", "/ws/network/nodes", marks.nodes || 0, onNodeMessage, { params: { samples: "1" } }).connect();
-  new Stream("backends", "/ws/network/backends", marks.backends || 0, onBackendMessage).connect();
-  new Stream("applications", "/ws/applications", marks.applications || 0, onAppMessage, {
-    params: { samples: "1" },
+  // Subscribe first: each stream resumes after the snapshot's watermark. Events
+  // come batched (?batch=1: what arrives within 0.2 s in one message): a busy
+  // fleet's hundred events a second are a few messages, not a hundred.
+  const live = { samples: "1", batch: "1" };
+  new Stream("nodes", "/ws/network/nodes", marks.nodes || 0, onNodeMessage, { params: live }).connect();
+  new Stream("backends", "/ws/network/backends", marks.backends || 0, onBackendMessage, {
+    params: { batch: "1" },
   }).connect();
+  new Stream("applications", "/ws/applications", marks.applications || 0, onAppMessage, { params: live }).connect();
   // Samples here: the traces that got spans, and the clock of the metrics window.
   // Samples are not replayed, so the trace list is read again once subscribed.
   new Stream("activity", "/ws/ollama_activity", marks.ollama_activity || 0, onActivityMessage, {
-    params: { samples: "1" },
+    params: live,
     onOpen: () => traces.refreshTraces(),
   }).connect();
-  new Stream("alerts", "/ws/alerts", marks.alerts || 0, onAlertMessage).connect();
+  new Stream("alerts", "/ws/alerts", marks.alerts || 0, onAlertMessage, { params: { batch: "1" } }).connect();
   new Stream("logs", "/ws/logs", marks.logs || 0, logs.onLogMessage, { params: { batch: "1" } }).connect();
 
   // The server rendered the snapshot's nodes, backends and applications into
@@ -161,7 +164,7 @@ function start() {
   // subscribed (and after each reconnect): no change falls in between. Samples
   // keep the numbers current from then on.
   const frameworkStream = new Stream("frameworks", "/ws/frameworks", num(marks.frameworks), onFrameworkMessage, {
-    params: { samples: "1" },
+    params: live,
     onOpen: () => frameworks.refreshFrameworks(),
   });
   frameworks.startFrameworks({ whenNoneCollected: () => frameworkStream.close() });

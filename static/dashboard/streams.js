@@ -63,6 +63,18 @@ export class Stream {
     streams.push(this);
   }
 
+  /** Take one message into the inbox, once: its id counts for a reconnect now. */
+  take(message) {
+    if (!message || typeof message !== "object") return;
+    heardServerTime(message.timestamp);
+    heardServerTime(message.at);
+    if (message.metrics) heardServerTime(message.metrics.at);
+    const id = num(message.id);
+    if (id !== null && this.lastId !== null && id <= this.lastId) return;
+    if (id !== null) this.lastId = id;
+    this.inbox.push(message);
+  }
+
   url() {
     const query = new URLSearchParams(this.params);
     if (this.lastId !== null) query.set("since", String(this.lastId));
@@ -99,13 +111,9 @@ export class Stream {
         console.warn("stream " + this.path + " refused:", message.message);
         return;
       }
-      heardServerTime(message.timestamp);
-      heardServerTime(message.at);
-      if (message.metrics) heardServerTime(message.metrics.at);
-      const id = num(message.id);
-      if (id !== null && this.lastId !== null && id <= this.lastId) return;
-      if (id !== null) this.lastId = id;
-      this.inbox.push(message);
+      // ?batch=1: the events of a moment in one message, each as it would come alone.
+      const each = message.type === "batch" && Array.isArray(message.events) ? message.events : [message];
+      for (const one of each) this.take(one);
       onBeat(this.deliver);
     };
     ws.onclose = (event) => {
