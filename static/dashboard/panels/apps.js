@@ -99,13 +99,13 @@ function pages() {
 }
 
 /** Render the page of applications the reader is on (rows of other pages are not
- * kept); out of view, only note that it is behind. */
-export function renderApps() {
+ * kept); out of view, only note that it is behind, unless `now` says draw anyway. */
+export function renderApps(now = false) {
   pages();
   if (!ordered) ordered = orderApps();
   const total = Math.max(state.appsTotal, state.apps.size);
   setText($("apps-summary"), (ordered.length === state.apps.size ? "" : ordered.length + " shown of ") + total + " registered");
-  if (!view.inView) {
+  if (!view.inView && now !== true) {
     behind = true;
     return;
   }
@@ -221,7 +221,7 @@ export function showApp(appId) {
   orderChanged();
   ordered = orderApps();
   pages().showIndex(ordered.findIndex((app) => app.app_id === appId));
-  renderApps();
+  renderApps(true); // the table may be out of view yet: its row is scrolled to now
   const row = rows.get(appId);
   if (row) {
     row.scrollIntoView({ block: "center" });
