@@ -43,6 +43,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         self.samples = query_of(self.scope).get("samples") in ("1", "true")
         self.batch = query_of(self.scope).get("batch") in ("1", "true", "yes")
         self.flush_due: asyncio.Task | None = None
+        self.flush_pending = False
         if self.samples:
             await realtime.subscribe_samples(self.stream, self.channel_name)
         if since < 0:
@@ -72,15 +73,23 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             return
         if not self.batch:
             await self._send_new_events()
-        elif self.flush_due is None:
-            # Gather what comes within BATCH_WINDOW into one message; the handler
-            # returns at once, so the socket's other messages are not held up.
+            return
+        # Gather what comes within BATCH_WINDOW into one message; the handler
+        # returns at once, so the socket's other messages are not held up.
+        self.flush_pending = True
+        if self.flush_due is None:
             self.flush_due = asyncio.create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(BATCH_WINDOW)
-        self.flush_due = None
-        await self._send_new_events()
+        """Send what was announced, a window later; again while announcements came
+        during a send (one task at a time, so nothing is read or sent twice)."""
+        try:
+            while self.flush_pending:
+                await asyncio.sleep(BATCH_WINDOW)
+                self.flush_pending = False
+                await self._send_new_events()
+        finally:
+            self.flush_due = None
 
     async def _send_new_events(self) -> None:
         while True:
