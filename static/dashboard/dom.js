@@ -136,6 +136,8 @@ function runBeat() {
       }
     }
   }
+  // Work that kept scheduling more past the rounds waits for the next beat.
+  if (due.size && !beatTimer) beatTimer = setTimeout(runBeat, BEAT_MS);
 }
 
 /** Run `fn` at the page's next beat (at most BEAT_MS from now), once however often
