@@ -40,8 +40,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             await reject(self, "since must be a non-negative integer event id")
             return
         await realtime.subscribe(self.stream, self.channel_name)
-        self.samples = query_of(self.scope).get("samples") in ("1", "true")
-        self.batch = query_of(self.scope).get("batch") in ("1", "true", "yes")
+        query = query_of(self.scope)
+        self.samples = query.get("samples") in ("1", "true")
+        self.batch = query.get("batch") in ("1", "true", "yes")
         self.flush_due: asyncio.Task | None = None
         self.flush_pending = False
         if self.samples:

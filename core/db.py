@@ -192,6 +192,16 @@ def insert_many(
     """
     if not objects:
         return
+    fields, rows = _prepared_rows(objects)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            _insert_sql(objects[0]._meta, fields, ignore_conflicts), rows
+        )
+
+
+def _prepared_rows(objects: Sequence[models.Model]) -> tuple[list, list[list]]:
+    """The inserted fields of objects' model, and each object's values for them
+    as the driver is given them (see _preparer)."""
     fields = _inserted_fields(type(objects[0]))
     preparers = [_preparer(field) for field in fields]
     rows = [
@@ -201,10 +211,7 @@ def insert_many(
         ]
         for obj in objects
     ]
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            _insert_sql(objects[0]._meta, fields, ignore_conflicts), rows
-        )
+    return fields, rows
 
 
 def insert_returning_ids(
@@ -222,8 +229,7 @@ def insert_returning_ids(
     if not objects:
         return
     meta = objects[0]._meta
-    fields = _inserted_fields(type(objects[0]))
-    preparers = [_preparer(field) for field in fields]
+    fields, rows = _prepared_rows(objects)
     quote = connection.ops.quote_name
     head = (
         f"INSERT INTO {quote(meta.db_table)} "
@@ -235,9 +241,7 @@ def insert_returning_ids(
         for start in range(0, len(objects), batch_size):
             chunk = objects[start : start + batch_size]
             params = [
-                prepare(field.pre_save(obj, True))
-                for obj in chunk
-                for field, prepare in zip(fields, preparers, strict=True)
+                value for values in rows[start : start + batch_size] for value in values
             ]
             cursor.execute(head + ", ".join([row] * len(chunk)) + tail, params)
             for obj, (pk,) in zip(chunk, cursor.fetchall(), strict=True):

@@ -1,7 +1,7 @@
 /* The live log tail: level, app and text filters, and a pause that holds at most
  * a screenful of new lines and says how many older ones it dropped. */
 
-import { $, el, fmtClock, num, setText, throttle } from "../dom.js";
+import { $, el, fmtClock, num, setText, throttle, watchInView } from "../dom.js";
 import { state } from "../state.js";
 
 const LOGS_MAX = 1000;
@@ -20,15 +20,15 @@ let dropped = 0;
 // rendered then) the scroll waits until it comes into view.
 let atBottom = true;
 let scrollQueued = false;
-let inView = true;
+let view = { inView: true };
 
 function followBottom() {
-  if (scrollQueued || !inView) return;
+  if (scrollQueued || !view.inView) return;
   scrollQueued = true;
   requestAnimationFrame(() => {
     scrollQueued = false;
     const list = $("logs-list");
-    if (atBottom && inView) list.scrollTop = list.scrollHeight;
+    if (atBottom && view.inView) list.scrollTop = list.scrollHeight;
   });
 }
 
@@ -109,10 +109,9 @@ export function bindLogControls() {
   list.addEventListener("scroll", () => {
     atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   }, { passive: true });
-  new IntersectionObserver((entries) => {
-    inView = entries.some((entry) => entry.isIntersecting);
-    if (inView && atBottom) followBottom();
-  }).observe(list);
+  view = watchInView(list, () => {
+    if (atBottom) followBottom();
+  });
   $("logs-level").addEventListener("change", rerender);
   $("logs-app").addEventListener("change", rerender);
   $("logs-search").addEventListener("input", throttle(rerender, 150));
