@@ -63,6 +63,10 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
         return waited
 
+    def knows(self, key: str) -> bool:
+        """Whether key has a bucket here (it wrote lately, in this process)."""
+        return key in self._buckets
+
 
 _limiters: dict[str, tuple[tuple[float, float], RateLimiter]] = {}
 
@@ -220,15 +224,36 @@ def write_wait(client: str) -> float:
     )
 
 
-def app_wait(app_id: str) -> float:
-    """The same per application, for its registrations and heartbeats."""
-    return _wait(
-        "app", (settings.SOLLOL_APP_WRITE_RATE, settings.SOLLOL_APP_WRITE_BURST), app_id
-    )
+def app_refusal(app_id: str, client: str) -> tuple[float, str] | None:
+    """None when this application may write now; else the seconds to wait and why.
 
-
-def app_refusal(app_id: str, wait: float) -> str:
-    return f"too many writes for application {app_id[:64]}; try again in {wait:.1f} s"
+    Limited per application (its registrations and heartbeats), and, for an
+    app_id this process has not seen write lately, per client address: a flood of
+    invented ids from one address stops at SOLLOL_NEW_APP_RATE, while an app it
+    knows is never charged there.
+    """
+    config = (settings.SOLLOL_APP_WRITE_RATE, settings.SOLLOL_APP_WRITE_BURST)
+    known = _limiters.get("app")
+    if (
+        config[0] > 0
+        and (known is None or known[0] != config or not known[1].knows(app_id))
+        and (
+            wait := _wait(
+                "new_app",
+                (settings.SOLLOL_NEW_APP_RATE, settings.SOLLOL_NEW_APP_BURST),
+                client,
+            )
+        )
+    ):
+        return wait, (
+            f"too many new application ids from {client} (SOLLOL_NEW_APP_RATE); "
+            f"try again in {wait:.1f} s"
+        )
+    if wait := _wait("app", config, app_id):
+        return wait, (
+            f"too many writes for application {app_id[:64]}; try again in {wait:.1f} s"
+        )
+    return None
 
 
 def login_wait(client: str) -> float:

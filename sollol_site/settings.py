@@ -309,6 +309,14 @@ SOLLOL_WRITE_BURST = env_float("SOLLOL_WRITE_BURST", 40000.0)
 # DashboardClient honours), its neighbours behind the same address are not.
 SOLLOL_APP_WRITE_RATE = env_float("SOLLOL_APP_WRITE_RATE", 10.0)
 SOLLOL_APP_WRITE_BURST = env_float("SOLLOL_APP_WRITE_BURST", 50.0)
+# Application ids new to a server process (not seen writing lately) a second and
+# burst per client address: 10,000 apps behind one address may register at once (a
+# deploy, a dashboard restart, a network coming back), then 100 new ids a second;
+# a flood of invented ids stops there (429 + Retry-After), and for good at
+# SOLLOL_MAX_APPS_PER_TOKEN. Apps already writing are never charged. Applies while
+# the per-application limit is on.
+SOLLOL_NEW_APP_RATE = env_float("SOLLOL_NEW_APP_RATE", 100.0)
+SOLLOL_NEW_APP_BURST = env_float("SOLLOL_NEW_APP_BURST", 10_000.0)
 # Seconds a request's whole body may take to arrive (then 408).
 SOLLOL_BODY_TIMEOUT = env_float("SOLLOL_BODY_TIMEOUT", 30.0)
 # Sign-in attempts (/login/ and the admin's form) per second and burst per address.

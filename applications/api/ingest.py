@@ -27,13 +27,13 @@ def _write(
     return services.apply_writes(writes, now=now)
 
 
-async def _submit(kind: services.Write, report: AppReport) -> Any:
+async def _submit(kind: services.Write, report: AppReport, scope: dict) -> Any:
     """Hand the write to the applications' writer; return its result, committed."""
-    if wait := ratelimit.app_wait(report.app_id):
+    client = (scope.get("client") or ("?",))[0]
+    if refused := ratelimit.app_refusal(report.app_id, client):
+        wait, why = refused
         raise Refusal(
-            429,
-            ratelimit.app_refusal(report.app_id, wait),
-            [(b"retry-after", ratelimit.retry_after(wait).encode())],
+            429, why, [(b"retry-after", ratelimit.retry_after(wait).encode())]
         )
     return await get_writer("applications", _write).submit((kind, report))
 
@@ -46,7 +46,7 @@ def _report(body: bytes, scope: dict, *, registering: bool) -> AppReport:
 async def _register(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
     report = _report(body, scope, registering=True)
     try:
-        app_id, created = await _submit(Write.REGISTER, report)
+        app_id, created = await _submit(Write.REGISTER, report, scope)
     except services.TooManyApplications as exc:
         return 403, {"error": str(exc), "app_id": report.app_id}
     return 200, {"status": "ok", "app_id": app_id, "created": created}
@@ -55,7 +55,7 @@ async def _register(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
 async def _heartbeat(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
     report = _report(body, scope, registering=False)
     try:
-        result = await _submit(Write.HEARTBEAT, report)
+        result = await _submit(Write.HEARTBEAT, report, scope)
     except services.TooManyApplications as exc:
         return 403, {"error": str(exc), "app_id": report.app_id}
     if result is services.HeartbeatResult.NOT_FOUND:

@@ -2,10 +2,12 @@
 
 The issue's yardstick: 5,000 well-behaved apps behind one address (a NAT, a
 Kubernetes node), each heartbeating and reporting its requests every second, are
-never refused; one app in a loop is held to its own rate; a flood from one address
-stops at the flood guard. tests/test_many_apps_one_address.py runs 1,000 apps
-through a live server; 5,000 a second is more than this 2-CPU machine serves, so
-the limits' arithmetic is checked here with the limiter the server uses.
+never refused, nor are 5,000 apps registering at once (a restart); one app in a
+loop is held to its own rate; a flood from one address stops at the flood guard,
+and a flood of invented app ids at the new-app limit.
+tests/test_many_apps_one_address.py runs 1,000 apps through a live server; 5,000 a
+second is more than this 2-CPU machine serves, so the limits' arithmetic is
+checked here with the limiter the server uses.
 """
 
 from __future__ import annotations
@@ -78,3 +80,21 @@ def test_a_flood_from_one_address_stops_at_the_flood_guard():
         allowed += not address.wait(ADDRESS)
     assert allowed <= burst + rate * 5 + 1
     assert allowed >= burst + rate * 5 - offered / 1000  # refused only beyond it
+
+
+def test_a_fleet_registering_at_once_is_let_in_and_invented_ids_are_held():
+    clock = Clock()
+    new_apps = RateLimiter(
+        settings.SOLLOL_NEW_APP_RATE, settings.SOLLOL_NEW_APP_BURST, clock
+    )
+    rate, burst = settings.SOLLOL_NEW_APP_RATE, settings.SOLLOL_NEW_APP_BURST
+    # 5,000 apps behind one address register within a second, after a restart.
+    for i in range(5000):
+        clock.now = i / 5000
+        assert new_apps.wait(ADDRESS) == 0
+    # An address inventing 2,000 ids a second for 10 s gets the burst, then the rate.
+    clock.now, allowed = 100.0, 0
+    for i in range(20_000):
+        clock.now = 100.0 + i / 2000
+        allowed += not new_apps.wait("127.0.0.10")
+    assert burst + rate * 10 - 1 <= allowed <= burst + rate * 10 + 1

@@ -127,3 +127,29 @@ async def test_one_app_in_a_loop_is_slowed_and_its_neighbours_are_not():
     # Another app behind the same address writes on.
     assert (await post("/api/applications/register", "neighbour"))[0] == 200
     assert (await post("/api/applications/heartbeat", "neighbour"))[0] == 200
+
+
+@override_settings(SOLLOL_NEW_APP_RATE=1.0, SOLLOL_NEW_APP_BURST=3.0)
+async def test_a_flood_of_invented_app_ids_stops_at_the_new_app_limit():
+    """Per address for ids it has not seen write: apps already writing go on."""
+
+    async def post(path: str, app_id: str, client: str = "127.0.0.32") -> tuple:
+        body = json.dumps({"app_id": app_id, "name": app_id}).encode()
+        status, headers, answer = await call("POST", path, client, body)
+        return status, {name.lower(): value for name, value in headers.items()}, answer
+
+    for i in range(3):
+        assert (await post("/api/applications/register", f"invented-{i}"))[0] == 200
+    status, headers, answer = await post("/api/applications/register", "invented-3")
+    assert status == 429 and headers[b"retry-after"] == b"1"
+    assert "new application ids from 127.0.0.32" in answer["error"]
+    assert "SOLLOL_NEW_APP_RATE" in answer["error"]
+    # A heartbeat for an invented id is charged the same way.
+    assert (await post("/api/applications/heartbeat", "invented-4"))[0] == 429
+    # The apps it let in write on; another address registers its own.
+    assert (await post("/api/applications/heartbeat", "invented-0"))[0] == 200
+    assert (await post("/api/applications/register", "invented-1"))[0] == 200
+    assert (await post("/api/applications/register", "other", "127.0.0.33"))[0] == 200
+    # Refused ids were not let in: the first one is still new once a token refills.
+    status, _, answer = await post("/api/applications/heartbeat", "invented-3")
+    assert status == 429
