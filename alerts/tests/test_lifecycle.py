@@ -451,6 +451,36 @@ def test_a_round_with_nothing_new_reads_no_open_alert():
     assert not [sql for sql in read if "pending" in sql and "firing" in sql], read
 
 
+WRITES = ("SAVEPOINT", "BEGIN", "INSERT", "UPDATE", "DELETE")
+
+
+def writes_of(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith(WRITES)]
+
+
+def test_a_round_that_changes_nothing_takes_no_write_lock():
+    """On SQLite a transaction takes the write lock at BEGIN, and the heartbeats'
+    writer waited behind every round: a round that moves nothing reads outside any
+    transaction and writes nothing."""
+    victim = node(2, "offline")
+    services.evaluate(at(0))
+    services.evaluate(at(FOR))  # firing, written and told
+    for second in (1, 2, 3):
+        with CaptureQueriesContext(connection) as queries:
+            services.evaluate(at(FOR + second))
+        assert writes_of(queries) == [], second
+    assert Alert.objects.get().state == AlertState.FIRING
+    # What moves is written, in a transaction: cleared, then resolved and told.
+    set_status(victim, "healthy")
+    with CaptureQueriesContext(connection) as queries:
+        services.evaluate(at(FOR + 4))
+    assert writes_of(queries)[0].startswith("SAVEPOINT")
+    assert Alert.objects.get().cleared_at == at(FOR + 4)
+    services.evaluate(at(2 * FOR + 4))
+    assert Alert.objects.get().state == AlertState.RESOLVED
+    assert [p["status"] for p in told()] == ["firing", "resolved"]
+
+
 def test_open_alerts_written_elsewhere_are_read_again():
     victim = node(2, "offline")
     services.evaluate(at(0))
