@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run.py            # full run, about 12 minutes
     .venv/bin/python bench/run.py --quick    # smoke test, about 2 minutes
+    .venv/bin/python bench/run.py --only paced --kinds embedded daphne bare-daphne
 
 Every measurement starts a fresh server process (free port on 127.0.0.1, fresh
 SQLite data dir), waits until it answers, prepares it through its own HTTP API,
@@ -555,6 +556,7 @@ def main() -> None:
     parser.add_argument(
         "--only", nargs="+", choices=["saturation", "paced", "listing", "startup"]
     )
+    parser.add_argument("--kinds", nargs="+", choices=list(KINDS), help="servers (all)")
     args = parser.parse_args()
     if args.quick:
         config = dict(rounds=1, seconds=3, warmup=1, page_requests=50, idle=5)
@@ -562,6 +564,7 @@ def main() -> None:
         config = dict(rounds=3, seconds=15, warmup=3, page_requests=200, idle=5)
     if args.rounds:
         config["rounds"] = args.rounds
+    kinds = args.kinds or list(KINDS)
     scenarios = args.only or ["saturation", "paced", "listing", "startup"]
     started = dt.datetime.now(dt.UTC)
     info = machine()
@@ -571,7 +574,7 @@ def main() -> None:
     try:
         if "saturation" in scenarios:
             rows = []
-            for number, kind in rounds_of(list(KINDS), config["rounds"]):
+            for number, kind in rounds_of(kinds, config["rounds"]):
                 log(f"saturation round {number}: {kind}")
                 row = run_server(
                     workspace,
@@ -589,7 +592,7 @@ def main() -> None:
             results["saturation"] = rows
         if "paced" in scenarios:
             rows = []
-            for number, kind in rounds_of(list(KINDS), config["rounds"]):
+            for number, kind in rounds_of(kinds, config["rounds"]):
                 log(f"paced round {number}: {kind}")
                 row = run_server(
                     workspace,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 
@@ -174,3 +175,11 @@ application = ProxyHeaders(
 # `gateway` is also an ASGI application of its own, exactly Ollama's paths at the
 # root of a port: `daphne -p 11434 sollol_site.asgi:gateway`, or
 # `serve --gateway-port 11434`.
+
+# What is alive once the application is built lives as long as the process: keep it
+# out of the collector's passes. Without this, under daphne a full collection walked
+# all of Django on the serving thread (80-100 ms, every few seconds), and the paced
+# p99 was 93-103 ms against 22-24 ms with it (bench/RESULTS.md). `serve` freezes
+# again once its scheduler and writers have started.
+gc.collect()
+gc.freeze()
