@@ -70,14 +70,14 @@ http {{
     uwsgi_temp_path {root}/uwsgi;
     scgi_temp_path {root}/scgi;
     access_log off;
-    upstream node {{ server {node}; keepalive 64; }}
+    upstream node {{ {servers} keepalive 64; }}
     server {{
         listen {listen};
         location / {{
             proxy_pass http://node;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_set_header Host {node};
+            proxy_set_header Host {host};
             proxy_buffering off;
         }}
     }}
@@ -194,15 +194,32 @@ class Node:
 
 
 class Nginx:
-    """Debian's nginx as a plain reverse proxy, stopped by its PID."""
+    """Debian's nginx as a plain reverse proxy (round robin over upstreams, each
+    "host:port"), stopped by its PID. It sends each the Host `host` (default: the
+    first upstream's own; Ollama refuses names it does not know)."""
 
-    def __init__(self, root: Path, node: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        upstreams: str | list[str],
+        listen_host: str = NGINX_HOST,
+        host: str | None = None,
+    ) -> None:
         self.root = root
+        self.host = listen_host
         self.port = free_port()
+        upstreams = [upstreams] if isinstance(upstreams, str) else upstreams
         user = "user root;" if os.geteuid() == 0 else ""
-        listen = f"{NGINX_HOST}:{self.port}"
+        listen = f"{listen_host}:{self.port}"
+        servers = " ".join(f"server {upstream};" for upstream in upstreams)
         (root / "nginx.conf").write_text(
-            NGINX_CONFIG.format(user=user, root=root, node=node, listen=listen)
+            NGINX_CONFIG.format(
+                user=user,
+                root=root,
+                servers=servers,
+                host=host or upstreams[0],
+                listen=listen,
+            )
         )
         binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
         if binary is None:
