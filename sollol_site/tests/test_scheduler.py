@@ -4,6 +4,7 @@ says it has work due sooner (core.wakeups, `next_in_ms`)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 
@@ -91,3 +92,42 @@ async def test_a_run_before_its_turn_leaves_the_turn_where_it_was():
         assert 0.9 <= runs[2] - runs[0] < 1.5  # its turn, where it was
     finally:
         await scheduler.stop()
+
+
+class EarlyTimers:
+    """asyncio as the scheduler sees it, with timeouts that fire 2 ms before their
+    moment, as uvloop's may (by up to a millisecond)."""
+
+    def __getattr__(self, name: str):
+        return getattr(asyncio, name)
+
+    @staticmethod
+    async def wait_for(awaitable, timeout: float):
+        return await asyncio.wait_for(awaitable, max(0.0, timeout - 0.002))
+
+
+async def test_a_timer_that_fires_a_little_early_still_runs_the_turn_once(
+    monkeypatch,
+):
+    """Each early timer ran the task twice: once a hair before its turn, then at
+    once again as the turn (serve's jobs ran up to twice as often)."""
+    import sollol_site.scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "asyncio", EarlyTimers())
+    runs.clear()
+    scheduler = Scheduler(
+        {
+            "counted": {
+                "task": "sollol_site.tests.test_scheduler.counted",
+                "schedule": 0.3,
+            }
+        }
+    )
+    scheduler.start()
+    try:
+        await asyncio.sleep(1.05)  # turns at 0, 0.3, 0.6 and 0.9 s
+    finally:
+        await scheduler.stop()
+    gaps = [b - a for a, b in itertools.pairwise(runs)]
+    assert len(runs) == 4, gaps
+    assert min(gaps) > 0.25
