@@ -167,7 +167,6 @@ def _quiet_round(now: dt.datetime) -> dict[str, int] | None:
         or round_.gone
         or round_.dirty
         or round_.events
-        or round_.failed
         or _to_tell(now, rules)
     ):
         return None  # its findings are read again, in the lock: what it writes is
@@ -205,7 +204,6 @@ class _Round:
         self.changed: list[Any] = []
         self.dirty: set[int] = set()  # id() of alerts whose row must be written
         self.gone: list[int] = []
-        self.failed = False  # a condition could not be read
         open_alerts: dict[tuple[int, str], Any] = {
             (row.rule_id, row.subject): (dataclasses.replace(row) if dry else row)
             for row in start_rows
@@ -252,7 +250,6 @@ class _Round:
                 )
             except Exception:
                 logger.exception("alert rule %s: its condition failed", rule.name)
-                self.failed = True
                 for key in by_rule[rule.id]:
                     open_alerts.pop(key, None)  # left as they are this round
                 continue
