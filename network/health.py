@@ -42,7 +42,7 @@ BACKEND_COUNTED = {
 
 def _node_counts() -> dict[str, int]:
     """Nodes by what their status counts as, and how many are usable: one grouped
-    query (ten filtered counts took most of an alert round to build)."""
+    query (ten filtered counts took a third of an alert round to build)."""
     counts = dict.fromkeys(["total", "usable", *NODE_COUNTED.values()], 0)
     grouped = (
         OllamaNode.objects.order_by()
