@@ -41,8 +41,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             return
         await realtime.subscribe(self.stream, self.channel_name)
         query = query_of(self.scope)
-        self.samples = query.get("samples") in ("1", "true")
-        self.batch = query.get("batch") in ("1", "true", "yes")
+        self.samples = flag(query, "samples")
+        self.batch = flag(query, "batch")
         self.flush_due: asyncio.Task | None = None
         self.flush_pending = False
         if self.samples:
@@ -98,7 +98,11 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
                 self.stream, self.last_sent, limit=REPLAY_BATCH
             )
             if self.batch and events:
-                await self.send(text_data=batch_message(events))
+                parts = [json.dumps(event.as_message()) for event in events]
+                last = events[-1].id
+                await self.send(
+                    text_data=batch_text("batch", "events", "events", last, parts)
+                )
                 self.last_sent = events[-1].id
             else:
                 for event in events:
@@ -108,20 +112,24 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
                 return
 
 
-def batch_message(events: list) -> str:
-    """The events as one message: {"type": "batch", "id": <the last>, "count",
-    "events": [each as it would be sent alone]}."""
+def batch_text(kind: str, noun: str, key: str, last_id: int, parts: list[str]) -> str:
+    """Many messages as one: {"id": <the last>, "type": kind, "timestamp",
+    "message", "count", key: [each part exactly as it would be sent alone]}."""
     head = json.dumps(
         {
-            "id": events[-1].id,
-            "type": "batch",
+            "id": last_id,
+            "type": kind,
             "timestamp": time.time(),
-            "message": f"{len(events)} events",
-            "count": len(events),
+            "message": f"{len(parts)} {noun}",
+            "count": len(parts),
         }
     )
-    body = ",".join(json.dumps(event.as_message()) for event in events)
-    return f'{head[:-1]},"events":[{body}]}}'
+    return f'{head[:-1]},"{key}":[{",".join(parts)}]}}'
+
+
+def flag(query: dict[str, str], name: str) -> bool:
+    """Whether a query parameter is on (?batch=1, =true or =yes)."""
+    return query.get(name, "").lower() in ("1", "true", "yes")
 
 
 def query_of(scope: dict) -> dict[str, str]:
@@ -176,7 +184,7 @@ class LogStreamConsumer(AsyncWebsocketConsumer):
         if since is None:
             await reject(self, "since must be a non-negative integer log id")
             return
-        self.batch = query.get("batch", "") in ("1", "true", "yes")
+        self.batch = flag(query, "batch")
         self.send_many = SEND_MANY in (self.scope.get("extensions") or {})
         await realtime.subscribe(streams.LOGS, self.channel_name)
         tail = get_tail()
@@ -226,17 +234,10 @@ class LogStreamConsumer(AsyncWebsocketConsumer):
         if not self.batch:
             await self._send_each(lines)
             return
-        head = json.dumps(
-            {
-                "id": lines[-1][0],
-                "type": "log_batch",
-                "timestamp": time.time(),
-                "message": f"{len(lines)} log lines",
-                "count": len(lines),
-            }
+        parts = [text for _, text in lines]
+        await self.send(
+            text_data=batch_text("log_batch", "log lines", "lines", lines[-1][0], parts)
         )
-        body = ",".join(text for _, text in lines)
-        await self.send(text_data=f'{head[:-1]},"lines":[{body}]}}')
 
     async def _send_each(self, lines: list[tuple[int, str]]) -> None:
         """Send every line as its own message; many at once where the server can."""
