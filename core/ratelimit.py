@@ -16,9 +16,11 @@ Shared limits (SOLLOL_RATE_LIMITS=redis, the default with REDIS_URL): every
 process still decides each request at once from its own buckets (no round trip
 on the hot path), and tells Redis what it let through every FLUSH seconds; Redis
 keeps one token bucket per limit and key for all processes (a Lua script, on
-Redis's clock), and a key whose shared bucket ran dry is refused in this process
-until it would have refilled. So behind N processes a client gets the rate, not
-N times it, give or take what the processes let through in one FLUSH. Redis away:
+Redis's clock), and each report brings this process's bucket for a key down to
+what the shared one has left, so a key whose shared bucket ran dry is refused in
+every process until it would have refilled. So behind N processes a client gets
+the rate, not N times it, give or take what the processes let through between
+two reports (FLUSH): at most each one's burst at the start. Redis away:
 each process goes on with its own buckets, and says so once.
 """
 
@@ -29,6 +31,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from django.conf import settings
 
@@ -63,6 +66,18 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
         return waited
 
+    def cap(self, key: str, tokens: float) -> None:
+        """Let key's bucket hold at most tokens from now (below zero: owed)."""
+        now = self.clock()
+        with self._lock:
+            held = self._buckets.get(key)
+            if held is not None:
+                held = min(self.burst, held[0] + (now - held[1]) * self.rate)
+            if held is None or tokens < held:
+                self._buckets[key] = (tokens, now)
+            while len(self._buckets) > MAX_CLIENTS:
+                self._buckets.popitem(last=False)
+
     def knows(self, key: str) -> bool:
         """Whether key has a bucket here (it wrote lately, in this process)."""
         return key in self._buckets
@@ -78,14 +93,16 @@ def _wait(kind: str, config: tuple[float, float], client: str) -> float:
     if known is None or known[0] != config:
         known = _limiters[kind] = (config, RateLimiter(*config))
     shared = _shared()
-    if shared is not None:
-        held = shared.held(kind, client)
-        if held:
-            return held
     waited = known[1].wait(client)
     if not waited and shared is not None:
         shared.note(kind, config, client)
     return waited
+
+
+def _local(kind: str, config: tuple[float, float]) -> RateLimiter | None:
+    """This process's limiter of kind, while its settings are still config."""
+    known = _limiters.get(kind)
+    return known[1] if known is not None and known[0] == config else None
 
 
 def forget_buckets() -> None:
@@ -117,31 +134,24 @@ return tostring(tokens)
 class SharedLimits:
     """The buckets all processes share through Redis (see the module's words)."""
 
-    def __init__(self, url: str, prefix: str, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        local: Callable[[str, tuple[float, float]], RateLimiter | None] = _local,
+    ) -> None:
         import redis
 
         self._redis = redis.Redis.from_url(url, socket_timeout=1.0)
         self._take = self._redis.register_script(_TAKE)
         self.prefix = self._base = prefix
         self._forgotten = 0
-        self.clock = clock
+        self.local = local  # (kind, config) -> this process's limiter
         self._pending: dict[tuple[str, str], list] = {}
-        self._held: dict[tuple[str, str], float] = {}  # refused until (clock)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._failing = False
         self._thread: threading.Thread | None = None
-
-    def held(self, kind: str, key: str) -> float:
-        """Seconds this key must still wait by the shared bucket, or 0."""
-        until = self._held.get((kind, key))
-        if until is None:
-            return 0.0
-        left = until - self.clock()
-        if left <= 0:
-            self._held.pop((kind, key), None)
-            return 0.0
-        return left
 
     def note(self, kind: str, config: tuple[float, float], key: str) -> None:
         """Count one request this process let through, for the next report."""
@@ -160,7 +170,6 @@ class SharedLimits:
     def forget(self) -> None:
         with self._lock:
             self._pending.clear()
-            self._held.clear()
             self._forgotten += 1
             self.prefix = f"{self._base}~{self._forgotten}"  # a test's keys of its own
 
@@ -171,8 +180,9 @@ class SharedLimits:
             self.flush()
 
     def flush(self) -> int:
-        """Report what this process let through; hold the keys that ran dry.
-        Return how many keys were reported."""
+        """Report what this process let through; bring this process's buckets
+        down to what the shared ones have left. Return how many keys were
+        reported."""
         with self._lock:
             pending, self._pending = self._pending, {}
             prefix = self.prefix
@@ -195,13 +205,16 @@ class SharedLimits:
         if self._failing:
             logger.info("shared rate limits available again")
             self._failing = False
-        now = self.clock()
-        for ((kind, key), ((rate, _), _)), tokens in zip(
+        for ((kind, key), (config, _)), tokens in zip(
             pending.items(), left, strict=True
         ):
-            tokens = float(tokens)
-            if tokens < 0:  # every process together took more than it may
-                self._held[(kind, key)] = now + (-tokens) / rate
+            # Every process together may have taken more than the bucket holds
+            # (tokens below zero): this one then refuses the key until the shared
+            # bucket would have refilled, and its own bucket does not refill
+            # meanwhile to let a second burst through.
+            limiter = self.local(kind, config)
+            if limiter is not None:
+                limiter.cap(key, float(tokens))
         return len(pending)
 
 

@@ -18,7 +18,9 @@ from tests.production import REDIS
 
 pytestmark = pytest.mark.live
 
-RATE, BURST, SECONDS = 10, 50, 2.0
+# A burst small beside the rate over the run: each process may let its own burst
+# through before it hears from Redis, however fast the machine sends.
+RATE, BURST, SECONDS = 20, 10, 3.0
 
 
 def hammer(urls: list[str], app_id: str) -> dict[int, int]:
@@ -61,8 +63,8 @@ def test_one_app_gets_its_rate_however_many_processes_serve_it(
     one_process = BURST + RATE * SECONDS  # what one process's bucket lets through
     assert sent > 4 * one_process, answers  # it really looped
     if limits == "redis":
-        # What both processes let through before they heard of each other: at
-        # most a report interval's worth each (core.ratelimit.FLUSH) above it.
+        # Above it, what both processes let through before they heard of each
+        # other: at most the second's burst, and a report's lag (core.ratelimit).
         assert answers[200] <= one_process * 1.4, answers
     else:
         assert answers[200] >= one_process * 1.8, answers

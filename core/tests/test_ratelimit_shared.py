@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from conftest import require
-from core.ratelimit import SharedLimits
+from core.ratelimit import RateLimiter, SharedLimits
 from tests.liveserver import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -28,44 +28,86 @@ def redis_up() -> bool:
         return False
 
 
+class Process:
+    """One server process: its own buckets, and its reports to the shared ones."""
+
+    def __init__(self, prefix: str, url: str = REDIS_URL) -> None:
+        self.limiter = RateLimiter(*CONFIG)
+        self.shared = SharedLimits(url, prefix, local=lambda kind, config: self.limiter)
+
+    def let_through(self, key: str, n: int) -> int:
+        """Offer n requests for key; report those let through; count them."""
+        let = 0
+        for _ in range(n):
+            if not self.limiter.wait(key):
+                self.shared.note("app", CONFIG, key)
+                let += 1
+        return let
+
+    def refused_for(self, key: str) -> float:
+        """Seconds key must wait here now (0: its next request goes through)."""
+        probe = RateLimiter(*CONFIG, clock=self.limiter.clock)
+        probe._buckets = dict(self.limiter._buckets)
+        return probe.wait(key)
+
+
 @pytest.fixture
 def processes():
     require(redis_up(), "no Redis on 127.0.0.1:6379")
     prefix = f"test-{uuid.uuid4().hex[:8]}"
-    return SharedLimits(REDIS_URL, prefix), SharedLimits(REDIS_URL, prefix)
+    return Process(prefix), Process(prefix)
 
 
 def test_two_processes_share_one_bucket_a_key(processes):
     first, second = processes
-    for _ in range(15):
-        first.note("app", CONFIG, "looping-app")
-        second.note("app", CONFIG, "looping-app")
-    second.note("app", CONFIG, "quiet-app")
-    assert first.flush() == 1  # 15 of the 20: within the burst
-    assert first.held("app", "looping-app") == 0
-    assert second.flush() == 2  # 30 in all: 10 over, a second's refill
-    assert 0.8 < second.held("app", "looping-app") <= 1.0
-    assert second.held("app", "quiet-app") == 0  # its neighbour is not held
+    assert first.let_through("looping-app", 15) == 15
+    assert second.let_through("looping-app", 15) == 15  # each within its own burst
+    assert second.let_through("quiet-app", 1) == 1
+    assert first.shared.flush() == 1  # 15 of the 20: within the burst
+    assert first.refused_for("looping-app") == 0
+    assert second.shared.flush() == 2  # 30 in all: 10 over, a second's refill
+    assert 1.0 < second.refused_for("looping-app") <= 1.1
+    assert second.refused_for("quiet-app") == 0  # its neighbour is not held
     # The first process learns it at its next report.
-    first.note("app", CONFIG, "looping-app")
-    first.flush()
-    assert first.held("app", "looping-app") > 0.8
+    assert first.let_through("looping-app", 1) == 1
+    first.shared.flush()
+    assert first.refused_for("looping-app") > 1.0
+
+
+def test_a_held_key_gets_the_rate_afterwards_not_a_second_burst(processes):
+    first, second = processes
+    clock = [0.0]
+    for process in processes:
+        process.limiter.clock = lambda: clock[0]
+    assert first.let_through("looping-app", 20) == 20
+    assert second.let_through("looping-app", 20) == 20
+    first.shared.flush()
+    second.shared.flush()  # 40 of 20 taken: the second owes 20
+    clock[0] = 0.1  # the first refilled one, lets it through, and hears of it
+    assert first.let_through("looping-app", 20) == 1
+    first.shared.flush()
+    assert 2.1 < first.refused_for("looping-app") <= 2.2  # 21 owed, then one
+    # Once what they owe has refilled, they get the rate's refill since (the
+    # second owes only 20), not a second burst of 20 each.
+    clock[0] = 0.1 + 2.21
+    assert first.let_through("looping-app", 20) == 1
+    assert second.let_through("looping-app", 20) == 3
 
 
 def test_a_process_alone_within_its_limits_is_never_held(processes):
     alone, _ = processes
-    for _ in range(20):
-        alone.note("app", CONFIG, "steady")
-    alone.flush()
-    assert alone.held("app", "steady") == 0
+    assert alone.let_through("steady", 15) == 15
+    alone.shared.flush()
+    assert alone.refused_for("steady") == 0
+    assert alone.let_through("steady", 5) == 5  # the rest of its burst
 
 
 def test_without_redis_each_process_limits_on_its_own_and_says_so_once(caplog):
-    away = SharedLimits(f"redis://127.0.0.1:{free_port()}/0", "away")
+    away = Process("away", url=f"redis://127.0.0.1:{free_port()}/0")
     with caplog.at_level(logging.WARNING, logger="core.ratelimit"):
         for _ in range(3):
-            away.note("app", CONFIG, "x")
-            assert away.flush() == 0
-    assert away.held("app", "x") == 0
+            assert away.let_through("x", 5) == 5
+            assert away.shared.flush() == 0
+    assert away.let_through("x", 10) == 5  # its own burst, and no more
     said = [r for r in caplog.records if "shared rate limits" in r.getMessage()]
     assert len(said) == 1
