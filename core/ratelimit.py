@@ -86,13 +86,15 @@ class RateLimiter:
 _limiters: dict[str, tuple[tuple[float, float], RateLimiter]] = {}
 
 
-def _wait(kind: str, config: tuple[float, float], client: str) -> float:
+def _wait(
+    kind: str, config: tuple[float, float], client: str, *, shareable: bool = True
+) -> float:
     if config[0] <= 0:
         return 0.0
     known = _limiters.get(kind)
     if known is None or known[0] != config:
         known = _limiters[kind] = (config, RateLimiter(*config))
-    shared = _shared()
+    shared = _shared() if shareable else None
     waited = known[1].wait(client)
     if not waited and shared is not None:
         shared.note(kind, config, client)
@@ -243,7 +245,11 @@ def app_refusal(app_id: str, client: str) -> tuple[float, str] | None:
     Limited per application (its registrations and heartbeats), and, for an
     app_id this process has not seen write lately, per client address: a flood of
     invented ids from one address stops at SOLLOL_NEW_APP_RATE, while an app it
-    knows is never charged there.
+    knows is never charged there. That limit stays in each process, even with
+    shared limits: what is new is new to this process, so behind a load balancer
+    every process meets each app once, and N processes sharing one bucket would
+    charge a fleet N times (5,000 apps on 3 processes: 15,000 of a 10,000 burst,
+    and the rest refused until they go stale).
     """
     config = (settings.SOLLOL_APP_WRITE_RATE, settings.SOLLOL_APP_WRITE_BURST)
     known = _limiters.get("app")
@@ -255,6 +261,7 @@ def app_refusal(app_id: str, client: str) -> tuple[float, str] | None:
                 "new_app",
                 (settings.SOLLOL_NEW_APP_RATE, settings.SOLLOL_NEW_APP_BURST),
                 client,
+                shareable=False,
             )
         )
     ):

@@ -16,6 +16,18 @@ from sollol_site.scheduler import Scheduler
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def queued(monkeypatch) -> list[dict]:
+    """The runs of their own a worker's sweep queued (their apply_async options)."""
+    asked: list[dict] = []
+    monkeypatch.setattr(
+        tasks.sweep_applications,
+        "apply_async",
+        lambda *args, **options: asked.append(options),
+    )
+    return asked
+
+
 def test_it_runs_the_lifecycle_when_the_beat_task_fires():
     with time_machine.travel(timezone.now(), tick=False) as clock:
         register("app-1", now=timezone.now())
@@ -64,15 +76,7 @@ def test_a_deadline_before_the_next_run_gets_a_run_of_its_own_embedded():
         assert tasks.sweep_applications()["stale"] == 1  # at its deadline
 
 
-def test_in_a_worker_the_run_of_its_own_is_a_task_queued_for_the_deadline(
-    monkeypatch,
-):
-    queued = []
-    monkeypatch.setattr(
-        tasks.sweep_applications,
-        "apply_async",
-        lambda *args, **options: queued.append(options),
-    )
+def test_in_a_worker_the_run_of_its_own_is_a_task_queued_for_the_deadline(queued):
     with time_machine.travel(timezone.now(), tick=False) as clock:
         tasks.sweep_applications()
         register("app-1", now=timezone.now())
@@ -80,3 +84,22 @@ def test_in_a_worker_the_run_of_its_own_is_a_task_queued_for_the_deadline(
         tasks.sweep_applications.apply()  # as a worker runs it
     [options] = queued
     assert 1.0 <= options["countdown"] <= 1.1, options
+
+
+def test_workers_whose_runs_reach_one_deadline_queue_one_run_for_it(queued):
+    """Each beat run may start a chain of runs of their own; chains that reach
+    the same deadline must not each queue a run for it (one more a deadline
+    every beat interval, while apps keep coming due)."""
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        tasks.sweep_applications()
+        register("app-1", now=timezone.now())
+        clock.shift(dt.timedelta(seconds=2))
+        register("app-2", now=timezone.now())  # stale 2 s after app-1
+        clock.shift(dt.timedelta(seconds=settings.SOLLOL_APP_STALE_AFTER - 3))
+        for _ in range(3):  # the beat's run and two chains, as workers run them
+            tasks.sweep_applications.apply()
+        assert len(queued) == 1, queued  # one run for app-1's deadline
+        clock.shift(dt.timedelta(seconds=1.1))
+        assert tasks.sweep_applications.apply().get()["stale"] == 1
+        tasks.sweep_applications.apply()  # the other chain
+    assert len(queued) == 2, queued  # and one for app-2's

@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 from conftest import require
+from core import ratelimit
 from core.ratelimit import RateLimiter, SharedLimits
 from tests.liveserver import free_port
 
@@ -111,3 +112,32 @@ def test_without_redis_each_process_limits_on_its_own_and_says_so_once(caplog):
     assert away.let_through("x", 10) == 5  # its own burst, and no more
     said = [r for r in caplog.records if "shared rate limits" in r.getMessage()]
     assert len(said) == 1
+
+
+def test_apps_new_to_this_process_are_not_refused_for_what_others_charged(
+    settings, monkeypatch
+):
+    """The new-app limit stays in each process: behind a load balancer every
+    process meets each app of a fleet once, and one shared bucket would charge
+    the fleet once per process."""
+    require(redis_up(), "no Redis on 127.0.0.1:6379")
+    settings.SOLLOL_RATE_LIMITS = "redis"
+    settings.SOLLOL_NEW_APP_RATE, settings.SOLLOL_NEW_APP_BURST = 10.0, 100.0
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    here = SharedLimits(REDIS_URL, prefix)
+    monkeypatch.setattr(ratelimit, "_shared_limits", here)
+    ratelimit.forget_buckets()
+    # Other processes met 300 of this address's apps: 200 more than one bucket.
+    others = Process(here.prefix)
+    for _ in range(300):
+        others.shared.note("new_app", (10.0, 100.0), "127.0.0.9")
+    others.shared.flush()
+
+    # This process meets 50 of them, reports, and meets 50 more.
+    def meet(apps: range) -> list:
+        return [ratelimit.app_refusal(f"agent-{i}", "127.0.0.9") for i in apps]
+
+    refused = meet(range(50))
+    here.flush()
+    refused += meet(range(50, 100))
+    assert refused == [None] * 100
