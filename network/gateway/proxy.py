@@ -54,6 +54,9 @@ RELAYED = frozenset({b"content-type", b"content-length", b"retry-after"})
 # What stays as it is when a decoded path is encoded again for the node.
 TARGET_SAFE = "/:@!$&'()*+,;=~"
 CLIENT_CLOSED = 499  # as nginx logs a request whose client went away
+# What a request record (activity.models) keeps of a model's name; Ollama's own
+# names are far shorter (each part of host/namespace/model:tag a few dozen).
+MAX_MODEL_NAME = 200
 LOAD_SAMPLE_EVERY = 0.5  # seconds
 
 
@@ -79,6 +82,7 @@ class Exchange:
     started: float = field(default_factory=time.monotonic)
     queue_seconds: float = 0.0
     first_token: float | None = None  # monotonic time the first body bytes came
+    streamed: bool = False  # the client asked for the reply as it is generated
     status: int = 0
     error: str = ""
     attempts: int = 0
@@ -97,6 +101,9 @@ class Gateway:
         self.relay = Relay(connect_timeout=settings.SOLLOL_GATEWAY_CONNECT_TIMEOUT)
         self.recorder = records.Recorder()
         self._started: asyncio.Future | None = None
+        # Said as the process starts (the gateway itself starts on its first
+        # request where the server runs no start-up hook, as daphne).
+        logger.info("gateway: %s", access_policy())
         self._load_task: asyncio.Task | None = None
 
     # ------------------------------------------------------------- lifecycle
@@ -118,7 +125,6 @@ class Gateway:
                 self._started = None
                 raise
             self._started.set_result(None)
-            logger.info("gateway: %s", access_policy())
         else:
             await asyncio.shield(self._started)
 
@@ -295,11 +301,10 @@ class Gateway:
         if endpoint.kind in (Kind.INFER, Kind.MODEL):
             payload = _payload(body, endpoint, path_model)
             exchange.model = path_model or payload.get("model") or payload.get("name")
-            if (
-                endpoint.openai
-                and endpoint.kind == Kind.INFER
-                and _asks_stream(payload, endpoint)
-            ):
+            exchange.streamed = endpoint.kind == Kind.INFER and _asks_stream(
+                payload, endpoint
+            )
+            if endpoint.openai and exchange.streamed:
                 options = payload.get("stream_options")
                 if not (isinstance(options, dict) and options.get("include_usage")):
                     # The node is asked for usage; Strip takes it out again.
@@ -307,21 +312,35 @@ class Gateway:
                         **(options if isinstance(options, dict) else {}),
                         "include_usage": True,
                     }
-                    body = json.dumps(payload, ensure_ascii=False).encode()
+                    # Escaped: a lone surrogate the client sent stays what it was.
+                    body = json.dumps(payload).encode()
                     strip = Strip()
+        # From here on the client's going away (http.disconnect) cancels this
+        # task, whether the request waits for a slot, for the node's first byte
+        # (a reply that is not streamed: the whole generation) or is relayed: the
+        # request to the node is then dropped with its connection.
+        watch = _ClientWatch(receive)
         try:
             candidates = self._candidates(scope, endpoint, exchange.model)
             upstream, node = await self._open(candidates, path, scope, body, exchange)
             exchange.node = node.address
             try:
-                await self._relay(upstream, exchange, strip, receive, send)
+                await self._relay(upstream, exchange, strip, watch, send)
             finally:
                 upstream.close()
-                self.limits.release(node.address)
+                if endpoint.kind == Kind.INFER:
+                    self.limits.release(node.address)
         except Refused as exc:
             exchange.status, exchange.error = exc.status, exc.message
             raise
+        except asyncio.CancelledError:
+            if not watch.left:
+                raise
+            exchange.status = CLIENT_CLOSED
+            exchange.error = "the client closed the connection"
+            watch.current.uncancel()  # the client is gone: nothing is left to do
         finally:
+            watch.stop()
             self.recorder.add(exchange)
 
     def _candidates(
@@ -378,9 +397,20 @@ class Gateway:
         tries = candidates[: settings.SOLLOL_GATEWAY_RETRIES + 1]
         deadline = time.monotonic() + settings.SOLLOL_GATEWAY_QUEUE_TIMEOUT
         last_error = ""
+        # Work for a model takes one of the node's slots; a question about a
+        # model or a management call (a pull that lasts minutes) does not, as
+        # Ollama answers them beside what it generates.
+        limited = exchange.endpoint.kind == Kind.INFER
+
+        def release(node: NodeView) -> None:
+            if limited:
+                self.limits.release(node.address)
+
         for node in tries:
             queued = time.monotonic()
-            got = await self.limits.acquire(node.address, max(0.0, deadline - queued))
+            got = not limited or await self.limits.acquire(
+                node.address, max(0.0, deadline - queued)
+            )
             exchange.queue_seconds += time.monotonic() - queued
             if not got:
                 exchange.node = node.address
@@ -406,14 +436,17 @@ class Gateway:
                     first_byte_timeout=settings.SOLLOL_GATEWAY_FIRST_BYTE_TIMEOUT,
                 )
             except ValueError as exc:  # what the client sent cannot be sent on
-                self.limits.release(node.address)
+                release(node)
                 raise Refused(400, f"the request cannot be forwarded: {exc}") from None
             except HttpError as exc:
-                self.limits.release(node.address)
+                release(node)
                 self.fleet.suspect(node)
                 last_error = f"{node.address}: {exc}"
                 logger.info("gateway: %s; trying the next node", last_error)
                 continue
+            except asyncio.CancelledError:  # the client left while it waited
+                release(node)
+                raise
             return upstream, node
         exchange.node = tries[-1].address if tries else ""
         raise Refused(502, f"no node answered: {last_error}")
@@ -423,7 +456,7 @@ class Gateway:
         upstream: Upstream,
         exchange: Exchange,
         strip: Strip | None,
-        receive: Callable,
+        watch: _ClientWatch,
         send: Callable,
     ) -> None:
         exchange.status = upstream.status
@@ -433,17 +466,6 @@ class Gateway:
             for name, value in upstream.headers
             if name in RELAYED and not (strip and name == b"content-length")
         ]
-        # The client's going away (http.disconnect) cancels this task: the
-        # request to the node is then dropped with its connection.
-        current = asyncio.current_task()
-        assert current is not None
-        watcher = asyncio.ensure_future(receive())
-
-        def client_left(done: asyncio.Future) -> None:
-            if not done.cancelled() and done.result()["type"] == "http.disconnect":
-                current.cancel()
-
-        watcher.add_done_callback(client_left)
         recent: deque[bytes] = deque(maxlen=4)  # the reply's end: what it says it did
         try:
             await send(
@@ -471,10 +493,10 @@ class Gateway:
                     await send(
                         {"type": "http.response.body", "body": data, "more_body": True}
                     )
-            watcher.remove_done_callback(client_left)
+            watch.stop()
             await send({"type": "http.response.body", "body": pending})
         except Disconnected as exc:
-            watcher.remove_done_callback(client_left)
+            watch.stop()
             exchange.status = 502
             exchange.error = f"{exchange.node}: {exc}"
             if not chunked:
@@ -485,18 +507,40 @@ class Gateway:
                     "body": stream_error(exchange.endpoint.openai, exchange.error),
                 }
             )
-        except asyncio.CancelledError:
-            if watcher.done() and not watcher.cancelled():
-                exchange.status = CLIENT_CLOSED
-                exchange.error = "the client closed the connection"
-                current.uncancel()  # the client is gone: nothing is left to do
-                return
-            raise
         finally:
             exchange.tail = b"".join(recent)[-TAIL:]
-            watcher.remove_done_callback(client_left)
-            if not watcher.done():
-                watcher.cancel()
+
+
+class _ClientWatch:
+    """Cancel the current task when the client goes away (http.disconnect)."""
+
+    def __init__(self, receive: Callable) -> None:
+        current = asyncio.current_task()
+        assert current is not None
+        self.current = current
+        self._watcher = asyncio.ensure_future(receive())
+        self._watcher.add_done_callback(self._seen)
+
+    def _seen(self, done: asyncio.Future) -> None:
+        if self.left:
+            self.current.cancel()
+
+    @property
+    def left(self) -> bool:
+        """Whether the client went away."""
+        done = self._watcher
+        return (
+            done.done()
+            and not done.cancelled()
+            and done.exception() is None
+            and done.result()["type"] == "http.disconnect"
+        )
+
+    def stop(self) -> None:
+        """Stop watching (the reply is complete, or ends here)."""
+        self._watcher.remove_done_callback(self._seen)
+        if not self._watcher.done():
+            self._watcher.cancel()
 
 
 def access_policy() -> str:
@@ -549,6 +593,7 @@ async def _read_body(scope: dict, receive: Callable) -> bytes:
 
 def _payload(body: bytes, endpoint: Endpoint, path_model: str) -> dict:
     if path_model:  # GET /v1/models/{model}: no body
+        _check_model(path_model)
         return {}
     if not body.strip():
         raise Refused(400, "missing request body")
@@ -556,6 +601,10 @@ def _payload(body: bytes, endpoint: Endpoint, path_model: str) -> dict:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Refused(400, f"the body is not JSON: {exc}"[:300]) from None
+    except RecursionError:
+        raise Refused(
+            400, "the body is not JSON this gateway reads: nested too deep"
+        ) from None
     if not isinstance(payload, dict):
         raise Refused(400, "the body must be a JSON object")
     model = payload.get("model") or (
@@ -563,12 +612,19 @@ def _payload(body: bytes, endpoint: Endpoint, path_model: str) -> dict:
     )
     if not isinstance(model, str) or not model.strip():
         raise Refused(400, "model is required")
-    if len(model) > 300:
-        raise Refused(400, "the model name is longer than 300 characters")
+    _check_model(model)
     stream = payload.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise Refused(400, "stream must be true or false")
     return payload
+
+
+def _check_model(model: str) -> None:
+    """Refuse a model name no model has (it would also not fit its records)."""
+    if len(model) > MAX_MODEL_NAME:
+        raise Refused(400, f"the model name is longer than {MAX_MODEL_NAME} characters")
+    if not model.isprintable():  # control characters, a lone surrogate
+        raise Refused(400, "the model name has characters no model name has")
 
 
 def _asks_stream(payload: dict, endpoint: Endpoint) -> bool:

@@ -60,6 +60,7 @@ class Row(NamedTuple):
     total_s: float
     queue_s: float
     first_token_s: float | None  # since the start, when the first body bytes came
+    streamed: bool  # the reply came as it was generated
     finished_at: float  # time.time()
 
 
@@ -92,6 +93,7 @@ def row_of(exchange: Exchange) -> Row:
         first_token_s=None
         if exchange.first_token is None
         else exchange.first_token - exchange.started,
+        streamed=exchange.streamed,
         finished_at=time.time(),
     )
 
@@ -102,7 +104,15 @@ def report_of(row: Row, usage: Usage) -> metrics.RequestReport:
     if row.first_token_s is not None:
         ttft = (row.first_token_s - row.queue_s) * 1000
     speed = usage.tokens_per_second
-    if speed is None and usage.completion_tokens and row.first_token_s is not None:
+    if (
+        speed is None
+        and usage.completion_tokens
+        and row.streamed
+        and row.first_token_s is not None
+    ):
+        # The node did not say (the OpenAI-compatible API): from the first
+        # token to the last as they came. A reply in one piece says nothing of
+        # its speed (its first byte comes with its last).
         generating = row.total_s - row.first_token_s
         speed = usage.completion_tokens / generating if generating > 0 else None
     ok = 200 <= row.status < 400 and not row.error

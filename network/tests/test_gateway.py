@@ -10,6 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import ollama
+import openai
 import pytest
 import requests
 from django.test import Client, override_settings
@@ -289,12 +290,20 @@ def test_a_named_node_serves_the_request_even_if_another_holds_the_model(fleet):
         ("/api/chat", b'{"model": 7}', 400, "model is required"),
         ("/api/chat", b'{"model": "llama3.2:3b", "stream": "yes"}', 400, "stream must"),
         ("/v1/chat/completions", b"{", 400, "the body is not JSON"),
+        ("/api/chat", b"[" * 200_000, 400, "the body is not JSON this gateway"),
+        ("/api/chat", b'{"model": "a\\u0000b"}', 400, "the model name has"),
+        ("/api/chat", b'{"model": "\\ud800"}', 400, "the model name has"),
+        ("/api/chat", b'{"model": "%s"}' % (b"m" * 201), 400, "the model name is"),
+        ("/v1/models/" + "m" * 201, b"", 400, "the model name is longer"),
     ],
 )
 def test_bad_input_is_a_clear_400_in_the_apis_shape(fleet, path, body, status, error):
     with served_gateway([view_of(fleet.nodes[0])]) as served:
-        reply = requests.post(
-            served.url + path, data=body, headers={"Content-Type": "application/json"}
+        reply = requests.request(
+            "GET" if path.startswith("/v1/models/") else "POST",
+            served.url + path,
+            data=body,
+            headers={"Content-Type": "application/json"},
         )
         assert reply.status_code == status
         message = reply.json()["error"]
@@ -556,3 +565,83 @@ def test_gateway_requests_are_counted_as_the_gateways_not_as_reported(fleet):
     labels = f'node="{node.address}",model="llama3.2:3b"'
     assert f'sollol_gateway_requests_total{{{labels},status="200"}} 1\n' in scraped
     assert "sollol_router_requests_total{" not in scraped
+
+
+def test_text_a_lone_surrogate_in_it_is_forwarded_not_a_500(fleet):
+    """A streamed /v1 request is sent on with usage asked for: re-encoded, its
+    escapes must survive (JSON allows "\\ud800"; UTF-8 has no such character)."""
+    with served_gateway([view_of(fleet.nodes[0])]) as served:
+        reply = requests.post(
+            f"{served.url}/v1/chat/completions",
+            data=b'{"model": "llama3.2:3b", "stream": true,'
+            b' "messages": [{"role": "user", "content": "x\\ud800"}]}',
+            headers={"Content-Type": "application/json"},
+        )
+    assert reply.status_code == 200, reply.text
+    assert reply.text.rstrip().endswith("data: [DONE]")
+
+
+def test_questions_and_management_do_not_wait_for_a_generating_nodes_slot(fleet):
+    node = fleet.nodes[1]
+    node.set_generation(token_rate=20)  # 100 tokens: 5 s in the only slot
+    body = {
+        "model": "llama3.2:3b",
+        "prompt": "x",
+        "stream": False,
+        "options": {"num_predict": 100},
+    }
+    try:
+        with override_settings(
+            SOLLOL_GATEWAY_NODE_CONCURRENCY=1, SOLLOL_GATEWAY_QUEUE_TIMEOUT=0.5
+        ):
+            with served_gateway([view_of(node)]) as served:
+                long = asyncio.run_coroutine_threadsafe(
+                    _post_later(f"{served.url}/api/generate", body, 0), served.loop
+                )
+                deadline = time.monotonic() + 2
+                while not node.snapshot()["generating"]:
+                    assert time.monotonic() < deadline, "the generation never began"
+                    time.sleep(0.01)
+                started = time.monotonic()
+                shown = requests.post(
+                    f"{served.url}/api/show", json={"model": "llama3.2:3b"}, timeout=5
+                )
+                listed = requests.get(f"{served.url}/v1/models/llama3.2:3b", timeout=5)
+                pulled = requests.post(
+                    f"{served.url}/api/pull",
+                    json={"model": "qwen3:4b", "stream": False},
+                    headers={"X-SOLLOL-Node": node.address},
+                    timeout=5,
+                )
+                took = time.monotonic() - started
+                # Inference still waits its turn, and is refused in time.
+                queued = requests.post(
+                    f"{served.url}/api/generate", json=body, timeout=5
+                )
+                long.cancel()
+    finally:
+        node.set_generation()
+    assert [shown.status_code, listed.status_code, pulled.status_code] == [200] * 3
+    assert took < 1.0, took
+    assert queued.status_code == 503
+
+
+def test_tokens_a_second_of_openai_replies_are_measured_only_when_streamed(fleet):
+    """The OpenAI-compatible API says nothing of durations: a streamed reply's
+    speed is measured from its first token to its last; one in a single piece
+    has none to measure (its first byte is its last)."""
+    node = fleet.nodes[0]
+    node.set_generation(token_rate=50)
+    try:
+        with served_gateway([view_of(node)]) as served:
+            client = openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused")
+            ask = {"model": "llama3.2:3b", "messages": CHAT, "max_tokens": 20}
+            client.chat.completions.create(**ask)
+            wait_for_records(1)
+            list(client.chat.completions.create(**ask, stream=True))
+            whole, streamed = wait_for_records(2)
+    finally:
+        node.set_generation()
+    assert whole.completion_tokens == streamed.completion_tokens == 20
+    assert whole.tokens_per_second is None
+    assert 40 <= streamed.tokens_per_second <= 70, streamed.tokens_per_second

@@ -9,6 +9,7 @@ import time
 import ollama
 import openai
 import pytest
+from django.test import override_settings
 
 from activity.models import RequestRecord
 from network.tests.gateway_harness import served_gateway, view_of
@@ -151,6 +152,72 @@ def test_a_client_that_drops_a_stream_closes_it_at_the_node_at_once(fleet):
     [record] = wait_for_records(1)
     assert (record.status_code, record.ok) == (499, False)
     assert record.error == "the client closed the connection"
+
+
+@pytest.mark.parametrize("where", ["generating", "queued"])
+def test_a_client_that_drops_a_request_before_its_reply_stops_it_at_once(fleet, where):
+    """Not streamed, the reply's first byte is its last: a client that gives up
+    while the node generates, or while the request waits for the node's slot,
+    must stop that work, not leave the node generating for nobody."""
+    node = fleet.nodes[0]
+    node.set_generation(token_rate=20)  # 100 tokens: 5 s if nobody stops it
+    body = json.dumps(
+        {
+            "model": "llama3.2:3b",
+            "messages": CHAT,
+            "stream": False,
+            "options": {"num_predict": 100},
+        }
+    ).encode()
+    request = (
+        b"POST /api/chat HTTP/1.1\r\nHost: gateway\r\n"
+        b"Content-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    with override_settings(SOLLOL_GATEWAY_NODE_CONCURRENCY=1):
+        with served_gateway([view_of(node)]) as served:
+            held = None
+            if where == "queued":  # another request holds the only slot
+                held = socket.create_connection(("127.0.0.1", served.port))
+                held.sendall(request)
+                wait_until(lambda: node.snapshot()["generating"] == 1)
+            with socket.create_connection(("127.0.0.1", served.port)) as sock:
+                sock.sendall(request)
+                if held is None:
+                    wait_until(lambda: node.snapshot()["generating"] == 1)
+                time.sleep(0.3)
+                dropped = time.monotonic()
+            if held is None:
+                wait_until(lambda: node.dropped)
+                assert node.dropped[-1] - dropped <= 0.100
+            else:
+                # It never reached the node: the slot it waited for stays free.
+                held.close()
+                wait_until(lambda: len(node.dropped) == 1)
+                assert node.snapshot()["generating"] == 0
+                time.sleep(0.2)
+                assert node.snapshot()["queued"] == 0
+            wait_until(lambda: node.snapshot()["generating"] == 0)
+            # ... and the node's slot in the gateway is free again.
+            node.set_generation()
+            assert (
+                ollama.Client(host=served.url)
+                .chat(model="llama3.2:3b", messages=CHAT)
+                .done
+            )
+    closed = [
+        r for r in wait_for_records(2 + (held is not None)) if r.status_code == 499
+    ]
+    assert len(closed) == 1 + (held is not None)
+    assert {r.error for r in closed} == {"the client closed the connection"}
+
+
+def wait_until(condition, timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "it did not happen in time"
+        time.sleep(0.005)
 
 
 def test_a_node_that_breaks_mid_stream_ends_it_with_an_error_and_is_not_retried(fleet):
