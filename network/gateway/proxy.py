@@ -332,6 +332,11 @@ class Gateway:
                     self.limits.release(node.address)
         except Refused as exc:
             exchange.status, exchange.error = exc.status, exc.message
+            if exc.status == 404:
+                # A name no node has (a typo, or anything a client makes up)
+                # is said in the error, not kept as a model of its own in the
+                # totals, rollups and Prometheus series, which live on.
+                exchange.model = ""
             raise
         except asyncio.CancelledError:
             if not watch.left:

@@ -16,7 +16,7 @@ import requests
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from activity.models import RequestRecord, Span
+from activity.models import GatewayTotals, RequestRecord, Span
 from network.gateway.routing import NodeView
 from network.models import OllamaNode
 from network.tests.gateway_harness import served_gateway, view_of
@@ -415,6 +415,10 @@ def test_each_request_becomes_a_record_with_what_the_node_measured(fleet):
     assert (chat.endpoint, generate.endpoint) == ("chat", "generate")
     assert (missing.status_code, missing.ok, missing.node) == (404, False, "")
     assert missing.error == 'model "nope:1b" not found, try pulling it first'
+    # A name no node has is said in the error, not kept as a model of its own
+    # in what lives on (totals, rollups, Prometheus series).
+    assert missing.model == ""
+    assert "nope:1b" not in set(GatewayTotals.objects.values_list("model", flat=True))
 
 
 def test_in_flight_and_queued_requests_show_in_the_api_and_prometheus(fleet, client):
