@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from django.conf import settings
 
@@ -273,6 +273,21 @@ def app_refusal(app_id: str, client: str) -> tuple[float, str] | None:
         return wait, (
             f"too many writes for application {app_id[:64]}; try again in {wait:.1f} s"
         )
+    return None
+
+
+def report_refusal(apps: Iterable[str]) -> tuple[float, str] | None:
+    """None when every application a report is for may send one now; else the
+    seconds to wait and why. Charged once an application the report names (its
+    lines, requests or spans); a report naming none is left to the address's
+    limit."""
+    config = (settings.SOLLOL_APP_REPORT_RATE, settings.SOLLOL_APP_REPORT_BURST)
+    for app in sorted(set(apps)):
+        if app and (wait := _wait("app_report", config, app)):
+            return wait, (
+                f"too many reports for application {app[:64]} "
+                f"(SOLLOL_APP_REPORT_RATE); try again in {wait:.1f} s"
+            )
     return None
 
 

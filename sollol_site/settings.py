@@ -309,6 +309,13 @@ SOLLOL_WRITE_BURST = env_float("SOLLOL_WRITE_BURST", 40000.0)
 # DashboardClient honours), its neighbours behind the same address are not.
 SOLLOL_APP_WRITE_RATE = env_float("SOLLOL_APP_WRITE_RATE", 10.0)
 SOLLOL_APP_WRITE_BURST = env_float("SOLLOL_APP_WRITE_BURST", 50.0)
+# Per application: requests that report its work (POST /api/activity, /api/logs,
+# /api/traces, OTLP's /v1/logs and /v1/traces; the app is the report's app_id, a
+# span's service) a second and burst, each request charged once for every
+# application in it. A client sends a batch every second or so; one looping
+# over single lines is slowed (429 + Retry-After), its neighbours are not.
+SOLLOL_APP_REPORT_RATE = env_float("SOLLOL_APP_REPORT_RATE", 50.0)
+SOLLOL_APP_REPORT_BURST = env_float("SOLLOL_APP_REPORT_BURST", 500.0)
 # Application ids new to a server process (not seen writing lately) a second and
 # burst per client address: 10,000 apps behind one address may register at once (a
 # deploy, a dashboard restart, a network coming back), then 100 new ids a second;

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from activity import logs, metrics
-from core import jsonio
-from core.lean.http import lean_post
+from core import jsonio, ratelimit
+from core.lean.http import lean_post, limited
 from core.lean.writer import BatchWriter, get_writer
 
 # Requests (each up to the body limit) that may wait for the log writer before new
@@ -34,6 +34,8 @@ def _write_logs(batches: Sequence[list[logs.LogLine]], now: dt.datetime) -> list
 
 async def _activity(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
     reports = metrics.parse_activity(jsonio.loads(body))
+    if refused := ratelimit.report_refusal(report.app_id for report in reports):
+        raise limited(refused)
     writer = get_writer("activity", _write_requests, MAX_PENDING_ACTIVITY_BATCHES)
     accepted = await writer.submit(reports)
     return 200, {"status": "ok", "accepted": accepted}
@@ -46,6 +48,8 @@ def log_writer() -> BatchWriter:
 
 async def _logs(body: bytes, scope: dict) -> tuple[int, dict[str, Any]]:
     lines = logs.parse_logs(jsonio.loads(body))
+    if refused := ratelimit.report_refusal(line.app_id for line in lines):
+        raise limited(refused)
     accepted = await log_writer().submit(lines)
     return 200, {"status": "ok", "accepted": accepted}
 

@@ -24,7 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from activity import logs, otlp, traces
 from activity.api.ingest import log_writer
-from core import jsonio
+from core import jsonio, ratelimit
 from core.lean.writer import WriterBusy, WriterUnavailable
 from core.parsers import too_large_message
 from core.tokens import check_bearer
@@ -53,10 +53,21 @@ class Receiver:
     parse_json: Callable[[Any], otlp.Export]
     parse_protobuf: Callable[[bytes], otlp.Export]
     store: Callable[[list], None]
+    app: Callable[[Any], str]  # the application an item is for (its rate limit)
 
 
-TRACES = Receiver(otlp.parse_traces_json, otlp.parse_traces_protobuf, _store_spans)
-LOGS = Receiver(otlp.parse_logs_json, otlp.parse_logs_protobuf, _store_logs)
+TRACES = Receiver(
+    otlp.parse_traces_json,
+    otlp.parse_traces_protobuf,
+    _store_spans,
+    lambda span: span.service,
+)
+LOGS = Receiver(
+    otlp.parse_logs_json,
+    otlp.parse_logs_protobuf,
+    _store_logs,
+    lambda line: line.app_id,
+)
 
 
 @csrf_exempt
@@ -112,6 +123,9 @@ def _export(
             export = receiver.parse_protobuf(body)
         else:
             export = receiver.parse_json(jsonio.loads(body))
+        if refused := ratelimit.report_refusal(map(receiver.app, export.items)):
+            wait, why = refused
+            return _error(429, why, Retry_After=ratelimit.retry_after(wait))
         receiver.store(export.items)
     except RequestDataTooBig:
         return _error(413, too_large_message(request.path))

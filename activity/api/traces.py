@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, Throttled
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from activity import traces
 from activity.api import schemas
+from core import ratelimit
 from core.pagination import page_of, page_parameters
 from core.schema import query
 from core.validators import query_number
@@ -59,6 +60,9 @@ class TraceListView(APIView):
 
     def post(self, request):
         spans = traces.parse_native(request.data)
+        if refused := ratelimit.report_refusal(span.service for span in spans):
+            wait, why = refused
+            raise Throttled(wait=wait, detail=why)
         accepted = traces.ingest_spans(spans, now=timezone.now())
         return Response({"status": "ok", "accepted": accepted})
 

@@ -14,7 +14,7 @@ from typing import Any
 from applications import services
 from applications.api.serializers import AppReport, parse_report
 from core import jsonio, ratelimit
-from core.lean.http import Refusal, header, lean_post
+from core.lean.http import header, lean_post, limited
 from core.lean.writer import get_writer
 from core.tokens import token_owner
 
@@ -31,10 +31,7 @@ async def _submit(kind: services.Write, report: AppReport, scope: dict) -> Any:
     """Hand the write to the applications' writer; return its result, committed."""
     client = (scope.get("client") or ("?",))[0]
     if refused := ratelimit.app_refusal(report.app_id, client):
-        wait, why = refused
-        raise Refusal(
-            429, why, [(b"retry-after", ratelimit.retry_after(wait).encode())]
-        )
+        raise limited(refused)
     return await get_writer("applications", _write).submit((kind, report))
 
 

@@ -169,6 +169,12 @@ def lean_post(
     return serve
 
 
+def limited(refusal: tuple[float, str]) -> Refusal:
+    """The 429 of a limit's refusal (core.ratelimit: the wait, and why)."""
+    wait, why = refusal
+    return Refusal(429, why, [(b"retry-after", ratelimit.retry_after(wait).encode())])
+
+
 async def too_many(send: Callable, wait: float, what: str) -> None:
     """Answer 429: what was too many, and when to try again."""
     await send_json(

@@ -40,13 +40,19 @@ def limits(clock: Clock) -> tuple[RateLimiter, RateLimiter]:
 def test_five_thousand_apps_behind_one_address_are_never_refused():
     clock = Clock()
     address, per_app = limits(clock)
+    reports = RateLimiter(
+        settings.SOLLOL_APP_REPORT_RATE, settings.SOLLOL_APP_REPORT_BURST, clock
+    )
     apps, seconds, refused = 5000, 30, 0
     for second in range(seconds):
         for i in range(apps):
             clock.now = second + i / apps
-            # A heartbeat (both limits), then a report of its requests (the address's).
+            # A heartbeat (the address's and the app's limits), then a report of
+            # its requests and one of its log lines (the address's and the app's).
             refused += bool(address.wait(ADDRESS)) + bool(per_app.wait(f"agent-{i}"))
-            refused += bool(address.wait(ADDRESS))
+            for _ in range(2):
+                refused += bool(address.wait(ADDRESS))
+                refused += bool(reports.wait(f"agent-{i}"))
     assert refused == 0
 
 

@@ -153,3 +153,67 @@ async def test_a_flood_of_invented_app_ids_stops_at_the_new_app_limit():
     # Refused ids were not let in: the first one is still new once a token refills.
     status, _, answer = await post("/api/applications/heartbeat", "invented-3")
     assert status == 429
+
+
+@override_settings(SOLLOL_APP_REPORT_RATE=1.0, SOLLOL_APP_REPORT_BURST=2.0)
+async def test_an_app_reporting_in_a_loop_is_slowed_on_every_lane_and_no_other():
+    """Reports, log lines and spans are limited per application too: one app
+    looping over single lines does not use up what its neighbours behind the
+    same address may send."""
+
+    async def post(path: str, body: dict, headers: tuple = ()) -> tuple:
+        status, answered, answer = await call(
+            "POST", path, "127.0.0.34", json.dumps(body).encode(), headers
+        )
+        return status, {k.lower(): v for k, v in answered.items()}, answer
+
+    def line(app: str) -> dict:
+        return {"app_id": app, "records": [{"level": "INFO", "message": "x"}]}
+
+    def request(app: str) -> dict:
+        return {"app_id": app, "node": "127.0.0.2:11434", "model": "m", "latency_ms": 5}
+
+    def spans(service: str) -> dict:
+        return {
+            "service": service,
+            "spans": [
+                {
+                    "trace_id": "1" * 32,
+                    "span_id": "2" * 16,
+                    "name": "chat",
+                    "start": 1_700_000_000,
+                    "end": 1_700_000_001,
+                }
+            ],
+        }
+
+    otlp = {
+        "resourceLogs": [
+            {
+                "resource": {
+                    "attributes": [
+                        {"key": "service.name", "value": {"stringValue": "looping"}}
+                    ]
+                },
+                "scopeLogs": [{"logRecords": [{"body": {"stringValue": "x"}}]}],
+            }
+        ]
+    }
+    # The one budget of "looping" (a burst of two), whatever lane it writes on.
+    assert (await post("/api/logs", line("looping")))[0] == 200
+    assert (await post("/api/activity", request("looping")))[0] == 200
+    for path, body in (
+        ("/api/logs", line("looping")),
+        ("/api/activity", request("looping")),
+        ("/api/traces", spans("looping")),
+        ("/v1/logs", otlp),
+    ):
+        status, headers, answer = await post(path, body)
+        assert status == 429, (path, answer)
+        assert headers[b"retry-after"] == b"1"
+        assert "application looping" in answer["error"], answer
+        assert "SOLLOL_APP_REPORT_RATE" in answer["error"], answer
+    # Its neighbours report on.
+    assert (await post("/api/logs", line("neighbour")))[0] == 200
+    assert (await post("/api/activity", request("neighbour")))[0] == 200
+    assert (await post("/api/traces", spans("another")))[0] == 200
