@@ -291,6 +291,16 @@ def report_refusal(apps: Iterable[str]) -> tuple[float, str] | None:
     return None
 
 
+def auth_failure_wait(client: str) -> float:
+    """Charge one write without a valid token to its address; return 0 while the
+    address is within SOLLOL_AUTH_FAILURE_RATE, else the seconds to wait."""
+    return _wait(
+        "auth_failure",
+        (settings.SOLLOL_AUTH_FAILURE_RATE, settings.SOLLOL_AUTH_FAILURE_BURST),
+        client,
+    )
+
+
 def login_wait(client: str) -> float:
     """The same for attempts to log in, which guard reads when a token is set."""
     return _wait(

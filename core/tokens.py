@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+from typing import NamedTuple
 
 from django.conf import settings
 from django.contrib.auth import get_user
@@ -14,17 +15,56 @@ from django.middleware.csrf import CsrfViewMiddleware
 from rest_framework import exceptions
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
+from core import ratelimit
 
-def check_bearer(authorization: str | None) -> tuple[int, str] | None:
-    """Return (status, error) when a write must be refused, None when it may pass."""
+
+class Denied(NamedTuple):
+    """Why a write is refused: its status, its error, and for 429 the seconds
+    until the client may try again."""
+
+    status: int
+    message: str
+    retry_after: float = 0.0
+
+
+def check_bearer(authorization: str | None, client: str | None) -> Denied | None:
+    """Return why a write must be refused, None when it may pass.
+
+    A refusal counts against the client's address (SOLLOL_AUTH_FAILURE_RATE):
+    past that limit the address's writes without a valid token get 429, while
+    those with one pass as ever (many clients may share an address)."""
     tokens = settings.SOLLOL_API_TOKENS
     if not tokens:
         return None
     if not authorization:
-        return 401, "this dashboard needs Authorization: Bearer <token> for writes"
+        denied = Denied(
+            401, "this dashboard needs Authorization: Bearer <token> for writes"
+        )
+    elif not bearer_matches(authorization, tokens):
+        denied = Denied(403, "the bearer token is not valid")
+    else:
+        return None
+    if client and (wait := ratelimit.auth_failure_wait(client)):
+        return Denied(
+            429,
+            f"too many writes without a valid token from {client} "
+            f"(SOLLOL_AUTH_FAILURE_RATE); {denied.message}; "
+            f"try again in {wait:.1f} s",
+            wait,
+        )
+    return denied
+
+
+def valid_bearer(authorization: str | None) -> str | None:
+    """The fingerprint of a valid token in authorization (a bearer, or a Basic
+    password), None without one: whose writes these are, for per-token limits."""
+    tokens = settings.SOLLOL_API_TOKENS
+    if not tokens or not authorization:
+        return None
+    authorization = as_bearer(authorization)
     if not bearer_matches(authorization, tokens):
-        return 403, "the bearer token is not valid"
-    return None
+        return None
+    return fingerprint(authorization)
 
 
 def bearer_matches(authorization: str | None, tokens: list[str]) -> bool:
@@ -111,7 +151,7 @@ def check_app_write(authorization: str | None, client: str | None):
     SOLLOL_TRUSTED_NETWORKS write without one."""
     if trusted_client(client):
         return None
-    return check_bearer(as_bearer(authorization))
+    return check_bearer(as_bearer(authorization), client)
 
 
 def fingerprint(authorization: str) -> str:
@@ -165,13 +205,14 @@ def _csrf_refusal(request) -> str | None:
     return None if response is None else "CSRF check failed: reload the page"
 
 
-def _refuse(refusal: tuple[int, str] | None) -> bool:
+def _refuse(refusal: Denied | None) -> bool:
     if refusal is None:
         return True
-    status, message = refusal
-    if status == 401:
-        raise TokenMissing(message)
-    raise exceptions.PermissionDenied(message)
+    if refusal.status == 401:
+        raise TokenMissing(refusal.message)
+    if refusal.status == 429:
+        raise exceptions.Throttled(wait=refusal.retry_after, detail=refusal.message)
+    raise exceptions.PermissionDenied(refusal.message)
 
 
 class AppWriteAllowed(BasePermission):
@@ -200,4 +241,8 @@ class WriteTokenRequired(BasePermission):
                 if refusal:
                     raise exceptions.PermissionDenied(refusal)
                 return True
-        return _refuse(check_bearer(request.headers.get("Authorization")))
+        return _refuse(
+            check_bearer(
+                request.headers.get("Authorization"), request.META.get("REMOTE_ADDR")
+            )
+        )

@@ -324,6 +324,11 @@ SOLLOL_APP_REPORT_BURST = env_float("SOLLOL_APP_REPORT_BURST", 500.0)
 # the per-application limit is on.
 SOLLOL_NEW_APP_RATE = env_float("SOLLOL_NEW_APP_RATE", 100.0)
 SOLLOL_NEW_APP_BURST = env_float("SOLLOL_NEW_APP_BURST", 10_000.0)
+# Writes without a valid token (SOLLOL_API_TOKEN set), a second and burst per
+# client address: past it they get 429 instead of 401/403, while writes with a
+# valid token from the same address pass as ever.
+SOLLOL_AUTH_FAILURE_RATE = env_float("SOLLOL_AUTH_FAILURE_RATE", 2.0)
+SOLLOL_AUTH_FAILURE_BURST = env_float("SOLLOL_AUTH_FAILURE_BURST", 60.0)
 # Seconds a request's whole body may take to arrive (then 408).
 SOLLOL_BODY_TIMEOUT = env_float("SOLLOL_BODY_TIMEOUT", 30.0)
 # Sign-in attempts (/login/ and the admin's form) per second and burst per address.

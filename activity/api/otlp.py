@@ -105,12 +105,19 @@ def _export(
 ) -> HttpResponse:
     if request.method != "POST":
         return _error(405, "use POST", Allow="POST")
-    refusal = check_bearer(request.headers.get("Authorization"))
+    refusal = check_bearer(
+        request.headers.get("Authorization"), request.META.get("REMOTE_ADDR")
+    )
     if refusal is not None:
-        status, message = refusal
-        if status == 401:
-            return _error(status, message, WWW_Authenticate="Bearer")
-        return _error(status, message)
+        if refusal.status == 401:
+            return _error(401, refusal.message, WWW_Authenticate="Bearer")
+        if refusal.status == 429:
+            return _error(
+                429,
+                refusal.message,
+                Retry_After=ratelimit.retry_after(refusal.retry_after),
+            )
+        return _error(refusal.status, refusal.message)
     if content_type not in ("application/json", PROTOBUF):
         return _error(415, f"Content-Type must be application/json or {PROTOBUF}")
     try:

@@ -115,15 +115,16 @@ def check_write(scope: dict, *, app: bool = False) -> None:
     if not host or not validate_host(host, settings.ALLOWED_HOSTS):
         raise Refusal(400, f"host {host!r} is not allowed")
     authorization = header(scope, b"authorization")
+    client = (scope.get("client") or (None,))[0]
     if app:
-        client = (scope.get("client") or (None,))[0]
         refusal = check_app_write(authorization, client)
     else:
-        refusal = check_bearer(authorization)
+        refusal = check_bearer(authorization, client)
     if refusal is not None:
-        status, message = refusal
-        challenge = [(b"www-authenticate", b"Bearer")] if status == 401 else []
-        raise Refusal(status, message, challenge)
+        if refusal.status == 429:
+            raise limited((refusal.retry_after, refusal.message))
+        challenge = [(b"www-authenticate", b"Bearer")] if refusal.status == 401 else []
+        raise Refusal(refusal.status, refusal.message, challenge)
 
 
 def lean_post(

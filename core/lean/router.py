@@ -13,6 +13,7 @@ from django.conf import settings
 
 from core import ratelimit
 from core.lean.http import Handler, Refusal, header, read_body, send_json, too_many
+from core.tokens import valid_bearer
 
 
 def same_origin(origin: str, host: str | None) -> bool:
@@ -49,8 +50,13 @@ class LeanRouter:
                     {"error": f"cross-site write from {origin[:200]} refused"},
                 )
                 return
-            if wait := ratelimit.write_wait(client):
-                await too_many(send, wait, f"too many writes from {client}")
+            # Per token when tokens are used (only a valid one: a made-up header
+            # must not pick a bucket of its own), else per address.
+            owner = valid_bearer(header(scope, b"authorization"))
+            key = client if owner is None else f"token:{owner}"
+            if wait := ratelimit.write_wait(key):
+                who = client if owner is None else f"token {owner}"
+                await too_many(send, wait, f"too many writes from {who}")
                 return
         elif scope["method"] == "POST" and scope["path"] in LOGIN_PATHS:
             if wait := ratelimit.login_wait(client):

@@ -217,3 +217,47 @@ async def test_an_app_reporting_in_a_loop_is_slowed_on_every_lane_and_no_other()
     assert (await post("/api/logs", line("neighbour")))[0] == 200
     assert (await post("/api/activity", request("neighbour")))[0] == 200
     assert (await post("/api/traces", spans("another")))[0] == 200
+
+
+@override_settings(
+    SOLLOL_API_TOKENS=["first-token", "second-token"],
+    SOLLOL_AUTH_FAILURE_RATE=1.0,
+    SOLLOL_AUTH_FAILURE_BURST=2.0,
+)
+async def test_writes_without_a_valid_token_are_limited_per_address_and_no_others():
+    async def post(path: str, token: str | None, client: str = "127.0.0.35") -> tuple:
+        headers = (
+            () if token is None else ((b"authorization", b"Bearer " + token.encode()),)
+        )
+        status, answered, answer = await call("POST", path, client, b"[]", headers)
+        return status, {k.lower(): v for k, v in answered.items()}, answer
+
+    assert (await post("/api/logs", "guessed"))[0] == 403
+    assert (await post("/api/logs", None))[0] == 401
+    for path in ("/api/logs", "/api/network/nodes", "/v1/logs"):
+        status, headers, answer = await post(path, "guessed")
+        assert status == 429, (path, answer)
+        assert headers[b"retry-after"] == b"1"
+        assert "without a valid token from 127.0.0.35" in answer["error"], answer
+        assert "SOLLOL_AUTH_FAILURE_RATE" in answer["error"]
+    # A client with a valid token behind the same address writes on; another
+    # address is told what is wrong, not held.
+    assert (await post("/api/logs", "first-token"))[0] == 200
+    assert (await post("/api/logs", "guessed", "127.0.0.36"))[0] == 403
+
+
+@override_settings(
+    SOLLOL_API_TOKENS=["first-token", "second-token"],
+    SOLLOL_WRITE_RATE=1.0,
+    SOLLOL_WRITE_BURST=2.0,
+)
+async def test_with_tokens_the_flood_guard_is_per_token():
+    async def post(token: str) -> int:
+        headers = ((b"authorization", b"Bearer " + token.encode()),)
+        return (await call("POST", "/api/logs", "127.0.0.37", b"[]", headers))[0]
+
+    assert [await post("first-token") for _ in range(3)] == [200, 200, 429]
+    # Another token's writers behind the same address have their own budget.
+    assert [await post("second-token") for _ in range(2)] == [200, 200]
+    # A made-up token does not get a bucket of its own: the address's.
+    assert [await post(f"made-up-{i}") for i in range(3)][-1] == 429
