@@ -293,8 +293,10 @@ class ScriptedDashboard:
         self.requests: list[tuple[str, dict | None]] = []
         self.times: list[float] = []  # time.monotonic() of each request
         self.heartbeat_statuses: list[int] = []
-        # {"register" or "heartbeat": [seconds a 429 asks to wait, ...]}, in turn.
+        # {"register", "heartbeat", "activity" or "logs": [seconds a 429 asks to
+        # wait, ...]}, in turn; busy: the same with 503 (the writer's queue full).
         self.slow_down: dict[str, list[float]] = {}
+        self.busy: dict[str, list[float]] = {}
         dashboard = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -306,10 +308,14 @@ class ScriptedDashboard:
                 dashboard.times.append(time.monotonic())
                 status, answer = 200, {"status": "ok", "registered": False}
                 retry_after = None
-                slow = dashboard.slow_down.get(self.path.rsplit("/", 1)[-1])
+                kind = self.path.rsplit("/", 1)[-1]
+                slow, busy = dashboard.slow_down.get(kind), dashboard.busy.get(kind)
                 if slow:
                     status, retry_after = 429, slow.pop(0)
                     answer = {"error": "too many writes for this application"}
+                elif busy:
+                    status, retry_after = 503, busy.pop(0)
+                    answer = {"error": "too many writes are waiting; try again shortly"}
                 elif self.path.endswith("/heartbeat") and dashboard.heartbeat_statuses:
                     status = dashboard.heartbeat_statuses.pop(0)
                     answer = {"error": "no application with that app_id"}
@@ -397,6 +403,40 @@ def test_it_waits_as_long_as_a_429_asks_keeping_what_it_had_to_send(
         timeout=5,
     )
     assert client.registered
+
+
+def test_its_reports_wait_as_a_429_or_503_asks_and_arrive_whole_once(
+    scripted_dashboard, make_client
+):
+    """Reports refused for now (429: the app's own limit; 503: the writer's queue
+    full) are sent again when the dashboard says, each once, in order, and the
+    app stays registered meanwhile."""
+    scripted_dashboard.slow_down = {"activity": [1]}
+    scripted_dashboard.busy = {"activity": [1]}
+    client = make_client(scripted_dashboard.url, heartbeat_interval=30)
+    assert client.wait_registered(5)
+    for i in range(3):
+        client.record_request(node="127.0.0.2:11434", model="m", latency_ms=i)
+
+    def reports() -> list[tuple[float, dict]]:
+        return [
+            (at, body)
+            for (path, body), at in zip(
+                scripted_dashboard.requests, scripted_dashboard.times, strict=True
+            )
+            if path == "/api/activity"
+        ]
+
+    wait_for(lambda: len(reports()) == 3, timeout=10)
+    time.sleep(0.5)  # nothing more comes: what was stored is not sent again
+    sent = reports()
+    assert len(sent) == 3
+    gaps = [b[0] - a[0] for a, b in zip(sent, sent[1:], strict=False)]
+    assert all(1.0 <= gap < 2.5 for gap in gaps), gaps  # when told, no sooner
+    for _, body in sent:  # the same batch each time, whole and in order
+        assert [r["latency_ms"] for r in body["requests"]] == [0, 1, 2]
+    assert client.registered
+    assert scripted_dashboard.paths().count("register") == 1
 
 
 def test_it_sends_only_the_changed_keys(scripted_dashboard, make_client):

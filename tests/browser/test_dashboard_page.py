@@ -136,6 +136,22 @@ def test_it_shows_an_app_registered_after_load_within_a_second(dashboard, watche
     expect(uptime).to_have_text(re.compile(r"^\d+ s$"))
 
 
+def test_ages_are_in_the_servers_time_whatever_the_browsers_clock_says(
+    dashboard, watched_page
+):
+    """A browser whose clock is an hour ahead of the server's (no NTP on an
+    offline network) still shows an app started just now as seconds old."""
+    register(dashboard, "skewed-clock", "Skewed clock")
+    watch = watched_page()
+    watch.page.clock.set_system_time(time.time() + 3600)
+    page = open_live(watch, dashboard)
+    row = app_row(page, "skewed-clock")
+    expect(row).to_contain_text("Skewed clock")
+    # Uptime, then "last seen": seconds, not an hour.
+    expect(row.locator("td").nth(4)).to_have_text(re.compile(r"^\d+ s$"))
+    expect(row.locator("td").nth(5)).to_contain_text(re.compile(r"\d+ s"))
+
+
 def test_it_turns_a_killed_node_unhealthy_within_the_probe_deadline(
     dashboard, fleet, watched_page
 ):

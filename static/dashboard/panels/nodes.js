@@ -125,7 +125,10 @@ function loadSummary(node) {
 }
 
 function loadedSummary(node) {
-  if (!node.loaded_models_known) return "unknown (not answering)";
+  if (!node.loaded_models_known) {
+    // It may answer /api/version and still fail /api/ps: say which.
+    return node.usable ? "unknown (its /api/ps fails)" : "unknown (not answering)";
+  }
   const models = Array.isArray(node.loaded_models) ? node.loaded_models : [];
   if (!models.length) return "none";
   return models.map((m) => (m.name || m.model || "?") + " (" + fmtBytes(m.size_vram) + ")").join(", ");
