@@ -208,37 +208,54 @@ class Write(enum.Enum):
 
     REGISTER = "register"
     HEARTBEAT = "heartbeat"
+    UNREGISTER = "unregister"  # with the app_id alone, not a report
 
 
-def apply_writes(
-    writes: Sequence[tuple[Write, AppReport]], *, now: dt.datetime
-) -> list[Any]:
-    """Apply registrations and heartbeats that arrived together (the group-commit
-    lane of core.lean.writer); return for each a registration's (app_id, created)
-    or a heartbeat's HeartbeatResult.
+def apply_writes(writes: Sequence[tuple[Write, Any]], *, now: dt.datetime) -> list[Any]:
+    """Apply registrations, heartbeats and unregistrations that arrived together
+    (the group-commit lane of core.lean.writer); return for each a
+    registration's (app_id, created), a heartbeat's HeartbeatResult, or whether
+    an unregistration found its app.
 
-    The registrations first, in one transaction, then the heartbeats in another:
-    each writes its events last (on PostgreSQL under the event-log lock, which
-    must not be held while waiting for row locks), and an app that registers and
-    heartbeats in one batch is known to its heartbeat.
+    The registrations first, in one transaction, then the heartbeats in another,
+    then the unregistrations: each writes its events last (on PostgreSQL under
+    the event-log lock, which must not be held while waiting for row locks), and
+    an app that registers and heartbeats in one batch is known to its heartbeat.
+    An app that unregisters and writes again in one batch (a quick restart) is
+    taken in arrival order: what follows its unregistration is a part of its own.
     """
+    results: list[Any] = []
+    part: list[tuple[Write, Any]] = []
+    gone: set[str] = set()  # unregistered in this part
+    for kind, item in writes:
+        app_id = item if kind is Write.UNREGISTER else item.app_id
+        if app_id in gone:
+            results += _apply_part(part, now)
+            part, gone = [], set()
+        part.append((kind, item))
+        if kind is Write.UNREGISTER:
+            gone.add(app_id)
+    return results + _apply_part(part, now)
+
+
+def _apply_part(writes: list[tuple[Write, Any]], now: dt.datetime) -> list[Any]:
     results: list[Any] = [None] * len(writes)
-    registering = [
-        (i, report) for i, (kind, report) in enumerate(writes) if kind is Write.REGISTER
-    ]
-    beating = [
-        (i, report)
-        for i, (kind, report) in enumerate(writes)
-        if kind is Write.HEARTBEAT
-    ]
-    if registering:
+
+    def of(kind: Write) -> list[tuple[int, Any]]:
+        return [(i, item) for i, (k, item) in enumerate(writes) if k is kind]
+
+    if registering := of(Write.REGISTER):
         done = register_applications([report for _, report in registering], now=now)
         for (i, _), result in zip(registering, done, strict=True):
             results[i] = result
-    if beating:
+    if beating := of(Write.HEARTBEAT):
         recorded = record_heartbeats([report for _, report in beating], now=now)
         for i, report in beating:
             results[i] = recorded[report.app_id]
+    if leaving := of(Write.UNREGISTER):
+        removed = unregister_applications({app_id for _, app_id in leaving}, now=now)
+        for i, app_id in leaving:
+            results[i] = app_id in removed
     return results
 
 
@@ -479,16 +496,27 @@ def _refresh(app_ids: list[str], now: dt.datetime) -> None:
 
 def unregister_application(app_id: str, *, now: dt.datetime) -> Application | None:
     """Remove an application that says it is stopping; return it, or None if unknown."""
+    return unregister_applications({app_id}, now=now).get(app_id)
+
+
+def unregister_applications(
+    app_ids: set[str], *, now: dt.datetime
+) -> dict[str, Application]:
+    """Remove applications that say they are stopping, in one transaction with
+    their events; return those that were registered, by app_id."""
+    if not app_ids:
+        return {}
     with transaction.atomic():
-        app = Application.objects.select_for_update().filter(pk=app_id).first()
-        if app is None:
-            return None
-        event = _event(
-            "app_unregistered", app, now, f"👋 Application stopped: {app.name}"
-        )
-        app.delete()
-        record_events([event], now=now)
-    return app
+        present = _known_ids(app_ids)
+        apps = Application.objects.select_for_update().in_bulk(sorted(present))
+        events = [
+            _event("app_unregistered", app, now, f"👋 Application stopped: {app.name}")
+            for _, app in sorted(apps.items())
+        ]
+        if apps:
+            Application.objects.filter(pk__in=list(apps)).delete()
+        record_events(events, now=now)
+    return apps
 
 
 def sweep_applications(*, now: dt.datetime) -> dict[str, int]:

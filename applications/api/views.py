@@ -89,7 +89,12 @@ class ApplicationDetailView(APIView):
 
 
 class UnregisterView(APIView):
-    """Unregister by body ({"app_id": ...}) or, as UnregisterByIdView, by path."""
+    """Unregister by body ({"app_id": ...}) or, as UnregisterByIdView, by path.
+
+    The server's lean lane answers these POSTs first, through the applications'
+    group-commit writer (applications.api.ingest); this view describes them in
+    the schema and answers where the application runs without that lane.
+    """
 
     permission_classes = [AppWriteAllowed]
     request_bodies = {"POST": schemas.UnregisterSerializer}

@@ -1,6 +1,6 @@
 """POST through the whole ASGI app, as a server hands it a request.
 
-The lean lane (core.lean) serves register and heartbeat before Django, so
+The lean lane (core.lean) serves register, heartbeat and unregister before Django, so
 Django's test client does not reach them; this does, with the test client's
 answer interface (status_code, headers by name, json()). The lean writer writes
 from a thread of its own: tests using this need a transactional database.
@@ -17,6 +17,13 @@ from asgiref.sync import async_to_sync
 from sollol_site.tests.test_ratelimit import exchange, http_scope
 
 LEAN_PATHS = frozenset({"/api/applications/register", "/api/applications/heartbeat"})
+
+
+def is_lean(path: str) -> bool:
+    """Whether the lean lane serves a POST to path (unregister: by body or path)."""
+    return path in LEAN_PATHS or (
+        path.startswith("/api/applications/") and path.endswith("/unregister")
+    )
 
 
 @dataclass

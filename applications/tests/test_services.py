@@ -196,3 +196,43 @@ def test_an_apps_availability_is_the_share_of_the_window_it_was_active():
         list(Application.objects.all()), window=20, now=T0 + seconds(120)
     )
     assert later == {"app-1": 1.0, "app-2": 1.0}
+
+
+def test_unregistrations_in_one_batch_are_written_together_in_arrival_order():
+    """The group-commit lane takes unregistrations too (a deploy stopping a
+    thousand agents at once); an app that stops and starts again within one
+    batch (a quick restart) ends registered, one that starts and stops ends gone."""
+    Write = services.Write
+    for app_id in ("leaving-1", "leaving-2", "restarting"):
+        register(app_id)
+    results = services.apply_writes(
+        [
+            (Write.UNREGISTER, "leaving-1"),
+            (Write.UNREGISTER, "restarting"),
+            (Write.REGISTER, AppReport(app_id="restarting", name="Back")),
+            (Write.UNREGISTER, "leaving-2"),
+            (Write.REGISTER, AppReport(app_id="brief", name="Brief")),
+            (Write.UNREGISTER, "brief"),
+            (Write.UNREGISTER, "ghost"),
+            (Write.HEARTBEAT, AppReport(app_id="leaving-1")),
+        ],
+        now=T0 + seconds(1),
+    )
+    assert results == [
+        True,
+        True,
+        ("restarting", True),
+        True,
+        ("brief", True),
+        True,
+        False,
+        services.HeartbeatResult.NOT_FOUND,  # after its unregistration
+    ]
+    assert list(Application.objects.values_list("app_id", flat=True)) == ["restarting"]
+    gone = Event.objects.filter(type="app_unregistered")
+    assert sorted(event.payload["app_id"] for event in gone) == [
+        "brief",
+        "leaving-1",
+        "leaving-2",
+        "restarting",
+    ]

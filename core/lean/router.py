@@ -7,6 +7,7 @@ read (and refused when oversized or slow) before Django spools them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from django.conf import settings
@@ -33,7 +34,16 @@ class LeanRouter:
     """Serve the lean routes by exact path; pass everything else on to Django."""
 
     def __init__(self, routes: dict[str, Handler], fallback) -> None:
-        self.routes = {path.rstrip("/"): app for path, app in routes.items()}
+        """routes: exact paths, or a pattern with one {name} part (one path
+        segment, as the handler reads it from the scope's path)."""
+        self.routes = {
+            path.rstrip("/"): app for path, app in routes.items() if "{" not in path
+        }
+        self.patterns = [
+            (re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(path)) + "/?"), app)
+            for path, app in routes.items()
+            if "{" in path
+        ]
         self.fallback = fallback
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -62,13 +72,21 @@ class LeanRouter:
             if wait := ratelimit.login_wait(client):
                 await too_many(send, wait, "too many login attempts")
                 return
-        handler = self.routes.get(scope["path"].rstrip("/"))
+        handler = self.routes.get(scope["path"].rstrip("/")) or self._matching(
+            scope["path"]
+        )
         if handler is not None and not (
             handler.reads_in_django and scope["method"] != "POST"
         ):
             await handler(scope, receive, send)
             return
         await self._to_django(scope, receive, send)
+
+    def _matching(self, path: str) -> Handler | None:
+        for pattern, handler in self.patterns:
+            if pattern.fullmatch(path):
+                return handler
+        return None
 
     async def _to_django(self, scope: dict, receive: Callable, send: Callable) -> None:
         # Django's ASGI handler spools any body to disk before it looks at a limit;
