@@ -672,6 +672,11 @@ SOLLOL_GATEWAY_FIRST_BYTE_TIMEOUT = env_float(
 # Without a token the gateway answers loopback clients only, unless OPEN is true.
 SOLLOL_GATEWAY_TOKENS = env_list("SOLLOL_GATEWAY_TOKEN")
 SOLLOL_GATEWAY_OPEN = env_bool("SOLLOL_GATEWAY_OPEN", False)
+# Web pages (their Origin) that may use the gateway from a browser, as Ollama's
+# OLLAMA_ORIGINS: comma-separated, * as a wildcard ("https://webui.lan",
+# "http://*.lan:*"); besides Ollama's defaults (this machine on any port, app://,
+# file://, tauri://, vscode-webview://, browser extensions). Others get 403.
+SOLLOL_GATEWAY_ORIGINS = env_list("SOLLOL_GATEWAY_ORIGINS")
 # Request bodies (chats with images are large) past this are refused with 413.
 SOLLOL_GATEWAY_MAX_BODY = env_int("SOLLOL_GATEWAY_MAX_BODY", 64 * 1024 * 1024)
 # How often the gateway reads the nodes again (seconds); and how often at most it

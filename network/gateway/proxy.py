@@ -29,7 +29,7 @@ from core.httpclient import Credential, Disconnected, HttpError
 from core.lean.http import Refusal, read_body
 from core.relay import Relay, Upstream
 from network.choices import NODE_STREAM
-from network.gateway import fanout, live, records, tracing
+from network.gateway import fanout, live, origins, records, tracing
 from network.gateway.apis import (
     NOT_FOUND_PAGE,
     Endpoint,
@@ -182,6 +182,22 @@ class Gateway:
         if scope["type"] != "http":
             return
         path = scope["path"]
+        origin = _header(scope, b"origin")
+        if origin is not None:  # a web page's request (see origins.py)
+            openai = path.startswith("/v1/")
+            if not origins.allowed(origin, _header(scope, b"host")):
+                body = error_body(
+                    openai,
+                    403,
+                    f"origin {origin[:200]} may not use this gateway: name it in "
+                    "SOLLOL_GATEWAY_ORIGINS",
+                )
+                await _answer(send, 403, body)
+                return
+            if scope["method"] == "OPTIONS":
+                await _answer(send, 204, b"", extra=origins.preflight_headers(origin))
+                return
+            send = _with_headers(send, origins.answer_headers(origin))
         endpoint, path_model = endpoint_for(scope["method"], path)
         if endpoint is None:
             await _answer(send, 404, NOT_FOUND_PAGE, b"text/plain")
@@ -546,6 +562,17 @@ class _ClientWatch:
         self._watcher.remove_done_callback(self._seen)
         if not self._watcher.done():
             self._watcher.cancel()
+
+
+def _with_headers(send: Callable, headers: list[tuple[bytes, bytes]]) -> Callable:
+    """send, adding headers to the answer's head."""
+
+    async def sending(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *headers]}
+        await send(message)
+
+    return sending
 
 
 def access_policy() -> str:

@@ -649,3 +649,58 @@ def test_tokens_a_second_of_openai_replies_are_measured_only_when_streamed(fleet
     assert whole.completion_tokens == streamed.completion_tokens == 20
     assert whole.tokens_per_second is None
     assert 40 <= streamed.tokens_per_second <= 70, streamed.tokens_per_second
+
+
+def test_web_pages_use_it_as_ollama_lets_them_and_others_are_refused(fleet):
+    """Ollama's origin policy: the machine's own pages (any port), desktop apps
+    and browser extensions get CORS answers; any other web page the user opens
+    must not make their browser send work to the fleet."""
+    node = fleet.nodes[0]
+    chat = {"model": "llama3.2:3b", "messages": CHAT, "stream": False}
+    with override_settings(SOLLOL_GATEWAY_ORIGINS=["https://webui.lan"]):
+        with served_gateway([view_of(node)]) as served:
+            for origin in (
+                "http://localhost:3000",
+                "chrome-extension://abcdefghijklmnop",
+                "https://webui.lan",
+            ):
+                ask = requests.options(
+                    f"{served.url}/api/chat",
+                    headers={
+                        "Origin": origin,
+                        "Access-Control-Request-Method": "POST",
+                        "Access-Control-Request-Headers": "content-type",
+                    },
+                )
+                assert ask.status_code == 204, origin
+                assert ask.headers["Access-Control-Allow-Origin"] == origin
+                assert "POST" in ask.headers["Access-Control-Allow-Methods"]
+                assert "Content-Type" in ask.headers["Access-Control-Allow-Headers"]
+                reply = requests.post(
+                    f"{served.url}/api/chat", json=chat, headers={"Origin": origin}
+                )
+                assert reply.status_code == 200, reply.text
+                assert reply.headers["Access-Control-Allow-Origin"] == origin
+                assert reply.headers["Vary"] == "Origin"
+
+            def asked() -> int:
+                return sum(
+                    node.requests[p] for p in ("/api/chat", "/v1/chat/completions")
+                )
+
+            before = asked()
+            for path, shape in (("/api/chat", str), ("/v1/chat/completions", dict)):
+                refused = requests.post(
+                    served.url + path,
+                    json=chat,
+                    headers={"Origin": "https://evil.example"},
+                )
+                assert refused.status_code == 403
+                assert "Access-Control-Allow-Origin" not in refused.headers
+                error = refused.json()["error"]
+                assert isinstance(error, shape)
+                said = error if shape is str else error["message"]
+                assert "origin https://evil.example may not use this gateway" in said
+            assert asked() == before  # nothing reached the node
+            # Clients that are not browsers send no Origin, and are served as ever.
+            assert requests.post(f"{served.url}/api/chat", json=chat).status_code == 200

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from network.gateway import fanout
+from network.gateway import fanout, origins
 from network.gateway.limits import Limits
 from network.gateway.routing import NodeView, model_key, pinned, rank
 from network.gateway.usage import Strip, read_usage
@@ -187,3 +187,30 @@ def test_the_fleets_list_names_each_model_once_with_its_nodes_newest_first():
         ("new:1b", ["b:1"]),
         ("old:1b", ["a:1", "b:1"]),
     ]
+
+
+def test_origins_follow_ollamas_defaults_the_setting_and_the_gateways_own(settings):
+    settings.SOLLOL_GATEWAY_ORIGINS = ["http://*.lan:*", "https://webui.example"]
+    for origin in (
+        "http://localhost",
+        "https://127.0.0.1:8443",
+        "http://0.0.0.0:3000",
+        "app://obsidian.md",
+        "file://",
+        "tauri://localhost",
+        "vscode-webview://1a2b",
+        "moz-extension://0f1e",
+        "http://box.lan:3000",
+        "https://WebUI.example",
+    ):
+        assert origins.allowed(origin, None), origin
+    # The gateway's own origin (the dashboard's page under /ollama/).
+    assert origins.allowed("http://dash.example:8080", "dash.example:8080")
+    for origin in (
+        "https://evil.example",
+        "http://localhost.evil.example",
+        "http://box.lan",  # the setting asked for a port
+        "https://webui.example:444",
+        "null",
+    ):
+        assert not origins.allowed(origin, "dash.example:8080"), origin
