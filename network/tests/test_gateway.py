@@ -626,7 +626,7 @@ def test_questions_and_management_do_not_wait_for_a_generating_nodes_slot(fleet)
     finally:
         node.set_generation()
     assert [shown.status_code, listed.status_code, pulled.status_code] == [200] * 3
-    assert took < 1.0, took
+    assert took < 3.0, took  # not behind the generation's 5 s
     assert queued.status_code == 503
 
 
@@ -648,7 +648,9 @@ def test_tokens_a_second_of_openai_replies_are_measured_only_when_streamed(fleet
         node.set_generation()
     assert whole.completion_tokens == streamed.completion_tokens == 20
     assert whole.tokens_per_second is None
-    assert 40 <= streamed.tokens_per_second <= 70, streamed.tokens_per_second
+    # 50 a second at the node; what a busy machine's timing makes of it, not
+    # a reply in one piece's hundred thousand.
+    assert 25 <= streamed.tokens_per_second <= 150, streamed.tokens_per_second
 
 
 def test_web_pages_use_it_as_ollama_lets_them_and_others_are_refused(fleet):
