@@ -54,29 +54,29 @@ class RateLimiter:
         """Take one request for key; return 0, or the seconds to wait before one."""
         now = self.clock()
         with self._lock:
-            tokens, then = self._buckets.pop(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - then) * self.rate)
+            tokens = self._taken(key, now)
             if tokens >= 1:
-                self._buckets[key] = (tokens - 1, now)
-                waited = 0.0
-            else:
-                self._buckets[key] = (tokens, now)
-                waited = (1 - tokens) / self.rate
-            while len(self._buckets) > MAX_CLIENTS:
-                self._buckets.popitem(last=False)
-        return waited
+                self._put(key, tokens - 1, now)
+                return 0.0
+            self._put(key, tokens, now)
+        return (1 - tokens) / self.rate
 
     def cap(self, key: str, tokens: float) -> None:
         """Let key's bucket hold at most tokens from now (below zero: owed)."""
         now = self.clock()
         with self._lock:
-            held = self._buckets.get(key)
-            if held is not None:
-                held = min(self.burst, held[0] + (now - held[1]) * self.rate)
-            if held is None or tokens < held:
-                self._buckets[key] = (tokens, now)
-            while len(self._buckets) > MAX_CLIENTS:
-                self._buckets.popitem(last=False)
+            self._put(key, min(tokens, self._taken(key, now)), now)
+
+    def _taken(self, key: str, now: float) -> float:
+        """Take key's bucket out, refilled to now (a new one is full)."""
+        tokens, then = self._buckets.pop(key, (self.burst, now))
+        return min(self.burst, tokens + (now - then) * self.rate)
+
+    def _put(self, key: str, tokens: float, now: float) -> None:
+        """Put key's bucket back, as the most recently seen."""
+        self._buckets[key] = (tokens, now)
+        while len(self._buckets) > MAX_CLIENTS:
+            self._buckets.popitem(last=False)
 
     def knows(self, key: str) -> bool:
         """Whether key has a bucket here (it wrote lately, in this process)."""

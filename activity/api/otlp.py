@@ -112,11 +112,7 @@ def _export(
         if refusal.status == 401:
             return _error(401, refusal.message, WWW_Authenticate="Bearer")
         if refusal.status == 429:
-            return _error(
-                429,
-                refusal.message,
-                Retry_After=ratelimit.retry_after(refusal.retry_after),
-            )
+            return _too_many(refusal.retry_after, refusal.message)
         return _error(refusal.status, refusal.message)
     if content_type not in ("application/json", PROTOBUF):
         return _error(415, f"Content-Type must be application/json or {PROTOBUF}")
@@ -131,8 +127,7 @@ def _export(
         else:
             export = receiver.parse_json(jsonio.loads(body))
         if refused := ratelimit.report_refusal(map(receiver.app, export.items)):
-            wait, why = refused
-            return _error(429, why, Retry_After=ratelimit.retry_after(wait))
+            return _too_many(*refused)
         receiver.store(export.items)
     except RequestDataTooBig:
         return _error(413, too_large_message(request.path))
@@ -154,6 +149,10 @@ def _export(
     if content_type == PROTOBUF:
         return HttpResponse(otlp.protobuf_response(export), content_type=PROTOBUF)
     return JsonResponse(otlp.json_response(export))
+
+
+def _too_many(wait: float, why: str) -> JsonResponse:
+    return _error(429, why, Retry_After=ratelimit.retry_after(wait))
 
 
 def _error(status: int, message: str, **headers: str) -> JsonResponse:

@@ -30,6 +30,14 @@ class Endpoint:
     openai: bool = False
     streams_by_default: bool = False
 
+    @property
+    def takes_slot(self) -> bool:
+        """Whether a request here takes one of its node's slots: work for a
+        model does; a question about one or a management call (a pull that
+        lasts minutes) does not, as Ollama answers them beside what it
+        generates."""
+        return self.kind == Kind.INFER
+
 
 _ENDPOINTS: dict[tuple[str, str], Endpoint] = {}
 

@@ -344,7 +344,7 @@ class Gateway:
                 await self._relay(upstream, exchange, strip, watch, send)
             finally:
                 upstream.close()
-                if endpoint.kind == Kind.INFER:
+                if endpoint.takes_slot:
                     self.limits.release(node.address)
         except Refused as exc:
             exchange.status, exchange.error = exc.status, exc.message
@@ -418,10 +418,7 @@ class Gateway:
         tries = candidates[: settings.SOLLOL_GATEWAY_RETRIES + 1]
         deadline = time.monotonic() + settings.SOLLOL_GATEWAY_QUEUE_TIMEOUT
         last_error = ""
-        # Work for a model takes one of the node's slots; a question about a
-        # model or a management call (a pull that lasts minutes) does not, as
-        # Ollama answers them beside what it generates.
-        limited = exchange.endpoint.kind == Kind.INFER
+        limited = exchange.endpoint.takes_slot
 
         def release(node: NodeView) -> None:
             if limited:
