@@ -5,6 +5,12 @@ same intervals, each in a worker thread of the scheduler's own so the event loop
 and the requests' threads never wait on a task, and each entry on its own so a
 slow task delays only itself.
 
+Entries of one interval (the probe round, history, the app sweep ... every 5 s)
+take their turns apart: entry i of n runs first at once, then i/n of its interval
+later than a cadence from the start would put it. All at one moment, their threads
+held the event loop off the interpreter together every 5 s, for tens of ms
+(bench/RESULTS.md, 2026-12-04 22:15).
+
 Two ways a task runs before its turn: `core.wakeups.wake(name)` from any thread
 (the alerting engine, when events commit), and a task that returns a dict with
 `next_in_ms` (it knows when it has work: a pending alert's "for" running out).
@@ -86,10 +92,12 @@ class Scheduler:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._unsubscribe = wakeups.subscribe(self._wake)
-        for name, task, interval in self.entries:
+        count = len(self.entries)
+        for index, (name, task, interval) in enumerate(self.entries):
             self._wakes[task.name] = asyncio.Event()
+            phase = interval * index / count
             self._tasks.append(
-                asyncio.create_task(self._every(name, task, interval), name=name)
+                asyncio.create_task(self._every(name, task, interval, phase), name=name)
             )
 
     def _wake(self, task_name: str) -> None:
@@ -106,8 +114,11 @@ class Scheduler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _every(self, name: str, task, interval: float) -> None:
-        next_run = time.monotonic()
+    async def _every(self, name: str, task, interval: float, phase: float) -> None:
+        # The first run at once; the turns after it `phase` later than a cadence
+        # from the start would put them, so that entries of one interval do not
+        # all run in the same moment.
+        next_run = time.monotonic() + phase
         woken = self._wakes[task.name]
         turn = True  # this run is the entry's turn (the first one is)
         while True:
