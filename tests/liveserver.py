@@ -43,6 +43,47 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+class NodeProcess:
+    """One simulated Ollama node in a process of its own, on a fixed address, so a
+    test can kill it by its PID as an operator's machine dies."""
+
+    def __init__(self, host: str, port: int, tmp: Path) -> None:
+        self.host, self.port, self.tmp = host, port, tmp
+        self.address = f"{host}:{port}"
+        self.url = f"http://{self.address}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = (self.tmp / f"node-{self.address}.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "simulate_fleet", "--nodes", "1",
+             "--base", self.host, "--port", str(self.port), "--no-control",
+             "--loop", "asyncio"],
+            cwd=REPO,
+            env={**os.environ, "SOLLOL_DATA_DIR": str(self.tmp)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+        def answers() -> bool:
+            try:
+                return requests.get(self.url + "/api/version", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        wait_for(answers, timeout=20, what=f"the simulated node at {self.address}")
+
+    def kill(self) -> None:
+        """SIGKILL, by the PID this test started."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
 class LiveDatabase:
     """A database made for one live server and removed after it."""
 

@@ -14,12 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -27,52 +22,13 @@ from aiosmtpd.controller import Controller
 
 from alerts.tests.receivers import Mailbox, Receiver
 from simulator.ollama import running_fleet
-from tests.liveserver import free_port
+from tests.liveserver import NodeProcess, free_port
 from tests.test_alerts_live import wait_for
 
 pytestmark = pytest.mark.live
 
 FOR = 2.0
-REPO = Path(__file__).resolve().parent.parent
 NODE_HOST = "127.0.0.61"
-
-
-class NodeProcess:
-    """One simulated Ollama node in a process of its own, on a fixed port."""
-
-    def __init__(self, port: int, tmp: Path) -> None:
-        self.port, self.tmp = port, tmp
-        self.url = f"http://{NODE_HOST}:{port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = (self.tmp / "node.log").open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "simulate_fleet", "--nodes", "1",
-             "--base", NODE_HOST, "--port", str(self.port), "--no-control",
-             "--loop", "asyncio"],
-            cwd=REPO,
-            env={**os.environ, "SOLLOL_DATA_DIR": str(self.tmp)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-        def answers() -> bool:
-            try:
-                return requests.get(self.url + "/api/version", timeout=1).ok
-            except requests.RequestException:
-                return False
-
-        wait_for(answers, "the simulated node")
-
-    def kill(self) -> None:
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
 
 
 def test_a_killed_node_is_told_everywhere_on_time_and_a_silence_holds(
@@ -85,7 +41,7 @@ def test_a_killed_node_is_told_everywhere_on_time_and_a_silence_holds(
     mailbox = Mailbox()
     smtp = Controller(mailbox, hostname="127.0.0.1", port=free_port())
     smtp.start()
-    node = NodeProcess(free_port(), tmp_path)
+    node = NodeProcess(NODE_HOST, free_port(), tmp_path)
     node.start()
     address = f"{NODE_HOST}:{node.port}"
     # A second node that stays: one node down of two is no critical fleet.

@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 
 from simulator.ollama import running_fleet
 from tests.faults import MACHINE_REDIS, redis_prefix
-from tests.liveserver import free_port, wait_for
+from tests.liveserver import NodeProcess, free_port, wait_for
 
 pytestmark = pytest.mark.live
 
@@ -181,6 +181,80 @@ def test_a_node_that_fails_a_request_is_probed_at_once(live_server_factory, flee
         assert time.monotonic() - started < 5
     finally:
         victim.revive()
+
+
+def test_a_node_killed_by_its_pid_between_requests_is_left_for_the_next(
+    live_server_factory, fleet, tmp_path
+):
+    """A node's machine dies between two requests while the gateway keeps a
+    connection to it open: the next request, sent while the rows still say the
+    node is healthy and holds the model, is answered by another node, the client
+    sees only that answer, and the dead node is probed at once."""
+    node = NodeProcess("127.0.0.93", free_port(), tmp_path)
+    node.start()
+    try:
+        direct = ollama.Client(host=node.url)
+        direct.pull("llama3.2:3b")
+        # Loaded there only: the gateway's first choice until it learns otherwise.
+        direct.generate(model="llama3.2:3b", prompt="x", keep_alive=-1)
+        for other in fleet.nodes:
+            other.unload("llama3.2:3b")
+        server = live_server_factory(
+            **fleet_env(
+                fleet,
+                SOLLOL_OLLAMA_NODES=",".join([node.url, *fleet.urls]),
+                SOLLOL_PROBE_INTERVAL="60",  # only the gateway's call probes soon
+            )
+        )
+        server.start()
+        base = f"{server.url}/ollama"
+
+        def statuses():
+            nodes = requests.get(f"{server.url}/api/network/nodes", timeout=5).json()
+            return {n["address"]: n["status"] for n in nodes["nodes"]}
+
+        wait_for(
+            lambda: (
+                statuses().get(node.address) == "healthy"
+                and set(statuses().values()) == {"healthy"}
+            ),
+            timeout=15,
+            what="three healthy nodes",
+        )
+        gateway_sees(base, "llama3.2:3b")
+        time.sleep(1.5)  # the gateway has read the rows since
+        client = ollama.Client(host=base, headers={"X-SOLLOL-App": "kill-test"})
+        first = client.generate(model="llama3.2:3b", prompt="x")
+        assert first.response.startswith(f"Simulated reply from {node.address}")
+
+        node.kill()
+        started = time.monotonic()
+        second = client.generate(model="llama3.2:3b", prompt="x")
+        others = [n.address for n in fleet.nodes]
+        assert second.done
+        assert second.response.split(" by ")[0].rsplit(" ", 1)[1] in others
+        streamed = list(client.chat(model="llama3.2:3b", messages=CHAT, stream=True))
+        assert streamed[-1].done
+        wait_for(
+            lambda: statuses()[node.address] == "unhealthy",
+            timeout=5,
+            what="the killed node probed and found unhealthy",
+        )
+        assert time.monotonic() - started < 5
+
+        def recorded():
+            metrics = requests.get(
+                f"{server.url}/api/metrics?window=5m", timeout=5
+            ).json()
+            return metrics["totals"]["requests"] >= 3 and metrics
+
+        metrics = wait_for(recorded, what="the three requests in /api/metrics")
+        assert metrics["totals"]["errors"] == 0
+        served = {row["node"]: row["requests"] for row in metrics["per_node"]}
+        assert served.get(node.address) == 1
+        assert sum(served.get(address, 0) for address in others) == 2
+    finally:
+        node.stop()
 
 
 @pytest.mark.parametrize("kind", ["gateway", "lean-gateway"])

@@ -78,6 +78,7 @@ def test_ollama_clients_get_what_the_node_itself_answers(fleet):
             lambda c: c.generate(model="llama3.2:3b", prompt="Hello"),
             lambda c: list(c.generate(model="llama3.2:3b", prompt="Hi", stream=True)),
             lambda c: c.embed(model="nomic-embed-text", input=["a", "b"]),
+            lambda c: c.embeddings(model="nomic-embed-text", prompt="a"),  # older API
             lambda c: c.show("llama3.2:3b"),
             lambda c: c.list(),
             lambda c: c.ps(),
@@ -137,6 +138,43 @@ def test_it_prefers_a_node_that_holds_the_model_in_memory(fleet):
             client.generate(model="llama3.2:3b", prompt="x")
     assert warm.snapshot()["processed"] == {"llama3.2:3b": 3}
     assert cold.snapshot()["processed"] == {}
+
+
+def test_among_nodes_alike_requests_go_to_the_one_with_fewest_in_flight(fleet):
+    """Two nodes with the model loaded and slots to spare: four requests at once
+    are shared two and two, not all sent to the one that answered fastest."""
+    nodes = fleet.nodes[:2]
+    body = {
+        "model": "llama3.2:3b",
+        "prompt": "x",
+        "stream": False,
+        "options": {"num_predict": 20},
+    }
+    for node in nodes:
+        node.load("llama3.2:3b")
+        node.set_generation(token_rate=40, num_parallel=4)  # 0.5 s a reply
+    try:
+        with override_settings(SOLLOL_GATEWAY_NODE_CONCURRENCY=4):
+            with served_gateway([view_of(n) for n in nodes]) as served:
+                url = f"{served.url}/api/generate"
+                # One alone first: a smoothed latency for one node, none yet for
+                # the other.
+                asyncio.run_coroutine_threadsafe(
+                    _post_later(url, body, 0), served.loop
+                ).result(10)
+                for node in nodes:
+                    node.reset_counters()
+                replies = asyncio.run_coroutine_threadsafe(
+                    _several(url, body, 4), served.loop
+                ).result(15)
+    finally:
+        for node in nodes:
+            node.set_generation()
+    assert [reply.status for reply in replies] == [200] * 4
+    assert [node.snapshot()["processed"] for node in nodes] == [
+        {"llama3.2:3b": 2},
+        {"llama3.2:3b": 2},
+    ]
 
 
 def test_a_model_no_node_has_is_ollamas_404_and_the_gateway_goes_on(fleet):
@@ -246,6 +284,13 @@ async def _post_later(url, body, delay):
             payload = await reply.json(content_type=None)
             reply.error = payload.get("error", "")
             return reply
+
+
+async def _several(url, body, count):
+    """count requests sent 50 ms apart, all in flight at once."""
+    return await asyncio.gather(
+        *(_post_later(url, body, i * 0.05) for i in range(count))
+    )
 
 
 async def _both(url, body):

@@ -74,6 +74,7 @@ def test_openai_clients_get_what_the_node_itself_answers(fleet):
             ),
             lambda c: c.embeddings.create(model="nomic-embed-text", input=["a", "b"]),
             lambda c: c.models.list().data,
+            lambda c: c.models.retrieve("llama3.2:3b"),
         ):
             got, expected = ask(through), ask(direct)
             dump = (
