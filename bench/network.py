@@ -228,7 +228,9 @@ def code_state() -> str:
             "--porcelain",
             "--untracked-files=no",
         ).splitlines()
-        if not line[3:].startswith("bench/")
+        # "XY path": shell() strips the output, and with it the first line's
+        # leading blank (" M path"), so the path is the last field.
+        if not line.split(maxsplit=1)[-1].startswith("bench/")
     ]
     commit = run.shell("git", "rev-parse", "--short", "HEAD")
     return commit + (f" +{len(dirty)} uncommitted outside bench/" if dirty else "")
