@@ -5,11 +5,13 @@ same intervals, each in a worker thread of the scheduler's own so the event loop
 and the requests' threads never wait on a task, and each entry on its own so a
 slow task delays only itself.
 
-Entries of one interval (the probe round, history, the app sweep ... every 5 s)
-take their turns apart: entry i of n runs first at once, then i/n of its interval
-later than a cadence from the start would put it. All at one moment, their threads
-held the event loop off the interpreter together every 5 s, for tens of ms
-(bench/RESULTS.md, 2026-12-04 22:15).
+The entries take their turns apart: entry i of n runs first at once, then i/n of
+the shortest interval later than a cadence from the start would put it. Today's 13
+entries (every 2, 5, 10, 60 s ...) are then at least 1/13 s apart: their phases
+differ by multiples of 2/13 s, never by a whole second. When every 5 s job ran at
+one moment, their threads held the event loop off the interpreter together for
+tens of ms (bench/RESULTS.md, 2026-12-04 22:15). The first entry has no phase: the
+app sweep is first, and counts on its next turn one interval away.
 
 Two ways a task runs before its turn: `core.wakeups.wake(name)` from any thread
 (the alerting engine, when events commit), and a task that returns a dict with
@@ -93,9 +95,10 @@ class Scheduler:
         self._loop = asyncio.get_running_loop()
         self._unsubscribe = wakeups.subscribe(self._wake)
         count = len(self.entries)
+        shortest = min((interval for _, _, interval in self.entries), default=0.0)
         for index, (name, task, interval) in enumerate(self.entries):
             self._wakes[task.name] = asyncio.Event()
-            phase = interval * index / count
+            phase = shortest * index / count
             self._tasks.append(
                 asyncio.create_task(self._every(name, task, interval, phase), name=name)
             )
@@ -116,8 +119,7 @@ class Scheduler:
 
     async def _every(self, name: str, task, interval: float, phase: float) -> None:
         # The first run at once; the turns after it `phase` later than a cadence
-        # from the start would put them, so that entries of one interval do not
-        # all run in the same moment.
+        # from the start would put them, so that entries do not run at one moment.
         next_run = time.monotonic() + phase
         woken = self._wakes[task.name]
         turn = True  # this run is the entry's turn (the first one is)

@@ -429,6 +429,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60}
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
+    # First: the embedded scheduler gives the first entry no phase, so its turns
+    # stay one interval apart from the start (applications/tasks.py counts on it).
     "sweep-applications": {
         "task": "applications.tasks.sweep_applications",
         "schedule": APP_SWEEP_EVERY,

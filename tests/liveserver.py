@@ -71,7 +71,11 @@ class NodeProcess:
             except requests.RequestException:
                 return False
 
-        wait_for(answers, timeout=20, what=f"the simulated node at {self.address}")
+        try:
+            wait_for(answers, timeout=20, what=f"the simulated node at {self.address}")
+        except BaseException:
+            self.stop()
+            raise
 
     def kill(self) -> None:
         """SIGKILL, by the PID this test started."""

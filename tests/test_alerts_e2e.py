@@ -41,7 +41,7 @@ def test_a_killed_node_is_told_everywhere_on_time_and_a_silence_holds(
     mailbox = Mailbox()
     smtp = Controller(mailbox, hostname="127.0.0.1", port=free_port())
     smtp.start()
-    node = NodeProcess(NODE_HOST, free_port(), tmp_path)
+    node = NodeProcess(NODE_HOST, free_port(NODE_HOST), tmp_path)
     node.start()
     address = f"{NODE_HOST}:{node.port}"
     # A second node that stays: one node down of two is no critical fleet.

@@ -186,11 +186,10 @@ def test_a_node_that_fails_a_request_is_probed_at_once(live_server_factory, flee
 def test_a_node_killed_by_its_pid_between_requests_is_left_for_the_next(
     live_server_factory, fleet, tmp_path
 ):
-    """A node's machine dies between two requests while the gateway keeps a
-    connection to it open: the next request, sent while the rows still say the
-    node is healthy and holds the model, is answered by another node, the client
-    sees only that answer, and the dead node is probed at once."""
-    node = NodeProcess("127.0.0.93", free_port(), tmp_path)
+    """A node's machine dies between two requests: the next one, sent while the
+    rows still say the node is healthy and holds the model, is answered by another
+    node, the client sees only that answer, and the dead node is probed at once."""
+    node = NodeProcess("127.0.0.93", free_port("127.0.0.93"), tmp_path)
     node.start()
     try:
         direct = ollama.Client(host=node.url)

@@ -140,38 +140,31 @@ def test_it_prefers_a_node_that_holds_the_model_in_memory(fleet):
     assert cold.snapshot()["processed"] == {}
 
 
-def test_among_nodes_alike_requests_go_to_the_one_with_fewest_in_flight(fleet):
-    """Two nodes with the model loaded and slots to spare: four requests at once
-    are shared two and two, not all sent to the one that answered fastest."""
-    nodes = fleet.nodes[:2]
+def test_requests_go_to_the_node_with_fewest_in_flight_before_the_fastest(fleet):
+    """Two nodes with the model loaded and slots to spare, one measured faster:
+    four requests at once are shared two and two, not all sent to the faster."""
+    fast, slow = fleet.nodes[:2]
     body = {
         "model": "llama3.2:3b",
         "prompt": "x",
         "stream": False,
-        "options": {"num_predict": 20},
+        "options": {"num_predict": 40},
     }
-    for node in nodes:
+    for node in (fast, slow):
         node.load("llama3.2:3b")
-        node.set_generation(token_rate=40, num_parallel=4)  # 0.5 s a reply
+        node.set_generation(token_rate=40, num_parallel=4)  # 1 s a reply
     try:
         with override_settings(SOLLOL_GATEWAY_NODE_CONCURRENCY=4):
-            with served_gateway([view_of(n) for n in nodes]) as served:
-                url = f"{served.url}/api/generate"
-                # One alone first: a smoothed latency for one node, none yet for
-                # the other.
-                asyncio.run_coroutine_threadsafe(
-                    _post_later(url, body, 0), served.loop
-                ).result(10)
-                for node in nodes:
-                    node.reset_counters()
+            views = [view_of(fast, latency_ms=1.0), view_of(slow, latency_ms=5.0)]
+            with served_gateway(views) as served:
                 replies = asyncio.run_coroutine_threadsafe(
-                    _several(url, body, 4), served.loop
+                    _several(f"{served.url}/api/generate", body, 4), served.loop
                 ).result(15)
     finally:
-        for node in nodes:
+        for node in (fast, slow):
             node.set_generation()
     assert [reply.status for reply in replies] == [200] * 4
-    assert [node.snapshot()["processed"] for node in nodes] == [
+    assert [node.snapshot()["processed"] for node in (fast, slow)] == [
         {"llama3.2:3b": 2},
         {"llama3.2:3b": 2},
     ]
