@@ -81,7 +81,15 @@ def test_it_follows_a_dask_cluster_scaling_up_without_reload_or_polling(
     page.wait_for_timeout(max(0, 6000 - 1000 * (time.monotonic() - scaled)))
 
     assert page.evaluate("window.sameDocument === true"), "the page was reloaded"
-    assert asked[before:] == [], "the page asked the server for something"
+    # The fleet history panel reads its charts again when the server's clock (the
+    # metrics sample, every 5 s) says a step of them went by: pushed, not polled,
+    # and whether one falls in these 6 s depends only on when the server started.
+    asked = [
+        url
+        for url in asked[before:]
+        if not re.search(r"/api/network/(history|availability)\?window=", url)
+    ]
+    assert asked == [], "the page asked the server for something"
     expect(panel.locator("h3 .badge")).to_have_text("active")
     assert watch.errors == []
 
