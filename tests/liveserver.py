@@ -54,16 +54,16 @@ class NodeProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        log = (self.tmp / f"node-{self.address}.log").open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "simulate_fleet", "--nodes", "1",
-             "--base", self.host, "--port", str(self.port), "--no-control",
-             "--loop", "asyncio"],
-            cwd=REPO,
-            env={**os.environ, "SOLLOL_DATA_DIR": str(self.tmp)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        with (self.tmp / f"node-{self.address}.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "simulate_fleet", "--nodes", "1",
+                 "--base", self.host, "--port", str(self.port), "--no-control",
+                 "--loop", "asyncio"],
+                cwd=REPO,
+                env={**os.environ, "SOLLOL_DATA_DIR": str(self.tmp)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
 
         def answers() -> bool:
             try:

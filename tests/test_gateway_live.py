@@ -47,6 +47,12 @@ def gateway_sees(url: str, model: str):
     wait_for(listed, timeout=15, what=f"the gateway at {url} to list {model}")
 
 
+def statuses(server) -> dict[str, str]:
+    """{address: status} of the nodes the dashboard watches."""
+    nodes = requests.get(f"{server.url}/api/network/nodes", timeout=5).json()
+    return {n["address"]: n["status"] for n in nodes["nodes"]}
+
+
 @pytest.fixture
 def fleet():
     with running_fleet(2, base="127.0.0.91", port=0, seed=11) as fleet:
@@ -160,11 +166,9 @@ def test_a_node_that_fails_a_request_is_probed_at_once(live_server_factory, flee
     base = f"{server.url}/ollama"
     gateway_sees(base, "llama3.2:3b")
 
-    def statuses():
-        nodes = requests.get(f"{server.url}/api/network/nodes", timeout=5).json()
-        return {n["address"]: n["status"] for n in nodes["nodes"]}
-
-    wait_for(lambda: set(statuses().values()) == {"healthy"}, what="healthy nodes")
+    wait_for(
+        lambda: set(statuses(server).values()) == {"healthy"}, what="healthy nodes"
+    )
     time.sleep(1.5)  # the gateway has read the rows since
     victim.die()
     started = time.monotonic()
@@ -174,7 +178,7 @@ def test_a_node_that_fails_a_request_is_probed_at_once(live_server_factory, flee
         )
         assert reply.done
         wait_for(
-            lambda: statuses()[victim.address] == "unhealthy",
+            lambda: statuses(server)[victim.address] == "unhealthy",
             timeout=5,
             what="the failed node probed and found unhealthy",
         )
@@ -208,15 +212,8 @@ def test_a_node_killed_by_its_pid_between_requests_is_left_for_the_next(
         server.start()
         base = f"{server.url}/ollama"
 
-        def statuses():
-            nodes = requests.get(f"{server.url}/api/network/nodes", timeout=5).json()
-            return {n["address"]: n["status"] for n in nodes["nodes"]}
-
         wait_for(
-            lambda: (
-                statuses().get(node.address) == "healthy"
-                and set(statuses().values()) == {"healthy"}
-            ),
+            lambda: list(statuses(server).values()) == ["healthy"] * 3,
             timeout=15,
             what="three healthy nodes",
         )
@@ -235,7 +232,7 @@ def test_a_node_killed_by_its_pid_between_requests_is_left_for_the_next(
         streamed = list(client.chat(model="llama3.2:3b", messages=CHAT, stream=True))
         assert streamed[-1].done
         wait_for(
-            lambda: statuses()[node.address] == "unhealthy",
+            lambda: statuses(server)[node.address] == "unhealthy",
             timeout=5,
             what="the killed node probed and found unhealthy",
         )
